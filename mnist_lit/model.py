@@ -1,0 +1,112 @@
+"""The tutorial's CNN (a plain ``nn.Module``) and the LightningModule that trains it."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+NUM_CLASSES = 10
+
+
+class SeedCNN(nn.Module):
+    """Conv32-pool-Conv64-pool-dropout-Dense128-dropout-Dense10, as in the Keras tutorial.
+
+    Layers: Conv2d(1, 32, 3) ReLU -> MaxPool 2 -> Conv2d(32, 64, 3) ReLU -> MaxPool 2 ->
+    Dropout(``dropout1``) -> Flatten (64 x 5 x 5 = 1,600) -> Linear(1600, 128) ReLU ->
+    Dropout(``dropout2``) -> Linear(128, 10). 225,034 parameters. Valid padding, as Keras's default.
+
+    Weights are Glorot-uniform and biases zero, Keras's defaults for Conv2D and Dense.
+    (Keras flattens channels-last, PyTorch channels-first; that only permutes Dense128's
+    input rows and changes nothing the network can learn.)
+
+    Args:
+        dropout1: rate after the second pooling (tutorial: 0.25).
+        dropout2: rate after Dense128 (tutorial: 0.5).
+
+    Input: float32 (N, 1, 28, 28). Output: logits, float32 (N, 10) (no softmax).
+    """
+
+    def __init__(self, dropout1: float = 0.25, dropout2: float = 0.5) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, kernel_size=3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, kernel_size=3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Dropout(dropout1),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Dropout(dropout2), nn.Linear(128, NUM_CLASSES),
+        )
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class MNISTClassifier(LightningModule):
+    """Trains :class:`SeedCNN` with RMSprop and cross-entropy, logging loss and accuracy.
+
+    Hyperparameters default to the tutorial's Keras ``compile(optimizer='rmsprop')``:
+    Keras RMSprop's learning rate 0.001, rho 0.9, epsilon 1e-7. PyTorch's RMSprop calls rho
+    ``alpha`` and adds epsilon outside the square root (``g / (sqrt(v) + eps)``) where Keras
+    adds it inside (``g / sqrt(v + eps)``); at 1e-7 the two differ only for near-zero ``v``.
+
+    Args:
+        lr: learning rate.
+        rho: decay of the squared-gradient average (PyTorch ``alpha``).
+        eps: epsilon added to the denominator.
+        dropout1: dropout rate after the convolutions.
+        dropout2: dropout rate after Dense128.
+
+    Logged: ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc``
+    (per epoch) and ``train_loss_step``.
+    """
+
+    def __init__(self, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-7,
+                 dropout1: float = 0.25, dropout2: float = 0.5) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = SeedCNN(dropout1, dropout2)
+        self.example_input_array = torch.zeros(1, 1, 28, 28)
+        self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.test_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits float32 (N, 10) for images float32 (N, 1, 28, 28)."""
+        return self.net(x)
+
+    def _shared_step(self, batch, stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        accuracy(logits, labels)
+        self.log(f"{stage}_loss", loss, on_epoch=True, on_step=False, prog_bar=True, sync_dist=True,
+                 batch_size=len(labels))
+        self.log(f"{stage}_acc", accuracy, on_epoch=True, on_step=False, prog_bar=True)
+        if stage == "train":
+            self.log("train_loss_step", loss, on_step=True, on_epoch=False)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train", self.train_acc)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._shared_step(batch, "val", self.val_acc)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._shared_step(batch, "test", self.test_acc)
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """Returns ``probs`` float32 (N, 10) (softmax of the logits) and ``preds`` int64 (N,)."""
+        probs = F.softmax(self(batch[0]), dim=1)
+        return {"probs": probs, "preds": probs.argmax(dim=1)}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.RMSprop(self.parameters(), lr=self.hparams.lr, alpha=self.hparams.rho,
+                                   eps=self.hparams.eps)

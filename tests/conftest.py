@@ -1,0 +1,57 @@
+"""Shared fixtures: the real MNIST subset in ../shared and one CLI-trained run reused by many tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_10K = Path(os.environ.get("MNIST_10K", REPO.parent / "shared" / "data" / "mnist-10k")).resolve()
+CONFIG = REPO / "configs" / "mnist.yaml"
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600, check: bool = True,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m mnist_lit ARGS`` in a subprocess, as a user would; returns the finished process."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "mnist_lit", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mnist_lit {' '.join(args)} exited {proc.returncode}\n"
+                             f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def version_dirs(workdir: Path) -> list[Path]:
+    """The ``lightning_logs/version_N`` folders under ``workdir``, sorted by N."""
+    root = workdir / "lightning_logs"
+    return sorted(root.glob("version_*"), key=lambda p: int(p.name.split("_")[1])) if root.exists() else []
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """Root of the real MNIST subset (10,000 train + 10,000 test images, torchvision layout)."""
+    if not (MNIST_10K / "MNIST" / "raw").is_dir():
+        pytest.fail(f"real MNIST subset not found at {MNIST_10K}; set MNIST_10K to its folder")
+    return MNIST_10K
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, mnist_dir):
+    """One `fit --config configs/mnist.yaml` (5 epochs, seed 0) on the real subset, in a subprocess.
+
+    Returns a dict: ``workdir``, ``run_dir`` (lightning_logs/version_0), ``best_ckpt``, ``last_ckpt``,
+    ``stdout`` and ``test_acc`` parsed from the printed test accuracy.
+    """
+    workdir = tmp_path_factory.mktemp("trained_run")
+    proc = run_cli("fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
+                   cwd=workdir)
+    run_dir = version_dirs(workdir)[-1]
+    ckpts = sorted((run_dir / "checkpoints").glob("epoch*.ckpt"))
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("Test accuracy:"))
+    return {"workdir": workdir, "run_dir": run_dir, "best_ckpt": ckpts[-1], "last_ckpt": run_dir / "checkpoints" / "last.ckpt",
+            "stdout": proc.stdout, "test_acc": float(line.split()[2])}
