@@ -1,0 +1,108 @@
+"""The CLI end to end, in subprocesses: fit -> checkpoint -> test -> predict, config printing, errors."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from conftest import CONFIG, run_cli, version_dirs
+
+
+def metric_from(stdout: str, name: str) -> float:
+    """The value of `name` in Lightning's printed results table (`   test_acc    0.97  `)."""
+    for line in stdout.splitlines():
+        cells = line.replace("│", " ").replace("|", " ").split()
+        if len(cells) == 2 and cells[0] == name:
+            return float(cells[1])
+    raise AssertionError(f"{name} not printed:\n{stdout[-3000:]}")
+
+
+def test_fit_trains_the_recipe_and_reports_test_accuracy(trained_run):
+    run_dir = trained_run["run_dir"]
+    assert run_dir.name == "version_0"
+    for name in ("config.yaml", "hparams.yaml"):
+        assert (run_dir / name).is_file()
+    assert trained_run["last_ckpt"].is_file() and trained_run["best_ckpt"].is_file()
+    # Tutorial recipe on 7,000 / 3,000 real images, tested on the official 10,000 test images.
+    assert trained_run["test_acc"] >= 0.965
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["trainer"]["max_epochs"] == 5 and config["data"]["batch_size"] == 128
+    assert config["seed_everything"] == 0
+
+
+def test_checkpoint_loads_with_weights_only_and_holds_plain_hyperparameters(trained_run):
+    ckpt = torch.load(trained_run["best_ckpt"], weights_only=True, map_location="cpu")
+    assert ckpt["hyper_parameters"]["lr"] == 0.001 and ckpt["hyper_parameters"]["eps"] == 1e-7
+    assert ckpt["datamodule_hyper_parameters"]["val_split"] == 0.3
+    assert ckpt["state_dict"]["net.classifier.1.weight"].shape == (128, 1600)
+    last = torch.load(trained_run["last_ckpt"], weights_only=True, map_location="cpu")
+    assert last["epoch"] == 4 and last["global_step"] == 5 * 55  # ceil(7000 / 128) = 55 steps an epoch
+
+
+def test_test_and_predict_in_new_processes_reproduce_the_test_accuracy(trained_run, mnist_dir):
+    workdir, ckpt = trained_run["workdir"], str(trained_run["best_ckpt"])
+    common = ("--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
+              "--ckpt_path", ckpt)
+    tested = run_cli("test", *common, cwd=workdir)
+    assert round(metric_from(tested.stdout, "test_acc"), 4) == round(trained_run["test_acc"], 4)
+
+    predicted = run_cli("predict", *common, cwd=workdir)
+    csv_path = version_dirs(workdir)[-1] / "predictions.csv"
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 10_000 and [int(r["index"]) for r in rows] == list(range(10_000))
+    accuracy = sum(r["label"] == r["pred"] for r in rows) / len(rows)
+    assert round(accuracy, 4) == round(trained_run["test_acc"], 4)
+    first = rows[0]
+    probs = [float(first[f"prob_{d}"]) for d in range(10)]
+    assert abs(sum(probs) - 1) < 1e-4 and first["label"] == "7"
+    assert int(first["pred"]) == max(range(10), key=probs.__getitem__)
+    assert f"-> predicted digit {first['pred']} (label 7)" in predicted.stdout  # the tutorial's print
+
+
+def test_validate_reports_val_acc(trained_run, mnist_dir):
+    out = run_cli("validate", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
+                  "--ckpt_path", str(trained_run["best_ckpt"]), cwd=trained_run["workdir"])
+    best_val_acc = float(trained_run["best_ckpt"].stem.split("val_acc")[1])
+    assert round(metric_from(out.stdout, "val_acc"), 4) == best_val_acc
+
+
+def test_print_config_shows_the_recipe(tmp_path):
+    out = run_cli("fit", "--config", str(CONFIG), "--print_config", cwd=tmp_path)
+    config = yaml.safe_load(out.stdout)
+    assert config["model"] == {"lr": 0.001, "rho": 0.9, "eps": 1e-07, "dropout1": 0.25, "dropout2": 0.5}
+    assert config["data"]["split"] == "tail" and config["data"]["val_split"] == 0.3
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_console_script_runs_the_same_cli(tmp_path):
+    script = shutil.which("mnist-lit", path=str(Path(sys.executable).parent))
+    assert script, "the mnist-lit console script is not installed next to the interpreter"
+    import subprocess
+    out = subprocess.run([script, "fit", "--config", str(CONFIG), "--print_config"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and yaml.safe_load(out.stdout)["trainer"]["max_epochs"] == 5
+
+
+def test_missing_data_gives_one_clear_line(tmp_path):
+    out = run_cli("fit", "--config", str(CONFIG), "--data.data_dir", str(tmp_path / "nowhere"),
+                  "--data.download", "false", cwd=tmp_path, check=False)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    error = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "t10k-labels-idx1-ubyte.gz" in error[0]
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in error[0]
+    assert not list((tmp_path / "lightning_logs").glob("*/checkpoints/*.ckpt"))
+
+
+def test_unknown_key_and_wrong_type_are_refused_before_training(tmp_path, mnist_dir):
+    unknown = run_cli("fit", "--config", str(CONFIG), "--data.batch_sise", "64", cwd=tmp_path, check=False)
+    assert unknown.returncode != 0 and "batch_sise" in unknown.stderr
+    wrong = run_cli("fit", "--config", str(CONFIG), "--data.batch_size", "many", cwd=tmp_path, check=False)
+    assert wrong.returncode != 0 and "batch_size" in wrong.stderr
+    assert "Traceback" not in unknown.stderr + wrong.stderr
+    assert not (tmp_path / "lightning_logs").exists()

@@ -1,0 +1,83 @@
+"""The tutorial's network and its LightningModule: shapes, parameters, init, loss, optimizer."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mnist_lit.data import load_split, scale_pixels
+from mnist_lit.model import MNISTClassifier, SeedCNN
+
+
+def real_batch(mnist_dir, n=512):
+    images, labels = load_split(mnist_dir, "test")
+    return scale_pixels(images[:n]), labels[:n]
+
+
+def test_parameter_count_matches_keras_summary():
+    assert sum(p.numel() for p in SeedCNN().parameters()) == 225_034
+
+
+def test_layers_are_the_tutorials():
+    net = SeedCNN()
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    denses = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    drops = [m.p for m in net.modules() if isinstance(m, nn.Dropout)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+        (1, 32, (3, 3), (0, 0)), (32, 64, (3, 3), (0, 0))]
+    assert [(d.in_features, d.out_features) for d in denses] == [(1600, 128), (128, 10)]
+    assert drops == [0.25, 0.5]
+
+
+def test_keras_style_initialisation():
+    torch.manual_seed(0)
+    for module in SeedCNN().modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            weight = module.weight.detach()
+            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(weight)
+            bound = math.sqrt(6.0 / (fan_in + fan_out))  # Glorot uniform limit
+            assert 0.95 * bound < float(weight.abs().max()) <= bound
+            assert abs(float(weight.std()) - bound / math.sqrt(3)) < 0.1 * bound / math.sqrt(3)  # std of U(-b, b)
+            assert torch.count_nonzero(module.bias) == 0
+
+
+def test_logits_shape_and_they_are_not_probabilities(mnist_dir):
+    images, _ = real_batch(mnist_dir, 64)
+    with torch.no_grad():
+        logits = SeedCNN().eval()(images)
+    assert logits.shape == (64, 10) and logits.dtype == torch.float32
+    assert not torch.allclose(logits.sum(dim=1), torch.ones(64), atol=1e-3)
+    assert float(logits.min()) < 0  # softmax outputs are never negative
+
+
+def test_initial_loss_is_about_ln_10(mnist_dir):
+    torch.manual_seed(0)
+    images, labels = real_batch(mnist_dir)
+    loss = nn.functional.cross_entropy(SeedCNN().eval()(images), labels)
+    assert abs(float(loss) - math.log(10)) < 0.15
+
+
+def test_optimizer_uses_keras_rmsprop_defaults():
+    optimizer = MNISTClassifier().configure_optimizers()
+    assert isinstance(optimizer, torch.optim.RMSprop)
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["alpha"], group["eps"], group["momentum"], group["centered"]) == (
+        0.001, 0.9, 1e-7, 0, False)
+    custom = MNISTClassifier(lr=0.01, rho=0.8, eps=1e-6).configure_optimizers().param_groups[0]
+    assert (custom["lr"], custom["alpha"], custom["eps"]) == (0.01, 0.8, 1e-6)
+
+
+def test_predict_step_returns_probabilities_and_digits(mnist_dir):
+    images, labels = real_batch(mnist_dir, 32)
+    out = MNISTClassifier().eval().predict_step((images, labels), 0)
+    assert out["probs"].shape == (32, 10) and out["preds"].shape == (32,)
+    assert torch.allclose(out["probs"].sum(dim=1), torch.ones(32), atol=1e-5)
+    assert torch.equal(out["preds"], out["probs"].argmax(dim=1)) and out["preds"].dtype == torch.int64
+
+
+def test_dropout_rates_are_hyperparameters():
+    model = MNISTClassifier(dropout1=0.1, dropout2=0.2)
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.1, 0.2]
+    assert dict(model.hparams) == {"lr": 1e-3, "rho": 0.9, "eps": 1e-7, "dropout1": 0.1, "dropout2": 0.2}
