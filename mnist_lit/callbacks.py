@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -53,7 +54,7 @@ class PredictionWriter(BasePredictionWriter):
         rows = sorted(self._gathered_rows(trainer), key=lambda row: row[0])
         if not trainer.is_global_zero or not rows:
             return
-        folder = Path(self.output_dir or trainer.log_dir or ".")
+        folder = Path(self.output_dir) if self.output_dir else run_dir(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / self.filename
         tmp = path.with_suffix(".csv.tmp")
@@ -69,3 +70,17 @@ class PredictionWriter(BasePredictionWriter):
         print(f"Sample {first[0]} probabilities: [{', '.join(f'{p:.4f}' for p in first[4:])}]"
               f" -> predicted digit {first[2]}" + ("" if first[1] is None else f" (label {first[1]})"))
         sys.stdout.flush()
+
+
+def run_dir(trainer) -> Path:
+    """The run folder, next to the checkpoints: ``trainer.log_dir`` (``lightning_logs/version_N``).
+
+    Safe to call on rank 0 alone: ``trainer.log_dir`` itself is a collective under DDP (it broadcasts
+    rank 0's folder), so a rank-0-only call of it waits forever for the other ranks. This is the same
+    lookup without the broadcast; on other ranks the folder may differ and must not be written.
+    """
+    logger = trainer.loggers[0] if trainer.loggers else None
+    if logger is None:
+        return Path(trainer.default_root_dir)
+    folder = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
+    return Path(folder or trainer.default_root_dir)

@@ -8,6 +8,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from mnist_lit.callbacks import PredictionWriter
 from mnist_lit.data import DataError, MNISTDataModule
+from mnist_lit.distributed import per_device_batch_size
 from mnist_lit.model import MNISTClassifier
 
 
@@ -17,6 +18,10 @@ class MNISTLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="After fit, evaluate the best checkpoint on the test set and print test_acc.")
+
+    def before_fit(self) -> None:
+        """Several processes: refuse a global ``batch_size`` they don't divide before any process starts."""
+        per_device_batch_size(self.datamodule.hparams.batch_size, self.trainer.world_size, training=True)
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:

@@ -215,7 +215,8 @@ class MNISTDataModule(LightningDataModule):
         data_dir: root folder; files live in ``data_dir/MNIST/raw/`` as torchvision lays them out.
         dataset: ``"mnist"`` or ``"fashion_mnist"`` (same IDX format, torchvision's mirrors).
         download: fetch missing files in :meth:`prepare_data` through torchvision.
-        batch_size: images per batch per device (Keras tutorial: 128).
+        batch_size: images per optimizer step, all devices together (Keras tutorial: 128); on
+            ``W`` processes each device gets ``batch_size / W`` (see :mod:`mnist_lit.distributed`).
         val_split: fraction of the training file held out for validation (tutorial: 0.3).
         split: ``"tail"`` (Keras: the last fraction in file order) or ``"random"``.
         split_seed: seed of the dedicated generator used by ``split="random"``.
@@ -275,7 +276,13 @@ class MNISTDataModule(LightningDataModule):
             self.data_predict = self.data_test
 
     def _loader(self, dataset: InMemoryDataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle,
+        # Several processes (DDP): batch_size is global; evaluation shards are never padded.
+        # Imported here because mnist_lit.distributed imports DataError from this module.
+        from mnist_lit.distributed import eval_sampler, per_device_batch_size, world_size_of
+
+        batch_size = per_device_batch_size(self.hparams.batch_size, world_size_of(self.trainer), training=shuffle)
+        sampler = None if shuffle else eval_sampler(dataset, self.trainer)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                           num_workers=self.hparams.num_workers, pin_memory=self.hparams.pin_memory,
                           collate_fn=collate_batch, persistent_workers=self.hparams.num_workers > 0)
 

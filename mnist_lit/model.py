@@ -64,7 +64,8 @@ class MNISTClassifier(LightningModule):
         dropout2: dropout rate after Dense128.
 
     Logged: ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc``
-    (per epoch) and ``train_loss_step``.
+    (per epoch) and ``train_loss_step``; ``val_count`` and ``test_count``: images evaluated in the
+    epoch, summed over all processes. Epoch values are aggregated over all processes under DDP.
     """
 
     def __init__(self, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-7,
@@ -91,6 +92,9 @@ class MNISTClassifier(LightningModule):
         self.log(f"{stage}_acc", accuracy, on_epoch=True, on_step=False, prog_bar=True)
         if stage == "train":
             self.log("train_loss_step", loss, on_step=True, on_epoch=False)
+        else:  # images evaluated, summed over all ranks: 10,000 for the test set on any number of devices
+            self.log(f"{stage}_count", float(len(labels)), on_epoch=True, on_step=False, reduce_fx="sum",
+                     sync_dist=True, batch_size=len(labels))
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
