@@ -29,9 +29,11 @@ def ddp_args(mnist_dir: Path, devices: int) -> list[str]:
 
 
 def printed_metrics(stdout: str) -> dict[str, float]:
-    """The metrics of Lightning's results table (``validate``/``test``), e.g. ``{"test_acc": 0.9519...}``."""
+    """The metrics of Lightning's results table (``validate``/``test``), e.g. ``{"test_acc": 0.9519...}``.
+
+    Reads the plain table and, when ``rich`` is installed, the boxed one (``│ test_acc │ 0.9519 │``)."""
     return {name: float(value) for name, value in
-            re.findall(r"^\s*((?:val|test)_\w+)\s+([-+0-9.eE]+)\s*$", stdout, flags=re.MULTILINE)}
+            re.findall(r"^[\s│┃|]*((?:val|test)_\w+)[\s│┃|]+([-+0-9.eE]+)[\s│┃|]*$", stdout, flags=re.MULTILINE)}
 
 
 def test_global_batch_is_split_over_processes():
