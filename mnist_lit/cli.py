@@ -1,12 +1,20 @@
-"""LightningCLI wiring: ``fit``/``validate``/``test``/``predict`` and friendly errors."""
+"""LightningCLI wiring: ``fit``/``validate``/``test``/``predict``, the extra commands, and friendly errors."""
 
 from __future__ import annotations
 
+import importlib
+import logging
 import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
 
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.cli import LightningCLI
 
+from mnist_lit import resume
 from mnist_lit.callbacks import PredictionWriter
+from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, check_compatible, check_hparams, load_checkpoint
 from mnist_lit.data import DataError, MNISTDataModule
 from mnist_lit.distributed import per_device_batch_size
 from mnist_lit.model import MNISTClassifier
@@ -15,6 +23,54 @@ from mnist_lit.model import MNISTClassifier
 class MNISTLightningCLI(LightningCLI):
     """LightningCLI plus ``--test_after_fit``: after ``fit``, test the best checkpoint (the tutorial's ``evaluate``)."""
 
+    checkpoint: dict | None = None  # the --ckpt_path checkpoint, loaded with weights_only=True
+    resumed_version: int | None = None  # a resumed fit continues lightning_logs/version_N
+    failed_files = 0  # picture files that failed in `predict --data.predict_path` (exit status 1)
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then check ``--ckpt_path`` before anything is built (Lightning reads its hyperparameters next).
+
+        ``last`` becomes the newest ``last.ckpt`` of any run (:func:`mnist_lit.resume.resolve_last`);
+        the file is loaded with ``weights_only=True`` (one-line error if refused, damaged or missing);
+        a resumed ``fit`` continues the checkpoint's version folder.
+        """
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else None
+        if config is None or not config.get("ckpt_path"):
+            return
+        config.ckpt_path = resume.resolve_last(config, subcommand)
+        if config.ckpt_path in ("last", "best", "hpc", "registry") or "://" in config.ckpt_path:
+            return  # Lightning's own keywords and remote files
+        self.checkpoint = load_checkpoint(config.ckpt_path, weights_only=config.get("weights_only") is not False)
+        check_hparams(self.checkpoint, self.model_class, config.ckpt_path)
+        if subcommand == "fit":
+            self.resumed_version = resume.continue_version(config, config.ckpt_path, self.checkpoint["global_step"],
+                                                           self.save_config_kwargs)
+
+    def instantiate_trainer(self, **kwargs):
+        """The configured trainer, plus :class:`SafeCheckpointIO` (atomic saves, weights_only loads)
+        unless the configuration brings its own ``CheckpointIO`` plugin."""
+        plugins = kwargs.get("plugins", self._get(self.config_init, "trainer", default={}).get("plugins"))
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            kwargs["plugins"] = [*plugins, SafeCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
+
+    def after_instantiate_classes(self) -> None:
+        """Refuse a checkpoint of another architecture; before a resumed fit, drop logged steps it will redo."""
+        if self.checkpoint is None:
+            return
+        ckpt_path = self.config[self.subcommand].ckpt_path
+        check_compatible(self.checkpoint, self.model, ckpt_path)
+        print(f"Checkpoint {ckpt_path}: epoch {self.checkpoint['epoch']}, global step {self.checkpoint['global_step']}",
+              file=sys.stderr)
+        if self.resumed_version is not None and self.trainer.logger is not None:
+            step, saved_at = self.checkpoint["global_step"], Path(ckpt_path).stat().st_mtime
+            removed = resume.trim_event_files(self.trainer.logger.log_dir, step, saved_at)
+            print(f"Resuming in {self.trainer.logger.log_dir}; removed {removed} events logged after that checkpoint "
+                  "(the resumed run logs those steps again)", file=sys.stderr)
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="After fit, evaluate the best checkpoint on the test set and print test_acc.")
@@ -22,6 +78,10 @@ class MNISTLightningCLI(LightningCLI):
     def before_fit(self) -> None:
         """Several processes: refuse a global ``batch_size`` they don't divide before any process starts."""
         per_device_batch_size(self.datamodule.hparams.batch_size, self.trainer.world_size, training=True)
+
+    def after_predict(self) -> None:
+        """Count the picture files that could not be predicted (the writer printed why); main() exits 1 then."""
+        self.failed_files = sum(getattr(callback, "failed_files", 0) for callback in self.trainer.callbacks)
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
@@ -34,17 +94,54 @@ class MNISTLightningCLI(LightningCLI):
             print(f"Test accuracy: {results[0]['test_acc']:.4f} (test_loss {results[0]['test_loss']:.4f}, {where})")
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``python -m mnist_lit`` and ``mnist-lit``."""
-    try:
-        MNISTLightningCLI(
+#: Commands beyond LightningCLI's own: name -> "module:function", called with the arguments after the name.
+#: They build their runs with :func:`build_cli` (``run=False``), so all fit flags work the same there.
+EXTRA_COMMANDS = {
+    "cv": "mnist_lit.tuning:cv_main",
+    "lr_find": "mnist_lit.tuning:lr_find_main",
+    "tune": "mnist_lit.tuning:tune_main",
+    "export": "mnist_lit.export:export_main",
+    "serve": "mnist_lit.serve.app:serve_main",
+}
+
+
+def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequence = ()) -> MNISTLightningCLI:
+    """The project's LightningCLI. ``run=False`` parses ``args`` as ``fit`` would and instantiates
+    ``cli.trainer``/``cli.model``/``cli.datamodule`` without running anything; ``callbacks`` are added
+    to the trainer's (used by ``cv``/``tune``)."""
+    with warnings.catch_warnings():
+        if not run:  # extra commands pass args while sys.argv holds theirs: expected, not a mistake
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return MNISTLightningCLI(
             MNISTClassifier,
             MNISTDataModule,
             seed_everything_default=0,
-            trainer_defaults={"callbacks": [PredictionWriter()]},
+            trainer_defaults={"callbacks": [PredictionWriter(), *callbacks]},
             auto_configure_optimizers=False,
             args=args,
+            run=run,
+            parser_kwargs={"epilog": f"More commands: {', '.join(EXTRA_COMMANDS)} (python -m mnist_lit NAME --help)."}
+            if run else {},
         )
-    except DataError as err:
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``python -m mnist_lit`` and ``mnist-lit``."""
+    package_log = logging.getLogger("mnist_lit")  # notices and download attempts on stderr, as Lightning's own
+    if not logging.getLogger().hasHandlers() and not package_log.handlers:
+        package_log.addHandler(logging.StreamHandler())
+        package_log.setLevel(logging.INFO)
+    argv = sys.argv[1:] if args is None else list(args)
+    from mnist_lit.tuning import TuneError
+
+    try:
+        if argv and argv[0] in EXTRA_COMMANDS:
+            module, function = EXTRA_COMMANDS[argv[0]].split(":")
+            getattr(importlib.import_module(module), function)(argv[1:])
+        else:
+            cli = build_cli(args)
+            if cli.failed_files:  # each one already has its `error: FILE: reason` line on stderr
+                sys.exit(1)
+    except (DataError, TuneError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

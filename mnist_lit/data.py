@@ -9,13 +9,17 @@ and no per-sample Python work.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import logging
 import struct
+import zlib
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torchvision
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 IDX_IMAGES_MAGIC = 2051  # IDX header: 0x00000803 = unsigned byte, 3 dimensions
@@ -30,6 +34,32 @@ RAW_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+#: Items in each official file (MNIST and Fashion-MNIST alike); a file of another count is a
+#: non-official set, used as it is after a notice. File sizes follow: 16 + N*784 bytes for
+#: images, 8 + N bytes for labels (uncompressed), which :func:`read_idx` checks against the header.
+OFFICIAL_COUNTS = {"train": 60_000, "t10k": 10_000}
+#: md5 of the official *uncompressed* files (the ``.gz`` md5s are torchvision's ``resources``).
+#: t10k values checked here against the official files; train values as published with the data
+#: by many projects (e.g. TensorFlow's MNIST tutorials). Fashion-MNIST: none known, so an
+#: uncompressed Fashion-MNIST file is checked for structure only.
+OFFICIAL_RAW_MD5 = {
+    "mnist": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+    # Uncompressed md5s as listed by older torchvision releases (FashionMNIST.raw_data); Debian's
+    # dataset-fashion-mnist recompresses the files, so only these identify its content.
+    "fashion_mnist": {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+}
+
+log = logging.getLogger(__name__)
 
 PixelScale = Literal["unit", "raw"]
 
@@ -65,47 +95,77 @@ def read_idx(path: str | Path, expected_magic: int) -> torch.Tensor:
     """Read one IDX file (gzip-compressed or not) into a uint8 tensor.
 
     Args:
-        path: the file; gzip is recognised by its magic bytes, not by the name.
+        path: the file; gzip is recognised by its magic bytes (``1f 8b``), not by the name, so
+            a gzip file without ``.gz`` and an uncompressed file named ``.gz`` both read.
         expected_magic: 2051 for images (N, 28, 28) or 2049 for labels (N,).
 
     Returns:
         uint8 tensor of shape (N, 28, 28) for images or (N,) for labels.
 
     Raises:
-        DataError: wrong magic number, wrong image size, or a file shorter or longer
-            than its header says (e.g. a truncated download).
+        DataError: damaged gzip data, wrong magic number, wrong image size, or a file shorter
+            or longer than its header says (e.g. a truncated download).
     """
     path = Path(path)
-    raw = path.read_bytes()
-    try:
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError) as err:
-        raise DataError(f"{path}: damaged gzip data ({err}); delete it and download it again") from None
-    if len(raw) < 8:
-        raise DataError(f"{path}: only {len(raw)} bytes, not an IDX file; delete it and download it again")
-    magic, count = struct.unpack(">II", raw[:8])
+    return decode_idx(path, path.read_bytes(), expected_magic)[0]
+
+
+def decode_idx(path: Path, file_bytes: bytes, expected_magic: int) -> tuple[torch.Tensor, bytes]:
+    """:func:`read_idx` on bytes already read from ``path`` (named in errors).
+
+    Returns:
+        (tensor, data): the uint8 tensor and the uncompressed file content (for md5 checks).
+    """
+    data = file_bytes
+    if file_bytes[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(file_bytes)
+        except (OSError, EOFError, zlib.error) as err:
+            raise DataError(f"{path}: damaged gzip data ({err}); the file is truncated or corrupted, "
+                            "delete it and download or copy it again") from None
+    kind = "images" if expected_magic == IDX_IMAGES_MAGIC else "labels"
+    header = 16 if expected_magic == IDX_IMAGES_MAGIC else 8
+    if len(data) < header:
+        raise DataError(f"{path}: only {len(data)} bytes, too short for an IDX {kind} file; "
+                        "delete it and download or copy it again")
+    magic, count = struct.unpack(">II", data[:8])
     if magic != expected_magic:
-        kind = "images" if expected_magic == IDX_IMAGES_MAGIC else "labels"
-        raise DataError(f"{path}: IDX magic number {magic}, expected {expected_magic} for {kind}; "
-                        "is this the right file?")
+        hint = {IDX_IMAGES_MAGIC: " (an images file: are two names swapped?)",
+                IDX_LABELS_MAGIC: " (a labels file: are two names swapped?)"}.get(magic, "")
+        raise DataError(f"{path}: IDX magic number {magic}{hint}, expected {expected_magic} for {kind}; "
+                        f"not an MNIST {kind} file, replace it with the right one")
     shape: tuple[int, ...] = (count,)
-    offset = 8
     if magic == IDX_IMAGES_MAGIC:
-        rows, cols = struct.unpack(">II", raw[8:16])
+        rows, cols = struct.unpack(">II", data[8:16])
         if (rows, cols) != (IMAGE_SIDE, IMAGE_SIDE):
-            raise DataError(f"{path}: images are {rows}x{cols} pixels, expected 28x28")
-        shape, offset = (count, rows, cols), 16
-    expected = offset + count * (IMAGE_SIDE * IMAGE_SIDE if magic == IDX_IMAGES_MAGIC else 1)
-    if len(raw) != expected:
-        raise DataError(f"{path}: {len(raw)} bytes but its header promises {expected} ({count} items); "
-                        "the file is truncated or damaged, delete it and download it again")
-    return torch.frombuffer(bytearray(raw[offset:]), dtype=torch.uint8).reshape(shape)
+            raise DataError(f"{path}: images are {rows}x{cols} pixels, expected 28x28; "
+                            "not MNIST-format data, replace it with the official file")
+        shape = (count, rows, cols)
+    expected = header + count * (IMAGE_SIDE * IMAGE_SIDE if magic == IDX_IMAGES_MAGIC else 1)
+    if len(data) != expected:
+        raise DataError(f"{path}: {len(data)} bytes but its header promises {expected} ({count} {kind}); "
+                        "the file is truncated or damaged, delete it and download or copy it again")
+    return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape), data
+
+
+def magic_for(name: str) -> int:
+    """The IDX magic number a file of this name must have: 2051 for ``*-images-*``, else 2049."""
+    return IDX_IMAGES_MAGIC if "-images-" in name else IDX_LABELS_MAGIC
 
 
 def raw_folder(data_dir: str | Path, dataset: str = "mnist") -> Path:
-    """The folder torchvision uses for a data set's IDX files: ``data_dir/MNIST/raw``."""
-    return Path(data_dir) / DATASETS[dataset].__name__ / "raw"
+    """The folder holding a data set's IDX files.
+
+    torchvision's layout ``data_dir/MNIST/raw`` (``FashionMNIST`` for Fashion-MNIST), where
+    downloads go; or ``data_dir`` itself when it already holds the training images and the
+    torchvision folder does not exist (a flat layout such as Debian's
+    ``/usr/share/datasets/fashion-mnist/``).
+    """
+    nested = Path(data_dir) / DATASETS[dataset].__name__ / "raw"
+    flat = Path(data_dir)
+    if not nested.is_dir() and find_raw_file(flat, RAW_FILES["train"][0]) is not None:
+        return flat
+    return nested
 
 
 def find_raw_file(folder: Path, stem: str) -> Path | None:
@@ -123,28 +183,90 @@ def missing_files_message(data_dir: str | Path, dataset: str = "mnist") -> str:
             "or set --data.download true")
 
 
-def load_split(data_dir: str | Path, stage: Literal["train", "test"], dataset: str = "mnist"
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def official_md5s(dataset: str, stem: str) -> tuple[str | None, str | None]:
+    """(md5 of the official ``.gz`` file, md5 of the official uncompressed file) for ``stem``.
+
+    The ``.gz`` md5 comes from torchvision's ``resources`` list; the uncompressed one from
+    :data:`OFFICIAL_RAW_MD5` (``None`` where unknown).
+    """
+    gz = {name.removesuffix(".gz"): md5 for name, md5 in DATASETS[dataset].resources}.get(stem)
+    return gz, OFFICIAL_RAW_MD5.get(dataset, {}).get(stem)
+
+
+def check_official(path: Path, stem: str, dataset: str, file_bytes: bytes, data: bytes, count: int) -> bool:
+    """Check a file against the official md5 when it holds the official number of items.
+
+    The rule: a file named like an official one (``stem``) whose header holds the official count
+    (60,000 for ``train-*``, 10,000 for ``t10k-*``) must be the official file: its md5 must equal
+    the official ``.gz`` md5 (as downloaded) or the official uncompressed md5 (gunzipped or
+    recompressed). A file with another count is a non-official set (a subset, your own data) and
+    is not md5-checked; the caller prints a notice of its counts.
+
+    Returns:
+        True if the file holds the official count and its md5 matches (or no md5 is known for its
+        form), False for a non-official count.
+
+    Raises:
+        DataError: the official count but neither md5 matches (damaged or altered file).
+    """
+    if count != OFFICIAL_COUNTS[stem.split("-")[0]]:
+        return False
+    gz_md5, raw_md5 = official_md5s(dataset, stem)
+    compressed = data is not file_bytes
+    if raw_md5 is None and not compressed:
+        return True  # uncompressed file and no official md5 known for that form: structure only
+    if (compressed and _md5(file_bytes) == gz_md5) or (raw_md5 is not None and _md5(data) == raw_md5):
+        return True
+    got, want = (_md5(file_bytes), gz_md5) if compressed and raw_md5 is None else (_md5(data), raw_md5)
+    what = "compressed" if compressed and raw_md5 is None else "uncompressed"
+    raise DataError(f"{path}: wrong md5 for the official {stem} ({what} md5 {got}, expected {want}) although it "
+                    f"holds the official {count:,} items; the file is damaged or altered: delete it and run with "
+                    "--data.download true, or copy the official file")
+
+
+def load_split(data_dir: str | Path, stage: Literal["train", "test"], dataset: str = "mnist",
+               notice: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Read and check one split of the IDX files.
+
+    Each file is checked by :func:`decode_idx` (gzip or not, magic number, 28x28, length
+    against header) and :func:`check_official` (official count -> official md5); then the two
+    files must hold as many images as labels, and labels must be digits. A split whose files do
+    not hold the official counts is used as it is, after an INFO notice of its counts (e.g.
+    ``../shared/data/mnist-10k``: 10,000 training images instead of 60,000) unless ``notice`` is false.
 
     Returns:
         images: uint8 (N, 1, 28, 28); labels: int64 (N,), values 0-9.
 
     Raises:
-        DataError: a file is missing or damaged, or image and label counts differ.
+        DataError: a file is missing or damaged, has the official count but a wrong md5, or
+            image and label counts differ; one line naming the file and what to do.
     """
     folder = raw_folder(data_dir, dataset)
     image_stem, label_stem = RAW_FILES[stage]
     image_path, label_path = find_raw_file(folder, image_stem), find_raw_file(folder, label_stem)
     if image_path is None or label_path is None:
         raise DataError(missing_files_message(data_dir, dataset))
-    images = read_idx(image_path, IDX_IMAGES_MAGIC)
-    labels = read_idx(label_path, IDX_LABELS_MAGIC)
+    tensors, official = [], []
+    for path, stem, magic in ((image_path, image_stem, IDX_IMAGES_MAGIC), (label_path, label_stem, IDX_LABELS_MAGIC)):
+        file_bytes = path.read_bytes()
+        tensor, data = decode_idx(path, file_bytes, magic)
+        official.append(check_official(path, stem, dataset, file_bytes, data, len(tensor)))
+        tensors.append(tensor)
+    images, labels = tensors
     if len(images) != len(labels):
-        raise DataError(f"{folder}: {len(images)} {stage} images but {len(labels)} labels; "
-                        "the two files must come from the same set")
+        raise DataError(f"{image_path} holds {len(images):,} images but {label_path.name} holds {len(labels):,} "
+                        "labels; the two files must come from the same set: replace the wrong one")
     if len(labels) and int(labels.max()) >= NUM_CLASSES:
-        raise DataError(f"{label_path}: label {int(labels.max())} is not a digit 0-9")
+        raise DataError(f"{label_path}: label {int(labels.max())} is not a digit 0-9; "
+                        "replace it with the right labels file")
+    if notice and not all(official) and rank_zero_only.rank == 0:
+        log.info(f"Notice: {folder} holds a non-official {dataset} {stage} set of {len(labels):,} images and "
+                       f"labels (official: {OFFICIAL_COUNTS[image_stem.split('-')[0]]:,}); checked for structure, "
+                       "not md5, and used as it is")
     return images.unsqueeze(1), labels.long()
 
 
@@ -176,6 +298,43 @@ def split_indices(n: int, val_split: float, split: Literal["tail", "random"], sp
     else:
         raise DataError(f"split must be 'tail' or 'random', got {split!r}")
     return order[: n - val_size], order[n - val_size:]
+
+
+def fold_indices(labels: torch.Tensor, num_folds: int, fold: int, split_seed: int = 42
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the training and validation parts for fold ``fold`` of a stratified K-fold split.
+
+    Each class's indices are shuffled by a dedicated ``torch.Generator`` seeded by ``split_seed``
+    and the classes are laid end to end; position ``j`` of that order goes to fold ``j % num_folds``.
+    So the K validation folds are disjoint, cover ``0..n-1``, differ in size by at most one image,
+    and hold each class's count to within one image of ``count / K`` (stratified). The same
+    arguments give the same folds in every process. (Own code rather than scikit-learn's
+    ``StratifiedKFold``: five lines of torch instead of a dependency on scikit-learn and SciPy.)
+
+    Args:
+        labels: int64 (N,), the training file's labels in file order.
+        num_folds: K, at least 2 and at most N.
+        fold: which fold is the validation part, 0 to K-1.
+        split_seed: seed of the generator that shuffles within each class.
+
+    Returns:
+        (train_idx, val_idx): int64 tensors into ``labels``, each sorted ascending; disjoint,
+        together ``0..N-1``.
+
+    Raises:
+        DataError: ``num_folds`` below 2 or above N, or ``fold`` outside 0..K-1.
+    """
+    n = len(labels)
+    if not 2 <= num_folds <= n:
+        raise DataError(f"num_folds must be between 2 and the {n} training images, got {num_folds}")
+    if not 0 <= fold < num_folds:
+        raise DataError(f"fold must be between 0 and num_folds-1={num_folds - 1}, got {fold}")
+    generator = torch.Generator().manual_seed(split_seed)
+    order = torch.cat([idx[torch.randperm(len(idx), generator=generator)]
+                       for idx in (torch.nonzero(labels == c).flatten() for c in range(NUM_CLASSES))])
+    fold_of = torch.empty(n, dtype=torch.long)
+    fold_of[order] = torch.arange(n) % num_folds
+    return torch.nonzero(fold_of != fold).flatten(), torch.nonzero(fold_of == fold).flatten()
 
 
 class InMemoryDataset(Dataset):
@@ -214,15 +373,28 @@ class MNISTDataModule(LightningDataModule):
     Args:
         data_dir: root folder; files live in ``data_dir/MNIST/raw/`` as torchvision lays them out.
         dataset: ``"mnist"`` or ``"fashion_mnist"`` (same IDX format, torchvision's mirrors).
-        download: fetch missing files in :meth:`prepare_data` through torchvision.
+        download: fetch missing files in :meth:`prepare_data` (see :mod:`mnist_lit.download`).
+        mirrors: base URLs tried in order for each missing file; ``None``: torchvision's mirrors
+            for ``dataset`` (``torchvision.datasets.MNIST.mirrors``).
+        download_timeout: seconds allowed per request for connecting and for each read.
         batch_size: images per optimizer step, all devices together (Keras tutorial: 128); on
             ``W`` processes each device gets ``batch_size / W`` (see :mod:`mnist_lit.distributed`).
         val_split: fraction of the training file held out for validation (tutorial: 0.3).
         split: ``"tail"`` (Keras: the last fraction in file order) or ``"random"``.
-        split_seed: seed of the dedicated generator used by ``split="random"``.
+        split_seed: seed of the dedicated generator used by ``split="random"`` and by the folds.
+        num_folds: K for K-fold validation; when set, fold ``fold`` of a stratified K-fold split
+            of the training file (:func:`fold_indices`) is the validation part and ``val_split``
+            and ``split`` are not used. ``None`` (default): the ``val_split`` holdout.
+        fold: which of the ``num_folds`` folds is validated, 0 to K-1.
         pixel_scale: ``"unit"`` (float32 in [0, 1], default) or ``"raw"`` (0-255, as the tutorial).
         num_workers: DataLoader worker processes; 0 is fastest for in-memory tensors.
         pin_memory: pin host memory for faster copies to a GPU.
+        predict_path: pictures to predict instead of the test set: an image file, a folder (its
+            images, sorted by name) or a glob (:func:`mnist_lit.images.list_images`). Each picture
+            goes through :func:`mnist_lit.images.preprocess_image_uint8`; predict batches are then
+            ``(images uint8 (B, 1, 28, 28), files, errors)`` and a file that fails gets an error row.
+        predict_sheet: with ``predict_path``, also render a PNG sheet to this path: each picture,
+            its 28x28 preprocessed version and the predicted digit (:mod:`mnist_lit.sheet`).
     """
 
     def __init__(
@@ -230,13 +402,19 @@ class MNISTDataModule(LightningDataModule):
         data_dir: str = "data/",
         dataset: Literal["mnist", "fashion_mnist"] = "mnist",
         download: bool = True,
+        mirrors: list[str] | None = None,
+        download_timeout: float = 30.0,
         batch_size: int = 128,
         val_split: float = 0.3,
         split: Literal["tail", "random"] = "tail",
         split_seed: int = 42,
+        num_folds: int | None = None,
+        fold: int = 0,
         pixel_scale: PixelScale = "unit",
         num_workers: int = 0,
         pin_memory: bool = False,
+        predict_path: str | None = None,
+        predict_sheet: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -245,35 +423,77 @@ class MNISTDataModule(LightningDataModule):
             raise DataError(f"val_split must be between 0 and 1 (exclusive), got {val_split}")
         if num_workers < 0:
             raise DataError(f"num_workers must be 0 or more, got {num_workers}")
+        if download_timeout <= 0:
+            raise DataError(f"download_timeout must be a positive number of seconds, got {download_timeout}")
+        if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
+            raise DataError(f"K-fold needs num_folds >= 2 and fold in 0..num_folds-1, got num_folds={num_folds}, "
+                            f"fold={fold}")
+        if predict_sheet is not None and (predict_path is None or not predict_sheet.lower().endswith(".png")):
+            raise DataError(f"predict_sheet={predict_sheet!r}: the sheet is a .png file and needs predict_path "
+                            "(the pictures to predict)")
         self.save_hyperparameters()
         self.data_train = self.data_val = self.data_test = self.data_predict = None
-
-    def _files_present(self) -> bool:
-        folder = raw_folder(self.hparams.data_dir, self.hparams.dataset)
-        return all(find_raw_file(folder, stem) for pair in RAW_FILES.values() for stem in pair)
+        self.train_idx = self.val_idx = None
 
     def prepare_data(self) -> None:
-        """Download missing files through torchvision (mirrors, md5 checks). Runs on one process per node."""
-        if self._files_present():
-            return
-        if not self.hparams.download:
+        """Download the missing files, if any, then check all four. Runs on one process per node.
+
+        Only files found in neither form (``NAME`` or ``NAME.gz``) are fetched, as ``NAME.gz`` from
+        ``mirrors`` and checked against torchvision's md5 and the IDX structure before they get
+        their name (:func:`mnist_lit.download.download_files`). Then both splits are read once
+        with :func:`load_split`, so a bad test file stops ``fit`` before training, not after it;
+        a non-official set gets its notice here.
+
+        Raises:
+            DataError: files missing and ``download`` is false, no mirror delivered them
+                (:class:`mnist_lit.download.DownloadError`; the message lists the URLs tried),
+                or a file is damaged (see :func:`load_split`).
+        """
+        from mnist_lit.download import download_files
+
+        if self.hparams.get("predict_path") is not None and self.trainer is not None and self.trainer.predicting:
+            return  # predicting on pictures needs no MNIST files
+        folder = raw_folder(self.hparams.data_dir, self.hparams.dataset)
+        missing = [stem for pair in RAW_FILES.values() for stem in pair if find_raw_file(folder, stem) is None]
+        if missing and not self.hparams.download:
             raise DataError(missing_files_message(self.hparams.data_dir, self.hparams.dataset))
-        dataset_cls = DATASETS[self.hparams.dataset]
-        for train in (True, False):
-            dataset_cls(self.hparams.data_dir, train=train, download=True)
+        if missing:
+            dataset_cls = DATASETS[self.hparams.dataset]
+            md5s = dict(dataset_cls.resources)
+            files = [(f"{stem}.gz", md5s[f"{stem}.gz"]) for stem in missing]
+            all_names = ", ".join(f"{stem}.gz" for pair in RAW_FILES.values() for stem in pair)
+            mirrors = dataset_cls.mirrors if self.hparams.mirrors is None else self.hparams.mirrors
+            download_files(folder, files, mirrors, timeout=self.hparams.download_timeout,
+                           verify=lambda data, name: decode_idx(Path(name), data, magic_for(name)),
+                           offline_hint=f"For offline use put {all_names} (gzip or not) in {folder}/ "
+                                        "and run with --data.download false")
+        for stage in RAW_FILES:  # all four files checked before any training, the test files too
+            load_split(self.hparams.data_dir, stage, self.hparams.dataset)
 
     def setup(self, stage: str | None = None) -> None:
         """Read the files into memory and split them; reads only, same result on every call and rank."""
         if self.data_train is None and stage in (None, "fit", "validate"):
-            images, labels = load_split(self.hparams.data_dir, "train", self.hparams.dataset)
-            train_idx, val_idx = split_indices(len(labels), self.hparams.val_split, self.hparams.split,
-                                               self.hparams.split_seed)
+            images, labels = load_split(self.hparams.data_dir, "train", self.hparams.dataset, notice=False)
+            if self.hparams.num_folds is None:
+                train_idx, val_idx = split_indices(len(labels), self.hparams.val_split, self.hparams.split,
+                                                   self.hparams.split_seed)
+            else:
+                train_idx, val_idx = fold_indices(labels, self.hparams.num_folds, self.hparams.fold,
+                                                  self.hparams.split_seed)
+            self.train_idx, self.val_idx = train_idx, val_idx  # int64 indices into the training file
             self.data_train = InMemoryDataset(images[train_idx], labels[train_idx])
             self.data_val = InMemoryDataset(images[val_idx], labels[val_idx])
-        if self.data_test is None and stage in (None, "test", "predict"):
-            self.data_test = InMemoryDataset(*load_split(self.hparams.data_dir, "test", self.hparams.dataset))
+        predict_images = self.hparams.get("predict_path") is not None
+        if self.data_test is None and (stage in (None, "test") or (stage == "predict" and not predict_images)):
+            self.data_test = InMemoryDataset(*load_split(self.hparams.data_dir, "test", self.hparams.dataset,
+                                                         notice=False))
         if self.data_predict is None and stage in (None, "predict"):
-            self.data_predict = self.data_test
+            if predict_images:  # imported here: mnist_lit.images imports this module
+                from mnist_lit.images import ImageFiles, list_images
+
+                self.data_predict = ImageFiles(list_images(self.hparams.predict_path))
+            else:
+                self.data_predict = self.data_test
 
     def _loader(self, dataset: InMemoryDataset, shuffle: bool) -> DataLoader:
         # Several processes (DDP): batch_size is global; evaluation shards are never padded.

@@ -1,0 +1,93 @@
+"""A PNG contact sheet of picture predictions: each input, what the network saw, and its answer.
+
+The tutorial's ``plt.imshow(X_test[0])`` step for a user's own pictures. Built on
+:class:`matplotlib.figure.Figure` with the Agg canvas (no pyplot, no display, no global state).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+from mnist_lit.images import ImageError, open_image, preprocess_image_uint8, to_grayscale
+
+#: At most this many pictures go on one sheet (the first ones, in the CSV's order).
+SHEET_MAX_IMAGES = 100
+PAIRS_PER_ROW = 4  # picture + preprocessed version = one pair
+CELL_INCHES = (1.3, 1.55)  # (width, height) of one panel, title included
+DPI = 100
+DISPLAY_SIDE = 256  # pictures are shown shrunk to at most this many pixels
+
+
+def _display_image(file: str) -> Image.Image | None:
+    """The picture as a person sees it: upright, transparency on white, RGB, at most DISPLAY_SIDE px."""
+    try:
+        image = open_image(file)
+    except ImageError:
+        return None
+    if image.mode.startswith("I") or image.mode == "F":
+        image = to_grayscale(image)
+    image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA")).convert("RGB")
+    image.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
+    return image
+
+
+def render_sheet(entries: Sequence[tuple[str, int | None, float | None, str]], path: str | Path) -> Path:
+    """Render up to :data:`SHEET_MAX_IMAGES` predictions as a PNG sheet, written atomically.
+
+    Each entry gets two panels: the picture (titled with its file name) and its 28x28 preprocessed
+    version, white ink on black as the network sees it (titled ``digit (confidence %)``, or the
+    error when the file failed). The 28x28 version is recomputed with
+    :func:`mnist_lit.images.preprocess_image_uint8`, which is deterministic.
+
+    Args:
+        entries: ``(file, pred, confidence, error)`` per picture; ``pred``/``confidence`` are
+            ``None`` and ``error`` is a one-line message when the file failed, else ``error == ""``.
+        path: the PNG file to write (its folder is created).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: ``entries`` is empty.
+    """
+    entries = list(entries)[:SHEET_MAX_IMAGES]
+    if not entries:
+        raise ValueError("render_sheet needs at least one prediction")
+    pairs = min(PAIRS_PER_ROW, len(entries))
+    rows = math.ceil(len(entries) / pairs)
+    fig = Figure(figsize=(2 * pairs * CELL_INCHES[0], rows * CELL_INCHES[1]), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, 2 * pairs, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i, (file, pred, confidence, error) in enumerate(entries):
+        picture_ax, digit_ax = axes[i // pairs, 2 * (i % pairs)], axes[i // pairs, 2 * (i % pairs) + 1]
+        name = Path(file).name
+        picture_ax.set_title(name if len(name) <= 18 else name[:8] + "..." + name[-7:], fontsize=7)
+        picture = _display_image(file)
+        if picture is not None:
+            picture_ax.imshow(picture)
+        if error:
+            reason = error.split(": ", 1)[-1]  # messages start with the file's name
+            digit_ax.text(0.5, 0.5, "\n".join(textwrap.wrap(reason, 22)[:4]), ha="center", va="center",
+                          fontsize=5, color="tab:red", transform=digit_ax.transAxes)
+            digit_ax.set_title("error", fontsize=8, color="tab:red")
+            continue
+        pixels = preprocess_image_uint8(file)[0].numpy()
+        digit_ax.imshow(pixels, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        digit_ax.set_title(f"{pred} ({100 * confidence:.2f}%)", fontsize=8, fontweight="bold")
+    fig.tight_layout(pad=0.3)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return path
