@@ -289,8 +289,13 @@ def preprocess_image_uint8(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXE
         ImageTooLargeError, ImageError, NoDigitFoundError: see :func:`open_image` and
             :func:`normalise_ink`; every message is one line starting with the file's name.
     """
-    gray = to_grayscale(open_image(source, max_pixels))
-    return fit_to_mnist_frame(normalise_ink(gray, source_name(source))).unsqueeze(0)
+    name = source_name(source)
+    image = open_image(source, max_pixels)
+    try:
+        gray = to_grayscale(image)
+    except Exception as err:  # an unusual mode or inconsistent metadata (e.g. a 16-bit transparency key)
+        raise ImageError(f"{name}: cannot convert its {image.mode} pixels to grayscale ({_one_line(err)})") from None
+    return fit_to_mnist_frame(normalise_ink(gray, name)).unsqueeze(0)
 
 
 def preprocess_image(source: ImageSource, pixel_scale: PixelScale = "unit",

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from mnist_lit.images import ImageError, open_image, preprocess_image_uint8, to_grayscale
+from mnist_lit.images import open_image, preprocess_image_uint8, to_grayscale
 
 #: At most this many pictures go on one sheet (the first ones, in the CSV's order).
 SHEET_MAX_IMAGES = 100
@@ -30,11 +30,11 @@ def _display_image(file: str) -> Image.Image | None:
     """The picture as a person sees it: upright, transparency on white, RGB, at most DISPLAY_SIDE px."""
     try:
         image = open_image(file)
-    except ImageError:
+        if image.mode.startswith("I") or image.mode == "F":
+            image = to_grayscale(image)
+        image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA")).convert("RGB")
+    except Exception:  # shown as an empty panel; the error itself is in the CSV and on stderr
         return None
-    if image.mode.startswith("I") or image.mode == "F":
-        image = to_grayscale(image)
-    image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA")).convert("RGB")
     image.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
     return image
 

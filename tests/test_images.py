@@ -18,6 +18,7 @@ from PIL import Image
 from conftest import CONFIG, run_cli, version_dirs
 from mnist_lit.data import DataError, load_split
 from mnist_lit.images import (
+    ImageError,
     ImageTooLargeError,
     NoDigitFoundError,
     list_images,
@@ -154,6 +155,8 @@ def test_oversized_header_is_refused_before_decoding(tmp_path, test_digits):
     assert Image.open(big).size == (9_000, 9_000)
     with pytest.raises(ImageTooLargeError, match=r"9000x9000 = 81,000,000 pixels, more than the limit of 64,000,000"):
         preprocess_image(big)
+    with pytest.raises(ImageError, match="big.png: damaged or truncated image data"):  # what decoding it would give
+        preprocess_image(big, max_pixels=100_000_000)
     # the limit is a parameter: a real photo-sized picture is refused under a small one, accepted otherwise
     photo = write_pictures(test_digits[0][:1], tmp_path, "paper_jpeg")[0]
     with pytest.raises(ImageTooLargeError, match=r"480x360 = 172,800 pixels"):
