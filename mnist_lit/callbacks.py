@@ -250,6 +250,10 @@ class ValPredictionGrid(Callback):
     Args:
         num_images: digits shown, taken from the first validation batch (fewer if the batch is smaller).
         ncols: digits per row.
+
+    Raises:
+        ValueError: ``num_images`` or ``ncols`` below 1.
+        TypeError: (during validation) ``validation_step`` does not return the logits (B, C).
     """
 
     def __init__(self, num_images: int = 32, ncols: int = 8) -> None:
@@ -290,6 +294,9 @@ class ConfusionMatrixLogger(Callback):
 
     Args:
         num_classes: classes of the model's output (10 for MNIST).
+
+    Raises:
+        TypeError: (during validation or test) ``validation_step``/``test_step`` do not return the logits (B, C).
     """
 
     def __init__(self, num_classes: int = 10) -> None:
@@ -351,6 +358,10 @@ class ConfidentErrors(Callback):
     Args:
         num_images: digits shown.
         ncols: digits per row.
+
+    Raises:
+        ValueError: ``num_images`` or ``ncols`` below 1.
+        TypeError: (during test) ``test_step`` does not return the logits (B, C).
     """
 
     def __init__(self, num_images: int = 16, ncols: int = 8) -> None:

@@ -82,7 +82,7 @@ class MNISTClassifier(LightningModule):
         """Logits float32 (N, 10) for images float32 (N, 1, 28, 28)."""
         return self.net(x)
 
-    def _shared_step(self, batch, stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor:
+    def _shared_step(self, batch, stage: str, accuracy: MulticlassAccuracy) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
@@ -95,16 +95,18 @@ class MNISTClassifier(LightningModule):
         else:  # images evaluated, summed over all ranks: 10,000 for the test set on any number of devices
             self.log(f"{stage}_count", float(len(labels)), on_epoch=True, on_step=False, reduce_fx="sum",
                      sync_dist=True, batch_size=len(labels))
-        return loss
+        return loss, logits
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train", self.train_acc)
+        return self._shared_step(batch, "train", self.train_acc)[0]
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val", self.val_acc)
+    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """Returns the logits float32 (B, 10), which callbacks read (confusion matrix, digit grid)."""
+        return self._shared_step(batch, "val", self.val_acc)[1].detach()
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test", self.test_acc)
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """Returns the logits float32 (B, 10), which callbacks read (confusion matrix, confident errors)."""
+        return self._shared_step(batch, "test", self.test_acc)[1].detach()
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """Returns ``probs`` float32 (N, 10) (softmax of the logits) and ``preds`` int64 (N,)."""

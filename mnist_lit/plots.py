@@ -1,0 +1,152 @@
+"""Matplotlib pictures of a run: digit grids, a confusion matrix, learning curves.
+
+Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas (no pyplot, no
+display, no global state), at a fixed pixel size, so the same picture can be written as a
+PNG file and logged to TensorBoard from one rendering (:func:`figure_to_array`, :func:`save_png`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
+
+DPI = 100  # pixels per inch of every figure; sizes below are in pixels
+DIGIT_CELL_PX = (100, 120)  # (width, height) of one digit and its caption in a grid
+CONFUSION_MATRIX_PX = (640, 640)
+LEARNING_CURVES_PX = (1000, 400)
+RIGHT, WRONG = "tab:green", "tab:red"  # caption colours in digit grids
+
+
+def _figure(size_px: tuple[int, int]) -> Figure:
+    fig = Figure(figsize=(size_px[0] / DPI, size_px[1] / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def grid_size_px(num_images: int, ncols: int = 8) -> tuple[int, int]:
+    """(width, height) in pixels of :func:`digit_grid` for ``num_images`` digits in ``ncols`` columns."""
+    ncols = min(ncols, num_images)
+    return ncols * DIGIT_CELL_PX[0], math.ceil(num_images / ncols) * DIGIT_CELL_PX[1]
+
+
+def digit_grid(images: torch.Tensor, captions: Sequence[str], colors: Sequence[str], ncols: int = 8) -> Figure:
+    """Digits in a grid, each with a caption above it.
+
+    Args:
+        images: (N, 1, 28, 28) or (N, 28, 28), any dtype and pixel scale (each digit is shown
+            with its own grey range, ink dark on white).
+        captions: N strings, e.g. ``"pred 7 / true 7"``.
+        colors: N matplotlib colours for the captions (:data:`RIGHT`, :data:`WRONG`).
+        ncols: digits per row.
+
+    Returns:
+        A figure of :func:`grid_size_px` pixels.
+
+    Raises:
+        ValueError: if there are no images or the three lengths differ.
+    """
+    if len(images) == 0 or not len(images) == len(captions) == len(colors):
+        raise ValueError(f"digit_grid needs N >= 1 images with N captions and colours, "
+                         f"got {len(images)}, {len(captions)}, {len(colors)}")
+    pixels = images.detach().float().cpu().reshape(len(images), 28, 28).numpy()
+    width, height = grid_size_px(len(images), ncols)
+    ncols = min(ncols, len(images))
+    fig = _figure((width, height))
+    ax = fig.add_axes((0, 0, 1, 1))  # one axes in pixel coordinates: much faster than one axes per digit
+    cell_w, cell_h = DIGIT_CELL_PX
+    side = min(cell_w, cell_h - 24) - 8  # digit size in pixels, leaving room for the caption
+    for index, (digit, caption, color) in enumerate(zip(pixels, captions, colors)):
+        x0 = (index % ncols) * cell_w + (cell_w - side) / 2
+        y0 = (index // ncols) * cell_h + 20
+        ax.imshow(digit, cmap="gray_r", interpolation="nearest", extent=(x0, x0 + side, y0 + side, y0))
+        ax.text(x0 + side / 2, y0 - 4, caption, color=color, fontsize=8, ha="center", va="bottom")
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_axis_off()
+    return fig
+
+
+def confusion_matrix_figure(matrix: torch.Tensor | np.ndarray, title: str) -> Figure:
+    """A confusion matrix as a heat map with the count in every cell.
+
+    Args:
+        matrix: (C, C) integer counts, rows = true class, columns = predicted class
+            (torchmetrics' ``MulticlassConfusionMatrix`` layout).
+        title: first line of the title; the accuracy (trace / total) and the total are added.
+
+    Returns:
+        A figure of :data:`CONFUSION_MATRIX_PX` pixels.
+    """
+    counts = np.asarray(matrix.cpu() if torch.is_tensor(matrix) else matrix, dtype=np.int64)
+    total = int(counts.sum())
+    accuracy = np.trace(counts) / total if total else float("nan")
+    fig = _figure(CONFUSION_MATRIX_PX)
+    ax = fig.add_subplot()
+    ax.imshow(counts, cmap="Blues")
+    threshold = counts.max() / 2
+    for (row, col), count in np.ndenumerate(counts):
+        ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
+                color="white" if count > threshold else "black")
+    ticks = range(len(counts))
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    ax.set_title(f"{title}\naccuracy {accuracy:.4f} on {total:,} images")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves_figure(epochs: Sequence[dict], test: dict | None = None) -> Figure:
+    """Loss and accuracy per epoch, training against validation, one panel each.
+
+    Args:
+        epochs: one dict per epoch with ``epoch`` (0-based) and any of ``train_loss``, ``val_loss``,
+            ``train_acc``, ``val_acc`` (the records of ``metrics.json``).
+        test: optional dict with ``test_loss`` / ``test_acc``, drawn as dashed horizontal lines.
+
+    Returns:
+        A figure of :data:`LEARNING_CURVES_PX` pixels (epochs numbered from 1, as Keras prints them).
+    """
+    fig = _figure(LEARNING_CURVES_PX)
+    for ax, name in zip(fig.subplots(1, 2), ("loss", "acc")):
+        for stage, style in (("train", "o-"), ("val", "s-")):
+            points = [(r["epoch"] + 1, r[f"{stage}_{name}"]) for r in epochs if f"{stage}_{name}" in r]
+            if points:
+                ax.plot(*zip(*points), style, label=f"{stage}_{name}")
+        if test and f"test_{name}" in test:
+            ax.axhline(test[f"test_{name}"], color="tab:gray", linestyle="--", label=f"test_{name}")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title("loss (cross-entropy)" if name == "loss" else "accuracy")
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+    """Render ``fig``: uint8 (H, W, 3) RGB pixels, for ``SummaryWriter.add_image(..., dataformats="HWC")``."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def save_png(pixels: np.ndarray, path: str | Path) -> Path:
+    """Write uint8 (H, W, 3) RGB ``pixels`` (from :func:`figure_to_array`) as a PNG at ``path``,
+    atomically (temporary file, then rename); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(pixels).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,270 @@
+"""What a run shows in TensorBoard and next to its checkpoints, read back with TensorBoard's own reader and server.
+
+Most tests read the shared ``trained_run`` (5 epochs of configs/mnist.yaml on the real 10k subset, then the
+test of the best checkpoint). Two short runs of their own check that the callbacks change nothing in training
+and that a standalone ``test`` gets its own report.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2, metadata as hparams_metadata
+
+from conftest import CONFIG, run_cli, version_dirs
+
+VAL_IMAGES = 3_000  # val_split 0.3 of the subset's 10,000 training images (the last 30%)
+TEST_IMAGES = 10_000  # the official MNIST test set
+EPOCH_TAGS = ("train_loss", "train_acc", "val_loss", "val_acc")
+# (tag, images per run: "epochs" or 1, PNG size in pixels) for configs/mnist.yaml (32 and 16 digits, 8 per row)
+IMAGE_TAGS = (("val_predictions", "epochs", (800, 480)), ("val_confusion_matrix", "epochs", (640, 640)),
+              ("test_confusion_matrix", 1, (640, 640)), ("test_confident_errors", 1, (800, 240)))
+
+
+def read_events(run_dir: Path) -> EventAccumulator:
+    """All event files of a run folder, loaded completely (no sampling)."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+@pytest.fixture(scope="module")
+def run(trained_run):
+    run_dir = trained_run["run_dir"]
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return {**trained_run, "events": read_events(run_dir), "config": config,
+            "metrics": json.loads((run_dir / "metrics.json").read_text())}
+
+
+def confusion_matrix(path: Path) -> np.ndarray:
+    """The counts of ``confusion_matrix_*.csv``: rows true digit, columns predicted digit."""
+    lines = path.read_text().splitlines()
+    assert lines[0] == "true\\pred," + ",".join(map(str, range(10)))
+    return np.array([[int(v) for v in line.split(",")[1:]] for line in lines[1:]])
+
+
+def test_scalars_every_epoch_step_and_test(run):
+    events, epochs = run["events"], run["config"]["trainer"]["max_epochs"]
+    scalars = {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+    assert "hp_metric" not in scalars  # no placeholder -1
+    for tag in EPOCH_TAGS + ("lr-RMSprop",):
+        assert len(scalars[tag]) == epochs, tag
+    assert [e.step for e in scalars["train_loss"]] == [e.step for e in scalars["val_loss"]]  # one x per epoch
+    steps = [e.step for e in scalars["val_acc"]]
+    assert steps == sorted(set(steps))
+    for tag in EPOCH_TAGS + ("train_loss_step", "test_loss", "test_acc"):
+        values = [e.value for e in scalars[tag]]
+        assert all(math.isfinite(v) for v in values), tag
+        if tag.endswith("_acc"):
+            assert all(0.0 <= v <= 1.0 for v in values), tag
+        else:
+            assert all(0.0 < v < math.log(10) * 3 for v in values), tag  # chance level is ln 10 = 2.30
+    assert [e.value for e in scalars["lr-RMSprop"]] == pytest.approx([run["config"]["model"]["lr"]] * epochs)
+    # train_loss_step every log_every_n_steps (Lightning's default 50) optimizer steps
+    assert len(scalars["train_loss_step"]) == run["metrics"]["epochs"][-1]["step"] // 50
+    assert len(scalars["test_acc"]) == len(scalars["test_loss"]) == 1
+    assert round(scalars["test_acc"][0].value, 4) == run["test_acc"]  # as printed after fit
+    # the network learned: 5 epochs of the tutorial's recipe on 7,000 images
+    assert scalars["val_acc"][-1].value > 0.95 and scalars["train_loss"][-1].value < scalars["train_loss"][0].value
+    # metrics.json holds the same numbers
+    for entry, *points in zip(run["metrics"]["epochs"], *(scalars[t] for t in EPOCH_TAGS)):
+        assert [entry[t] for t in EPOCH_TAGS] == pytest.approx([p.value for p in points], abs=1e-6)
+    assert run["metrics"]["test"]["test_acc"] == pytest.approx(scalars["test_acc"][0].value, abs=1e-6)
+
+
+def test_train_val_chart_layout(run):
+    layout = run["events"].Tensors("custom_scalars__config__")
+    assert len(layout) == 1
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    proto = layout_pb2.Layout.FromString(layout[0].tensor_proto.string_val[0])
+    charts = {chart.title: list(chart.multiline.tag) for chart in proto.category[0].chart}
+    assert charts == {"loss": ["^train_loss$", "^val_loss$", "^test_loss$"],
+                      "acc": ["^train_acc$", "^val_acc$", "^test_acc$"]}
+    tags = run["events"].Tags()["scalars"]
+    for regexes in charts.values():  # each line matches exactly one logged tag
+        assert all(len([t for t in tags if re.match(r, t)]) == 1 for r in regexes)
+
+
+def test_images_decode_as_png_of_expected_size(run):
+    events, epochs = run["events"], run["config"]["trainer"]["max_epochs"]
+    assert sorted(events.Tags()["images"]) == sorted(tag for tag, _, _ in IMAGE_TAGS)
+    for tag, count, size in IMAGE_TAGS:
+        images = events.Images(tag)
+        assert len(images) == (epochs if count == "epochs" else count), tag
+        for event in images:
+            picture = Image.open(io.BytesIO(event.encoded_image_string))
+            assert picture.format == "PNG" and picture.size == size == (event.width, event.height), tag
+            pixels = np.asarray(picture.convert("L"), dtype=np.float32)
+            assert pixels.std() > 20, f"{tag} looks blank"
+
+
+def test_hparams_with_real_metrics(run):
+    events = run["events"]
+    content = events.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
+    assert [m.name.tag for m in experiment.metric_infos] == ["val_acc", "test_acc"]
+    start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
+    hparams = {name: getattr(value, value.WhichOneof("kind")) for name, value in start.hparams.items()}
+    config = run["config"]
+    for section in ("model", "data"):
+        for name, value in config[section].items():
+            assert hparams[name] == (str(value) if value is None else value), name
+    assert hparams["max_epochs"] == config["trainer"]["max_epochs"] and hparams["seed"] == config["seed_everything"]
+    end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
+    assert end.status == api_pb2.STATUS_SUCCESS
+    # TensorBoard shows each metric's last scalar point: real accuracies, test_acc as printed after fit
+    val_acc, test_acc = events.Scalars("val_acc")[-1].value, events.Scalars("test_acc")[-1].value
+    assert 0.95 < val_acc <= 1 and round(test_acc, 4) == run["test_acc"] and test_acc > 0.95
+
+
+def test_model_graph(run):
+    graph = run["events"].Graph()
+    ops = {node.op for node in graph.node}
+    assert {"aten::_convolution", "aten::max_pool2d", "aten::linear"} <= ops, ops
+    assert sum(node.op == "aten::_convolution" for node in graph.node) == 2  # Conv32, Conv64
+
+
+@pytest.mark.parametrize("stage, images", [("val", VAL_IMAGES), ("test", TEST_IMAGES)])
+def test_confusion_matrix_counts_match_accuracy(run, stage, images):
+    matrix = confusion_matrix(run["run_dir"] / f"confusion_matrix_{stage}.csv")
+    assert matrix.shape == (10, 10) and matrix.min() >= 0
+    assert matrix.sum() == images
+    logged = run["metrics"]["epochs"][-1]["val_acc"] if stage == "val" else run["metrics"]["test"]["test_acc"]
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(logged, abs=1e-6)
+    assert (matrix.sum(axis=1) > 0).all()  # every digit occurs in both sets
+    assert Image.open(run["run_dir"] / f"confusion_matrix_{stage}.png").size == (640, 640)
+
+
+def test_run_folder_reports(run):
+    run_dir, record = run["run_dir"], run["metrics"]
+    epochs = run["config"]["trainer"]["max_epochs"]
+    assert [e["epoch"] for e in record["epochs"]] == list(range(epochs))
+    steps = [e["step"] for e in record["epochs"]]
+    assert steps == [steps[0] * (i + 1) for i in range(epochs)] and steps[0] == math.ceil(7_000 / 128)
+    assert all(e["lr"] == run["config"]["model"]["lr"] for e in record["epochs"])
+    assert Path(record["test"]["ckpt_path"]).name == run["best_ckpt"].name
+    assert Image.open(run_dir / "learning_curves.png").size == (1000, 400)
+    assert Image.open(run_dir / "test_confident_errors.png").size == (800, 240)
+    assert not list(run_dir.glob(".*.tmp"))  # atomic writes left nothing behind
+
+
+def free_port_url(log: Path, proc: subprocess.Popen, deadline: float) -> str:
+    """The address TensorBoard prints once it listens (it was given ``--port 0``)."""
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = re.search(r"http://127\.0\.0\.1:\d+", log.read_text())
+        if found:
+            return found.group(0)
+        time.sleep(0.2)
+    raise AssertionError(f"tensorboard did not start (exit code {proc.poll()}):\n{log.read_text()[-2000:]}")
+
+
+def get_json(url: str, body: dict | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_tensorboard_server_serves_the_run(run, tmp_path):
+    log = tmp_path / "tensorboard.log"
+    with open(log, "w") as handle:
+        proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir",
+                                 str(run["workdir"] / "lightning_logs"), "--host", "127.0.0.1", "--port", "0"],
+                                stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        url = free_port_url(log, proc, deadline)
+        tags: dict = {}
+        while time.monotonic() < deadline:  # the first load of the event files happens in the background
+            tags = get_json(f"{url}/data/plugin/scalars/tags").get(run["run_dir"].name, {})
+            if {"test_acc", *EPOCH_TAGS} <= tags.keys():
+                break
+            time.sleep(0.5)
+        assert get_json(f"{url}/data/runs") == [run["run_dir"].name]
+        assert {"test_acc", "test_loss", "train_loss_step", "lr-RMSprop", *EPOCH_TAGS} <= tags.keys()
+        served = get_json(f"{url}/data/plugin/scalars/scalars?run={run['run_dir'].name}&tag=val_acc")
+        assert [(step, value) for _, step, value in served] == \
+            [(e.step, pytest.approx(e.value)) for e in run["events"].Scalars("val_acc")]
+        groups = get_json(f"{url}/data/plugin/hparams/session_groups", {
+            "experimentName": "", "allowedStatuses": ["STATUS_SUCCESS"], "startIndex": 0, "sliceSize": 10,
+            "colParams": [{"metric": {"tag": "val_acc"}}, {"metric": {"tag": "test_acc"}}]})["sessionGroups"]
+        shown = {m["name"]["tag"]: m["value"] for m in groups[0]["metricValues"]}
+        assert round(shown["test_acc"], 4) == run["test_acc"]
+        assert shown["val_acc"] == pytest.approx(run["events"].Scalars("val_acc")[-1].value)
+        assert groups[0]["hparams"]["lr"] == run["config"]["model"]["lr"]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def without_report_callbacks(tmp_path: Path) -> Path:
+    """configs/mnist.yaml with only the ModelCheckpoint callback left."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["trainer"]["callbacks"] = [c for c in config["trainer"]["callbacks"]
+                                      if isinstance(c, dict) and c["class_path"].endswith("ModelCheckpoint")]
+    path = tmp_path / "plain.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_callbacks_do_not_change_training(mnist_dir, tmp_path):
+    """Same seed with and without the callbacks: identical weights after 2 epochs and identical test accuracy
+    (a callback drawing random numbers or switching modes during epoch 1's validation would change epoch 2)."""
+    short = ("--data.data_dir", str(mnist_dir), "--data.download", "false", "--trainer.max_epochs", "2",
+             "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "4",
+             "--trainer.limit_test_batches", "4", "--trainer.enable_progress_bar", "false")
+    results = {}
+    for name, config in (("with", CONFIG), ("without", without_report_callbacks(tmp_path))):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        proc = run_cli("fit", "--config", str(config), *short, cwd=workdir, timeout=300)
+        run_dir = version_dirs(workdir)[-1]
+        weights = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        line = next(l for l in proc.stdout.splitlines() if l.startswith("Test accuracy:"))
+        results[name] = (run_dir, weights["state_dict"], line.split(",")[0])  # test_acc and test_loss
+    (with_dir, with_weights, with_line), (plain_dir, plain_weights, plain_line) = results["with"], results["without"]
+    assert with_line == plain_line
+    assert with_weights.keys() == plain_weights.keys()
+    assert all(torch.equal(with_weights[k], plain_weights[k]) for k in with_weights)
+    # and the callbacks are what wrote the reports: off in the config, none of them
+    assert (with_dir / "metrics.json").is_file() and not (plain_dir / "metrics.json").exists()
+    assert read_events(with_dir).Tags()["images"] and not read_events(plain_dir).Tags()["images"]
+    assert confusion_matrix(with_dir / "confusion_matrix_test.csv").sum() == 4 * 128  # limit_test_batches
+
+
+def test_standalone_test_gets_its_own_report(run, tmp_path):
+    """`test --ckpt_path` alone (the first 10 batches of the test set): its own run folder, HPARAMS and report."""
+    run_cli("test", "--config", str(CONFIG), "--data.data_dir", run["config"]["data"]["data_dir"],
+                   "--data.download", "false", "--ckpt_path", str(run["best_ckpt"]),
+                   "--trainer.limit_test_batches", "10", "--trainer.enable_progress_bar", "false",
+                   cwd=tmp_path, timeout=300)
+    run_dir = version_dirs(tmp_path)[-1]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["epochs"] == [] and Path(record["test"]["ckpt_path"]) == run["best_ckpt"]
+    matrix = confusion_matrix(run_dir / "confusion_matrix_test.csv")
+    assert matrix.sum() == 10 * 128
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(record["test"]["test_acc"], abs=1e-6)
+    events = read_events(run_dir)
+    content = events.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    assert hparams_metadata.SESSION_START_INFO_TAG in content and "hp_metric" not in events.Tags()["scalars"]
+    assert sorted(events.Tags()["images"]) == ["test_confident_errors", "test_confusion_matrix"]
+    assert not (run_dir / "learning_curves.png").exists()  # no epochs to draw
