@@ -55,3 +55,13 @@ def trained_run(tmp_path_factory, mnist_dir):
     line = next(l for l in proc.stdout.splitlines() if l.startswith("Test accuracy:"))
     return {"workdir": workdir, "run_dir": run_dir, "best_ckpt": ckpts[-1], "last_ckpt": run_dir / "checkpoints" / "last.ckpt",
             "stdout": proc.stdout, "test_acc": float(line.split()[2])}
+
+
+@pytest.fixture(scope="module")
+def served_model(trained_run, tmp_path_factory):
+    """`python -m mnist_lit serve` of the trained run's best checkpoint, on a free 127.0.0.1 port, once per
+    test module; yields {"url", "proc", "log", "health"} and stops the server afterwards (tests/serving.py)."""
+    from serving import serve
+
+    with serve(trained_run["best_ckpt"], tmp_path_factory.mktemp("serve")) as server:
+        yield server

@@ -1,0 +1,270 @@
+"""``python -m mnist_lit export``: the trained network as one ONNX or TorchScript file, checked before it is kept.
+
+The exported model is :class:`PixelClassifier`: uint8 MNIST pixels in, probabilities out, with the
+checkpoint's pixel scaling (:func:`mnist_lit.data.scale_pixels`, ``pixel_scale`` from the
+checkpoint's datamodule hyperparameters) and the softmax inside, so a deployment needs no
+knowledge of how the model was trained:
+
+    input  ``pixels``         uint8   (N, 1, 28, 28), 0-255, white digit on black (the IDX layout, or
+                              :func:`mnist_lit.images.preprocess_image_uint8` of a picture); N is dynamic
+    output ``probabilities``  float32 (N, 10), softmax over the digits 0-9
+
+Before the file is written, the serialized bytes are loaded back (ONNX Runtime / ``torch.jit.load``)
+and run on real test images next to the PyTorch model; the export fails (nothing written, an existing
+file left as it was) if any probability differs by more than ``--atol``. The file is written to a
+temporary name beside ``--output`` and renamed (:func:`mnist_lit.atomic.atomic_write`).
+
+ONNX uses PyTorch's default ``torch.export``-based exporter (``dynamo=True``, needs ``onnxscript``);
+TorchScript uses ``torch.jit.trace``, which PyTorch 2.14 marks deprecated (``FutureWarning``) but
+still supports. ONNX needs the ``export`` extra (``pip install 'mnist_lit[export]'``); TorchScript only torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnist_lit.atomic import atomic_write
+from mnist_lit.checkpoint import CheckpointError, check_compatible, check_hparams, load_checkpoint
+from mnist_lit.data import IMAGE_SIDE, RAW_FILES, PixelScale, find_raw_file, load_split, raw_folder, scale_pixels
+from mnist_lit.model import MNISTClassifier
+
+FORMATS = ("onnx", "torchscript")
+#: Largest accepted difference between exported and PyTorch probabilities (float32 rounding is ~1e-7).
+DEFAULT_ATOL = 1e-5
+#: Test images the export is checked on (the first ones of the test file).
+DEFAULT_NUM_IMAGES = 1000
+#: Batch size of the check: 1,000 images run as 256 + 256 + 256 + 232, plus one batch of 1, so the
+#: dynamic batch dimension is exercised with several sizes.
+CHECK_BATCH_SIZE = 256
+INPUT_NAME, OUTPUT_NAME = "pixels", "probabilities"
+
+
+class ExportError(ValueError):
+    """The model cannot be exported or the exported file does not match PyTorch; one line saying what to do."""
+
+
+class PixelClassifier(nn.Module):
+    """uint8 pixels -> digit probabilities: the checkpoint's pixel scaling, the network and a softmax.
+
+    What ``export`` writes and what the web app runs (``mnist_lit.serve``), so both scale pixels
+    exactly as training did.
+
+    Args:
+        net: the trained network (``MNISTClassifier.net``, a :class:`mnist_lit.model.SeedCNN`), in eval mode.
+        pixel_scale: ``"unit"`` or ``"raw"``, from the checkpoint's ``datamodule_hyper_parameters``.
+
+    Input: uint8 (N, 1, 28, 28), 0-255. Output: float32 (N, 10), rows sum to 1.
+    """
+
+    def __init__(self, net: nn.Module, pixel_scale: PixelScale) -> None:
+        super().__init__()
+        self.net, self.pixel_scale = net, pixel_scale
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return F.softmax(self.net(scale_pixels(pixels, self.pixel_scale)), dim=1)
+
+
+def load_classifier(ckpt_path: str | Path) -> tuple[PixelClassifier, dict[str, Any]]:
+    """Rebuild the trained model from a ``fit`` checkpoint, loaded with ``weights_only=True``.
+
+    Returns:
+        (model, checkpoint): :class:`PixelClassifier` in eval mode on the CPU, and the checkpoint dict
+        (``epoch``, ``global_step``, ``hyper_parameters``, ``datamodule_hyper_parameters``, ...).
+
+    Raises:
+        CheckpointError: missing, damaged or refused file, another model's checkpoint, or no
+            ``datamodule_hyper_parameters["pixel_scale"]`` (not written by ``mnist_lit fit``).
+    """
+    checkpoint = load_checkpoint(ckpt_path)
+    check_hparams(checkpoint, MNISTClassifier, ckpt_path)
+    hparams = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items() if not k.startswith("_")}
+    model = MNISTClassifier(**hparams)
+    check_compatible(checkpoint, model, ckpt_path)
+    model.load_state_dict(checkpoint["state_dict"])
+    pixel_scale = (checkpoint.get("datamodule_hyper_parameters") or {}).get("pixel_scale")
+    if pixel_scale not in ("unit", "raw"):
+        raise CheckpointError(f"{ckpt_path}: no datamodule pixel_scale in the checkpoint, so the pixel scaling of "
+                              "training is unknown; use a checkpoint written by `python -m mnist_lit fit`")
+    return PixelClassifier(model.net, pixel_scale).eval(), checkpoint
+
+
+def to_onnx(model: PixelClassifier, metadata: dict[str, str]) -> bytes:
+    """Serialize ``model`` as ONNX (one self-contained file, dynamic batch ``N``) with ``metadata`` as model props."""
+    try:
+        import onnx  # noqa: F401  (torch.onnx needs onnx and onnxscript)
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise ExportError(f"ONNX export needs the {err.name} package: pip install 'mnist_lit[export]'") from None
+    example = torch.zeros(2, 1, IMAGE_SIDE, IMAGE_SIDE, dtype=torch.uint8)  # 2, not 1: torch.export specializes 1
+    program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                dynamic_shapes=({0: torch.export.Dim("N")},), external_data=False, verbose=False)
+    proto = program.model_proto
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    return proto.SerializeToString()
+
+
+def to_torchscript(model: PixelClassifier, metadata: dict[str, str]) -> bytes:
+    """Serialize ``model`` as a traced TorchScript archive; ``metadata`` goes in as the extra file ``metadata.json``."""
+    example = torch.zeros(2, 1, IMAGE_SIDE, IMAGE_SIDE, dtype=torch.uint8)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        traced = torch.jit.trace(model, example)
+        torch.jit.save(traced, buffer, _extra_files={"metadata.json": json.dumps(metadata)})
+    return buffer.getvalue()
+
+
+def onnx_runner(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function running ONNX model bytes with ONNX Runtime (CPU): uint8 (N, 1, 28, 28) -> float32 (N, 10)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError("checking the ONNX file needs onnxruntime: pip install 'mnist_lit[export]'") from None
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return lambda pixels: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: pixels.numpy()})[0])
+
+
+def torchscript_runner(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function running TorchScript bytes with ``torch.jit.load``: uint8 (N, 1, 28, 28) -> float32 (N, 10)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    return lambda pixels: module(pixels)
+
+
+EXPORTERS = {"onnx": (to_onnx, onnx_runner, "ONNX Runtime"), "torchscript": (to_torchscript, torchscript_runner,
+                                                                               "TorchScript")}
+
+
+def compare(model: PixelClassifier, run: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+            labels: torch.Tensor) -> dict[str, float]:
+    """Run ``model`` and the exported ``run`` on the same images.
+
+    Args:
+        images: uint8 (N, 1, 28, 28); labels: int64 (N,).
+
+    Returns:
+        ``max_abs_diff`` (largest |p_exported - p_torch| over all N x 10 probabilities),
+        ``torch_acc`` and ``exported_acc`` (fractions of ``labels`` predicted), ``disagreements``
+        (images whose predicted digit differs).
+    """
+    with torch.inference_mode():
+        expected = model(images)
+        got = torch.cat([run(images[:1])] + [run(images[i:i + CHECK_BATCH_SIZE])
+                                             for i in range(0, len(images), CHECK_BATCH_SIZE)])[1:]
+    if got.shape != expected.shape:
+        raise ExportError(f"the exported model returned shape {tuple(got.shape)} for {len(images)} images, "
+                          f"expected {tuple(expected.shape)}")
+    return {"max_abs_diff": float((got.float() - expected).abs().max()),
+            "torch_acc": float((expected.argmax(1) == labels).float().mean()),
+            "exported_acc": float((got.argmax(1) == labels).float().mean()),
+            "disagreements": int((got.argmax(1) != expected.argmax(1)).sum())}
+
+
+def check_images(checkpoint: dict[str, Any], data_dir: str | Path | None, num_images: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, Path]:
+    """The first ``num_images`` test images and labels to check the export on.
+
+    ``data_dir`` defaults to the checkpoint's ``datamodule_hyper_parameters["data_dir"]`` (relative
+    paths are relative to the current folder, as in training); the data set (MNIST or Fashion-MNIST)
+    is the checkpoint's.
+
+    Raises:
+        ExportError: the test files are not there (the message says to pass ``--data_dir``).
+        DataError: they are there but damaged (see :func:`mnist_lit.data.load_split`).
+    """
+    if num_images < 1:
+        raise ExportError(f"--num_images must be at least 1, got {num_images}")
+    data_hparams = checkpoint.get("datamodule_hyper_parameters") or {}
+    folder = Path(data_dir if data_dir is not None else data_hparams.get("data_dir", "data/"))
+    dataset = data_hparams.get("dataset", "mnist")
+    raw = raw_folder(folder, dataset)
+    if any(find_raw_file(raw, stem) is None for stem in RAW_FILES["test"]):
+        where = "--data_dir" if data_dir is not None else "the checkpoint's data_dir"
+        raise ExportError(f"no {dataset} test images to check the export against: {raw}/ ({where}) lacks "
+                          f"{' or '.join(f'{stem}[.gz]' for stem in RAW_FILES['test'])}; pass --data_dir with "
+                          "the data folder the model was trained from")
+    images, labels = load_split(folder, "test", dataset)
+    return images[:num_images], labels[:num_images], folder
+
+
+def export_model(ckpt_path: str | Path, format: str, output: str | Path, data_dir: str | Path | None = None,
+                 num_images: int = DEFAULT_NUM_IMAGES, atol: float = DEFAULT_ATOL) -> dict[str, Any]:
+    """Export a checkpoint, check it on real test images, then write ``output`` atomically.
+
+    Args:
+        ckpt_path: a ``fit`` checkpoint.
+        format: ``"onnx"`` or ``"torchscript"``.
+        output: the file to write (parent folders are created); an existing file is replaced only
+            after the check passed.
+        data_dir: folder of the test images (default: the checkpoint's ``data_dir``).
+        num_images: how many test images the check runs (the first ones).
+        atol: largest accepted |p_exported - p_torch|.
+
+    Returns:
+        the :func:`compare` figures plus ``bytes``, ``seconds``, ``num_images``, ``data_dir``, ``runtime``.
+
+    Raises:
+        ExportError: unknown format, missing packages, no test data, or a check that failed.
+        CheckpointError: see :func:`load_classifier`; DataError: damaged test files.
+    """
+    if format not in EXPORTERS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    start = time.perf_counter()
+    model, checkpoint = load_classifier(ckpt_path)
+    images, labels, folder = check_images(checkpoint, data_dir, num_images)
+    serialize, runner, runtime = EXPORTERS[format]
+    metadata = {"mnist_lit.checkpoint": Path(ckpt_path).name, "mnist_lit.epoch": str(checkpoint.get("epoch")),
+                "mnist_lit.pixel_scale": model.pixel_scale,
+                "mnist_lit.input": f"{INPUT_NAME}: uint8 (N, 1, 28, 28), 0-255, white digit on black",
+                "mnist_lit.output": f"{OUTPUT_NAME}: float32 (N, 10), softmax over digits 0-9"}
+    data = serialize(model, metadata)
+    report = compare(model, runner(data), images, labels)
+    if not report["max_abs_diff"] <= atol:  # also catches NaN
+        raise ExportError(f"the exported {format} model differs from PyTorch by up to {report['max_abs_diff']:.3g} "
+                          f"in probability on {len(labels)} test images (tolerance {atol:g}); {output} not written")
+    with atomic_write(output) as handle:
+        handle.write(data)
+    return {**report, "bytes": len(data), "seconds": time.perf_counter() - start, "num_images": len(labels),
+            "data_dir": str(folder), "runtime": runtime}
+
+
+def export_main(argv: list[str]) -> None:
+    """``python -m mnist_lit export --ckpt_path CKPT --format onnx|torchscript --output FILE``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_lit export", allow_abbrev=False,
+        description="Export a trained checkpoint as ONNX or TorchScript (input pixels uint8 (N, 1, 28, 28), output "
+                    "probabilities float32 (N, 10)), checked against PyTorch on real test images before it is written.")
+    parser.add_argument("--ckpt_path", required=True, help="Checkpoint written by fit (e.g. .../checkpoints/last.ckpt).")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="onnx (ONNX Runtime) or torchscript.")
+    parser.add_argument("--output", required=True, help="File to write, e.g. model.onnx or model.pt.")
+    parser.add_argument("--data_dir", default=None,
+                        help="Folder with the MNIST test files for the check (default: the checkpoint's data_dir).")
+    parser.add_argument("--num_images", type=int, default=DEFAULT_NUM_IMAGES,
+                        help=f"Test images to check on (default {DEFAULT_NUM_IMAGES}).")
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL,
+                        help=f"Largest accepted probability difference (default {DEFAULT_ATOL:g}).")
+    args = parser.parse_args(argv)
+    try:
+        report = export_model(args.ckpt_path, args.format, args.output, args.data_dir, args.num_images, args.atol)
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"Checked on {report['num_images']:,} test images from {report['data_dir']}: "
+          f"max abs difference of probabilities {report['max_abs_diff']:.3g} (tolerance {args.atol:g}); "
+          f"accuracy PyTorch {report['torch_acc']:.4f}, {report['runtime']} {report['exported_acc']:.4f}; "
+          f"{report['disagreements']} predictions differ")
+    print(f"Exported {args.format} model to {args.output} ({report['bytes']:,} bytes, {report['seconds']:.1f} s): "
+          f"input {INPUT_NAME} uint8 (N, 1, 28, 28), output {OUTPUT_NAME} float32 (N, 10)")

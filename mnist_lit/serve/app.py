@@ -1,0 +1,251 @@
+"""``python -m mnist_lit serve``: a local web page to draw or upload a digit and see what the model predicts.
+
+Routes (FastAPI, served by uvicorn):
+
+    GET  /          the page (``static/index.html``): canvas, Clear/Predict, upload field, results
+    GET  /static/*  its script and style sheet
+    GET  /health    ``{"ok": true, "checkpoint": ..., "epoch": ..., "pixel_scale": ..., ...}``
+    POST /predict   a picture as the raw body (PNG, JPEG, ... any format Pillow reads) or as the
+                    multipart/form-data field ``file`` ->
+                    ``{"digit", "confidence", "probabilities" (10 floats), "image_png_base64", ...}``
+
+Every picture takes the road of ``predict --data.predict_path`` on files:
+:func:`mnist_lit.images.preprocess_image_uint8` (invert light paper, crop, 20x20 box, centre of
+mass), then :class:`mnist_lit.export.PixelClassifier` (the checkpoint's pixel scaling via
+:func:`mnist_lit.data.scale_pixels`, the network, softmax). ``image_png_base64`` is the 28x28
+grayscale picture the network saw.
+
+Errors are JSON ``{"error": "one line"}`` with a 4xx status: 400 empty or malformed request, 413 a
+body over ``--max_request_bytes`` (checked from Content-Length and while reading) or a picture over
+the pixel limit, 415 not a readable image, 422 no digit found (a blank canvas).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import ipaddress
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from mnist_lit.data import DataError
+from mnist_lit.export import PixelClassifier, load_classifier
+from mnist_lit.images import ImageError, ImageTooLargeError, NoDigitFoundError, preprocess_image_uint8
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.staticfiles import StaticFiles
+    from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+except ImportError as err:  # serve_main turns this into a one-line error
+    FASTAPI_MISSING: str | None = err.name
+else:
+    FASTAPI_MISSING = None
+
+STATIC_DIR = Path(__file__).parent / "static"
+#: Largest request body accepted, bytes: 5 MB, far above a drawn 280x280 PNG (~5-15 kB) or a phone JPEG.
+MAX_REQUEST_BYTES = 5_000_000
+#: After refusing an over-limit body, read and discard up to this much more of it before answering (like
+#: nginx's lingering close), so that a client still sending receives the 413 instead of a connection reset.
+DRAIN_BYTES = 64 * 2**20
+#: Largest picture accepted, width x height pixels (checked from the header before decoding): 25 MP,
+#: which a 5 MB compressed file can claim; decoding it takes at most 100 MB of memory.
+MAX_IMAGE_PIXELS = 25_000_000
+
+
+class RequestError(Exception):
+    """A request the API refuses: ``status`` (4xx) and a one-line ``message`` for ``{"error": ...}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def png_base64(pixels: torch.Tensor) -> str:
+    """uint8 (1, 28, 28) or (28, 28) pixels -> base64 text of a grayscale PNG of them."""
+    image = pixels.reshape(pixels.shape[-2:]).contiguous()
+    buffer = io.BytesIO()
+    Image.frombytes("L", (image.shape[1], image.shape[0]), bytes(image.flatten().tolist())).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def client_message(err: Exception) -> str:
+    """The error's one-line message without Python object reprs (Pillow names an in-memory file
+    ``<_io.BytesIO object at 0x...>``), which say nothing to an API client."""
+    return re.sub(r" ?<[\w.]+ object at 0x[0-9a-fA-F]+>", "", " ".join(str(err).split()))
+
+
+def predict_picture(model: PixelClassifier, data: bytes, name: str) -> dict[str, Any]:
+    """One picture's bytes -> the ``/predict`` JSON: ``digit``, ``confidence``, ``probabilities``, the 28x28 PNG.
+
+    Raises:
+        RequestError: 413 too many pixels, 422 no digit found, 415 not a readable image.
+    """
+    source = io.BytesIO(data)
+    source.name = name  # named in the error messages of mnist_lit.images
+    try:
+        pixels = preprocess_image_uint8(source, MAX_IMAGE_PIXELS)
+    except ImageTooLargeError as err:
+        raise RequestError(413, client_message(err)) from None
+    except NoDigitFoundError as err:
+        raise RequestError(422, client_message(err)) from None
+    except ImageError as err:
+        raise RequestError(415, client_message(err)) from None
+    with torch.inference_mode():
+        probabilities = model(pixels.unsqueeze(0))[0]
+    digit = int(probabilities.argmax())
+    return {"digit": digit, "confidence": float(probabilities[digit]), "probabilities": probabilities.tolist(),
+            "image_png_base64": png_base64(pixels), "image_size": list(pixels.shape[-2:])}
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``max_bytes``.
+
+    A declared Content-Length is checked before anything is kept; a chunked body is counted while
+    it arrives. An over-limit body is not kept: up to :data:`DRAIN_BYTES` more of it are read and
+    discarded, then the 413 is raised.
+
+    Raises:
+        RequestError: 400 for an unreadable Content-Length or a client that went away, 413 for an
+            over-limit body.
+    """
+    declared = request.headers.get("content-length")
+    refused = None
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise RequestError(400, f"Content-Length {declared!r} is not a number of bytes")
+        if int(declared) > max_bytes:
+            refused = f"(Content-Length {int(declared):,})"
+    body, discarded, more_body = bytearray(), 0, True
+    while more_body and discarded <= DRAIN_BYTES:
+        message = await request.receive()  # ASGI messages: no copy of the body beyond what is kept
+        if message["type"] == "http.disconnect":
+            raise RequestError(400, "the client closed the connection before sending the whole body")
+        chunk, more_body = message.get("body", b""), message.get("more_body", False)
+        if refused is None:
+            body += chunk
+            if len(body) > max_bytes:
+                refused, body = f"(more than {max_bytes:,} bytes sent)", bytearray()
+        else:
+            discarded += len(chunk)
+    if refused is not None:
+        raise RequestError(413, f"request body over the limit of {max_bytes:,} bytes {refused}; "
+                                "send a smaller picture")
+    return bytes(body)
+
+
+async def picture_from_request(request: Request, max_bytes: int) -> tuple[bytes, str]:
+    """(picture bytes, name for messages) from a raw body or the multipart field ``file``.
+
+    Raises:
+        RequestError: 413 over the limit, 400 empty body, malformed multipart, or no file in the form.
+    """
+    body = await read_body(request, max_bytes)
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        if not body:
+            raise RequestError(400, "empty request body; send a PNG or JPEG picture as the body "
+                                    "or as the multipart/form-data field 'file'")
+        return body, "request body"
+
+    async def replay() -> dict[str, Any]:  # the body already read, handed to Starlette's form parser
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        async with Request(request.scope, receive=replay).form(max_files=1, max_fields=20) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                upload = next((value for value in form.values() if isinstance(value, UploadFile)), None)
+            if upload is None:
+                raise RequestError(400, "multipart request without a file; send the picture in the field 'file'")
+            data, name = await upload.read(), upload.filename or "uploaded file"
+    except StarletteHTTPException as err:  # Starlette's multipart errors (e.g. a broken boundary)
+        raise RequestError(400, f"malformed multipart/form-data request: {err.detail}") from None
+    if not data:
+        raise RequestError(400, f"{name}: empty file (0 bytes); choose a picture of a digit")
+    return data, name
+
+
+def create_app(ckpt_path: str | Path, max_request_bytes: int = MAX_REQUEST_BYTES) -> FastAPI:
+    """The web app for one checkpoint (loaded once, ``weights_only=True``).
+
+    Raises:
+        CheckpointError: see :func:`mnist_lit.export.load_classifier`.
+    """
+    model, checkpoint = load_classifier(ckpt_path)
+    data_hparams = checkpoint.get("datamodule_hyper_parameters") or {}
+    health = {"ok": True, "checkpoint": str(Path(ckpt_path).resolve()), "epoch": checkpoint.get("epoch"),
+              "global_step": checkpoint.get("global_step"), "pixel_scale": model.pixel_scale,
+              "dataset": data_hparams.get("dataset", "mnist"), "max_request_bytes": max_request_bytes}
+    app = FastAPI(title="mnist_lit", summary="Draw or upload a digit; the trained CNN predicts it.")
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, err: RequestError) -> JSONResponse:
+        return JSONResponse({"error": err.message}, status_code=err.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(err.detail)}, status_code=err.status_code, headers=err.headers)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/health")
+    async def get_health() -> dict[str, Any]:
+        """Liveness and which model is served."""
+        return health
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        """A picture (raw body or multipart field ``file``) -> digit, probabilities, the 28x28 input as PNG."""
+        data, name = await picture_from_request(request, max_request_bytes)
+        return await run_in_threadpool(predict_picture, model, data, name)
+
+    return app
+
+
+def serve_main(argv: list[str]) -> None:
+    """``python -m mnist_lit serve --ckpt_path CKPT [--host 127.0.0.1] [--port 8000]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_lit serve", allow_abbrev=False,
+        description="Serve a web page to draw or upload a digit and see the model's prediction, and its HTTP API "
+                    "(POST /predict, GET /health).")
+    parser.add_argument("--ckpt_path", required=True, help="Checkpoint written by fit.")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="Address to listen on (default 127.0.0.1: this machine only).")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000).")
+    parser.add_argument("--max_request_bytes", type=int, default=MAX_REQUEST_BYTES,
+                        help=f"Largest accepted request body (default {MAX_REQUEST_BYTES:,}).")
+    args = parser.parse_args(argv)
+    if FASTAPI_MISSING:
+        print(f"error: serve needs the {FASTAPI_MISSING} package: pip install 'mnist_lit[serve]'", file=sys.stderr)
+        sys.exit(2)
+    try:
+        import uvicorn
+    except ImportError:
+        print("error: serve needs the uvicorn package: pip install 'mnist_lit[serve]'", file=sys.stderr)
+        sys.exit(2)
+    if args.max_request_bytes < 1:
+        raise DataError(f"--max_request_bytes must be positive, got {args.max_request_bytes}")
+    app = create_app(args.ckpt_path, args.max_request_bytes)  # CheckpointError: main() prints it, exit 2
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback:
+        print(f"warning: listening on {args.host}: other machines can reach this server; it has no "
+              "authentication", file=sys.stderr)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"Serving {args.ckpt_path} on http://{shown}:{args.port}/ (Ctrl+C to stop)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+

@@ -1,0 +1,89 @@
+"""`python -m mnist_lit export`: ONNX (run with onnxruntime) and TorchScript (run with torch.jit.load) give the
+PyTorch model's probabilities on 1,000 real test images; a failed check leaves the output file as it was."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import onnxruntime
+import pytest
+import torch
+
+from conftest import run_cli
+from mnist_lit.checkpoint import load_checkpoint
+from mnist_lit.data import load_split, scale_pixels
+from mnist_lit.model import MNISTClassifier
+
+NUM_IMAGES = 1000
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def test_images(mnist_dir):
+    images, labels = load_split(mnist_dir, "test")
+    return images[:NUM_IMAGES], labels[:NUM_IMAGES]
+
+
+@pytest.fixture(scope="module")
+def torch_probabilities(trained_run, test_images):
+    """The checkpoint's LightningModule (weights_only load) on the test images, as `predict` runs it."""
+    checkpoint = load_checkpoint(trained_run["best_ckpt"])
+    model = MNISTClassifier(**{k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")})
+    model.load_state_dict(checkpoint["state_dict"])
+    pixels = scale_pixels(test_images[0], checkpoint["datamodule_hyper_parameters"]["pixel_scale"])
+    with torch.no_grad():
+        return model.eval().predict_step((pixels,), 0)["probs"]
+
+
+def run_onnx(path, pixels: torch.Tensor) -> torch.Tensor:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (name,) = [i.name for i in session.get_inputs()]
+    return torch.from_numpy(session.run(None, {name: pixels.numpy()})[0])
+
+
+def run_torchscript(path, pixels: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in PyTorch 2.14, still supported
+        module = torch.jit.load(str(path))
+    with torch.no_grad():
+        return module(pixels)
+
+
+@pytest.mark.parametrize("fmt, suffix, run", [("onnx", "onnx", run_onnx), ("torchscript", "pt", run_torchscript)])
+def test_export_matches_pytorch_on_real_test_images(trained_run, mnist_dir, test_images, torch_probabilities,
+                                                    tmp_path, fmt, suffix, run):
+    output = tmp_path / "deploy" / f"model.{suffix}"
+    data_flags = [] if fmt == "onnx" else ["--data_dir", str(mnist_dir)]  # onnx: the checkpoint's data_dir
+    proc = run_cli("export", "--ckpt_path", str(trained_run["best_ckpt"]), "--format", fmt, "--output", str(output),
+                   *data_flags, cwd=tmp_path)
+    assert output.is_file() and not list(output.parent.glob(".*.tmp"))
+    images, labels = test_images
+    probabilities = run(output, images)
+    assert probabilities.dtype == torch.float32 and probabilities.shape == (NUM_IMAGES, 10)
+    max_diff = float((probabilities - torch_probabilities).abs().max())
+    assert max_diff <= ATOL
+    exported_acc = float((probabilities.argmax(1) == labels).float().mean())
+    torch_acc = float((torch_probabilities.argmax(1) == labels).float().mean())
+    assert exported_acc == torch_acc > 0.9
+    # dynamic batch dimension: one image and an odd batch give the same rows as the full batch
+    assert torch.allclose(run(output, images[:1]), probabilities[:1], atol=ATOL, rtol=0)
+    assert torch.allclose(run(output, images[1:38]), probabilities[1:38], atol=ATOL, rtol=0)
+    # the command's own check reports the figures measured here
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("Checked on 1,000 test images"))
+    reported = re.search(r"max abs difference of probabilities (\S+) .*accuracy PyTorch (\S+), .* (\S+);", line)
+    assert float(reported.group(1)) <= ATOL
+    assert float(reported.group(2)) == pytest.approx(torch_acc, abs=5e-5)
+    assert float(reported.group(3)) == pytest.approx(exported_acc, abs=5e-5)
+
+
+def test_export_without_test_data_fails_and_keeps_the_old_file(trained_run, tmp_path):
+    output = tmp_path / "model.onnx"
+    output.write_bytes(b"previous export")
+    proc = run_cli("export", "--ckpt_path", str(trained_run["best_ckpt"]), "--format", "onnx", "--output",
+                   str(output), "--data_dir", str(tmp_path / "no_data"), cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    (error,) = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert "no mnist test images" in error and "--data_dir" in error
+    assert output.read_bytes() == b"previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
