@@ -40,9 +40,9 @@ class MNISTLightningCLI(LightningCLI):
         if config is None or not config.get("ckpt_path"):
             return
         config.ckpt_path = resume.resolve_last(config, subcommand)
-        if config.ckpt_path in ("last", "best", "hpc", "registry") or "://" in config.ckpt_path:
+        if str(config.ckpt_path) in ("last", "best", "hpc", "registry") or "://" in str(config.ckpt_path):
             return  # Lightning's own keywords and remote files
-        self.checkpoint = load_checkpoint(config.ckpt_path, weights_only=config.get("weights_only") is not False)
+        self.checkpoint = load_checkpoint(config.ckpt_path)  # weights_only=True, as LightningCLI reads it next
         check_hparams(self.checkpoint, self.model_class, config.ckpt_path)
         if subcommand == "fit":
             self.resumed_version = resume.continue_version(config, config.ckpt_path, self.checkpoint["global_step"],

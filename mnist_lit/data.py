@@ -468,18 +468,21 @@ class MNISTDataModule(LightningDataModule):
                            offline_hint=f"For offline use put {all_names} (gzip or not) in {folder}/ "
                                         "and run with --data.download false")
         for stage in RAW_FILES:  # all four files checked before any training, the test files too
-            load_split(self.hparams.data_dir, stage, self.hparams.dataset)
+            labels = load_split(self.hparams.data_dir, stage, self.hparams.dataset)[1]
+            if stage == "train":  # and the split, before any logger or callback writes into a run folder
+                self._split(labels)
+
+    def _split(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train_idx, val_idx) into the training file: the ``val_split`` holdout or fold ``fold`` of K."""
+        if self.hparams.num_folds is None:
+            return split_indices(len(labels), self.hparams.val_split, self.hparams.split, self.hparams.split_seed)
+        return fold_indices(labels, self.hparams.num_folds, self.hparams.fold, self.hparams.split_seed)
 
     def setup(self, stage: str | None = None) -> None:
         """Read the files into memory and split them; reads only, same result on every call and rank."""
         if self.data_train is None and stage in (None, "fit", "validate"):
             images, labels = load_split(self.hparams.data_dir, "train", self.hparams.dataset, notice=False)
-            if self.hparams.num_folds is None:
-                train_idx, val_idx = split_indices(len(labels), self.hparams.val_split, self.hparams.split,
-                                                   self.hparams.split_seed)
-            else:
-                train_idx, val_idx = fold_indices(labels, self.hparams.num_folds, self.hparams.fold,
-                                                  self.hparams.split_seed)
+            train_idx, val_idx = self._split(labels)
             self.train_idx, self.val_idx = train_idx, val_idx  # int64 indices into the training file
             self.data_train = InMemoryDataset(images[train_idx], labels[train_idx])
             self.data_val = InMemoryDataset(images[val_idx], labels[val_idx])

@@ -1,0 +1,40 @@
+"""Write a file so that it is either complete or absent: temporary name, fsync, then ``os.replace``."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+
+def temp_path_beside(path: str | Path) -> Path:
+    """A fresh hidden name next to ``path``: ``DIR/.NAME.<random>.tmp`` (same file system, so the
+    final rename is atomic; never ending in ``.ckpt`` or ``.gz``, so no reader takes it for the real file)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+@contextmanager
+def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path`` for binary writing; on success it replaces ``path``.
+
+    The data is flushed and fsynced before ``os.replace``, so after a crash or SIGKILL ``path``
+    holds either its old content or the complete new one, never a part. On an exception the
+    temporary file is removed and the exception propagates. The file gets the usual permissions
+    (0666 minus the umask), like a plain ``open(path, "wb")``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_beside(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
