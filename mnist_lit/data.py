@@ -309,7 +309,7 @@ def fold_indices(labels: torch.Tensor, num_folds: int, fold: int, split_seed: in
     So the K validation folds are disjoint, cover ``0..n-1``, differ in size by at most one image,
     and hold each class's count to within one image of ``count / K`` (stratified). The same
     arguments give the same folds in every process. (Own code rather than scikit-learn's
-    ``StratifiedKFold``: five lines of torch instead of a dependency on scikit-learn and SciPy.)
+    ``StratifiedKFold``: a few lines of torch instead of a dependency on scikit-learn and SciPy.)
 
     Args:
         labels: int64 (N,), the training file's labels in file order.
