@@ -450,6 +450,14 @@ class MetricsHistory(Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         self._record = {"epochs": []}
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        # A fit resumed from a checkpoint continues its run folder (mnist_lit.resume): keep the epochs it
+        # finished before that checkpoint. Here, unlike in on_fit_start, current_epoch is already restored.
+        path = run_dir(trainer) / self.filename
+        if trainer.ckpt_path and path.is_file():
+            finished = json.loads(path.read_text()).get("epochs", [])
+            self._record["epochs"] = [e for e in finished if e["epoch"] < trainer.current_epoch]
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
 

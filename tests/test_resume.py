@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,10 +81,15 @@ def test_sigkill_in_epoch_2_then_resume_from_last(tmp_path, mnist_dir):
     assert [d.name for d in version_dirs(tmp_path)] == ["version_0"]  # the logs continue in the same folder
     final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert (final["epoch"], final["global_step"]) == (2, 3 * STEPS_PER_EPOCH)  # epoch 3 of 3 completed
-    print(resumed.stderr[-2000:], resumed.stdout[-500:])  # shown by pytest -rP: the resume notices and test_acc
+    notices = [line for line in resumed.stderr.splitlines() if line.startswith(("Checkpoint ", "Resuming in "))]
+    print(*notices, sep="\n")  # shown by pytest -rP
+    removed = int(re.search(r"removed (\d+) events logged after that checkpoint", notices[-1]).group(1))
+    assert removed >= (kill_after - STEPS_PER_EPOCH) // LOG_EVERY  # at least the killed epoch's train_loss_step
     test_acc = float(next(line for line in resumed.stdout.splitlines() if line.startswith("Test accuracy:")).split()[2])
     assert test_acc >= 0.95  # on the official 10,000 test images
     assert (run_dir / "config.yaml").is_file() and (run_dir / f"config_resume_step{STEPS_PER_EPOCH}.yaml").is_file()
+    history = json.loads((run_dir / "metrics.json").read_text())["epochs"]
+    assert [(e["epoch"], e["step"]) for e in history] == [(e, STEPS_PER_EPOCH * (e + 1)) for e in range(3)]
 
     logged = events(run_dir)
     for tag, values in logged.items():
