@@ -14,12 +14,14 @@ with ``fit --config``. None of them touches the test set. Outputs go to one new 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import os
+import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import yaml
@@ -50,6 +52,18 @@ def new_run_dir(log_dir: str | Path, prefix: str) -> Path:
             return path
         except FileExistsError:  # another process took it in between
             number += 1
+
+
+@contextlib.contextmanager
+def fresh_run_dir(log_dir: str | Path, prefix: str) -> Iterator[Path]:
+    """:func:`new_run_dir`, removed again if the command fails before writing any file into it."""
+    path = new_run_dir(log_dir, prefix)
+    try:
+        yield path
+    except BaseException:
+        if not any(p.is_file() for p in path.rglob("*")):  # only empty folders: nothing to lose
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -104,7 +118,7 @@ def fit_val_acc(fit_args: list[str], callbacks: tuple = ()) -> tuple[float, Any]
 # ---------------------------------------------------------------------------------------------- cv
 
 def cv_main(argv: list[str]) -> None:
-    """``python -m mnist_lit cv --folds K [fit flags]``: train K models, fold k validated on fold k.
+    """``python -m mnist_lit cv --folds K [fit flags]``: train K models, model k validated on fold k.
 
     Uses :class:`~mnist_lit.data.MNISTDataModule`'s stratified folds (``--data.num_folds K
     --data.fold k``; ``--data.split_seed`` picks the folds). Each fold's ``val_acc`` is the last
@@ -121,26 +135,27 @@ def cv_main(argv: list[str]) -> None:
         lambda p: p.add_argument("--folds", type=int, default=5, help="K, the number of folds (default: 5)."), argv)
     if opts.folds < 2:
         raise TuneError(f"--folds must be 2 or more, got {opts.folds}")
-    run_dir = new_run_dir(opts.log_dir, "cv")
-    rows, fold_rows = [], []
-    for fold in range(opts.folds):
-        val_acc, cli = fit_val_acc([*fit_args, f"--data.num_folds={opts.folds}", f"--data.fold={fold}",
-                                    logger_flag(run_dir, f"fold_{fold}")])
-        dm = cli.datamodule
-        rows.append([fold, len(dm.train_idx), len(dm.val_idx), f"{val_acc:.6f}", cli.trainer.log_dir])
-        fold_rows += [[int(i), int(y), fold] for i, y in zip(dm.val_idx, dm.data_val.labels)]
-        accs = torch.tensor([float(r[3]) for r in rows], dtype=torch.float64)
-        summary = [["mean", "", "", f"{accs.mean():.6f}", ""]]
-        if len(accs) > 1:
-            summary.append(["std", "", "", f"{accs.std():.6f}", ""])
-        write_csv(run_dir / "cv_results.csv", ["fold", "train_size", "val_size", "val_acc", "log_dir"], rows + summary)
-        write_csv(run_dir / "folds.csv", ["index", "label", "fold"], sorted(fold_rows))
-        print(f"fold {fold}/{opts.folds}: val_acc {val_acc:.4f}", flush=True)
-    print(f"\n{'fold':>4}  {'train':>6}  {'val':>6}  val_acc")
-    for fold, n_train, n_val, val_acc, _ in rows:
-        print(f"{fold:>4}  {n_train:>6}  {n_val:>6}  {float(val_acc):.4f}")
-    print(f"val_acc over {opts.folds} folds: {accs.mean():.4f} ± {accs.std():.4f} (mean ± sample std)")
-    print(f"Table: {run_dir / 'cv_results.csv'}")
+    with fresh_run_dir(opts.log_dir, "cv") as run_dir:
+        rows, fold_rows = [], []
+        for fold in range(opts.folds):
+            val_acc, cli = fit_val_acc([*fit_args, f"--data.num_folds={opts.folds}", f"--data.fold={fold}",
+                                        logger_flag(run_dir, f"fold_{fold}")])
+            dm = cli.datamodule
+            rows.append([fold, len(dm.train_idx), len(dm.val_idx), f"{val_acc:.6f}", cli.trainer.log_dir])
+            fold_rows += [[int(i), int(y), fold] for i, y in zip(dm.val_idx, dm.data_val.labels)]
+            accs = torch.tensor([float(r[3]) for r in rows], dtype=torch.float64)
+            summary = [["mean", "", "", f"{accs.mean():.6f}", ""]]
+            if len(accs) > 1:
+                summary.append(["std", "", "", f"{accs.std():.6f}", ""])
+            write_csv(run_dir / "cv_results.csv", ["fold", "train_size", "val_size", "val_acc", "log_dir"],
+                      rows + summary)
+            write_csv(run_dir / "folds.csv", ["index", "label", "fold"], sorted(fold_rows))
+            print(f"fold {fold}/{opts.folds}: val_acc {val_acc:.4f}", flush=True)
+        print(f"\n{'fold':>4}  {'train':>6}  {'val':>6}  val_acc")
+        for fold, n_train, n_val, val_acc, _ in rows:
+            print(f"{fold:>4}  {n_train:>6}  {n_val:>6}  {float(val_acc):.4f}")
+        print(f"val_acc over {opts.folds} folds: {accs.mean():.4f} ± {accs.std():.4f} (mean ± sample std)")
+        print(f"Table: {run_dir / 'cv_results.csv'}")
 
 
 # ---------------------------------------------------------------------------------------------- lr_find
@@ -161,7 +176,8 @@ def lr_find_main(argv: list[str]) -> None:
         p.add_argument("--max_lr", type=float, default=1.0, help="Last learning rate tried (default: 1).")
         p.add_argument("--num_training", type=int, default=100, help="Batches, one per learning rate (default: 100).")
 
-    opts, fit_args = parse_command("lr_find", "Lightning's learning-rate finder for the model's RMSprop.", options, argv)
+    opts, fit_args = parse_command("lr_find", "Lightning's learning-rate finder for the model's RMSprop.",
+                                   options, argv)
     if not 0 < opts.min_lr < opts.max_lr:
         raise TuneError(f"need 0 < --min_lr < --max_lr, got {opts.min_lr} and {opts.max_lr}")
     if opts.num_training < 2:
@@ -171,21 +187,21 @@ def lr_find_main(argv: list[str]) -> None:
     matplotlib.use("Agg")
     from lightning.pytorch.tuner import Tuner
 
-    run_dir = new_run_dir(opts.log_dir, "lr_find")
-    cli = build_cli([*fit_args, logger_flag(run_dir, "")], run=False)
-    finder = Tuner(cli.trainer).lr_find(cli.model, datamodule=cli.datamodule, min_lr=opts.min_lr, max_lr=opts.max_lr,
-                                        num_training=opts.num_training, update_attr=False)
-    suggestion = finder.suggestion()
-    write_csv(run_dir / "lr_find.csv", ["lr", "loss"], [[lr, loss] for lr, loss in
-                                                          zip(finder.results["lr"], finder.results["loss"])])
-    figure = finder.plot(suggest=suggestion is not None)
-    figure.savefig(run_dir / ".lr_find.tmp.png", dpi=100)
-    os.replace(run_dir / ".lr_find.tmp.png", run_dir / "lr_find.png")
-    if suggestion is None:
-        print(f"No learning rate suggested (too few finite losses); see {run_dir / 'lr_find.png'}")
-    else:
-        print(f"Suggested learning rate: {suggestion:.3g} (try --model.lr {suggestion:.3g}); "
-              f"plot: {run_dir / 'lr_find.png'}")
+    with fresh_run_dir(opts.log_dir, "lr_find") as run_dir:
+        cli = build_cli([*fit_args, logger_flag(run_dir, "")], run=False)
+        finder = Tuner(cli.trainer).lr_find(cli.model, datamodule=cli.datamodule, min_lr=opts.min_lr,
+                                            max_lr=opts.max_lr, num_training=opts.num_training, update_attr=False)
+        suggestion = finder.suggestion()
+        write_csv(run_dir / "lr_find.csv", ["lr", "loss"], [[lr, loss] for lr, loss in
+                                                              zip(finder.results["lr"], finder.results["loss"])])
+        figure = finder.plot(suggest=suggestion is not None)
+        figure.savefig(run_dir / ".lr_find.tmp.png", dpi=100)
+        os.replace(run_dir / ".lr_find.tmp.png", run_dir / "lr_find.png")
+        if suggestion is None:
+            print(f"No learning rate suggested (too few finite losses); see {run_dir / 'lr_find.png'}")
+        else:
+            print(f"Suggested learning rate: {suggestion:.3g} (try --model.lr {suggestion:.3g}); "
+                  f"plot: {run_dir / 'lr_find.png'}")
 
 
 # ---------------------------------------------------------------------------------------------- tune
@@ -280,45 +296,46 @@ def tune_main(argv: list[str]) -> None:
         raise TuneError(f"n_trials must be 1 or more, got {n_trials}")
     space = config["search_space"]
     parser = build_cli(fit_args, run=False).parser  # checks the fit flags before any trial runs
-    run_dir = new_run_dir(opts.log_dir, "tune")
-    log_dirs: dict[int, str] = {}
+    with fresh_run_dir(opts.log_dir, "tune") as run_dir:
+        log_dirs: dict[int, str] = {}
 
-    def objective(trial) -> float:
-        params = {key: suggest(trial, key, spec) for key, spec in space.items()}
-        flags = [f"--{key}={value}" for key, value in params.items()]
-        log_dirs[trial.number] = str(run_dir / f"trial_{trial.number}")
-        val_acc, _ = fit_val_acc([*fit_args, *flags, logger_flag(run_dir, f"trial_{trial.number}")],
-                                 callbacks=(PyTorchLightningPruningCallback(trial, monitor="val_acc"),))
-        return val_acc
+        def objective(trial) -> float:
+            params = {key: suggest(trial, key, spec) for key, spec in space.items()}
+            flags = [f"--{key}={value}" for key, value in params.items()]
+            log_dirs[trial.number] = str(run_dir / f"trial_{trial.number}")
+            val_acc, _ = fit_val_acc([*fit_args, *flags, logger_flag(run_dir, f"trial_{trial.number}")],
+                                     callbacks=(PyTorchLightningPruningCallback(trial, monitor="val_acc"),))
+            return val_acc
 
-    def write_trials(study, _trial=None) -> None:
-        rows = []
-        for t in study.trials:
-            duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else ""
-            value = t.value if t.value is not None else (t.intermediate_values[max(t.intermediate_values)]
-                                                         if t.intermediate_values else "")
-            rows.append([t.number, t.state.name, value, len(t.intermediate_values), duration,
-                         *[t.params.get(key, "") for key in space], log_dirs.get(t.number, "")])
-        write_csv(run_dir / "trials.csv", ["number", "state", "val_acc", "epochs", "duration_s", *space, "log_dir"],
-                  rows)
+        def write_trials(study, _trial=None) -> None:
+            rows = []
+            for t in study.trials:
+                duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else ""
+                value = t.value if t.value is not None else (t.intermediate_values[max(t.intermediate_values)]
+                                                             if t.intermediate_values else "")
+                rows.append([t.number, t.state.name, value, len(t.intermediate_values), duration,
+                             *[t.params.get(key, "") for key in space], log_dirs.get(t.number, "")])
+            write_csv(run_dir / "trials.csv", ["number", "state", "val_acc", "epochs", "duration_s", *space, "log_dir"],
+                      rows)
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=config.get("seed", 0)),
-                                pruner=optuna.pruners.MedianPruner(**config.get("pruner", {})))
-    study.optimize(objective, n_trials=n_trials, timeout=opts.timeout, callbacks=[write_trials])
-    write_trials(study)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not complete:
-        raise TuneError(f"no trial completed (all pruned or failed); see {run_dir / 'trials.csv'}")
-    best = study.best_trial
-    best_flags = [f"--{key}={value}" for key, value in best.params.items()]
-    best_config = parser.dump(parser.parse_args([*fit_args, *best_flags]), skip_none=False)
-    header = (f"# Best of {len(study.trials)} trials (trial {best.number}, val_acc {best.value:.4f}) of "
-              f"`python -m mnist_lit tune`; run it with `python -m mnist_lit fit --config THIS_FILE`.\n"
-              f"# Searched values: {json.dumps(best.params)}\n")
-    write_atomic(run_dir / "best_config.yaml", header + best_config)
-    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-    print(f"\n{len(study.trials)} trials: {len(complete)} complete, {pruned} pruned. "
-          f"Best: trial {best.number}, val_acc {best.value:.4f}")
-    print(yaml.safe_dump(nested(best.params), sort_keys=False).rstrip())
-    print(f"Table: {run_dir / 'trials.csv'}\nBest config: {run_dir / 'best_config.yaml'} "
-          f"(python -m mnist_lit fit --config {run_dir / 'best_config.yaml'})")
+        study = optuna.create_study(direction="maximize",
+                                    sampler=optuna.samplers.TPESampler(seed=config.get("seed", 0)),
+                                    pruner=optuna.pruners.MedianPruner(**config.get("pruner", {})))
+        study.optimize(objective, n_trials=n_trials, timeout=opts.timeout, callbacks=[write_trials])
+        write_trials(study)
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not complete:
+            raise TuneError(f"no trial completed (all pruned or failed); see {run_dir / 'trials.csv'}")
+        best = study.best_trial
+        best_flags = [f"--{key}={value}" for key, value in best.params.items()]
+        best_config = parser.dump(parser.parse_args([*fit_args, *best_flags]), skip_none=False)
+        header = (f"# Best of {len(study.trials)} trials (trial {best.number}, val_acc {best.value:.4f}) of "
+                  f"`python -m mnist_lit tune`; run it with `python -m mnist_lit fit --config THIS_FILE`.\n"
+                  f"# Searched values: {json.dumps(best.params)}\n")
+        write_atomic(run_dir / "best_config.yaml", header + best_config)
+        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+        print(f"\n{len(study.trials)} trials: {len(complete)} complete, {pruned} pruned. "
+              f"Best: trial {best.number}, val_acc {best.value:.4f}")
+        print(yaml.safe_dump(nested(best.params), sort_keys=False).rstrip())
+        print(f"Table: {run_dir / 'trials.csv'}\nBest config: {run_dir / 'best_config.yaml'} "
+              f"(python -m mnist_lit fit --config {run_dir / 'best_config.yaml'})")

@@ -99,3 +99,13 @@ def test_cv_rejects_one_fold(tmp_path, capsys, monkeypatch):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "error: --folds must be 2 or more, got 1"
     assert not (tmp_path / "lightning_logs").exists()  # nothing created for a rejected command
+
+
+def test_cv_without_data_fails_cleanly(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cv", "--folds", "2", "--config", str(CONFIG), "--data.data_dir", str(tmp_path / "none"),
+              "--data.download", "false", "--trainer.enable_progress_bar", "false"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: mnist data not found: put ")
+    assert list((tmp_path / "lightning_logs").iterdir()) == []  # the empty cv_0 folder was removed again
