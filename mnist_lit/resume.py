@@ -25,6 +25,7 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 from mnist_lit.atomic import atomic_write
+from mnist_lit.checkpoint import CheckpointError
 
 LAST_NAME = "last.ckpt"  # ModelCheckpoint.CHECKPOINT_NAME_LAST + FILE_EXTENSION
 _VERSION = re.compile(r"version_(\d+)")
@@ -114,8 +115,6 @@ def resolve_last(config, subcommand: str) -> str:
     Raises:
         CheckpointError: ``validate``/``test``/``predict`` with ``last`` and no ``last.ckpt``.
     """
-    from mnist_lit.checkpoint import CheckpointError
-
     if config.get("ckpt_path") != "last":
         return config.get("ckpt_path")
     root = logger_root(config.trainer)
