@@ -11,6 +11,7 @@ import io
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -182,9 +183,12 @@ def get_json(url: str, body: dict | None = None):
 
 def test_tensorboard_server_serves_the_run(run, tmp_path):
     log = tmp_path / "tensorboard.log"
+    # Serve a copy of the finished run alone: other tests add runs (test, predict) to the shared workdir.
+    logdir = tmp_path / "lightning_logs"
+    shutil.copytree(run["run_dir"], logdir / run["run_dir"].name, ignore=shutil.ignore_patterns("*.ckpt"))
     with open(log, "w") as handle:
         proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir",
-                                 str(run["workdir"] / "lightning_logs"), "--host", "127.0.0.1", "--port", "0"],
+                                 str(logdir), "--host", "127.0.0.1", "--port", "0"],
                                 stdout=handle, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
