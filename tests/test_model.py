@@ -55,7 +55,8 @@ def test_logits_shape_and_they_are_not_probabilities(mnist_dir):
 def test_initial_loss_is_about_ln_10(mnist_dir):
     torch.manual_seed(0)
     images, labels = real_batch(mnist_dir)
-    loss = nn.functional.cross_entropy(SeedCNN().eval()(images), labels)
+    with torch.no_grad():
+        loss = nn.functional.cross_entropy(SeedCNN().eval()(images), labels)
     assert abs(float(loss) - math.log(10)) < 0.15
 
 
@@ -81,3 +82,25 @@ def test_dropout_rates_are_hyperparameters():
     model = MNISTClassifier(dropout1=0.1, dropout2=0.2)
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.1, 0.2]
     assert dict(model.hparams) == {"lr": 1e-3, "rho": 0.9, "eps": 1e-7, "dropout1": 0.1, "dropout2": 0.2}
+
+
+def tutorial_order_forward(net: SeedCNN, x: torch.Tensor) -> torch.Tensor:
+    """The tutorial's literal order, Conv -> ReLU -> MaxPool, with the same weights (eval mode: no dropout)."""
+    conv1, conv2 = net.features[0], net.features[3]
+    dense1, dense2 = net.classifier[1], net.classifier[4]
+    x = nn.functional.max_pool2d(nn.functional.relu(conv1(x)), 2)
+    x = nn.functional.max_pool2d(nn.functional.relu(conv2(x)), 2)
+    return dense2(nn.functional.relu(dense1(x.flatten(1))))
+
+
+def test_pool_before_relu_gives_the_tutorials_outputs_and_gradients(mnist_dir):
+    images, labels = real_batch(mnist_dir, 256)
+    torch.manual_seed(0)
+    net = SeedCNN().eval()
+    ours = nn.functional.cross_entropy(net(images), labels)
+    ours_grads = torch.autograd.grad(ours, list(net.parameters()))
+    reference = nn.functional.cross_entropy(tutorial_order_forward(net, images), labels)
+    reference_grads = torch.autograd.grad(reference, list(net.parameters()))
+    assert torch.allclose(ours, reference, atol=1e-6)
+    for got, want in zip(ours_grads, reference_grads):
+        assert torch.allclose(got, want, atol=1e-6)

@@ -1,0 +1,243 @@
+"""Speed and memory of mnist_lit, side by side with the alternatives, in one run on one machine.
+
+    python benchmarks/bench_training.py --data-dir ../shared/data/mnist-10k
+    python benchmarks/bench_training.py --data-dir /usr/share/datasets/fashion-mnist --dataset fashion_mnist
+
+Measures, on the same data, batch size (128), optimizer and thread count:
+  (a) mnist_lit: `fit` as users run it (configs/mnist.yaml: progress bar, TensorBoard logging, callbacks);
+  (b) a hand-written PyTorch loop of the same model (the same forward, so the same memory format);
+  (b2) the tutorial's own stack, Keras 3 on TensorFlow (CPU), if `pip install -e '.[bench]'` installed it;
+  (c) the data path alone: batches/s of the project's train loader vs torchvision's MNIST with ToTensor();
+  (d) peak resident memory (RSS) of a `fit` subprocess on the whole data set;
+  (e) prediction throughput on the test set (images/s) with `Trainer.predict`.
+Prints medians and the ratios the project's targets are stated in (README "Performance").
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Callback, Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mnist_lit.cli import build_cli  # noqa: E402
+from mnist_lit.data import (DATASETS, RAW_FILES, MNISTDataModule, find_raw_file, load_split,  # noqa: E402
+                            raw_folder, scale_pixels, split_indices)
+from mnist_lit.model import MNISTClassifier  # noqa: E402
+
+
+class EpochTimer(Callback):
+    """Seconds of each training epoch (without its validation) and of each whole epoch."""
+
+    def __init__(self) -> None:
+        self.train_seconds: list[float] = []
+        self.epoch_seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.start = time.perf_counter()
+        self.train_done = False
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and not self.train_done:
+            self.train_seconds.append(time.perf_counter() - self.start)
+            self.train_done = True
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self.start)
+
+
+def bench_mnist_lit(args, workdir: Path) -> dict:
+    """(a) and (e): `fit` as configs/mnist.yaml runs it, then predict on the test set."""
+    timer = EpochTimer()
+    cli = build_cli(["--config", str(REPO / "configs" / "mnist.yaml"), "--data.data_dir", args.data_dir,
+                     "--data.dataset", args.dataset, "--data.download", "false",
+                     "--trainer.max_epochs", str(args.epochs), "--trainer.default_root_dir", str(workdir),
+                     "--trainer.logger.init_args.save_dir", str(workdir)], run=False, callbacks=[timer])
+    start = time.perf_counter()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    fit_seconds = time.perf_counter() - start
+    test_acc = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]["test_acc"]
+    predictor = Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False, accelerator="cpu")
+    dm = MNISTDataModule(data_dir=args.data_dir, dataset=args.dataset, download=False, batch_size=1000)
+    predictor.predict(cli.model, datamodule=dm)  # warm-up
+    start = time.perf_counter()
+    predictions = predictor.predict(cli.model, datamodule=dm)
+    predict_seconds = time.perf_counter() - start
+    n_test = sum(len(p["preds"]) for p in predictions)
+    return {"train_seconds": timer.train_seconds, "epoch_seconds": timer.epoch_seconds, "fit_seconds": fit_seconds,
+            "test_acc": test_acc, "predict_images_per_s": n_test / predict_seconds}
+
+
+def bench_hand_loop(args, images, labels, test_images, test_labels) -> dict:
+    """(b) The plain PyTorch loop: the same model, RMSprop, batch 128, shuffle each epoch, validation pass."""
+    torch.manual_seed(0)
+    n_train = len(labels) - round(0.3 * len(labels))
+    train_x, train_y, val_x, val_y = images[:n_train], labels[:n_train], images[n_train:], labels[n_train:]
+    model = MNISTClassifier()
+    optimizer = model.configure_optimizers()
+    train_seconds, epoch_seconds = [], []
+    fit_start = time.perf_counter()
+    for _ in range(args.epochs):
+        start = time.perf_counter()
+        model.train()
+        for idx in torch.randperm(n_train).split(128):
+            loss = F.cross_entropy(model(scale_pixels(train_x[idx])), train_y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        train_seconds.append(time.perf_counter() - start)
+        model.eval()
+        with torch.inference_mode():
+            correct = sum(int((model(scale_pixels(x)).argmax(1) == y).sum())
+                          for x, y in zip(val_x.split(128), val_y.split(128)))
+        epoch_seconds.append(time.perf_counter() - start)
+    fit_seconds = time.perf_counter() - fit_start
+    with torch.inference_mode():
+        test_acc = sum(int((model(scale_pixels(x)).argmax(1) == y).sum())
+                       for x, y in zip(test_images.split(1000), test_labels.split(1000))) / len(test_labels)
+    return {"train_seconds": train_seconds, "epoch_seconds": epoch_seconds, "fit_seconds": fit_seconds,
+            "val_acc": correct / len(val_y), "test_acc": test_acc}
+
+
+def bench_keras(args, images, labels, test_images, test_labels, workdir: Path) -> dict | None:
+    """(b2) Keras 3 on TensorFlow in a subprocess, or None when TensorFlow is not installed."""
+    python = args.keras_python or sys.executable
+    probe = subprocess.run([python, "-c", "import tensorflow"], capture_output=True)
+    if probe.returncode != 0:
+        print(f"(b2) skipped: no TensorFlow for {python} (pip install -e '.[bench]')", flush=True)
+        return None
+    npz = workdir / "data.npz"
+    np.savez(npz, x_train=images[:, 0].numpy(), y_train=labels.numpy(),
+             x_test=test_images[:, 0].numpy(), y_test=test_labels.numpy())
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    out = subprocess.run([python, str(REPO / "benchmarks" / "keras_recipe.py"), str(npz), str(args.epochs),
+                          str(torch.get_num_threads())], capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_data_path(args, workdir: Path, batches: int = 200) -> dict:
+    """(c) batches/s: the project's train loader vs torchvision's MNIST + ToTensor() per sample."""
+    from torchvision import transforms
+
+    dm = MNISTDataModule(data_dir=args.data_dir, dataset=args.dataset, download=False)
+    dm.setup("fit")
+
+    def rate(loader, scale) -> float:
+        start, count = time.perf_counter(), 0
+        while count < batches:
+            for x, _ in loader:
+                x = scale(x)
+                count += 1
+                if count == batches:
+                    break
+        return count / (time.perf_counter() - start)
+
+    ours = rate(dm.train_dataloader(), lambda x: dm.on_after_batch_transfer((x, None), 0)[0])
+    # torchvision reads uncompressed files from ROOT/<Name>/raw: give it a decompressed copy.
+    tv_raw = workdir / DATASETS[args.dataset].__name__ / "raw"
+    tv_raw.mkdir(parents=True)
+    for stem in RAW_FILES["train"] + RAW_FILES["test"]:
+        source = find_raw_file(raw_folder(args.data_dir, args.dataset), stem)
+        opener = gzip.open if source.read_bytes()[:2] == b"\x1f\x8b" else open
+        with opener(source, "rb") as src, open(tv_raw / stem, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    dataset = DATASETS[args.dataset](str(workdir), train=True, transform=transforms.ToTensor())
+    theirs = rate(torch.utils.data.DataLoader(dataset, batch_size=128, shuffle=True), lambda x: x)
+    return {"ours_batches_per_s": ours, "torchvision_batches_per_s": theirs}
+
+
+def bench_peak_rss(args, workdir: Path) -> float:
+    """(d) Peak RSS in MiB of one-epoch `python -m mnist_lit fit` on the whole data set, in a subprocess."""
+    subprocess.run([sys.executable, "-m", "mnist_lit", "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
+                    "--data.data_dir", str(Path(args.data_dir).resolve()), "--data.dataset", args.dataset,
+                    "--data.download", "false", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"],
+                   cwd=workdir, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux reports KiB
+
+
+def merge_runs(runs: list[dict]) -> dict:
+    """Pool the per-epoch times of repeated runs; keep the median fit time and the first run's accuracy."""
+    merged = dict(runs[0])
+    for key in ("train_seconds", "epoch_seconds"):
+        merged[key] = [t for run in runs for t in run[key]]
+    merged["fit_seconds"] = statistics.median(run["fit_seconds"] for run in runs)
+    if "predict_images_per_s" in merged:
+        merged["predict_images_per_s"] = statistics.median(run["predict_images_per_s"] for run in runs)
+    return merged
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "mnist-10k"))
+    parser.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=2, help="runs of (a) and (b) each, in alternating order")
+    parser.add_argument("--skip-keras", action="store_true")
+    parser.add_argument("--keras-python", help="interpreter with TensorFlow for (b2); default: this one")
+    args = parser.parse_args()
+    threads = torch.get_num_threads()
+    images, labels = load_split(args.data_dir, "train", args.dataset)
+    test_images, test_labels = load_split(args.data_dir, "test", args.dataset)
+    print(f"data: {args.dataset} from {args.data_dir}: {len(labels)} training images "
+          f"({len(split_indices(len(labels), 0.3, 'tail')[0])} train / the rest val), {len(test_labels)} test; "
+          f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "rss").mkdir()
+        rss_mib = bench_peak_rss(args, work / "rss")  # first: RUSAGE_CHILDREN keeps the maximum of all children
+        keras = None if args.skip_keras else bench_keras(args, images, labels, test_images, test_labels, work)
+        # (a) and (b) alternate, so a busy moment of the machine does not favour one of them.
+        runs: dict[str, list[dict]] = {"hand": [], "ours": []}
+        for repeat in range(args.repeats):
+            order = ("hand", "ours") if repeat % 2 == 0 else ("ours", "hand")
+            for name in order:
+                runs[name].append(bench_hand_loop(args, images, labels, test_images, test_labels) if name == "hand"
+                                  else bench_mnist_lit(args, work / f"lit{repeat}"))
+        hand, ours = (merge_runs(runs[name]) for name in ("hand", "ours"))
+        data = bench_data_path(args, work / "tv")
+
+    med = statistics.median
+    rows = [("(a) mnist_lit train epoch, median s", med(ours["train_seconds"])),
+            ("(b) hand-written loop train epoch, median s", med(hand["train_seconds"])),
+            ("    ratio (a)/(b), target <= 1.10", med(ours["train_seconds"]) / med(hand["train_seconds"])),
+            ("(a) mnist_lit epoch with validation, median s", med(ours["epoch_seconds"])),
+            ("(b) hand-written epoch with validation, median s", med(hand["epoch_seconds"])),
+            ("    ratio (a)/(b)", med(ours["epoch_seconds"]) / med(hand["epoch_seconds"])),
+            (f"(a) mnist_lit {args.epochs}-epoch fit with validation, median s", ours["fit_seconds"]),
+            (f"(b) hand-written {args.epochs}-epoch fit with validation, median s", hand["fit_seconds"])]
+    if keras:
+        rows += [(f"(b2) Keras {keras['keras']} / TF {keras['tensorflow']} {args.epochs}-epoch fit, s",
+                  keras["fit_seconds"]),
+                 ("    ratio (a)/(b2) fit, target <= 1.00", ours["fit_seconds"] / keras["fit_seconds"])]
+    rows += [("(c) project train loader, batches/s", data["ours_batches_per_s"]),
+             ("(c) torchvision MNIST + ToTensor(), batches/s", data["torchvision_batches_per_s"]),
+             ("    ratio, target >= 10", data["ours_batches_per_s"] / data["torchvision_batches_per_s"]),
+             ("(d) peak RSS of a 1-epoch fit, MiB (target <= 2048)", rss_mib),
+             ("(e) predict on the test set, images/s (target >= 5000)", ours["predict_images_per_s"]),
+             ("test_acc mnist_lit", ours["test_acc"]), ("test_acc hand-written loop", hand["test_acc"])]
+    if keras:
+        rows.append(("test_acc Keras/TensorFlow", keras["test_acc"]))
+    print()
+    for name, value in rows:
+        print(f"{name:<62} {value:10.3f}")
+    print(json.dumps({"ours": ours, "hand": hand, "keras": keras, "data": data, "rss_mib": rss_mib}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The tutorial's recipe in Keras 3 on TensorFlow (CPU), timed; run by bench_training.py in a subprocess.
+
+Written from the recipe (Conv32-pool-Conv64-pool-Dropout0.25-Dense128-Dropout0.5-Dense10, RMSprop,
+categorical cross-entropy, batch 128, validation_split 0.3), not copied from the tutorial.
+Input: an .npz with uint8 ``x_train`` (N, 28, 28), ``y_train`` (N,), ``x_test``, ``y_test``.
+Prints one JSON line: per-epoch seconds, fit seconds (with validation) and test accuracy.
+"""
+
+import json
+import sys
+import time
+
+import numpy as np
+
+
+def main(npz_path: str, epochs: int, threads: int) -> None:
+    import tensorflow as tf
+    import keras
+    from keras import layers
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    data = np.load(npz_path)
+    x_train = data["x_train"].reshape(-1, 28, 28, 1).astype("float32") / 255.0
+    x_test = data["x_test"].reshape(-1, 28, 28, 1).astype("float32") / 255.0
+    y_train = keras.utils.to_categorical(data["y_train"], 10)
+    y_test = keras.utils.to_categorical(data["y_test"], 10)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(2),
+        layers.Conv2D(64, 3, activation="relu"), layers.MaxPooling2D(2),
+        layers.Dropout(0.25), layers.Flatten(),
+        layers.Dense(128, activation="relu"), layers.Dropout(0.5),
+        layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
+    epoch_times: list[float] = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_times.append(time.perf_counter() - self.start)
+
+    start = time.perf_counter()
+    model.fit(x_train, y_train, validation_split=0.3, epochs=epochs, batch_size=128, verbose=0, callbacks=[Timer()])
+    fit_seconds = time.perf_counter() - start
+    test_acc = float(model.evaluate(x_test, y_test, verbose=0)[1])
+    print(json.dumps({"epoch_seconds": epoch_times, "fit_seconds": fit_seconds, "test_acc": test_acc,
+                      "tensorflow": tf.__version__, "keras": keras.__version__}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
