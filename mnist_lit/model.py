@@ -81,7 +81,6 @@ class MNISTClassifier(LightningModule):
         self.save_hyperparameters()
         self.net = SeedCNN(dropout1, dropout2)
         self.example_input_array = torch.zeros(1, 1, 28, 28)
-        self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
         self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
         self.test_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
 
@@ -89,23 +88,50 @@ class MNISTClassifier(LightningModule):
         """Logits float32 (N, 10) for images float32 (N, 1, 28, 28)."""
         return self.net(x)
 
-    def _shared_step(self, batch, stage: str, accuracy: MulticlassAccuracy) -> tuple[torch.Tensor, torch.Tensor]:
+    def _shared_step(self, batch, stage: str, accuracy: MulticlassAccuracy | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and logits of a batch; for ``val``/``test`` also logs loss, accuracy and image count."""
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
-        accuracy(logits, labels)
-        self.log(f"{stage}_loss", loss, on_epoch=True, on_step=False, prog_bar=True, sync_dist=True,
-                 batch_size=len(labels))
-        self.log(f"{stage}_acc", accuracy, on_epoch=True, on_step=False, prog_bar=True)
-        if stage == "train":
-            self.log("train_loss_step", loss, on_step=True, on_epoch=False)
-        else:  # images evaluated, summed over all ranks: 10,000 for the test set on any number of devices
+        if accuracy is not None:
+            accuracy(logits, labels)
+            self.log(f"{stage}_loss", loss, on_epoch=True, on_step=False, prog_bar=True, sync_dist=True,
+                     batch_size=len(labels))
+            self.log(f"{stage}_acc", accuracy, on_epoch=True, on_step=False, prog_bar=True)
+            # images evaluated, summed over all ranks: 10,000 for the test set on any number of devices
             self.log(f"{stage}_count", float(len(labels)), on_epoch=True, on_step=False, reduce_fx="sum",
                      sync_dist=True, batch_size=len(labels))
         return loss, logits
 
+    def on_train_epoch_start(self) -> None:
+        self._train_sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss x n, correct, n
+
+    def _log_train(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, batch_idx: int) -> None:
+        """Training metrics at a fraction of ``self.log``'s per-call cost (about 1 ms each on CPU).
+
+        ``train_loss`` and ``train_acc`` (the exact epoch mean and accuracy over the images this rank
+        trained on; ranks averaged with ``sync_dist``) are summed here and logged once, on the epoch's
+        last batch; ``train_loss_step`` only on the steps the logger writes (``log_every_n_steps``).
+        """
+        with torch.no_grad():
+            n = len(labels)
+            correct = (logits.argmax(dim=1) == labels).sum()
+            self._train_sums += torch.stack([loss.detach().double() * n, correct.double(), correct.new_tensor(n).double()])
+        trainer = self.trainer
+        if (self.global_step + 1) % trainer.log_every_n_steps == 0:  # Lightning's own logging cadence
+            self.log("train_loss_step", loss, on_step=True, on_epoch=False)
+        if batch_idx + 1 == trainer.num_training_batches:
+            loss_sum, correct, count = self._train_sums
+            self.log("train_loss", (loss_sum / count).float(), on_epoch=True, on_step=False, prog_bar=True,
+                     sync_dist=True)
+            self.log("train_acc", (correct / count).float(), on_epoch=True, on_step=False, prog_bar=True,
+                     sync_dist=True)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train", self.train_acc)[0]
+        loss, logits = self._shared_step(batch, "train")
+        self._log_train(loss, logits, batch[1], batch_idx)
+        return loss
 
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
         """Returns the logits float32 (B, 10), which callbacks read (confusion matrix, digit grid)."""
