@@ -46,6 +46,9 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", weights_only: b
             that ``weights_only=True`` refuses, or is not a dict with a ``state_dict``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file; give a .ckpt file, e.g. "
+                              f"{path / 'last.ckpt'}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; give an existing --ckpt_path")
     try:
@@ -55,8 +58,10 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", weights_only: b
         what = f"a pickled {found.group(1)}" if found else "pickled Python objects"
         raise CheckpointError(f"{path}: refused, the checkpoint holds {what}, which weights_only=True loading does "
                               "not run; use a checkpoint saved by mnist_lit (tensors and plain values only)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except Exception as err:  # any other file: torch.load fails in many ways (KeyError for a text file, ...)
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if not isinstance(err, (RuntimeError, OSError, ValueError)) or not first_line:  # e.g. KeyError: 101
+            first_line = f"{type(err).__name__}: {first_line}".rstrip(": ")
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first_line}); the file is damaged or "
                               "truncated, use another checkpoint (e.g. last.ckpt or the best one)") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):

@@ -17,7 +17,7 @@ from mnist_lit.callbacks import PredictionWriter
 from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, check_compatible, check_hparams, load_checkpoint
 from mnist_lit.data import DataError, MNISTDataModule
 from mnist_lit.distributed import per_device_batch_size
-from mnist_lit.model import MNISTClassifier
+from mnist_lit.model import HyperparameterError, MNISTClassifier
 
 
 class MNISTLightningCLI(LightningCLI):
@@ -142,6 +142,6 @@ def main(args: list[str] | None = None) -> None:
             cli = build_cli(args)
             if cli.failed_files:  # each one already has its `error: FILE: reason` line on stderr
                 sys.exit(1)
-    except (DataError, TuneError, CheckpointError) as err:
+    except (DataError, TuneError, CheckpointError, HyperparameterError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -178,6 +178,8 @@ def find_raw_file(folder: Path, stem: str) -> Path | None:
 
 def missing_files_message(data_dir: str | Path, dataset: str = "mnist") -> str:
     """One line naming the four files and the folder they belong in."""
+    if Path(data_dir).is_file():
+        return f"data_dir {data_dir} is a file, not a folder; give the folder that holds (or will hold) the data"
     names = ", ".join(f"{stem}.gz" for pair in RAW_FILES.values() for stem in pair)
     return (f"{dataset} data not found: put {names} in {raw_folder(data_dir, dataset)}/ "
             "or set --data.download true")

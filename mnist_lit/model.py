@@ -55,6 +55,10 @@ class SeedCNN(nn.Module):
         return self.classifier(self.features(x.contiguous(memory_format=torch.channels_last)))
 
 
+class HyperparameterError(ValueError):
+    """A model hyperparameter is out of range; the message is one line that says what to do."""
+
+
 class MNISTClassifier(LightningModule):
     """Trains :class:`SeedCNN` with RMSprop and cross-entropy, logging loss and accuracy.
 
@@ -70,6 +74,9 @@ class MNISTClassifier(LightningModule):
         dropout1: dropout rate after the convolutions.
         dropout2: dropout rate after Dense128.
 
+    Raises:
+        HyperparameterError: ``lr`` or ``eps`` not positive, ``rho`` or a dropout rate outside [0, 1).
+
     Logged: ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc``
     (per epoch) and ``train_loss_step``; ``val_count`` and ``test_count``: images evaluated in the
     epoch, summed over all processes. Epoch values are aggregated over all processes under DDP.
@@ -78,6 +85,11 @@ class MNISTClassifier(LightningModule):
     def __init__(self, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-7,
                  dropout1: float = 0.25, dropout2: float = 0.5) -> None:
         super().__init__()
+        for name, value, ok, allowed in (("lr", lr, lr > 0, "> 0"), ("rho", rho, 0 <= rho < 1, "in [0, 1)"),
+                                         ("eps", eps, eps > 0, "> 0"), ("dropout1", dropout1, 0 <= dropout1 < 1, "in [0, 1)"),
+                                         ("dropout2", dropout2, 0 <= dropout2 < 1, "in [0, 1)")):
+            if not ok:
+                raise HyperparameterError(f"model.{name} must be {allowed}, got {value}")
         self.save_hyperparameters()
         self.net = SeedCNN(dropout1, dropout2)
         self.example_input_array = torch.zeros(1, 1, 28, 28)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CONFIG
+from conftest import CONFIG, run_cli
 from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, load_checkpoint
 from mnist_lit.cli import main
 
@@ -133,3 +133,19 @@ def test_load_checkpoint_refuses_plain_pickles(tmp_path):
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(tmp_path / "x.ckpt")
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_text_file_and_folder_as_checkpoint_get_one_line_errors(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello\n")
+    for ckpt, expected in ((tmp_path / "notes.txt", "not a readable PyTorch checkpoint (KeyError"),
+                           (tmp_path, "is a folder, not a checkpoint file")):
+        proc = run_cli("test", "--config", str(CONFIG), "--ckpt_path", str(ckpt), cwd=tmp_path, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert expected in proc.stderr.strip().splitlines()[-1]
+
+
+def test_out_of_range_hyperparameter_is_one_line_error(tmp_path):
+    proc = run_cli("fit", "--config", str(CONFIG), "--model.lr", "-1", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "error: model.lr must be > 0, got -1.0"
+    assert not (tmp_path / "lightning_logs").exists()
