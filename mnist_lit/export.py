@@ -222,6 +222,12 @@ def export_model(ckpt_path: str | Path, format: str, output: str | Path, data_di
     """
     if format not in EXPORTERS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    try:  # before the slow work: the folder of --output must exist or be creatable
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocker = next((p for p in Path(output).parents if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else f"{err.strerror} ({err.filename})"
+        raise ExportError(f"cannot write {output}: {why}; choose another --output") from None
     start = time.perf_counter()
     model, checkpoint = load_classifier(ckpt_path)
     images, labels, folder = check_images(checkpoint, data_dir, num_images)

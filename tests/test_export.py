@@ -87,3 +87,14 @@ def test_export_without_test_data_fails_and_keeps_the_old_file(trained_run, tmp_
     assert "no mnist test images" in error and "--data_dir" in error
     assert output.read_bytes() == b"previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_output_under_a_file_is_refused_before_exporting(trained_run, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a folder\n")
+    proc = run_cli("export", "--ckpt_path", str(trained_run["best_ckpt"]), "--format", "torchscript",
+                   "--output", str(tmp_path / "notes.txt" / "model.pt"), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write {tmp_path / 'notes.txt' / 'model.pt'}: {tmp_path / 'notes.txt'} is a file, "
+        "not a folder; choose another --output")
+    assert (tmp_path / "notes.txt").read_text() == "not a folder\n"
