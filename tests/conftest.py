@@ -26,6 +26,16 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600, check: bool = True,
     return proc
 
 
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    """Stop a server started by a test: SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
 def version_dirs(workdir: Path) -> list[Path]:
     """The ``lightning_logs/version_N`` folders under ``workdir``, sorted by N."""
     root = workdir / "lightning_logs"

@@ -18,6 +18,8 @@ from typing import Iterable, Iterator
 import torch
 from PIL import Image, ImageOps
 
+from conftest import stop_process
+
 #: Seconds the server may take to answer /health after start (imports torch and Lightning on a busy 2-core VM).
 START_TIMEOUT = 120
 
@@ -74,12 +76,7 @@ def serve(ckpt_path: Path, workdir: Path, *args: str) -> Iterator[dict]:
             time.sleep(0.5)
         yield {"url": url, "proc": proc, "log": log_path, "health": health}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
+        stop_process(proc, timeout=20)
 
 
 def first_of_each_digit(labels: torch.Tensor) -> list[int]:

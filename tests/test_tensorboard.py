@@ -26,7 +26,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata as hparams_metadata
 
-from conftest import CONFIG, run_cli, version_dirs
+from conftest import CONFIG, run_cli, stop_process, version_dirs
 
 VAL_IMAGES = 3_000  # val_split 0.3 of the subset's 10,000 training images (the last 30%)
 TEST_IMAGES = 10_000  # the official MNIST test set
@@ -212,12 +212,7 @@ def test_tensorboard_server_serves_the_run(run, tmp_path):
         assert shown["val_acc"] == pytest.approx(run["events"].Scalars("val_acc")[-1].value)
         assert groups[0]["hparams"]["lr"] == run["config"]["model"]["lr"]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, timeout=10)
 
 
 def without_report_callbacks(tmp_path: Path) -> Path:
