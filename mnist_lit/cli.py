@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from mnist_lit import resume
+from mnist_lit.allocator import keep_freed_memory
 from mnist_lit.callbacks import PredictionWriter
 from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, check_compatible, check_hparams, load_checkpoint
 from mnist_lit.data import DataError, MNISTDataModule
@@ -50,11 +52,18 @@ class MNISTLightningCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         """The configured trainer, plus :class:`SafeCheckpointIO` (atomic saves, weights_only loads)
-        unless the configuration brings its own ``CheckpointIO`` plugin."""
-        plugins = kwargs.get("plugins", self._get(self.config_init, "trainer", default={}).get("plugins"))
+        unless the configuration brings its own ``CheckpointIO`` plugin; without the configured
+        progress bar when ``enable_progress_bar`` is false."""
+        config = self._get(self.config_init, "trainer", default={})
+        plugins = kwargs.get("plugins", config.get("plugins"))
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             kwargs["plugins"] = [*plugins, SafeCheckpointIO()]
+        callbacks = kwargs.get("callbacks", config.get("callbacks"))
+        if kwargs.get("enable_progress_bar", config.get("enable_progress_bar")) is False and callbacks:
+            # `--trainer.enable_progress_bar false` turns off the configured progress bar too (Lightning
+            # would refuse the combination); the YAML keeps one only to set its refresh_rate.
+            kwargs["callbacks"] = [c for c in callbacks if not isinstance(c, ProgressBar)]
         return super().instantiate_trainer(**kwargs)
 
     def after_instantiate_classes(self) -> None:
@@ -127,6 +136,7 @@ def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequen
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``python -m mnist_lit`` and ``mnist-lit``."""
+    keep_freed_memory()  # before any tensor is allocated: CPU training steps about 1.4x faster (mnist_lit.allocator)
     package_log = logging.getLogger("mnist_lit")  # notices and download attempts on stderr, as Lightning's own
     if not logging.getLogger().hasHandlers() and not package_log.handlers:
         package_log.addHandler(logging.StreamHandler())

@@ -1,0 +1,57 @@
+"""Process-wide memory-allocator setting that makes CPU training about a third faster.
+
+A training step allocates and frees the same large activations and gradients every time (the first
+convolution's output alone is 128 x 32 x 26 x 26 float32 = 11 MB). glibc's ``malloc`` hands blocks
+that big back to the kernel when they are freed, so every step faults the pages in again and the
+kernel zeroes them: about 5,000 page faults a step here, a third of the step's time on 2 CPU cores.
+PyTorch's CPU performance guide names the cure, an allocator that keeps freed memory for reuse
+(jemalloc or TCMalloc through ``LD_PRELOAD``); glibc does the same when two of its documented
+tunables are raised (``mallopt(3)``), which needs no extra library and no change to the command.
+Nothing the model computes changes: only where its tensors live in memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+# mallopt(3) parameter numbers, from glibc's <malloc.h>
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+# Blocks up to this size come from the heap, not from their own mmap (glibc's default starts at 128 KiB).
+MMAP_THRESHOLD_BYTES = 256 * 2**20
+# Free memory at the top of the heap is returned to the kernel only beyond this (glibc: 128 KiB, adaptive).
+TRIM_THRESHOLD_BYTES = 512 * 2**20
+
+
+def user_chose_allocator(environ: os._Environ | dict = os.environ) -> bool:
+    """True when the environment already sets the allocator: ``LD_PRELOAD`` (jemalloc, TCMalloc),
+    ``GLIBC_TUNABLES`` or a ``MALLOC_*`` variable; :func:`keep_freed_memory` then leaves it alone."""
+    return any(name in ("LD_PRELOAD", "GLIBC_TUNABLES") or name.startswith("MALLOC_") for name in environ)
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed blocks up to :data:`MMAP_THRESHOLD_BYTES` (256 MiB) for reuse and keep up to
+    :data:`TRIM_THRESHOLD_BYTES` (512 MiB) of free heap instead of returning it to the kernel.
+
+    Call it once, early, before the large tensors are allocated (``python -m mnist_lit`` does).
+    Measured with ``benchmarks/bench_training.py`` on 2 CPU cores: page faults of a training epoch
+    from about 350,000 to under 1,000 and the epoch about 1.4x faster. Peak resident memory is
+    the same (freed memory is reused, not added); memory is only handed back when the process ends
+    or more than 512 MiB is free at once.
+
+    Returns:
+        True if both settings were applied; False (and nothing changed) on a C library other than
+        glibc (macOS, Windows, musl) or when :func:`user_chose_allocator`.
+    """
+    if not sys.platform.startswith("linux") or user_chose_allocator():
+        return False
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return False
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+                    and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    except (ValueError, OSError, AttributeError):  # no confstr name, no libc handle, no mallopt
+        return False
