@@ -36,6 +36,7 @@ from lightning.pytorch import Callback, Trainer
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mnist_lit.allocator import keep_freed_memory  # noqa: E402
 from mnist_lit.cli import build_cli  # noqa: E402
 from mnist_lit.data import (DATASETS, RAW_FILES, MNISTDataModule, find_raw_file, load_split,  # noqa: E402
                             raw_folder, scale_pixels, split_indices)
@@ -191,12 +192,14 @@ def main() -> None:
     parser.add_argument("--skip-keras", action="store_true")
     parser.add_argument("--keras-python", help="interpreter with TensorFlow for (b2); default: this one")
     args = parser.parse_args()
+    allocator = keep_freed_memory()  # as `python -m mnist_lit` does; in this process (a) and (b) share it
     threads = torch.get_num_threads()
     images, labels = load_split(args.data_dir, "train", args.dataset)
     test_images, test_labels = load_split(args.data_dir, "test", args.dataset)
     print(f"data: {args.dataset} from {args.data_dir}: {len(labels)} training images "
           f"({len(split_indices(len(labels), 0.3, 'tail')[0])} train / the rest val), {len(test_labels)} test; "
-          f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs", flush=True)
+          f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs, "
+          f"glibc malloc tuned for reuse: {allocator}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "rss").mkdir()
