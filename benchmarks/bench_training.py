@@ -116,16 +116,17 @@ def bench_hand_loop(args, images, labels, test_images, test_labels) -> dict:
             "val_acc": correct / len(val_y), "test_acc": test_acc}
 
 
-def bench_keras(args, images, labels, test_images, test_labels, workdir: Path) -> dict | None:
-    """(b2) Keras 3 on TensorFlow in a subprocess, or None when TensorFlow is not installed."""
+def keras_python(args) -> str | None:
+    """The interpreter that runs (b2), or None (with a note) when it has no TensorFlow."""
     python = args.keras_python or sys.executable
-    probe = subprocess.run([python, "-c", "import tensorflow"], capture_output=True)
-    if probe.returncode != 0:
+    if subprocess.run([python, "-c", "import tensorflow"], capture_output=True).returncode != 0:
         print(f"(b2) skipped: no TensorFlow for {python} (pip install -e '.[bench]')", flush=True)
         return None
-    npz = workdir / "data.npz"
-    np.savez(npz, x_train=images[:, 0].numpy(), y_train=labels.numpy(),
-             x_test=test_images[:, 0].numpy(), y_test=test_labels.numpy())
+    return python
+
+
+def bench_keras(args, python: str, npz: Path) -> dict:
+    """(b2) Keras 3 on TensorFlow in a subprocess (keras_recipe.py) on the arrays saved in ``npz``."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
     out = subprocess.run([python, str(REPO / "benchmarks" / "keras_recipe.py"), str(npz), str(args.epochs),
                           str(torch.get_num_threads())], capture_output=True, text=True, env=env, check=True)
@@ -176,7 +177,9 @@ def merge_runs(runs: list[dict]) -> dict:
     """Pool the per-epoch times of repeated runs; keep the median fit time and the first run's accuracy."""
     merged = dict(runs[0])
     for key in ("train_seconds", "epoch_seconds"):
-        merged[key] = [t for run in runs for t in run[key]]
+        if key in merged:
+            merged[key] = [t for run in runs for t in run[key]]
+    merged["fit_runs"] = [run["fit_seconds"] for run in runs]
     merged["fit_seconds"] = statistics.median(run["fit_seconds"] for run in runs)
     if "predict_images_per_s" in merged:
         merged["predict_images_per_s"] = statistics.median(run["predict_images_per_s"] for run in runs)
@@ -188,7 +191,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "mnist-10k"))
     parser.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2, help="runs of (a) and (b) each, in alternating order")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of (a), (b) and (b2) each, taking turns")
     parser.add_argument("--skip-keras", action="store_true")
     parser.add_argument("--keras-python", help="interpreter with TensorFlow for (b2); default: this one")
     args = parser.parse_args()
@@ -204,15 +207,23 @@ def main() -> None:
         work = Path(tmp)
         (work / "rss").mkdir()
         rss_mib = bench_peak_rss(args, work / "rss")  # first: RUSAGE_CHILDREN keeps the maximum of all children
-        keras = None if args.skip_keras else bench_keras(args, images, labels, test_images, test_labels, work)
-        # (a) and (b) alternate, so a busy moment of the machine does not favour one of them.
-        runs: dict[str, list[dict]] = {"hand": [], "ours": []}
+        python = None if args.skip_keras else keras_python(args)
+        runners = {"hand": lambda repeat: bench_hand_loop(args, images, labels, test_images, test_labels),
+                   "ours": lambda repeat: bench_mnist_lit(args, work / f"lit{repeat}")}
+        if python:
+            npz = work / "data.npz"
+            np.savez(npz, x_train=images[:, 0].numpy(), y_train=labels.numpy(),
+                     x_test=test_images[:, 0].numpy(), y_test=test_labels.numpy())
+            runners["keras"] = lambda repeat: bench_keras(args, python, npz)
+        # (a), (b) and (b2) take turns, each repeat starting one later, so a busy moment of the machine
+        # (run-to-run noise here is +-10%) does not favour one of them.
+        runs: dict[str, list[dict]] = {name: [] for name in runners}
         for repeat in range(args.repeats):
-            order = ("hand", "ours") if repeat % 2 == 0 else ("ours", "hand")
-            for name in order:
-                runs[name].append(bench_hand_loop(args, images, labels, test_images, test_labels) if name == "hand"
-                                  else bench_mnist_lit(args, work / f"lit{repeat}"))
+            names = list(runners)[repeat % len(runners):] + list(runners)[:repeat % len(runners)]
+            for name in names:
+                runs[name].append(runners[name](repeat))
         hand, ours = (merge_runs(runs[name]) for name in ("hand", "ours"))
+        keras = merge_runs(runs["keras"]) if python else None
         data = bench_data_path(args, work / "tv")
 
     med = statistics.median
@@ -225,7 +236,7 @@ def main() -> None:
             (f"(a) mnist_lit {args.epochs}-epoch fit with validation, median s", ours["fit_seconds"]),
             (f"(b) hand-written {args.epochs}-epoch fit with validation, median s", hand["fit_seconds"])]
     if keras:
-        rows += [(f"(b2) Keras {keras['keras']} / TF {keras['tensorflow']} {args.epochs}-epoch fit, s",
+        rows += [(f"(b2) Keras {keras['keras']} / TF {keras['tensorflow']} {args.epochs}-epoch fit, median s",
                   keras["fit_seconds"]),
                  ("    ratio (a)/(b2) fit, target <= 1.00", ours["fit_seconds"] / keras["fit_seconds"])]
     rows += [("(c) project train loader, batches/s", data["ours_batches_per_s"]),
