@@ -48,7 +48,7 @@ def test_training_steps_reuse_memory_instead_of_faulting_it_in(mnist_dir):
     assert tuned["applied"] is True  # Linux with glibc, as CI
     # glibc's defaults return the 11 MB activations to the kernel after each step and fault them in again
     assert default["faults"] > 10 * max(tuned["faults"], 100), (default, tuned)
-    assert tuned["faults"] < 250 * 8, tuned  # under 250 page faults a step (glibc's defaults: about 6,000)
+    assert tuned["faults"] < 250 * 8, tuned  # under 250 page faults a step (glibc's defaults: about 6,000 here)
 
 
 def test_an_allocator_the_user_chose_is_left_alone(mnist_dir):
