@@ -26,9 +26,10 @@ TRIM_THRESHOLD_BYTES = 512 * 2**20
 
 
 def user_chose_allocator(environ: os._Environ | dict = os.environ) -> bool:
-    """True when the environment already sets the allocator: ``LD_PRELOAD`` (jemalloc, TCMalloc),
-    ``GLIBC_TUNABLES`` or a ``MALLOC_*`` variable; :func:`keep_freed_memory` then leaves it alone."""
-    return any(name in ("LD_PRELOAD", "GLIBC_TUNABLES") or name.startswith("MALLOC_") for name in environ)
+    """True when the environment already sets the allocator: a non-empty ``LD_PRELOAD`` (jemalloc,
+    TCMalloc), ``GLIBC_TUNABLES`` or a ``MALLOC_*`` variable; :func:`keep_freed_memory` then leaves it alone."""
+    return any((name in ("LD_PRELOAD", "GLIBC_TUNABLES") or name.startswith("MALLOC_")) and value.strip()
+               for name, value in environ.items())
 
 
 def keep_freed_memory() -> bool:

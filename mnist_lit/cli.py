@@ -12,6 +12,7 @@ from pathlib import Path
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from mnist_lit import resume
 from mnist_lit.allocator import keep_freed_memory
@@ -154,4 +155,7 @@ def main(args: list[str] | None = None) -> None:
                 sys.exit(1)
     except (DataError, TuneError, CheckpointError, HyperparameterError) as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except MisconfigurationException as err:  # Lightning's own refusals, e.g. two progress bars
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)

@@ -80,9 +80,9 @@ class MNISTClassifier(LightningModule):
 
     Logged: ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc``
     (per epoch) and ``train_loss_step``; ``val_count`` and ``test_count``: images evaluated in the
-    epoch, summed over all processes. Epoch values are aggregated over all processes under DDP;
-    ``val_loss``/``test_loss`` are the mean over all images evaluated (torchmetrics ``MeanMetric``
-    weighted by batch size), so a smaller last batch counts by its images, not as a whole batch.
+    epoch, summed over all processes. Epoch values cover every image of the epoch on all processes
+    (under DDP too): losses are the mean over images (torchmetrics ``MeanMetric`` weighted by batch
+    size), so a smaller last batch counts by its images, not as a whole batch.
     """
 
     def __init__(self, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-7,
@@ -96,77 +96,62 @@ class MNISTClassifier(LightningModule):
         self.save_hyperparameters()
         self.net = SeedCNN(dropout1, dropout2)
         self.example_input_array = torch.zeros(1, 1, 28, 28)
-        # Validation and test metrics: updated every step, logged once per epoch (``self.log`` costs about
-        # 1 ms a call on a CPU); torchmetrics sums them over all processes when they are computed.
-        self.eval_metrics = nn.ModuleDict({stage: nn.ModuleDict({
-            "loss": MeanMetric(), "acc": MulticlassAccuracy(NUM_CLASSES, average="micro"), "count": SumMetric(),
-        }) for stage in ("val", "test")})
+        # Epoch metrics of each stage, updated every step as torchmetrics objects and handed to ``self.log``
+        # once per epoch (a call costs about 1 ms on a CPU); Lightning computes them at the epoch's end, over
+        # the batches that ran (also when max_steps or max_time stops an epoch early), summed over processes.
+        self.train_metrics = self._metrics()
+        self.val_metrics = self._metrics(count=True)
+        self.test_metrics = self._metrics(count=True)
+        self._logged: set[str] = set()  # stages whose metrics were handed to self.log this epoch
+
+    @staticmethod
+    def _metrics(count: bool = False) -> nn.ModuleDict:
+        metrics = {"loss": MeanMetric(), "acc": MulticlassAccuracy(NUM_CLASSES, average="micro")}
+        return nn.ModuleDict({**metrics, "count": SumMetric()} if count else metrics)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits float32 (N, 10) for images float32 (N, 1, 28, 28)."""
         return self.net(x)
 
-    def _shared_step(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-entropy loss (scalar) and logits float32 (B, 10) of a batch (images, labels)."""
+    def _step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy loss (scalar) and logits float32 (B, 10) of a batch (images, labels);
+        updates the ``stage`` metrics: mean loss over images, accuracy, and for val/test the image count."""
         images, labels = batch
         logits = self(images)
-        return F.cross_entropy(logits, labels), logits
-
-    def _eval_step(self, batch, stage: str) -> torch.Tensor:
-        """Updates the ``stage`` metrics (mean loss over images, accuracy, image count); returns the logits."""
-        loss, logits = self._shared_step(batch)
-        metrics, n = self.eval_metrics[stage], len(batch[1])
+        loss = F.cross_entropy(logits, labels)
+        metrics, n = getattr(self, f"{stage}_metrics"), len(labels)
         metrics["loss"].update(loss.detach(), n)  # weighted by the batch's images: the exact mean over all
-        metrics["acc"].update(logits, batch[1])
-        metrics["count"].update(n)  # 10,000 for the test set on any number of devices
-        return logits.detach()
-
-    def _log_eval(self, stage: str) -> None:
-        for name, metric in self.eval_metrics[stage].items():
-            self.log(f"{stage}_{name}", metric, prog_bar=name != "count")
+        metrics["acc"].update(logits.detach(), labels)
+        if "count" in metrics:
+            metrics["count"].update(n)  # 10,000 for the test set on any number of devices
+        if stage not in self._logged:
+            self._logged.add(stage)
+            for name, metric in metrics.items():
+                self.log(f"{stage}_{name}", metric, on_step=False, on_epoch=True, prog_bar=name != "count")
+        return loss, logits
 
     def on_train_epoch_start(self) -> None:
-        self._train_sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss x n, correct, n
+        self._logged.discard("train")
 
-    def _log_train(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, batch_idx: int) -> None:
-        """Training metrics at a fraction of ``self.log``'s per-call cost (about 1 ms each on CPU).
+    def on_validation_epoch_start(self) -> None:
+        self._logged.discard("val")
 
-        ``train_loss`` and ``train_acc`` (the exact epoch mean and accuracy over the images this rank
-        trained on; ranks averaged with ``sync_dist``) are summed here and logged once, on the epoch's
-        last batch; ``train_loss_step`` only on the steps the logger writes (``log_every_n_steps``).
-        """
-        with torch.no_grad():
-            n = len(labels)
-            correct = (logits.argmax(dim=1) == labels).sum()
-            self._train_sums += torch.stack([loss.detach().double() * n, correct.double(), correct.new_tensor(n).double()])
-        trainer = self.trainer
-        if (self.global_step + 1) % trainer.log_every_n_steps == 0:  # Lightning's own logging cadence
-            self.log("train_loss_step", loss, on_step=True, on_epoch=False)
-        if batch_idx + 1 == trainer.num_training_batches:
-            loss_sum, correct, count = self._train_sums
-            self.log("train_loss", (loss_sum / count).float(), on_epoch=True, on_step=False, prog_bar=True,
-                     sync_dist=True)
-            self.log("train_acc", (correct / count).float(), on_epoch=True, on_step=False, prog_bar=True,
-                     sync_dist=True)
+    def on_test_epoch_start(self) -> None:
+        self._logged.discard("test")
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, logits = self._shared_step(batch)
-        self._log_train(loss, logits, batch[1], batch_idx)
+        loss, _ = self._step(batch, "train")
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # Lightning's own logging cadence
+            self.log("train_loss_step", loss, on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
         """Returns the logits float32 (B, 10), which callbacks read (confusion matrix, digit grid)."""
-        return self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_eval("val")
+        return self._step(batch, "val")[1].detach()
 
     def test_step(self, batch, batch_idx: int) -> torch.Tensor:
         """Returns the logits float32 (B, 10), which callbacks read (confusion matrix, confident errors)."""
-        return self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval("test")
+        return self._step(batch, "test")[1].detach()
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """Returns ``probs`` float32 (N, 10) (softmax of the logits) and ``preds`` int64 (N,)."""

@@ -56,3 +56,4 @@ def test_an_allocator_the_user_chose_is_left_alone(mnist_dir):
     assert user_chose_allocator({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1048576"})
     assert user_chose_allocator({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"})
     assert not user_chose_allocator({"PATH": "/usr/bin", "OMP_NUM_THREADS": "2"})
+    assert not user_chose_allocator({"LD_PRELOAD": ""})  # set but empty, as some container images have it

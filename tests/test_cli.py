@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -106,3 +107,19 @@ def test_unknown_key_and_wrong_type_are_refused_before_training(tmp_path, mnist_
     assert wrong.returncode != 0 and "batch_size" in wrong.stderr
     assert "Traceback" not in unknown.stderr + wrong.stderr
     assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_lightning_misconfiguration_is_one_line_and_progress_bar_off_still_works(tmp_path, mnist_dir):
+    """configs/mnist.yaml carries a TQDMProgressBar (refresh_rate 20): a second bar is Lightning's refusal,
+    shown as one line; --trainer.enable_progress_bar false turns the configured bar off instead of failing."""
+    two_bars = run_cli("fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
+                       "--trainer.callbacks+=lightning.pytorch.callbacks.TQDMProgressBar", cwd=tmp_path, check=False)
+    assert two_bars.returncode == 2, two_bars.stderr[-2000:]
+    assert two_bars.stderr.strip().splitlines()[-1].startswith("error: You added multiple progress bar callbacks")
+    assert "Traceback" not in two_bars.stderr
+    no_bar = run_cli("fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
+                     "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "1",
+                     "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
+                     "--test_after_fit", "false", cwd=tmp_path, env={"TQDM_DISABLE": "0"})
+    assert "Epoch 0" not in no_bar.stdout + no_bar.stderr  # no bar drawn
+    assert json.loads((version_dirs(tmp_path)[0] / "metrics.json").read_text())["epochs"][0]["val_count"] == 256

@@ -104,3 +104,26 @@ def test_pool_before_relu_gives_the_tutorials_outputs_and_gradients(mnist_dir):
     assert torch.allclose(ours, reference, atol=1e-6)
     for got, want in zip(ours_grads, reference_grads):
         assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_epoch_metrics_cover_the_steps_that_ran_when_max_steps_stops_the_epoch(mnist_dir):
+    """train_loss is the mean over exactly the images trained on, also when the epoch stops early."""
+    from lightning.pytorch import Callback, Trainer, seed_everything
+
+    from mnist_lit.data import MNISTDataModule
+
+    class StepLosses(Callback):
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.losses.append(float(outputs["loss"]))
+
+    seed_everything(0)
+    steps = StepLosses()
+    trainer = Trainer(max_steps=7, limit_train_batches=20, limit_val_batches=0, logger=False, callbacks=[steps],
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(MNISTClassifier(), datamodule=MNISTDataModule(data_dir=mnist_dir, download=False))
+    assert len(steps.losses) == 7  # 7 of the epoch's 20 batches, all of 128 images
+    assert math.isclose(float(trainer.callback_metrics["train_loss"]), sum(steps.losses) / 7, rel_tol=1e-5)
+    assert 0.0 < float(trainer.callback_metrics["train_acc"]) < 1.0
