@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from mnist_lit.allocator import keep_freed_memory  # noqa: E402
 from mnist_lit.cli import build_cli  # noqa: E402
-from mnist_lit.data import (DATASETS, RAW_FILES, MNISTDataModule, find_raw_file, load_split,  # noqa: E402
+from mnist_lit.data import (DATASETS, RAW_FILES, DataError, MNISTDataModule, find_raw_file, load_split,  # noqa: E402
                             raw_folder, scale_pixels, split_indices)
 from mnist_lit.model import MNISTClassifier  # noqa: E402
 
@@ -186,19 +186,39 @@ def merge_runs(runs: list[dict]) -> dict:
     return merged
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def warn_if_busy(when: str) -> None:
+    """Timings from a loaded machine are slow and their ratios noisy: say so next to them (a load average
+    over 1.0 before the benchmark starts means another process is keeping at least one core busy)."""
+    load = os.getloadavg()[0]
+    if load > 1.0:
+        print(f"warning: load average {load:.1f} {when} (something else is running): times are slower and "
+              "ratios noisier than on an idle machine", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "mnist-10k"))
     parser.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of (a), (b) and (b2) each, taking turns")
+    parser.add_argument("--epochs", type=positive_int, default=5)
+    parser.add_argument("--repeats", type=positive_int, default=3, help="runs of (a), (b) and (b2) each, taking turns")
     parser.add_argument("--skip-keras", action="store_true")
     parser.add_argument("--keras-python", help="interpreter with TensorFlow for (b2); default: this one")
     args = parser.parse_args()
     allocator = keep_freed_memory()  # as `python -m mnist_lit` does; in this process (a) and (b) share it
     threads = torch.get_num_threads()
-    images, labels = load_split(args.data_dir, "train", args.dataset)
-    test_images, test_labels = load_split(args.data_dir, "test", args.dataset)
+    try:
+        images, labels = load_split(args.data_dir, "train", args.dataset)
+        test_images, test_labels = load_split(args.data_dir, "test", args.dataset)
+    except DataError as err:
+        parser.error(f"--data-dir: {err} (the benchmark reads local files only)")
+    warn_if_busy("before the benchmark")
     print(f"data: {args.dataset} from {args.data_dir}: {len(labels)} training images "
           f"({len(split_indices(len(labels), 0.3, 'tail')[0])} train / the rest val), {len(test_labels)} test; "
           f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs, "
