@@ -193,13 +193,27 @@ def positive_int(text: str) -> int:
     return value
 
 
-def warn_if_busy(when: str) -> None:
-    """Timings from a loaded machine are slow and their ratios noisy: say so next to them (a load average
-    over 1.0 before the benchmark starts means another process is keeping at least one core busy)."""
-    load = os.getloadavg()[0]
-    if load > 1.0:
-        print(f"warning: load average {load:.1f} {when} (something else is running): times are slower and "
-              "ratios noisier than on an idle machine", flush=True)
+def cpu_busy_fraction(seconds: float = 2.0) -> float | None:
+    """Fraction of all CPUs' time spent busy over the next ``seconds`` (Linux /proc/stat), or None."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait (jiffies)
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def warn_if_busy() -> None:
+    """Timings from a loaded machine are slow and their ratios noisy: say so next to them."""
+    busy = cpu_busy_fraction()
+    if busy is not None and busy > 0.2:
+        print(f"warning: the CPUs were {busy:.0%} busy before the benchmark started (something else is running): "
+              "times are slower and ratios noisier than on an idle machine", flush=True)
 
 
 def main() -> None:
@@ -218,7 +232,7 @@ def main() -> None:
         test_images, test_labels = load_split(args.data_dir, "test", args.dataset)
     except DataError as err:
         parser.error(f"--data-dir: {err} (the benchmark reads local files only)")
-    warn_if_busy("before the benchmark")
+    warn_if_busy()
     print(f"data: {args.dataset} from {args.data_dir}: {len(labels)} training images "
           f"({len(split_indices(len(labels), 0.3, 'tail')[0])} train / the rest val), {len(test_labels)} test; "
           f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs, "
