@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
+from matplotlib.figure import Figure
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mnist_lit import plots
@@ -302,6 +303,7 @@ class ConfusionMatrixLogger(Callback):
     def __init__(self, num_classes: int = 10) -> None:
         self.num_classes = num_classes
         self._matrices: dict[str, MulticlassConfusionMatrix] = {}
+        self._figures: dict[str, Figure] = {}  # one per stage, redrawn each epoch (plots.confusion_matrix_figure)
 
     def _start(self, stage: str, pl_module) -> None:
         self._matrices[stage] = MulticlassConfusionMatrix(self.num_classes).to(pl_module.device)
@@ -318,7 +320,9 @@ class ConfusionMatrixLogger(Callback):
             return
         title = (f"validation, epoch {trainer.current_epoch + 1}" if stage == "val"
                  else f"test, {Path(trainer.ckpt_path).name if trainer.ckpt_path else 'current weights'}")
-        pixels = plots.figure_to_array(plots.confusion_matrix_figure(matrix, f"confusion matrix: {title}"))
+        figure = plots.confusion_matrix_figure(matrix, f"confusion matrix: {title}", self._figures.get(stage))
+        self._figures[stage] = figure
+        pixels = plots.figure_to_array(figure)
         writer = tensorboard_writer(trainer)
         if writer is not None:
             writer.add_image(f"{stage}_confusion_matrix", pixels, trainer.global_step, dataformats="HWC")

@@ -267,3 +267,19 @@ def test_standalone_test_gets_its_own_report(run, tmp_path):
     assert hparams_metadata.SESSION_START_INFO_TAG in content and "hp_metric" not in events.Tags()["scalars"]
     assert sorted(events.Tags()["images"]) == ["test_confident_errors", "test_confusion_matrix"]
     assert not (run_dir / "learning_curves.png").exists()  # no epochs to draw
+
+
+def test_redrawn_confusion_matrix_is_the_same_picture_as_a_new_one(mnist_dir):
+    """ConfusionMatrixLogger redraws one figure each epoch: its pixels must equal a freshly made figure's."""
+    from mnist_lit.data import load_split
+    from mnist_lit.plots import confusion_matrix_figure, figure_to_array
+
+    labels = load_split(mnist_dir, "test")[1]
+    right = torch.bincount(labels * 10 + labels, minlength=100).reshape(10, 10)  # all on the diagonal
+    wrong = torch.bincount(labels * 10 + labels.roll(1), minlength=100).reshape(10, 10)
+    reused = confusion_matrix_figure(right, "epoch 1")
+    first = figure_to_array(reused)
+    assert confusion_matrix_figure(wrong, "epoch 2", reused) is reused
+    fresh = figure_to_array(confusion_matrix_figure(wrong, "epoch 2"))
+    assert np.array_equal(figure_to_array(reused), fresh)
+    assert not np.array_equal(first, fresh) and first.shape == fresh.shape == (640, 640, 3)
