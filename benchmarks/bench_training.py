@@ -16,11 +16,9 @@ Prints medians and the ratios the project's targets are stated in (README "Perfo
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -38,8 +36,8 @@ sys.path.insert(0, str(REPO))
 
 from mnist_lit.allocator import keep_freed_memory  # noqa: E402
 from mnist_lit.cli import build_cli  # noqa: E402
-from mnist_lit.data import (DATASETS, RAW_FILES, DataError, MNISTDataModule, find_raw_file, load_split,  # noqa: E402
-                            raw_folder, scale_pixels, split_indices)
+from mnist_lit.data import (DATASETS, RAW_FILES, DataError, MNISTDataModule, decode_idx, find_raw_file,  # noqa: E402
+                            load_split, magic_for, raw_folder, scale_pixels, split_indices)
 from mnist_lit.model import MNISTClassifier  # noqa: E402
 
 
@@ -85,11 +83,20 @@ def bench_mnist_lit(args, workdir: Path) -> dict:
             "test_acc": test_acc, "predict_images_per_s": n_test / predict_seconds}
 
 
+def count_correct(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> int:
+    """Images of uint8 (N, 1, 28, 28) that ``model`` classifies right, in eval mode without autograd."""
+    model.eval()
+    with torch.inference_mode():
+        return sum(int((model(scale_pixels(x)).argmax(1) == y).sum())
+                   for x, y in zip(images.split(batch_size), labels.split(batch_size)))
+
+
 def bench_hand_loop(args, images, labels, test_images, test_labels) -> dict:
     """(b) The plain PyTorch loop: the same model, RMSprop, batch 128, shuffle each epoch, validation pass."""
     torch.manual_seed(0)
-    n_train = len(labels) - round(0.3 * len(labels))
-    train_x, train_y, val_x, val_y = images[:n_train], labels[:n_train], images[n_train:], labels[n_train:]
+    train_idx, val_idx = split_indices(len(labels), 0.3, "tail")  # the configs' holdout: the last 30%
+    train_x, train_y, val_x, val_y = images[train_idx], labels[train_idx], images[val_idx], labels[val_idx]
+    n_train = len(train_idx)
     model = MNISTClassifier()
     optimizer = model.configure_optimizers()
     train_seconds, epoch_seconds = [], []
@@ -103,15 +110,10 @@ def bench_hand_loop(args, images, labels, test_images, test_labels) -> dict:
             loss.backward()
             optimizer.step()
         train_seconds.append(time.perf_counter() - start)
-        model.eval()
-        with torch.inference_mode():
-            correct = sum(int((model(scale_pixels(x)).argmax(1) == y).sum())
-                          for x, y in zip(val_x.split(128), val_y.split(128)))
+        correct = count_correct(model, val_x, val_y, 128)
         epoch_seconds.append(time.perf_counter() - start)
     fit_seconds = time.perf_counter() - fit_start
-    with torch.inference_mode():
-        test_acc = sum(int((model(scale_pixels(x)).argmax(1) == y).sum())
-                       for x, y in zip(test_images.split(1000), test_labels.split(1000))) / len(test_labels)
+    test_acc = count_correct(model, test_images, test_labels, 1000) / len(test_labels)
     return {"train_seconds": train_seconds, "epoch_seconds": epoch_seconds, "fit_seconds": fit_seconds,
             "val_acc": correct / len(val_y), "test_acc": test_acc}
 
@@ -156,9 +158,7 @@ def bench_data_path(args, workdir: Path, batches: int = 200) -> dict:
     tv_raw.mkdir(parents=True)
     for stem in RAW_FILES["train"] + RAW_FILES["test"]:
         source = find_raw_file(raw_folder(args.data_dir, args.dataset), stem)
-        opener = gzip.open if source.read_bytes()[:2] == b"\x1f\x8b" else open
-        with opener(source, "rb") as src, open(tv_raw / stem, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        (tv_raw / stem).write_bytes(decode_idx(source, source.read_bytes(), magic_for(stem))[1])
     dataset = DATASETS[args.dataset](str(workdir), train=True, transform=transforms.ToTensor())
     theirs = rate(torch.utils.data.DataLoader(dataset, batch_size=128, shuffle=True), lambda x: x)
     return {"ours_batches_per_s": ours, "torchvision_batches_per_s": theirs}
