@@ -38,3 +38,10 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` with :func:`atomic_write`; returns the path."""
+    with atomic_write(path) as handle:
+        handle.write(text.encode())
+    return Path(path)

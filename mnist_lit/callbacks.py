@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -20,6 +21,7 @@ from matplotlib.figure import Figure
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mnist_lit import plots
+from mnist_lit.atomic import write_text
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -85,14 +87,13 @@ class PredictionWriter(BasePredictionWriter):
             sheet = getattr(datamodule, "hparams", {}).get("predict_sheet")
             write_picture_predictions([row[1:] for row in rows], path, sheet)
             return
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["index", "label", "pred", "prob", *(f"prob_{d}" for d in range(10))])
-            for index, label, pred, prob, *probs in rows:
-                writer.writerow([index, "" if label is None else label, pred, f"{prob:.6f}",
-                                 *(f"{p:.6f}" for p in probs)])
-        os.replace(tmp, path)
+        table = io.StringIO()
+        writer = csv.writer(table)
+        writer.writerow(["index", "label", "pred", "prob", *(f"prob_{d}" for d in range(10))])
+        for index, label, pred, prob, *probs in rows:
+            writer.writerow([index, "" if label is None else label, pred, f"{prob:.6f}",
+                             *(f"{p:.6f}" for p in probs)])
+        write_text(path, table.getvalue())
         first = rows[0]
         print(f"Wrote {len(rows)} predictions to {path}")
         print(f"Sample {first[0]} probabilities: [{', '.join(f'{p:.4f}' for p in first[4:])}]"
@@ -131,12 +132,6 @@ def _logits(outputs, owner: str) -> torch.Tensor:
         raise TypeError(f"{owner} needs validation_step/test_step to return the logits (B, num_classes), "
                         f"got {type(outputs).__name__}; return them or remove {owner} from the config")
     return outputs
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class TrainValLayout(Callback):
@@ -330,7 +325,7 @@ class ConfusionMatrixLogger(Callback):
         plots.save_png(pixels, folder / f"confusion_matrix_{stage}.png")
         lines = ["true\\pred," + ",".join(map(str, range(self.num_classes)))]
         lines += [f"{digit}," + ",".join(map(str, row)) for digit, row in enumerate(matrix.tolist())]
-        _write_atomic(folder / f"confusion_matrix_{stage}.csv", "\n".join(lines) + "\n")
+        write_text(folder / f"confusion_matrix_{stage}.csv", "\n".join(lines) + "\n")
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
@@ -446,7 +441,7 @@ class MetricsHistory(Callback):
     def _write(self, trainer, curves: bool) -> None:
         folder = run_dir(trainer)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / self.filename, json.dumps(self._record, indent=2) + "\n")
+        write_text(folder / self.filename, json.dumps(self._record, indent=2) + "\n")
         if curves:
             fig = plots.learning_curves_figure(self._record["epochs"], self._record.get("test"))
             plots.save_png(plots.figure_to_array(fig), folder / self.curves_filename)
@@ -503,15 +498,13 @@ def write_picture_predictions(rows: Sequence[Sequence], path: str | Path, sheet:
             (empty cells where the file failed).
         sheet: a PNG path for :func:`mnist_lit.sheet.render_sheet`, or ``None``.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "pred", "confidence", *(f"prob_{d}" for d in range(10)), "error"])
-        for file, pred, confidence, probs, error in rows:
-            writer.writerow([file, *(["", ""] + [""] * 10 if error else
-                                     [pred, f"{confidence:.6f}", *(f"{p:.6f}" for p in probs)]), error])
-    os.replace(tmp, path)
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["file", "pred", "confidence", *(f"prob_{d}" for d in range(10)), "error"])
+    for file, pred, confidence, probs, error in rows:
+        writer.writerow([file, *(["", ""] + [""] * 10 if error else
+                                 [pred, f"{confidence:.6f}", *(f"{p:.6f}" for p in probs)]), error])
+    write_text(path, table.getvalue())
     width = max(len("file"), *(len(row[0]) for row in rows))
     print(f"\n{'file':<{width}}  pred  confidence")  # a new line: a progress bar may still hold this one
     for file, pred, confidence, _, error in rows:

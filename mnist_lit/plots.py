@@ -8,7 +8,6 @@ PNG file and logged to TensorBoard from one rendering (:func:`figure_to_array`, 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
+
+from mnist_lit.atomic import atomic_write
 
 DPI = 100  # pixels per inch of every figure; sizes below are in pixels
 DIGIT_CELL_PX = (100, 120)  # (width, height) of one digit and its caption in a grid
@@ -156,10 +157,7 @@ def figure_to_array(fig: Figure) -> np.ndarray:
 
 def save_png(pixels: np.ndarray, path: str | Path) -> Path:
     """Write uint8 (H, W, 3) RGB ``pixels`` (from :func:`figure_to_array`) as a PNG at ``path``,
-    atomically (temporary file, then rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(pixels).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    atomically (:func:`mnist_lit.atomic.atomic_write`); returns the path."""
+    with atomic_write(path) as handle:
+        Image.fromarray(pixels).save(handle, format="PNG")
+    return Path(path)

@@ -7,7 +7,6 @@ The tutorial's ``plt.imshow(X_test[0])`` step for a user's own pictures. Built o
 from __future__ import annotations
 
 import math
-import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from mnist_lit.atomic import atomic_write
 from mnist_lit.images import open_image, preprocess_image_uint8, to_grayscale
 
 #: At most this many pictures go on one sheet (the first ones, in the CSV's order).
@@ -85,9 +85,6 @@ def render_sheet(entries: Sequence[tuple[str, int | None, float | None, str]], p
         digit_ax.imshow(pixels, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         digit_ax.set_title(f"{pred} ({100 * confidence:.2f}%)", fontsize=8, fontweight="bold")
     fig.tight_layout(pad=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path
+    with atomic_write(path) as handle:
+        fig.savefig(handle, format="png")
+    return Path(path)

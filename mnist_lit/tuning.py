@@ -18,7 +18,6 @@ import contextlib
 import csv
 import io
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,6 +25,7 @@ from typing import Any, Callable, Iterator
 import torch
 import yaml
 
+from mnist_lit.atomic import atomic_write, write_text
 from mnist_lit.cli import build_cli
 
 #: What the extra commands accept beyond their own options.
@@ -66,20 +66,13 @@ def fresh_run_dir(log_dir: str | Path, prefix: str) -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    """Write a CSV table atomically (see :func:`write_atomic`)."""
+    """Write a CSV table atomically (:func:`mnist_lit.atomic.write_text`)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    write_atomic(path, buffer.getvalue())
+    write_text(path, buffer.getvalue())
 
 
 def logger_flag(run_dir: Path, version: str) -> str:
@@ -195,8 +188,8 @@ def lr_find_main(argv: list[str]) -> None:
         write_csv(run_dir / "lr_find.csv", ["lr", "loss"], [[lr, loss] for lr, loss in
                                                               zip(finder.results["lr"], finder.results["loss"])])
         figure = finder.plot(suggest=suggestion is not None)
-        figure.savefig(run_dir / ".lr_find.tmp.png", dpi=100)
-        os.replace(run_dir / ".lr_find.tmp.png", run_dir / "lr_find.png")
+        with atomic_write(run_dir / "lr_find.png") as handle:
+            figure.savefig(handle, format="png", dpi=100)
         if suggestion is None:
             print(f"No learning rate suggested (too few finite losses); see {run_dir / 'lr_find.png'}")
         else:
@@ -332,7 +325,7 @@ def tune_main(argv: list[str]) -> None:
         header = (f"# Best of {len(study.trials)} trials (trial {best.number}, val_acc {best.value:.4f}) of "
                   f"`python -m mnist_lit tune`; run it with `python -m mnist_lit fit --config THIS_FILE`.\n"
                   f"# Searched values: {json.dumps(best.params)}\n")
-        write_atomic(run_dir / "best_config.yaml", header + best_config)
+        write_text(run_dir / "best_config.yaml", header + best_config)
         pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
         print(f"\n{len(study.trials)} trials: {len(complete)} complete, {pruned} pruned. "
               f"Best: trial {best.number}, val_acc {best.value:.4f}")
