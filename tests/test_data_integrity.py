@@ -172,3 +172,19 @@ def test_configuration_errors_stop_before_anything_is_written(flag, value, messa
     err = capsys.readouterr().err
     assert "Traceback" not in err and [line for line in err.splitlines() if line.startswith(message)]
     assert not (tmp_path / "lightning_logs").exists()  # no run folder, no checkpoint, no event file
+
+
+def test_a_file_changed_in_place_between_two_reads_is_read_and_checked_again(data_dir):
+    # load_split keeps checked splits per process; a same-size rewrite within one clock tick (same
+    # mtime) must not be served from that cache.
+    images, labels = load_split(data_dir, "train")
+    labels[0] = 9  # the caller's copy: not the cached one
+    assert int(load_split(data_dir, "train")[1][0]) == 5  # the first training label of MNIST
+    data = bytearray(content(data_dir, TRAIN_LABELS))
+    data[8] = 11  # the first label, in place: same size, same name
+    (raw_dir(data_dir) / f"{TRAIN_LABELS}.gz").write_bytes(gz(bytes(data)))
+    assert "label 11 is not a digit" in one_line_error(data_dir, "train")
+    data[8] = 3
+    (raw_dir(data_dir) / f"{TRAIN_LABELS}.gz").write_bytes(gz(bytes(data)))
+    assert int(load_split(data_dir, "train")[1][0]) == 3
+    assert torch.equal(load_split(data_dir, "train")[0], images)
