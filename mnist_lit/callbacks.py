@@ -272,9 +272,9 @@ class ValPredictionGrid(Callback):
             return
         images, labels, preds = self._sample
         pairs = list(zip(preds.tolist(), labels.tolist()))
-        fig = plots.digit_grid(images, [f"pred {p} / true {t}" for p, t in pairs],
-                               [plots.RIGHT if p == t else plots.WRONG for p, t in pairs], self.ncols)
-        writer.add_image("val_predictions", plots.figure_to_array(fig), trainer.global_step, dataformats="HWC")
+        pixels = plots.digit_grid(images, [f"pred {p} / true {t}" for p, t in pairs],
+                                  [plots.RIGHT if p == t else plots.WRONG for p, t in pairs], self.ncols)
+        writer.add_image("val_predictions", pixels, trainer.global_step, dataformats="HWC")
 
 
 class ConfusionMatrixLogger(Callback):
@@ -399,7 +399,7 @@ class ConfidentErrors(Callback):
             return
         probs, images, labels, preds = top
         captions = [f"{p} ({prob:.0%}) / true {t}" for prob, p, t in zip(probs.tolist(), preds.tolist(), labels.tolist())]
-        pixels = plots.figure_to_array(plots.digit_grid(images, captions, [plots.WRONG] * len(captions), self.ncols))
+        pixels = plots.digit_grid(images, captions, [plots.WRONG] * len(captions), self.ncols)
         writer = tensorboard_writer(trainer)
         if writer is not None:
             writer.add_image("test_confident_errors", pixels, trainer.global_step, dataformats="HWC")

@@ -1,22 +1,26 @@
-"""Matplotlib pictures of a run: digit grids, a confusion matrix, learning curves.
+"""Pictures of a run: digit grids, a confusion matrix, learning curves.
 
 Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas (no pyplot, no
 display, no global state), at a fixed pixel size, so the same picture can be written as a
 PNG file and logged to TensorBoard from one rendering (:func:`figure_to_array`, :func:`save_png`).
+Digit grids, drawn every epoch, are composed with Pillow directly (:func:`digit_grid`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from mnist_lit.atomic import atomic_write
 
@@ -39,18 +43,22 @@ def grid_size_px(num_images: int, ncols: int = 8) -> tuple[int, int]:
     return ncols * DIGIT_CELL_PX[0], math.ceil(num_images / ncols) * DIGIT_CELL_PX[1]
 
 
-def digit_grid(images: torch.Tensor, captions: Sequence[str], colors: Sequence[str], ncols: int = 8) -> Figure:
-    """Digits in a grid, each with a caption above it.
+def digit_grid(images: torch.Tensor, captions: Sequence[str], colors: Sequence[str], ncols: int = 8) -> np.ndarray:
+    """Digits in a grid, each with a caption above it, drawn with Pillow.
+
+    Pillow rather than a matplotlib figure because callbacks draw one every validation epoch: 32
+    captions take about 3 ms here against 70 ms as matplotlib text (2-core CPU), in the same font
+    (DejaVu Sans, which matplotlib ships) and colours.
 
     Args:
         images: (N, 1, 28, 28) or (N, 28, 28), any dtype and pixel scale (each digit is shown
-            with its own grey range, ink dark on white).
+            with its own grey range, ink dark on white, each pixel as a square of whole pixels).
         captions: N strings, e.g. ``"pred 7 / true 7"``.
         colors: N matplotlib colours for the captions (:data:`RIGHT`, :data:`WRONG`).
         ncols: digits per row.
 
     Returns:
-        A figure of :func:`grid_size_px` pixels.
+        uint8 (H, W, 3) RGB pixels, (W, H) = :func:`grid_size_px`.
 
     Raises:
         ValueError: if there are no images or the three lengths differ.
@@ -61,24 +69,28 @@ def digit_grid(images: torch.Tensor, captions: Sequence[str], colors: Sequence[s
     pixels = images.detach().float().cpu().reshape(len(images), 28, 28).numpy()
     width, height = grid_size_px(len(images), ncols)
     ncols = min(ncols, len(images))
-    fig = _figure((width, height))
-    ax = fig.add_axes((0, 0, 1, 1))  # one axes in pixel coordinates, one image: much faster than one per digit
     cell_w, cell_h = DIGIT_CELL_PX
     scale = (min(cell_w, cell_h - 24) - 8) // 28  # whole pixels per digit pixel, leaving room for the caption
     side = 28 * scale
     low = pixels.min(axis=(1, 2), keepdims=True)
     ink = (pixels - low) / np.maximum(pixels.max(axis=(1, 2), keepdims=True) - low, 1e-12)  # each digit in [0, 1]
-    canvas = np.zeros((height, width), dtype=np.float32)  # 0 = white with "gray_r"
-    for index, (digit, caption, color) in enumerate(zip(ink, captions, colors)):
-        x0 = (index % ncols) * cell_w + (cell_w - side) // 2
-        y0 = (index // ncols) * cell_h + 20
-        canvas[y0:y0 + side, x0:x0 + side] = digit.repeat(scale, axis=0).repeat(scale, axis=1)
-        ax.text(x0 + side / 2, y0 - 4, caption, color=color, fontsize=8, ha="center", va="bottom")
-    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest", extent=(0, width, height, 0))
-    ax.set_xlim(0, width)
-    ax.set_ylim(height, 0)
-    ax.set_axis_off()
-    return fig
+    canvas = np.full((height, width), 255, dtype=np.uint8)  # white
+    corners = [((i % ncols) * cell_w + (cell_w - side) // 2, (i // ncols) * cell_h + 20) for i in range(len(ink))]
+    for digit, (x0, y0) in zip(ink, corners):
+        grey = np.round(255 * (1 - digit)).astype(np.uint8)  # ink dark
+        canvas[y0:y0 + side, x0:x0 + side] = grey.repeat(scale, axis=0).repeat(scale, axis=1)
+    picture = Image.fromarray(canvas).convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    for (x0, y0), caption, color in zip(corners, captions, colors):
+        fill = tuple(round(255 * c) for c in to_rgb(color))
+        draw.text((x0 + side / 2, y0 - 4), caption, fill=fill, font=_caption_font(), anchor="md")
+    return np.asarray(picture)
+
+
+@functools.cache
+def _caption_font() -> ImageFont.FreeTypeFont:
+    """DejaVu Sans at 11 pixels: matplotlib's font and its size 8 points at :data:`DPI`."""
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), round(8 * DPI / 72))
 
 
 def confusion_matrix_figure(matrix: torch.Tensor | np.ndarray, title: str, fig: Figure | None = None) -> Figure:
