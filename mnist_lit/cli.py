@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
@@ -54,7 +55,12 @@ class MNISTLightningCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         """The configured trainer, plus :class:`SafeCheckpointIO` (atomic saves, weights_only loads)
         unless the configuration brings its own ``CheckpointIO`` plugin; without the configured
-        progress bar when ``enable_progress_bar`` is false."""
+        progress bar when ``enable_progress_bar`` is false.
+
+        With ``deterministic: true`` (the configs), PyTorch's deterministic algorithms stay on but new
+        tensors are no longer filled with NaN first (``torch.utils.deterministic.fill_uninitialized_memory``):
+        that filling only exposes reads of uninitialized memory, PyTorch's documentation advises turning it
+        off for valid programs, and it cost 0.5 ms of a 20 ms training step on 2 CPU cores."""
         config = self._get(self.config_init, "trainer", default={})
         plugins = kwargs.get("plugins", config.get("plugins"))
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
@@ -65,7 +71,10 @@ class MNISTLightningCLI(LightningCLI):
             # `--trainer.enable_progress_bar false` turns off the configured progress bar too (Lightning
             # would refuse the combination); the YAML keeps one only to set its refresh_rate.
             kwargs["callbacks"] = [c for c in callbacks if not isinstance(c, ProgressBar)]
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        if torch.are_deterministic_algorithms_enabled():
+            torch.utils.deterministic.fill_uninitialized_memory = False
+        return trainer
 
     def after_instantiate_classes(self) -> None:
         """Refuse a checkpoint of another architecture; before a resumed fit, drop logged steps it will redo."""
