@@ -78,6 +78,9 @@ def bench_mnist_lit(args, workdir: Path) -> dict:
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     fit_seconds = time.perf_counter() - start
     test_acc = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]["test_acc"]
+    # The configs' `deterministic: true` switched PyTorch's deterministic algorithms on for the whole process:
+    # back to the default, so that (b) in the next turn runs as a plain script would.
+    torch.use_deterministic_algorithms(False)
     predictor = Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False, accelerator="cpu")
     dm = MNISTDataModule(data_dir=args.data_dir, dataset=args.dataset, download=False, batch_size=1000)
     predictor.predict(cli.model, datamodule=dm)  # warm-up
