@@ -240,11 +240,12 @@ def load_split(data_dir: str | Path, stage: Literal["train", "test"], dataset: s
     not hold the official counts is used as it is, after an INFO notice of its counts (e.g.
     ``../shared/data/mnist-10k``: 10,000 training images instead of 60,000) unless ``notice`` is false.
 
-    Checked splits are kept per process (the last :data:`SPLIT_CACHE_SIZE`), keyed by the md5 of
-    the files' bytes as read, so the reads of one ``fit`` (``prepare_data``, ``setup``, the test
-    after it) decompress and check each file once: a repeated call on the full-size training
-    file takes 0.05 s instead of 0.36 s on 2 CPU cores, and a file changed in between, even in
-    place within the same clock tick, is checked again.
+    Checked splits are kept per process (the :data:`SPLIT_CACHE_SIZE` most recently used; 55 MB for
+    a full-size train + test pair), keyed by the files' paths and the md5 of their bytes as read, so
+    the reads of one ``fit`` (``prepare_data``, ``setup``, the test after it) decompress and check
+    each file once: a repeated call on Fashion-MNIST's full-size training file takes 0.05 s instead
+    of 0.36 s on 2 CPU cores, and a file changed in between, even in place within the same clock
+    tick, is checked again. ``SPLIT_CACHE_SIZE = 0`` keeps nothing.
 
     Returns:
         images: uint8 (N, 1, 28, 28); labels: int64 (N,), values 0-9; new tensors on every call
@@ -260,13 +261,14 @@ def load_split(data_dir: str | Path, stage: Literal["train", "test"], dataset: s
     if image_path is None or label_path is None:
         raise DataError(missing_files_message(data_dir, dataset))
     image_bytes, label_bytes = image_path.read_bytes(), label_path.read_bytes()
-    key = (dataset, stage, str(image_path), str(label_path), _md5(image_bytes), _md5(label_bytes))
-    if key not in _split_cache:
-        _split_cache[key] = _read_split((image_path, image_bytes, image_stem), (label_path, label_bytes, label_stem),
-                                        dataset)
-        while len(_split_cache) > SPLIT_CACHE_SIZE:
-            _split_cache.pop(next(iter(_split_cache)))  # the oldest entry
-    images, labels, official = _split_cache[key]
+    key = (dataset, stage, str(image_path.resolve()), str(label_path.resolve()), _md5(image_bytes), _md5(label_bytes))
+    entry = _split_cache.pop(key, None)
+    if entry is None:
+        entry = _read_split((image_path, image_bytes, image_stem), (label_path, label_bytes, label_stem), dataset)
+    _split_cache[key] = entry  # now the most recently used
+    while len(_split_cache) > SPLIT_CACHE_SIZE:
+        _split_cache.pop(next(iter(_split_cache)))  # the least recently used
+    images, labels, official = entry
     if notice and not official and rank_zero_only.rank == 0:
         log.info(f"Notice: {folder} holds a non-official {dataset} {stage} set of {len(labels):,} images and "
                  f"labels (official: {OFFICIAL_COUNTS[image_stem.split('-')[0]]:,}); checked for structure, "
@@ -274,7 +276,7 @@ def load_split(data_dir: str | Path, stage: Literal["train", "test"], dataset: s
     return images.clone(), labels.clone()
 
 
-#: Checked splits kept by :func:`load_split` (a full-size train + test pair is 55 MB).
+#: Checked splits kept by :func:`load_split`, most recently used (a full-size train + test pair is 55 MB); 0: none.
 SPLIT_CACHE_SIZE = 4
 _split_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, bool]] = {}
 

@@ -54,11 +54,12 @@ def digit_grid(images: torch.Tensor, captions: Sequence[str], colors: Sequence[s
         images: (N, 1, 28, 28) or (N, 28, 28), any dtype and pixel scale (each digit is shown
             with its own grey range, ink dark on white, each pixel as a square of whole pixels).
         captions: N strings, e.g. ``"pred 7 / true 7"``.
-        colors: N matplotlib colours for the captions (:data:`RIGHT`, :data:`WRONG`).
+        colors: N matplotlib colours for the captions (:data:`RIGHT`, :data:`WRONG`), drawn opaque
+            (an alpha in the colour is ignored).
         ncols: digits per row.
 
     Returns:
-        uint8 (H, W, 3) RGB pixels, (W, H) = :func:`grid_size_px`.
+        uint8 (H, W, 3) RGB pixels, (W, H) = :func:`grid_size_px` (a new, writable array).
 
     Raises:
         ValueError: if there are no images or the three lengths differ.
@@ -84,7 +85,7 @@ def digit_grid(images: torch.Tensor, captions: Sequence[str], colors: Sequence[s
     for (x0, y0), caption, color in zip(corners, captions, colors):
         fill = tuple(round(255 * c) for c in to_rgb(color))
         draw.text((x0 + side / 2, y0 - 4), caption, fill=fill, font=_caption_font(), anchor="md")
-    return np.asarray(picture)
+    return np.array(picture)
 
 
 @functools.cache

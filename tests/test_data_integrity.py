@@ -188,3 +188,20 @@ def test_a_file_changed_in_place_between_two_reads_is_read_and_checked_again(dat
     (raw_dir(data_dir) / f"{TRAIN_LABELS}.gz").write_bytes(gz(bytes(data)))
     assert int(load_split(data_dir, "train")[1][0]) == 3
     assert torch.equal(load_split(data_dir, "train")[0], images)
+
+
+def test_split_cache_keeps_the_most_recently_used_and_size_0_keeps_none(mnist_dir, monkeypatch):
+    from mnist_lit import data
+
+    monkeypatch.setattr(data, "_split_cache", {})
+    monkeypatch.setattr(data, "SPLIT_CACHE_SIZE", 0)
+    assert load_split(mnist_dir, "test")[0].shape == (10_000, 1, 28, 28) and data._split_cache == {}
+    monkeypatch.setattr(data, "SPLIT_CACHE_SIZE", 2)
+    load_split(mnist_dir, "test")
+    load_split(mnist_dir, "train")
+    load_split(mnist_dir, "test")  # used again: now the most recent
+    load_split(mnist_dir, "train", dataset="mnist")  # a hit: nothing evicted
+    assert [key[1] for key in data._split_cache] == ["test", "train"]
+    monkeypatch.setattr(data, "SPLIT_CACHE_SIZE", 1)
+    load_split(mnist_dir, "test")
+    assert [key[1] for key in data._split_cache] == ["test"]
