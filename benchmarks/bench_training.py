@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,6 @@ from lightning.pytorch import Callback, Trainer
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mnist_lit import data as data_module  # noqa: E402
 from mnist_lit.allocator import keep_freed_memory  # noqa: E402
 from mnist_lit.cli import build_cli  # noqa: E402
 from mnist_lit.data import (DATASETS, RAW_FILES, DataError, MNISTDataModule, decode_idx, find_raw_file,  # noqa: E402
@@ -65,10 +63,20 @@ class EpochTimer(Callback):
 
 
 def bench_mnist_lit(args, workdir: Path) -> dict:
-    """(a) and (e): `fit` as configs/mnist.yaml runs it, then predict on the test set."""
-    # As in a fresh `python -m mnist_lit fit`: fit reads and checks the files itself, not from the
-    # per-process cache of checked splits that this benchmark's own load_split calls filled.
-    data_module._split_cache.clear()
+    """(a) and (e) in a new process each time, as `python -m mnist_lit fit` runs: it pays the once-per-process
+    costs (the first self.log, reading the files) every time, as Keras pays its graph tracing every time."""
+    out = subprocess.run([sys.executable, __file__, "--data-dir", args.data_dir, "--dataset", args.dataset,
+                          "--epochs", str(args.epochs), "--worker-dir", str(workdir)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(next(line for line in reversed(out.stdout.splitlines()) if line.startswith(RESULT))[len(RESULT):])
+
+
+RESULT = "bench_training result: "  # the line the worker process prints its JSON on
+
+
+def mnist_lit_worker(args) -> None:
+    """The worker process of :func:`bench_mnist_lit`: `fit` as configs/mnist.yaml runs it, then predict."""
+    workdir = Path(args.worker_dir)
     timer = EpochTimer()
     cli = build_cli(["--config", str(REPO / "configs" / "mnist.yaml"), "--data.data_dir", args.data_dir,
                      "--data.dataset", args.dataset, "--data.download", "false",
@@ -78,9 +86,6 @@ def bench_mnist_lit(args, workdir: Path) -> dict:
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     fit_seconds = time.perf_counter() - start
     test_acc = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]["test_acc"]
-    # The configs' `deterministic: true` switched PyTorch's deterministic algorithms on for the whole process:
-    # back to the default, so that (b) in the next turn runs as a plain script would.
-    torch.use_deterministic_algorithms(False)
     predictor = Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False, accelerator="cpu")
     dm = MNISTDataModule(data_dir=args.data_dir, dataset=args.dataset, download=False, batch_size=1000)
     predictor.predict(cli.model, datamodule=dm)  # warm-up
@@ -88,8 +93,9 @@ def bench_mnist_lit(args, workdir: Path) -> dict:
     predictions = predictor.predict(cli.model, datamodule=dm)
     predict_seconds = time.perf_counter() - start
     n_test = sum(len(p["preds"]) for p in predictions)
-    return {"train_seconds": timer.train_seconds, "epoch_seconds": timer.epoch_seconds, "fit_seconds": fit_seconds,
-            "test_acc": test_acc, "predict_images_per_s": n_test / predict_seconds}
+    print(RESULT + json.dumps({"train_seconds": timer.train_seconds, "epoch_seconds": timer.epoch_seconds,
+                               "fit_seconds": fit_seconds, "test_acc": test_acc,
+                               "predict_images_per_s": n_test / predict_seconds}))
 
 
 def count_correct(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> int:
@@ -127,10 +133,14 @@ def bench_hand_loop(args, images, labels, test_images, test_labels) -> dict:
             "val_acc": correct / len(val_y), "test_acc": test_acc}
 
 
-def keras_python(args) -> str | None:
+def keras_python(args, parser) -> str | None:
     """The interpreter that runs (b2), or None (with a note) when it has no TensorFlow."""
     python = args.keras_python or sys.executable
-    if subprocess.run([python, "-c", "import tensorflow"], capture_output=True).returncode != 0:
+    try:
+        found = subprocess.run([python, "-c", "import tensorflow"], capture_output=True).returncode == 0
+    except OSError as err:
+        parser.error(f"--keras-python {python}: cannot run it ({err.strerror}); give a Python interpreter with TensorFlow")
+    if not found:
         print(f"(b2) skipped: no TensorFlow for {python} (pip install -e '.[bench]')", flush=True)
         return None
     return python
@@ -175,11 +185,17 @@ def bench_data_path(args, workdir: Path, batches: int = 200) -> dict:
 
 def bench_peak_rss(args, workdir: Path) -> float:
     """(d) Peak RSS in MiB of one-epoch `python -m mnist_lit fit` on the whole data set, in a subprocess."""
-    subprocess.run([sys.executable, "-m", "mnist_lit", "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
-                    "--data.data_dir", str(Path(args.data_dir).resolve()), "--data.dataset", args.dataset,
-                    "--data.download", "false", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"],
-                   cwd=workdir, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux reports KiB
+    command = [sys.executable, "-m", "mnist_lit", "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
+               "--data.data_dir", str(Path(args.data_dir).resolve()), "--data.dataset", args.dataset,
+               "--data.download", "false", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
+    with open(workdir / "fit.log", "w") as log:
+        process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONPATH": str(REPO)})
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own resource usage, not all children's
+        process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command, (workdir / "fit.log").read_text())
+    return usage.ru_maxrss / 1024  # Linux reports KiB
 
 
 def merge_runs(runs: list[dict]) -> dict:
@@ -235,14 +251,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=positive_int, default=5, help="runs of (a), (b) and (b2) each, taking turns")
     parser.add_argument("--skip-keras", action="store_true")
     parser.add_argument("--keras-python", help="interpreter with TensorFlow for (b2); default: this one")
+    parser.add_argument("--worker-dir", help=argparse.SUPPRESS)  # internal: run one (a) in this process
     args = parser.parse_args()
-    allocator = keep_freed_memory()  # as `python -m mnist_lit` does; in this process (a) and (b) share it
+    allocator = keep_freed_memory()
+    if args.worker_dir:
+        return mnist_lit_worker(args)  # as `python -m mnist_lit` does; in this process (a) and (b) share it
     threads = torch.get_num_threads()
     try:
         images, labels = load_split(args.data_dir, "train", args.dataset)
         test_images, test_labels = load_split(args.data_dir, "test", args.dataset)
     except DataError as err:
-        parser.error(f"--data-dir: {err} (the benchmark reads local files only)")
+        parser.error(f"--data-dir: {err} (the benchmark itself does not download: run `python -m mnist_lit fit --data.download true` once, or copy the files)")
     warn_if_busy()
     print(f"data: {args.dataset} from {args.data_dir}: {len(labels)} training images "
           f"({len(split_indices(len(labels), 0.3, 'tail')[0])} train / the rest val), {len(test_labels)} test; "
@@ -251,8 +270,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "rss").mkdir()
-        rss_mib = bench_peak_rss(args, work / "rss")  # first: RUSAGE_CHILDREN keeps the maximum of all children
-        python = None if args.skip_keras else keras_python(args)
+        python = None if args.skip_keras else keras_python(args, parser)
+        rss_mib = bench_peak_rss(args, work / "rss")
         runners = {"hand": lambda repeat: bench_hand_loop(args, images, labels, test_images, test_labels),
                    "ours": lambda repeat: bench_mnist_lit(args, work / f"lit{repeat}")}
         if python:
