@@ -199,7 +199,8 @@ def official_md5s(dataset: str, stem: str) -> tuple[str | None, str | None]:
     return gz, OFFICIAL_RAW_MD5.get(dataset, {}).get(stem)
 
 
-def check_official(path: Path, stem: str, dataset: str, file_bytes: bytes, data: bytes, count: int) -> bool:
+def check_official(path: Path, stem: str, dataset: str, file_bytes: bytes, data: bytes, count: int,
+                   file_md5: str | None = None) -> bool:
     """Check a file against the official md5 when it holds the official number of items.
 
     The rule: a file named like an official one (``stem``) whose header holds the official count
@@ -207,6 +208,8 @@ def check_official(path: Path, stem: str, dataset: str, file_bytes: bytes, data:
     the official ``.gz`` md5 (as downloaded) or the official uncompressed md5 (gunzipped or
     recompressed). A file with another count is a non-official set (a subset, your own data) and
     is not md5-checked; the caller prints a notice of its counts.
+
+    ``file_md5``: the md5 of ``file_bytes`` if the caller has it already (computed here otherwise).
 
     Returns:
         True if the file holds the official count and its md5 matches (or no md5 is known for its
@@ -221,9 +224,10 @@ def check_official(path: Path, stem: str, dataset: str, file_bytes: bytes, data:
     compressed = data is not file_bytes
     if raw_md5 is None and not compressed:
         return True  # uncompressed file and no official md5 known for that form: structure only
-    if (compressed and _md5(file_bytes) == gz_md5) or (raw_md5 is not None and _md5(data) == raw_md5):
+    file_md5 = file_md5 or _md5(file_bytes)
+    if (compressed and file_md5 == gz_md5) or (raw_md5 is not None and _md5(data) == raw_md5):
         return True
-    got, want = (_md5(file_bytes), gz_md5) if compressed and raw_md5 is None else (_md5(data), raw_md5)
+    got, want = (file_md5, gz_md5) if compressed and raw_md5 is None else (_md5(data), raw_md5)
     what = "compressed" if compressed and raw_md5 is None else "uncompressed"
     raise DataError(f"{path}: wrong md5 for the official {stem} ({what} md5 {got}, expected {want}) although it "
                     f"holds the official {count:,} items; the file is damaged or altered: delete it and run with "
@@ -255,16 +259,24 @@ def load_split(data_dir: str | Path, stage: Literal["train", "test"], dataset: s
         DataError: a file is missing or damaged, has the official count but a wrong md5, or
             image and label counts differ; one line naming the file and what to do.
     """
+    images, labels = _checked_split(data_dir, stage, dataset, notice)
+    return images.clone(), labels.clone()
+
+
+def _checked_split(data_dir: str | Path, stage: Literal["train", "test"], dataset: str,
+                   notice: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`load_split` without the copies: the cached tensors themselves, for callers that only read them."""
     folder = raw_folder(data_dir, dataset)
     image_stem, label_stem = RAW_FILES[stage]
     image_path, label_path = find_raw_file(folder, image_stem), find_raw_file(folder, label_stem)
     if image_path is None or label_path is None:
         raise DataError(missing_files_message(data_dir, dataset))
-    image_bytes, label_bytes = image_path.read_bytes(), label_path.read_bytes()
-    key = (dataset, stage, str(image_path.resolve()), str(label_path.resolve()), _md5(image_bytes), _md5(label_bytes))
+    files = [(path, path.read_bytes(), stem) for path, stem in ((image_path, image_stem), (label_path, label_stem))]
+    md5s = [_md5(file_bytes) for _, file_bytes, _ in files]
+    key = (dataset, stage, str(image_path.resolve()), str(label_path.resolve()), *md5s)
     entry = _split_cache.pop(key, None)
     if entry is None:
-        entry = _read_split((image_path, image_bytes, image_stem), (label_path, label_bytes, label_stem), dataset)
+        entry = _read_split(files, md5s, dataset)
     _split_cache[key] = entry  # now the most recently used
     while len(_split_cache) > SPLIT_CACHE_SIZE:
         _split_cache.pop(next(iter(_split_cache)))  # the least recently used
@@ -273,7 +285,7 @@ def load_split(data_dir: str | Path, stage: Literal["train", "test"], dataset: s
         log.info(f"Notice: {folder} holds a non-official {dataset} {stage} set of {len(labels):,} images and "
                  f"labels (official: {OFFICIAL_COUNTS[image_stem.split('-')[0]]:,}); checked for structure, "
                  "not md5, and used as it is")
-    return images.clone(), labels.clone()
+    return images, labels
 
 
 #: Checked splits kept by :func:`load_split`, most recently used (a full-size train + test pair is 55 MB); 0: none.
@@ -281,15 +293,15 @@ SPLIT_CACHE_SIZE = 4
 _split_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, bool]] = {}
 
 
-def _read_split(image_file: tuple[Path, bytes, str], label_file: tuple[Path, bytes, str],
+def _read_split(files: list[tuple[Path, bytes, str]], md5s: list[str],
                 dataset: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Decode and check (path, file bytes, stem) of an images and a labels file: images uint8
-    (N, 1, 28, 28), labels int64 (N,) and whether both are the official files."""
-    (image_path, *_), (label_path, *_) = image_file, label_file
+    """Decode and check (path, file bytes, stem) of an images and a labels file, whose bytes have the md5s
+    ``md5s``: images uint8 (N, 1, 28, 28), labels int64 (N,) and whether both are the official files."""
+    (image_path, *_), (label_path, *_) = files
     tensors, official = [], []
-    for (path, file_bytes, stem), magic in ((image_file, IDX_IMAGES_MAGIC), (label_file, IDX_LABELS_MAGIC)):
+    for (path, file_bytes, stem), file_md5, magic in zip(files, md5s, (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC)):
         tensor, data = decode_idx(path, file_bytes, magic)
-        official.append(check_official(path, stem, dataset, file_bytes, data, len(tensor)))
+        official.append(check_official(path, stem, dataset, file_bytes, data, len(tensor), file_md5))
         tensors.append(tensor)
     images, labels = tensors
     if len(images) != len(labels):
@@ -507,7 +519,7 @@ class MNISTDataModule(LightningDataModule):
                            offline_hint=f"For offline use put {all_names} (gzip or not) in {folder}/ "
                                         "and run with --data.download false")
         for stage in RAW_FILES:  # all four files checked before any training, the test files too
-            labels = load_split(self.hparams.data_dir, stage, self.hparams.dataset)[1]
+            labels = _checked_split(self.hparams.data_dir, stage, self.hparams.dataset, notice=True)[1]
             if stage == "train":  # and the split, before any logger or callback writes into a run folder
                 self._split(labels)
 
