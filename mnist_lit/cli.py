@@ -113,6 +113,8 @@ class MNISTLightningCLI(LightningCLI):
             print(f"Test accuracy: {results[0]['test_acc']:.4f} (test_loss {results[0]['test_loss']:.4f}, {where})")
 
 
+PROG = "python -m mnist_lit"  # the name usage lines and tips give the program (the extra commands' too)
+
 #: Commands beyond LightningCLI's own: name -> "module:function", called with the arguments after the name.
 #: They build their runs with :func:`build_cli` (``run=False``), so all fit flags work the same there.
 EXTRA_COMMANDS = {
@@ -139,8 +141,9 @@ def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequen
             auto_configure_optimizers=False,
             args=args,
             run=run,
-            parser_kwargs={"epilog": f"More commands: {', '.join(EXTRA_COMMANDS)} (python -m mnist_lit NAME --help)."}
-            if run else {},
+            # The program as users type it (jsonargparse would name it after sys.argv[0], "__main__.py").
+            parser_kwargs={"prog": PROG, "epilog": f"More commands: {', '.join(EXTRA_COMMANDS)} ({PROG} NAME --help)."}
+            if run else {"prog": PROG},
         )
 
 
@@ -151,6 +154,8 @@ def main(args: list[str] | None = None) -> None:
     if not logging.getLogger().hasHandlers() and not package_log.handlers:
         package_log.addHandler(logging.StreamHandler())
         package_log.setLevel(logging.INFO)
+    # Lightning 2.6 builds torch's deprecated LeafSpec: a FutureWarning on every run that users cannot act on.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     argv = sys.argv[1:] if args is None else list(args)
     from mnist_lit.tuning import TuneError
 

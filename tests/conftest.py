@@ -55,7 +55,7 @@ def trained_run(tmp_path_factory, mnist_dir):
     """One `fit --config configs/mnist.yaml` (5 epochs, seed 0) on the real subset, in a subprocess.
 
     Returns a dict: ``workdir``, ``run_dir`` (lightning_logs/version_0), ``best_ckpt``, ``last_ckpt``,
-    ``stdout`` and ``test_acc`` parsed from the printed test accuracy.
+    ``stdout``, ``stderr`` and ``test_acc`` parsed from the printed test accuracy.
     """
     workdir = tmp_path_factory.mktemp("trained_run")
     proc = run_cli("fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
@@ -64,7 +64,7 @@ def trained_run(tmp_path_factory, mnist_dir):
     ckpts = sorted((run_dir / "checkpoints").glob("epoch*.ckpt"))
     line = next(l for l in proc.stdout.splitlines() if l.startswith("Test accuracy:"))
     return {"workdir": workdir, "run_dir": run_dir, "best_ckpt": ckpts[-1], "last_ckpt": run_dir / "checkpoints" / "last.ckpt",
-            "stdout": proc.stdout, "test_acc": float(line.split()[2])}
+            "stdout": proc.stdout, "stderr": proc.stderr, "test_acc": float(line.split()[2])}
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ def test_fit_trains_the_recipe_and_reports_test_accuracy(trained_run):
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["trainer"]["max_epochs"] == 5 and config["data"]["batch_size"] == 128
     assert config["seed_everything"] == 0
+    assert "LeafSpec" not in trained_run["stderr"]  # torch's deprecation notice about Lightning's code: not ours to act on
 
 
 def test_checkpoint_loads_with_weights_only_and_holds_plain_hyperparameters(trained_run):
@@ -106,6 +107,7 @@ def test_unknown_key_and_wrong_type_are_refused_before_training(tmp_path, mnist_
     wrong = run_cli("fit", "--config", str(CONFIG), "--data.batch_size", "many", cwd=tmp_path, check=False)
     assert wrong.returncode != 0 and "batch_size" in wrong.stderr
     assert "Traceback" not in unknown.stderr + wrong.stderr
+    assert "python -m mnist_lit fit --help" in wrong.stderr and "__main__" not in unknown.stderr + wrong.stderr
     assert not (tmp_path / "lightning_logs").exists()
 
 
