@@ -95,7 +95,7 @@ class PredictionWriter(BasePredictionWriter):
                              *(f"{p:.6f}" for p in probs)])
         write_text(path, table.getvalue())
         first = rows[0]
-        print(f"Wrote {len(rows)} predictions to {path}")
+        print(f"\nWrote {len(rows)} predictions to {path}")  # a new line: a progress bar may still hold this one
         print(f"Sample {first[0]} probabilities: [{', '.join(f'{p:.4f}' for p in first[4:])}]"
               f" -> predicted digit {first[2]}" + ("" if first[1] is None else f" (label {first[1]})"))
         sys.stdout.flush()
