@@ -225,9 +225,17 @@ def check_official(path: Path, stem: str, dataset: str, file_bytes: bytes, data:
     if raw_md5 is None and not compressed:
         return True  # uncompressed file and no official md5 known for that form: structure only
     file_md5 = file_md5 or _md5(file_bytes)
-    if (compressed and file_md5 == gz_md5) or (raw_md5 is not None and _md5(data) == raw_md5):
+    if compressed and file_md5 == gz_md5:
         return True
-    got, want = (file_md5, gz_md5) if compressed and raw_md5 is None else (_md5(data), raw_md5)
+    data_md5 = _md5(data) if compressed else file_md5
+    if data_md5 == raw_md5:
+        return True
+    for other in DATASETS.keys() - {dataset}:  # e.g. Fashion-MNIST's files read as MNIST: the flag is missing
+        other_gz, other_raw = official_md5s(other, stem)
+        if (compressed and file_md5 == other_gz) or data_md5 == other_raw:
+            raise DataError(f"{path} is the official {other} {stem}, not {dataset}'s: add --data.dataset {other}, "
+                            f"or point --data.data_dir at the {dataset} files")
+    got, want = (file_md5, gz_md5) if compressed and raw_md5 is None else (data_md5, raw_md5)
     what = "compressed" if compressed and raw_md5 is None else "uncompressed"
     raise DataError(f"{path}: wrong md5 for the official {stem} ({what} md5 {got}, expected {want}) although it "
                     f"holds the official {count:,} items; the file is damaged or altered: delete it and run with "

@@ -28,3 +28,17 @@ def test_one_full_size_epoch_on_fashion_mnist(tmp_path, fashion_dir):
     assert last["datamodule_hyper_parameters"]["dataset"] == "fashion_mnist"
     test_acc = float(next(l for l in proc.stdout.splitlines() if l.startswith("Test accuracy:")).split()[2])
     assert 0.80 <= test_acc < 0.95  # one epoch of the tutorial's CNN on Fashion-MNIST; MNIST-level accuracy would be a mix-up
+
+
+def test_fashion_files_read_as_mnist_name_the_missing_flag(fashion_dir):
+    """Forgetting --data.dataset fashion_mnist: the official Fashion-MNIST files are recognised by their md5
+    and the error names the flag, instead of calling the (undamaged, packaged) file damaged."""
+    from mnist_lit.data import DataError, load_split
+
+    with pytest.raises(DataError) as error:
+        load_split(fashion_dir, "test", "mnist")
+    message = str(error.value)
+    assert "is the official fashion_mnist t10k-images-idx3-ubyte" in message and "--data.dataset fashion_mnist" in message
+    assert "delete" not in message and "\n" not in message
+    images, labels = load_split(fashion_dir, "test", "fashion_mnist")
+    assert images.shape == (10_000, 1, 28, 28) and torch.bincount(labels).tolist() == [1_000] * 10
