@@ -134,14 +134,18 @@ def bench_hand_loop(args, images, labels, test_images, test_labels) -> dict:
 
 
 def keras_python(args, parser) -> str | None:
-    """The interpreter that runs (b2), or None (with a note) when it has no TensorFlow."""
+    """The interpreter that runs (b2); None (with a note) when this one, the default, has no TensorFlow.
+    An interpreter named with --keras-python that cannot run or import TensorFlow stops the benchmark."""
     python = args.keras_python or sys.executable
     try:
         found = subprocess.run([python, "-c", "import tensorflow"], capture_output=True).returncode == 0
     except OSError as err:
         parser.error(f"--keras-python {python}: cannot run it ({err.strerror}); give a Python interpreter with TensorFlow")
+    if not found and args.keras_python:
+        parser.error(f"--keras-python {python}: it cannot import tensorflow; give a Python interpreter with TensorFlow "
+                     "(e.g. a virtual environment with `pip install tensorflow-cpu`), or leave the option out")
     if not found:
-        print(f"(b2) skipped: no TensorFlow for {python} (pip install -e '.[bench]')", flush=True)
+        print(f"(b2) skipped: no TensorFlow for {python} (pip install -e '.[bench]', or --keras-python PYTHON)", flush=True)
         return None
     return python
 
@@ -261,7 +265,9 @@ def main() -> None:
         images, labels = load_split(args.data_dir, "train", args.dataset)
         test_images, test_labels = load_split(args.data_dir, "test", args.dataset)
     except DataError as err:
-        parser.error(f"--data-dir: {err} (the benchmark itself does not download: run `python -m mnist_lit fit --data.download true` once, or copy the files)")
+        parser.error(f"--data-dir: {err} (the benchmark does not download: fill the folder once with "
+                     f"`python -m mnist_lit fit --data.data_dir {args.data_dir} --data.dataset {args.dataset} --data.download true`, "
+                     "or copy the files there)")
     warn_if_busy()
     print(f"data: {args.dataset} from {args.data_dir}: {len(labels)} training images "
           f"({len(split_indices(len(labels), 0.3, 'tail')[0])} train / the rest val), {len(test_labels)} test; "
