@@ -159,6 +159,11 @@ def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     from mnist_lit.tuning import TuneError
 
+    commands = [*MNISTLightningCLI.subcommands(), *EXTRA_COMMANDS]
+    if argv and not argv[0].startswith("-") and argv[0] not in commands:  # jsonargparse would list only Lightning's four
+        print(f"usage: {PROG} COMMAND ...\nerror: unknown command {argv[0]!r}: choose from {', '.join(commands)} "
+              f"({PROG} COMMAND --help)", file=sys.stderr)
+        sys.exit(2)
     try:
         if argv and argv[0] in EXTRA_COMMANDS:
             module, function = EXTRA_COMMANDS[argv[0]].split(":")
