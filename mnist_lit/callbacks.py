@@ -8,6 +8,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -235,7 +236,10 @@ class GraphLogger(Callback):
         if not torch.is_tensor(example):
             rank_zero_warn("GraphLogger: set the model's example_input_array to a tensor to see its graph")
             return
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # TensorBoard's add_graph traces with torch.jit.trace, which torch 2.14 calls deprecated on every
+            # call: nothing a user of this callback can change, so not printed.
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)
             writer.add_graph(pl_module, example.to(pl_module.device))  # traces in eval mode, then restores
 
 
