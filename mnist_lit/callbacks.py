@@ -48,6 +48,7 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output_dir, self.filename = output_dir, filename
         self._rows: list[list] = []
+        self._finished: list[list] | None = None  # rank 0's sorted rows, written and reported at teardown
         self.failed_files = 0
 
     def on_predict_epoch_start(self, trainer, pl_module) -> None:
@@ -75,11 +76,18 @@ class PredictionWriter(BasePredictionWriter):
         return self._rows
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
-        rows = sorted(self._gathered_rows(trainer), key=lambda row: row[0])
+        rows = sorted(self._gathered_rows(trainer), key=lambda row: row[0])  # a collective under DDP: every rank
         pictures = bool(rows) and isinstance(rows[0][1], str)
         self.failed_files = sum(1 for row in rows if row[-1]) if pictures else 0
-        if not trainer.is_global_zero or not rows:
+        self._finished = rows if trainer.is_global_zero and rows else None
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        """Rank 0 writes and reports once the run is over: after the progress bar has closed, which would
+        otherwise draw its last line again below the report."""
+        rows, self._finished = self._finished, None
+        if stage != "predict" or not rows:
             return
+        pictures = isinstance(rows[0][1], str)
         folder = Path(self.output_dir) if self.output_dir else run_dir(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / self.filename
@@ -96,7 +104,7 @@ class PredictionWriter(BasePredictionWriter):
                              *(f"{p:.6f}" for p in probs)])
         write_text(path, table.getvalue())
         first = rows[0]
-        print(f"\nWrote {len(rows)} predictions to {path}")  # a new line: a progress bar may still hold this one
+        print(f"Wrote {len(rows)} predictions to {path}")
         print(f"Sample {first[0]} probabilities: [{', '.join(f'{p:.4f}' for p in first[4:])}]"
               f" -> predicted digit {first[2]}" + ("" if first[1] is None else f" (label {first[1]})"))
         sys.stdout.flush()
@@ -510,7 +518,7 @@ def write_picture_predictions(rows: Sequence[Sequence], path: str | Path, sheet:
                                  [pred, f"{confidence:.6f}", *(f"{p:.6f}" for p in probs)]), error])
     write_text(path, table.getvalue())
     width = max(len("file"), *(len(row[0]) for row in rows))
-    print(f"\n{'file':<{width}}  pred  confidence")  # a new line: a progress bar may still hold this one
+    print(f"{'file':<{width}}  pred  confidence")
     for file, pred, confidence, _, error in rows:
         reason = error.split(": ", 1)[-1] if error.startswith(f"{file}: ") else error
         print(f"{file:<{width}}  " + (f"   -           -  error: {reason}" if error else f"{pred:>4}  {confidence:>10.4f}"))

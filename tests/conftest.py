@@ -15,14 +15,16 @@ CONFIG = REPO / "configs" / "mnist.yaml"
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 600, check: bool = True,
-            env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m mnist_lit ARGS`` in a subprocess, as a user would; returns the finished process."""
+            env: dict | None = None, merged: bool = False) -> subprocess.CompletedProcess:
+    """Run ``python -m mnist_lit ARGS`` in a subprocess, as a user would; returns the finished process.
+    ``merged``: stderr goes into ``stdout`` in the order written, as a terminal shows them."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "mnist_lit", *args], cwd=cwd, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "mnist_lit", *args], cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True,
                           timeout=timeout, env=full_env)
     if check and proc.returncode != 0:
         raise AssertionError(f"mnist_lit {' '.join(args)} exited {proc.returncode}\n"
-                             f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}")
+                             f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{(proc.stderr or '')[-4000:]}")
     return proc
 
 

@@ -54,7 +54,9 @@ def test_test_and_predict_in_new_processes_reproduce_the_test_accuracy(trained_r
     tested = run_cli("test", *common, cwd=workdir)
     assert round(metric_from(tested.stdout, "test_acc"), 4) == round(trained_run["test_acc"], 4)
 
-    predicted = run_cli("predict", *common, cwd=workdir)
+    predicted = run_cli("predict", *common, cwd=workdir, env={"TQDM_DISABLE": "0"}, merged=True)  # with its bar
+    bar_end, report = predicted.stdout.rindex("Predicting DataLoader 0: 100%"), predicted.stdout.index("Wrote 10000")
+    assert bar_end < report and predicted.stdout[bar_end:report].count("\n") == 1  # the report below the closed bar
     csv_path = version_dirs(workdir)[-1] / "predictions.csv"
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 10_000 and [int(r["index"]) for r in rows] == list(range(10_000))
