@@ -157,6 +157,10 @@ def main(args: list[str] | None = None) -> None:
     # Lightning 2.6 builds torch's deprecated LeafSpec: a FutureWarning on every run that users cannot act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in ("validate", "test", "predict"):
+        # These runs log into a new version folder, so Lightning warns that the checkpoint callbacks' state in
+        # the checkpoint (which best files were kept where) is not reloaded: nothing is saved by these runs.
+        warnings.filterwarnings("ignore", message="The dirpath has changed from")
     from mnist_lit.tuning import TuneError
 
     commands = [*MNISTLightningCLI.subcommands(), *EXTRA_COMMANDS]

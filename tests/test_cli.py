@@ -57,6 +57,7 @@ def test_test_and_predict_in_new_processes_reproduce_the_test_accuracy(trained_r
     predicted = run_cli("predict", *common, cwd=workdir, env={"TQDM_DISABLE": "0"}, merged=True)  # with its bar
     bar_end, report = predicted.stdout.rindex("Predicting DataLoader 0: 100%"), predicted.stdout.index("Wrote 10000")
     assert bar_end < report and predicted.stdout[bar_end:report].count("\n") == 1  # the report below the closed bar
+    assert "dirpath has changed" not in tested.stderr + predicted.stdout  # Lightning's notice about unsaved state
     csv_path = version_dirs(workdir)[-1] / "predictions.csv"
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 10_000 and [int(r["index"]) for r in rows] == list(range(10_000))
