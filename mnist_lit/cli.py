@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from mnist_lit import resume
@@ -22,6 +22,15 @@ from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, check_compat
 from mnist_lit.data import DataError, MNISTDataModule
 from mnist_lit.distributed import per_device_batch_size
 from mnist_lit.model import HyperparameterError, MNISTClassifier
+
+
+class ArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, whose error messages show the first line of the usage only: ``fit``'s full usage
+    is some 60 lines of options, which buried the one-line error below it (``--help`` still lists them all)."""
+
+    def print_usage(self, file=None) -> None:
+        lines = self.format_usage().splitlines()
+        self._print_message(lines[0] + (" ...\n" if len(lines) > 1 else "\n"), file or sys.stdout)
 
 
 class MNISTLightningCLI(LightningCLI):
@@ -141,6 +150,7 @@ def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequen
             auto_configure_optimizers=False,
             args=args,
             run=run,
+            parser_class=ArgumentParser,
             # The program as users type it (jsonargparse would name it after sys.argv[0], "__main__.py").
             parser_kwargs={"prog": PROG, "epilog": f"More commands: {', '.join(EXTRA_COMMANDS)} ({PROG} NAME --help)."}
             if run else {"prog": PROG},

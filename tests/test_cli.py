@@ -112,6 +112,8 @@ def test_unknown_key_and_wrong_type_are_refused_before_training(tmp_path, mnist_
     assert wrong.returncode != 0 and "batch_size" in wrong.stderr
     assert "Traceback" not in unknown.stderr + wrong.stderr
     assert "python -m mnist_lit fit --help" in wrong.stderr and "__main__" not in unknown.stderr + wrong.stderr
+    # usage (its first line: fit's whole usage is some 60 lines), tip, error: the error is not buried
+    assert wrong.stderr.splitlines()[0].endswith("fit [-c CONFIG] ...") and len(wrong.stderr.splitlines()) <= 5
     typo = run_cli("tuen", cwd=tmp_path, check=False)
     assert typo.returncode == 2 and typo.stderr.splitlines()[-1] == (
         "error: unknown command 'tuen': choose from fit, validate, test, predict, cv, lr_find, tune, export, serve "
