@@ -259,7 +259,7 @@ def main() -> None:
     args = parser.parse_args()
     allocator = keep_freed_memory()
     if args.worker_dir:
-        return mnist_lit_worker(args)  # as `python -m mnist_lit` does; in this process (a) and (b) share it
+        return mnist_lit_worker(args)  # with the allocator tuned, as `python -m mnist_lit` runs; (b) in the parent too
     threads = torch.get_num_threads()
     try:
         images, labels = load_split(args.data_dir, "train", args.dataset)

@@ -36,6 +36,7 @@ from torch import nn
 
 from mnist_lit.atomic import atomic_write
 from mnist_lit.checkpoint import CheckpointError, check_compatible, check_hparams, load_checkpoint
+from mnist_lit.cli import PROG
 from mnist_lit.data import IMAGE_SIDE, RAW_FILES, PixelScale, find_raw_file, load_split, raw_folder, scale_pixels
 from mnist_lit.model import MNISTClassifier
 
@@ -250,7 +251,7 @@ def export_model(ckpt_path: str | Path, format: str, output: str | Path, data_di
 def export_main(argv: list[str]) -> None:
     """``python -m mnist_lit export --ckpt_path CKPT --format onnx|torchscript --output FILE``."""
     parser = argparse.ArgumentParser(
-        prog="python -m mnist_lit export", allow_abbrev=False,
+        prog=f"{PROG} export", allow_abbrev=False,
         description="Export a trained checkpoint as ONNX or TorchScript (input pixels uint8 (N, 1, 28, 28), output "
                     "probabilities float32 (N, 10)), checked against PyTorch on real test images before it is written.")
     parser.add_argument("--ckpt_path", required=True, help="Checkpoint written by fit (e.g. .../checkpoints/last.ckpt).")

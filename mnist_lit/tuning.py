@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from mnist_lit.atomic import atomic_write, write_text
-from mnist_lit.cli import build_cli
+from mnist_lit.cli import PROG, build_cli
 
 #: What the extra commands accept beyond their own options.
 FIT_FLAGS_NOTE = ("All fit flags are accepted too (--config, --data.*, --model.*, --trainer.*, --seed_everything); "
@@ -85,7 +85,7 @@ def logger_flag(run_dir: Path, version: str) -> str:
 def parse_command(prog: str, description: str, add_options: Callable[[argparse.ArgumentParser], None],
                   argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """Split ``argv`` into this command's own options and the ``fit`` flags passed on to LightningCLI."""
-    parser = argparse.ArgumentParser(prog=f"python -m mnist_lit {prog}", description=description,
+    parser = argparse.ArgumentParser(prog=f"{PROG} {prog}", description=description,
                                      epilog=FIT_FLAGS_NOTE, allow_abbrev=False)
     parser.add_argument("--log_dir", default="lightning_logs",
                         help="Parent folder of the run's new PREFIX_N folder (default: lightning_logs).")

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from mnist_lit.cli import PROG
 from mnist_lit.data import DataError
 from mnist_lit.export import PixelClassifier, load_classifier
 from mnist_lit.images import ImageError, ImageTooLargeError, NoDigitFoundError, preprocess_image_uint8
@@ -217,7 +218,7 @@ def create_app(ckpt_path: str | Path, max_request_bytes: int = MAX_REQUEST_BYTES
 def serve_main(argv: list[str]) -> None:
     """``python -m mnist_lit serve --ckpt_path CKPT [--host 127.0.0.1] [--port 8000]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m mnist_lit serve", allow_abbrev=False,
+        prog=f"{PROG} serve", allow_abbrev=False,
         description="Serve a web page to draw or upload a digit and see the model's prediction, and its HTTP API "
                     "(POST /predict, GET /health).")
     parser.add_argument("--ckpt_path", required=True, help="Checkpoint written by fit.")
