@@ -28,6 +28,16 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600, check: bool = True,
     return proc
 
 
+def printed_test_line(stdout: str) -> str:
+    """The ``Test accuracy: 0.9667 (test_loss 0.1040, CKPT)`` line that ``fit`` prints after its test."""
+    return next(line for line in stdout.splitlines() if line.startswith("Test accuracy:"))
+
+
+def printed_test_acc(stdout: str) -> float:
+    """The test accuracy in :func:`printed_test_line`."""
+    return float(printed_test_line(stdout).split()[2])
+
+
 def stop_process(proc: subprocess.Popen, timeout: float) -> None:
     """Stop a server started by a test: SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
     proc.terminate()
@@ -64,9 +74,8 @@ def trained_run(tmp_path_factory, mnist_dir):
                    cwd=workdir)
     run_dir = version_dirs(workdir)[-1]
     ckpts = sorted((run_dir / "checkpoints").glob("epoch*.ckpt"))
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("Test accuracy:"))
     return {"workdir": workdir, "run_dir": run_dir, "best_ckpt": ckpts[-1], "last_ckpt": run_dir / "checkpoints" / "last.ckpt",
-            "stdout": proc.stdout, "stderr": proc.stderr, "test_acc": float(line.split()[2])}
+            "stdout": proc.stdout, "stderr": proc.stderr, "test_acc": printed_test_acc(proc.stdout)}
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from conftest import CONFIG, run_cli, version_dirs
+from conftest import CONFIG, printed_test_acc, run_cli, version_dirs
 
 
 def metric_from(stdout: str, name: str) -> float:
@@ -163,7 +163,7 @@ def test_bf16_mixed_precision_trains_through_every_callback(tmp_path, mnist_dir)
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["precision"] == "bf16-mixed"
     weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
     assert {tensor.dtype for tensor in weights.values() if tensor.is_floating_point()} == {torch.float32}
-    accuracy = float(next(l for l in out.stdout.splitlines() if l.startswith("Test accuracy:")).split()[2])
+    accuracy = printed_test_acc(out.stdout)
     assert accuracy >= 0.80  # 20 steps of 128 real images (0.87 here); chance is 0.10
     matrix = (run_dir / "confusion_matrix_test.csv").read_text().splitlines()[1:]
     assert sum(int(n) for row in matrix for n in row.split(",")[1:]) == 10_000

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CONFIG, REPO, run_cli, version_dirs
+from conftest import CONFIG, REPO, printed_test_line, run_cli, version_dirs
 from mnist_lit.data import DataError, load_split, scale_pixels
 from mnist_lit.distributed import per_device_batch_size
 from mnist_lit.model import MNISTClassifier
@@ -58,7 +58,7 @@ def test_fit_on_two_processes(tmp_path, mnist_dir, trained_run):
     proc = run_cli("fit", *ddp_args(mnist_dir, 2), "--trainer.max_epochs", "1", "--data.batch_size", "32",
                    cwd=tmp_path)
     (run_dir,) = version_dirs(tmp_path)  # exactly one version_N for the two processes
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("Test accuracy:"))
+    line = printed_test_line(proc.stdout)
     test_acc = float(line.split()[2])
     assert test_acc >= 0.93, line
 

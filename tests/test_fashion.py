@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, run_cli, version_dirs
+from conftest import REPO, printed_test_acc, run_cli, version_dirs
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -26,7 +26,7 @@ def test_one_full_size_epoch_on_fashion_mnist(tmp_path, fashion_dir):
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert last["global_step"] == 329  # ceil(42,000 / 128): the tutorial's 70/30 split of 60,000 images
     assert last["datamodule_hyper_parameters"]["dataset"] == "fashion_mnist"
-    test_acc = float(next(l for l in proc.stdout.splitlines() if l.startswith("Test accuracy:")).split()[2])
+    test_acc = printed_test_acc(proc.stdout)
     assert 0.80 <= test_acc < 0.95  # one epoch of the tutorial's CNN on Fashion-MNIST; MNIST-level accuracy would be a mix-up
 
 

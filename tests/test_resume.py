@@ -17,7 +17,7 @@ import torch
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util import tensor_util
 
-from conftest import CONFIG, run_cli, version_dirs
+from conftest import CONFIG, printed_test_acc, run_cli, version_dirs
 
 STEPS_PER_EPOCH = 71  # ceil(9,000 training images / batch_size 128)
 LOG_EVERY = 10  # --trainer.log_every_n_steps: train_loss_step at steps 9, 19, ...
@@ -85,7 +85,7 @@ def test_sigkill_in_epoch_2_then_resume_from_last(tmp_path, mnist_dir):
     print(*notices, sep="\n")  # shown by pytest -rP
     removed = int(re.search(r"removed (\d+) events logged after that checkpoint", notices[-1]).group(1))
     assert removed >= (kill_after - STEPS_PER_EPOCH) // LOG_EVERY  # at least the killed epoch's train_loss_step
-    test_acc = float(next(line for line in resumed.stdout.splitlines() if line.startswith("Test accuracy:")).split()[2])
+    test_acc = printed_test_acc(resumed.stdout)
     assert test_acc >= 0.95  # on the official 10,000 test images
     assert (run_dir / "config.yaml").is_file() and (run_dir / f"config_resume_step{STEPS_PER_EPOCH}.yaml").is_file()
     history = json.loads((run_dir / "metrics.json").read_text())["epochs"]

@@ -26,7 +26,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata as hparams_metadata
 
-from conftest import CONFIG, run_cli, stop_process, version_dirs
+from conftest import CONFIG, printed_test_line, run_cli, stop_process, version_dirs
 
 VAL_IMAGES = 3_000  # val_split 0.3 of the subset's 10,000 training images (the last 30%)
 TEST_IMAGES = 10_000  # the official MNIST test set
@@ -238,7 +238,7 @@ def test_callbacks_do_not_change_training(mnist_dir, tmp_path):
         proc = run_cli("fit", "--config", str(config), *short, cwd=workdir, timeout=300)
         run_dir = version_dirs(workdir)[-1]
         weights = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-        line = next(l for l in proc.stdout.splitlines() if l.startswith("Test accuracy:"))
+        line = printed_test_line(proc.stdout)
         results[name] = (run_dir, weights["state_dict"], line.split(",")[0])  # test_acc and test_loss
     (with_dir, with_weights, with_line), (plain_dir, plain_weights, plain_line) = results["with"], results["without"]
     assert with_line == plain_line
