@@ -44,9 +44,17 @@ def run_steps(mnist_dir, mode: str, **env: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def median_run(mnist_dir, mode: str, runs: int = 3) -> dict:
+    """:func:`run_steps` ``runs`` times, each in its own process; the run with the median page faults.
+    One run in ten or so is an outlier either way (20,000-60,000 faults with glibc's defaults, but once
+    690; 12 when tuned, but now and then 600-900), which made a single pair of runs fail at random."""
+    results = sorted((run_steps(mnist_dir, mode) for _ in range(runs)), key=lambda result: result["faults"])
+    return results[runs // 2]
+
+
 def test_training_steps_reuse_memory_instead_of_faulting_it_in(mnist_dir):
-    tuned = run_steps(mnist_dir, "tuned")
-    default = run_steps(mnist_dir, "default")
+    tuned = median_run(mnist_dir, "tuned")
+    default = median_run(mnist_dir, "default")
     assert tuned["applied"] is True  # Linux with glibc, as CI
     # glibc's defaults return the 11 MB activations to the kernel after each step and fault them in again
     assert default["faults"] > 10 * max(tuned["faults"], 100), (default, tuned)
