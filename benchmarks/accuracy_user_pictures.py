@@ -6,7 +6,7 @@ The same measurement as tests/test_images.py (which uses 300 digits), on more di
 
 Takes every ``10000 // num_digits``-th test digit, writes one picture of each kind per digit
 (tests/user_pictures.py) into a temporary folder, preprocesses them with
-``mnist_lit.images.preprocess_image`` and prints the accuracy per kind and its ratio to the
+``mnist_lit.images.preprocess_image_uint8`` and prints the accuracy per kind and its ratio to the
 accuracy on the original digits.
 """
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import torch  # noqa: E402
 
 from mnist_lit.data import load_split  # noqa: E402
-from mnist_lit.model import MNISTClassifier  # noqa: E402
+from mnist_lit.checkpoint import load_model  # noqa: E402
 from user_pictures import accuracy_by_kind  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     images, labels = load_split(args.data_dir, "test")
     step = max(1, len(labels) // args.num_digits)
     images, labels = images[::step][:args.num_digits], labels[::step][:args.num_digits]
-    model = MNISTClassifier.load_from_checkpoint(args.ckpt_path, map_location="cpu").eval()
+    model, _ = load_model(args.ckpt_path)
     with tempfile.TemporaryDirectory() as folder:
         accuracy = accuracy_by_kind(model, images, labels, Path(folder))
     print(f"{len(labels)} test digits (every {step}th), checkpoint {args.ckpt_path}")

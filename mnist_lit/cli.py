@@ -8,20 +8,35 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Optional
 
 import torch
+import yaml
 from lightning.fabric.plugins import CheckpointIO
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from mnist_lit import resume
+from mnist_lit import resume, run_settings
 from mnist_lit.allocator import keep_freed_memory
-from mnist_lit.callbacks import PredictionWriter
+from mnist_lit.callbacks import (
+    ConfidentErrors,
+    ConfusionMatrixLogger,
+    GraphLogger,
+    HParamsLogger,
+    MetricsHistory,
+    PredictionWriter,
+    TrainValLayout,
+    ValPredictionGrid,
+)
 from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, check_compatible, check_hparams, load_checkpoint
 from mnist_lit.data import DataError, MNISTDataModule
 from mnist_lit.distributed import per_device_batch_size
 from mnist_lit.model import HyperparameterError, MNISTClassifier
+from mnist_lit.runs import claim_version, logger_root, version_of
+from mnist_lit.signals import SIGTERM_EXIT_STATUS, SigtermCheckpoint
 
 
 class ArgumentParser(LightningArgumentParser):
@@ -34,74 +49,162 @@ class ArgumentParser(LightningArgumentParser):
 
 
 class MNISTLightningCLI(LightningCLI):
-    """LightningCLI plus ``--test_after_fit``: after ``fit``, test the best checkpoint (the tutorial's ``evaluate``)."""
+    """LightningCLI where a trained run is self-contained (:mod:`mnist_lit.run_settings`), plus
+    ``--test_after_fit`` (after ``fit``, test the best checkpoint: the tutorial's ``evaluate``) and
+    ``--finetune_from`` (a new run starting from a checkpoint's weights)."""
 
-    checkpoint: dict | None = None  # the --ckpt_path checkpoint, loaded with weights_only=True
-    resumed_version: int | None = None  # a resumed fit continues lightning_logs/version_N
+    checkpoint: dict | None = None  # the --ckpt_path checkpoint, verified and loaded with weights_only=True
+    run_version: int | None = None  # the lightning_logs/version_N this run logs into (claimed, resumed or reused)
+    restart_dir: Path | None = None  # `fit --ckpt_path last` of a run killed before its first checkpoint
     failed_files = 0  # picture files that failed in `predict --data.predict_path` (exit status 1)
 
     def parse_arguments(self, parser, args) -> None:
-        """Parse, then check ``--ckpt_path`` before anything is built (Lightning reads its hyperparameters next).
+        """Parse, then settle ``--ckpt_path`` and the settings a command takes from the run before anything is built.
 
-        ``last`` becomes the newest ``last.ckpt`` of any run (:func:`mnist_lit.resume.resolve_last`);
-        the file is loaded with ``weights_only=True`` (one-line error if refused, damaged or missing);
-        a resumed ``fit`` continues the checkpoint's version folder.
+        Raises:
+            CheckpointError: see :mod:`mnist_lit.run_settings` (one line each).
         """
-        super().parse_arguments(parser, args)
+        argv = self._argv = list(sys.argv[1:] if args is None else args)
+        self.config = parser.parse_args(argv)
         subcommand = self.config.get("subcommand")
-        config = self.config[subcommand] if subcommand else None
-        if config is None or not config.get("ckpt_path"):
+        if subcommand is None:  # run=False (cv, tune, lr_find): parsed as fit, no checkpoint involved
             return
-        config.ckpt_path = resume.resolve_last(config, subcommand)
-        if str(config.ckpt_path) in ("last", "best", "hpc", "registry") or "://" in str(config.ckpt_path):
-            return  # Lightning's own keywords and remote files
-        self.checkpoint = load_checkpoint(config.ckpt_path)  # weights_only=True, as LightningCLI reads it next
-        check_hparams(self.checkpoint, self.model_class, config.ckpt_path)
+        config = self.config[subcommand]
+        if config.get("finetune_from") and subcommand != "fit":
+            raise CheckpointError(f"--finetune_from starts a new training run: use it with fit, not {subcommand}")
+        ckpt_path = run_settings.resolve_ckpt_path(subcommand, config.get("ckpt_path"), config.trainer)
+        if ckpt_path not in (None, "last"):
+            self.checkpoint = load_checkpoint(ckpt_path)
+            check_hparams(self.checkpoint, self.model_class, ckpt_path)
+            base = None if config.get("config") else run_settings.base_config(ckpt_path, self.checkpoint)
+            if base is not None:  # no --config: start from the run's own settings, then the command's flags
+                at = argv.index(subcommand) + 1
+                self.config = parser.parse_args([*argv[:at], "--config", base, *argv[at:]])
+                config = self.config[subcommand]
+            if ckpt_path != config.get("ckpt_path"):
+                print(f"Using checkpoint {ckpt_path}", file=sys.stderr)
+        config.ckpt_path = ckpt_path
         if subcommand == "fit":
-            self.resumed_version = resume.continue_version(config, config.ckpt_path, self.checkpoint["global_step"],
-                                                           self.save_config_kwargs)
+            self._settle_fit(config, argv)
+        else:
+            run_settings.check_eval(subcommand, ckpt_path, self.checkpoint, config.data)
+
+    def _settle_fit(self, config, argv: list[str]) -> None:
+        """``model.dataset`` follows ``data.dataset``; a resume must be the same run; fine-tuning is a new run."""
+        if "dataset" in run_settings.explicit_flags(argv, "model") and config.model.dataset != config.data.dataset:
+            raise CheckpointError("--model.dataset is set by --data.dataset for fit; drop --model.dataset")
+        config.model.dataset = config.data.dataset
+        if config.get("finetune_from") and config.ckpt_path:
+            raise CheckpointError("--ckpt_path resumes a run, --finetune_from starts a new one from trained weights: "
+                                  "give one of them")
+        root = logger_root(config.trainer)
+        command = yaml.safe_load(self._parser("fit").dump(config, skip_none=False))
+        if config.ckpt_path == "last":
+            last, run_dir, what = run_settings.find_run_to_resume(root, command)
+            print(what, file=sys.stderr)
+            config.ckpt_path = None if last is None else str(last)
+            if last is not None:
+                self.checkpoint = load_checkpoint(last)
+            elif run_dir is not None:
+                self.restart_dir, self.run_version = run_dir, version_of(run_dir)
+                self.save_config_kwargs.update(overwrite=True)  # the same configuration, written again
+        if config.ckpt_path:
+            run_settings.check_resume(config.ckpt_path, self.checkpoint, command)
+            self.run_version = run_settings.resumed_version(config.ckpt_path, root)
+            if self.run_version is not None:  # the first run's config.yaml stays as it is
+                self.save_config_kwargs.update(config_filename=f"config_resume_step{self.checkpoint['global_step']}.yaml",
+                                               overwrite=True)
+        if config.get("finetune_from"):
+            self.finetune_checkpoint = load_checkpoint(config.finetune_from)
+
+    def _parse_ckpt_path(self) -> None:
+        """The model's hyperparameters come from the checkpoint (Lightning's rule), after refusing
+        ``--model.*`` flags that contradict them (:func:`mnist_lit.run_settings.check_model_flags`)."""
+        if self.checkpoint is None:
+            return
+        subcommand = self.config.subcommand
+        hparams = run_settings.check_model_flags(self.config[subcommand].ckpt_path, self.checkpoint,
+                                                 self.config[subcommand].model, self._argv)
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def instantiate_trainer(self, **kwargs):
-        """The configured trainer, plus :class:`SafeCheckpointIO` (atomic saves, weights_only loads)
-        unless the configuration brings its own ``CheckpointIO`` plugin; without the configured
-        progress bar when ``enable_progress_bar`` is false.
+        """The configured trainer, plus :class:`SafeCheckpointIO` (atomic saves with a checksum, verified
+        ``weights_only`` loads) unless the configuration brings its own ``CheckpointIO`` plugin; without the
+        configured progress bar when ``enable_progress_bar`` is false; without the callbacks that write into
+        a run folder, and without saving ``config.yaml``, when ``logger`` is false (one line says so).
 
         With ``deterministic: true`` (the configs), PyTorch's deterministic algorithms stay on but new
         tensors are no longer filled with NaN first (``torch.utils.deterministic.fill_uninitialized_memory``):
-        that filling only exposes reads of uninitialized memory, PyTorch's documentation advises turning it
-        off for valid programs, and it cost 0.5 ms of a 20 ms training step on 2 CPU cores."""
+        that filling only exposes reads of uninitialized memory, and PyTorch's documentation advises turning
+        it off for valid programs."""
         config = self._get(self.config_init, "trainer", default={})
         plugins = kwargs.get("plugins", config.get("plugins"))
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             kwargs["plugins"] = [*plugins, SafeCheckpointIO()]
-        callbacks = kwargs.get("callbacks", config.get("callbacks"))
-        if kwargs.get("enable_progress_bar", config.get("enable_progress_bar")) is False and callbacks:
+        callbacks = list(kwargs.get("callbacks", config.get("callbacks")) or [])
+        if kwargs.get("enable_progress_bar", config.get("enable_progress_bar")) is False:
             # `--trainer.enable_progress_bar false` turns off the configured progress bar too (Lightning
             # would refuse the combination); the YAML keeps one only to set its refresh_rate.
-            kwargs["callbacks"] = [c for c in callbacks if not isinstance(c, ProgressBar)]
+            callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+        if kwargs.get("logger", config.get("logger")) is False:
+            dropped = [c for c in callbacks if isinstance(c, NEED_A_LOGGER)]
+            callbacks = [c for c in callbacks if not isinstance(c, NEED_A_LOGGER)]
+            self.save_config_callback = None  # no run folder to keep config.yaml in
+            if dropped:
+                print(f"logger false: no run folder, so without {', '.join(sorted({type(c).__name__ for c in dropped}))}",
+                      file=sys.stderr)
+        kwargs["callbacks"] = callbacks
         trainer = super().instantiate_trainer(**kwargs)
         if torch.are_deterministic_algorithms_enabled():
             torch.utils.deterministic.fill_uninitialized_memory = False
         return trainer
 
     def after_instantiate_classes(self) -> None:
-        """Refuse a checkpoint of another architecture; before a resumed fit, drop logged steps it will redo."""
-        if self.checkpoint is None:
+        """Claim (or reuse) the run folder; check and load checkpoint weights; before a resumed fit,
+        drop logged steps it will redo."""
+        self._set_run_folder()
+        if self.checkpoint is not None:
+            ckpt_path = self.config[self.subcommand].ckpt_path
+            check_compatible(self.checkpoint, self.model, ckpt_path)
+            print(f"Checkpoint {ckpt_path}: epoch {self.checkpoint['epoch']}, global step "
+                  f"{self.checkpoint['global_step']}", file=sys.stderr)
+        finetune = getattr(self, "finetune_checkpoint", None)
+        if finetune is not None:
+            path = self.config[self.subcommand].finetune_from
+            check_compatible(finetune, self.model, path)
+            self.model.load_state_dict(finetune["state_dict"])
+            print(f"Fine-tuning: a new run starting from the weights of {path} (new optimizer state, epoch 0)",
+                  file=sys.stderr)
+        logger = self.trainer.logger
+        if logger is None or self.subcommand != "fit":
             return
-        ckpt_path = self.config[self.subcommand].ckpt_path
-        check_compatible(self.checkpoint, self.model, ckpt_path)
-        print(f"Checkpoint {ckpt_path}: epoch {self.checkpoint['epoch']}, global step {self.checkpoint['global_step']}",
-              file=sys.stderr)
-        if self.resumed_version is not None and self.trainer.logger is not None:
-            step, saved_at = self.checkpoint["global_step"], Path(ckpt_path).stat().st_mtime
-            removed = resume.trim_event_files(self.trainer.logger.log_dir, step, saved_at)
-            print(f"Resuming in {self.trainer.logger.log_dir}; removed {removed} events logged after that checkpoint "
+        if self.restart_dir is not None:
+            for events in Path(logger.log_dir).glob("events.out.tfevents.*"):
+                events.unlink()  # the killed attempt's partial logs: the run starts again from step 0
+        elif self.checkpoint is not None and self.run_version is not None:
+            step, saved_at = self.checkpoint["global_step"], Path(self.config.fit.ckpt_path).stat().st_mtime
+            removed = resume.trim_event_files(logger.log_dir, step, saved_at)
+            print(f"Resuming in {logger.log_dir}; removed {removed} events logged after that checkpoint "
                   "(the resumed run logs those steps again)", file=sys.stderr)
+
+    def _set_run_folder(self) -> None:
+        """Log into ``version_N``: the resumed or reused run's, else a new one claimed atomically (rank 0),
+        so that two runs started together never share a folder. Loggers with a version of their own keep it."""
+        logger = self.trainer.logger
+        if not isinstance(logger, (TensorBoardLogger, CSVLogger)) or logger._version is not None:
+            return  # Lightning's loggers keep the configured version in `_version` (None: next free one)
+        if self.run_version is None and rank_zero_only.rank == 0:
+            self.run_version = claim_version(Path(logger.root_dir))
+        if self.run_version is not None:
+            logger._version = self.run_version
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="After fit, evaluate the best checkpoint on the test set and print test_acc.")
+        parser.add_argument("--finetune_from", type=Optional[str], default=None,
+                            help="fit only: start a NEW run from this checkpoint's weights, with this command's "
+                                 "hyperparameters and a fresh optimizer (--ckpt_path resumes the same run instead).")
 
     def before_fit(self) -> None:
         """Several processes: refuse a global ``batch_size`` they don't divide before any process starts."""
@@ -120,6 +223,11 @@ class MNISTLightningCLI(LightningCLI):
         if self.trainer.is_global_zero and results:
             where = callback.best_model_path if ckpt_path else "the final weights"
             print(f"Test accuracy: {results[0]['test_acc']:.4f} (test_loss {results[0]['test_loss']:.4f}, {where})")
+
+
+#: Callbacks that write into a run folder or need a logger; dropped with ``--trainer.logger false``.
+NEED_A_LOGGER = (LearningRateMonitor, TrainValLayout, HParamsLogger, GraphLogger, ValPredictionGrid,
+                 ConfusionMatrixLogger, ConfidentErrors, MetricsHistory)
 
 
 PROG = "python -m mnist_lit"  # the name usage lines and tips give the program (the extra commands' too)
@@ -146,7 +254,7 @@ def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequen
             MNISTClassifier,
             MNISTDataModule,
             seed_everything_default=0,
-            trainer_defaults={"callbacks": [PredictionWriter(), *callbacks]},
+            trainer_defaults={"callbacks": [PredictionWriter(), SigtermCheckpoint(), *callbacks]},
             auto_configure_optimizers=False,
             args=args,
             run=run,
@@ -167,6 +275,10 @@ def main(args: list[str] | None = None) -> None:
     # Lightning 2.6 builds torch's deprecated LeafSpec: a FutureWarning on every run that users cannot act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     argv = sys.argv[1:] if args is None else list(args)
+    if "--data.pixel_scale" in argv or any(arg.startswith("--data.pixel_scale=") for arg in argv):
+        print("error: --data.pixel_scale moved into the model, which scales its own uint8 input and saves the "
+              "setting in its checkpoints: use --model.pixel_scale", file=sys.stderr)
+        sys.exit(2)
     if argv and argv[0] in ("validate", "test", "predict"):
         # These runs log into a new version folder, so Lightning warns that the checkpoint callbacks' state in
         # the checkpoint (which best files were kept where) is not reloaded: nothing is saved by these runs.
@@ -189,6 +301,11 @@ def main(args: list[str] | None = None) -> None:
     except (DataError, TuneError, CheckpointError, HyperparameterError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except SIGTERMException:  # Lightning's SystemExit without a code: a scheduler would read success
+        saved = SigtermCheckpoint.saved
+        where = f"saved {saved}; continue with the same command and --ckpt_path last" if saved else "nothing saved"
+        print(f"error: stopped by SIGTERM; {where}", file=sys.stderr)
+        sys.exit(SIGTERM_EXIT_STATUS)
     except MisconfigurationException as err:  # Lightning's own refusals, e.g. two progress bars
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)

@@ -1,9 +1,10 @@
 """MNIST as a LightningDataModule: IDX files -> validated uint8 tensors -> split -> batches.
 
 Images stay in memory as one ``uint8`` tensor of shape (N, 1, 28, 28) (47 MB for the
-full 60,000-image training file); a batch is one tensor index, and pixels are scaled
-to float32 per batch, after the batch reached its device. There is no PIL conversion
-and no per-sample Python work.
+full 60,000-image training file); a batch is one tensor index and stays uint8 until the
+model scales it (:func:`mnist_lit.model.scale_pixels`, the model's ``pixel_scale``), so a
+batch copied to a GPU is 4x smaller than float32. There is no PIL conversion and no
+per-sample Python work.
 """
 
 from __future__ import annotations
@@ -61,34 +62,8 @@ OFFICIAL_RAW_MD5 = {
 
 log = logging.getLogger(__name__)
 
-PixelScale = Literal["unit", "raw"]
-
-
 class DataError(ValueError):
     """A data file or data argument is unusable; the message is one line that says what to do."""
-
-
-def scale_pixels(images: torch.Tensor, pixel_scale: PixelScale = "unit") -> torch.Tensor:
-    """Turn uint8 pixels into the network's float32 input. The only place pixels are scaled.
-
-    Args:
-        images: uint8 tensor of any shape, usually (B, 1, 28, 28), values 0-255.
-        pixel_scale: ``"unit"`` divides by 255 (float32 in [0, 1], the default);
-            ``"raw"`` keeps 0-255 as float32, exactly what the Keras tutorial feeds.
-
-    Returns:
-        float32 tensor of the same shape and device.
-
-    Raises:
-        DataError: if ``images`` is not uint8 or ``pixel_scale`` is unknown.
-    """
-    if images.dtype != torch.uint8:
-        raise DataError(f"scale_pixels expects uint8 pixels, got {images.dtype}; pass the raw 0-255 image tensor")
-    if pixel_scale == "unit":
-        return images.float().div_(255.0)
-    if pixel_scale == "raw":
-        return images.float()
-    raise DataError(f"pixel_scale must be 'unit' or 'raw', got {pixel_scale!r}")
 
 
 def read_idx(path: str | Path, expected_magic: int) -> torch.Tensor:
@@ -423,8 +398,8 @@ def collate_batch(batch):
 class MNISTDataModule(LightningDataModule):
     """MNIST (or Fashion-MNIST) with the Keras tutorial's split.
 
-    Batches are ``(images, labels)``: images float32 (B, 1, 28, 28) scaled by
-    :func:`scale_pixels` after the transfer to the device, labels int64 (B,).
+    Batches are ``(images, labels)``: images uint8 (B, 1, 28, 28), 0-255 (the model scales them),
+    labels int64 (B,).
 
     Args:
         data_dir: root folder; files live in ``data_dir/MNIST/raw/`` as torchvision lays them out.
@@ -442,7 +417,6 @@ class MNISTDataModule(LightningDataModule):
             of the training file (:func:`fold_indices`) is the validation part and ``val_split``
             and ``split`` are not used. ``None`` (default): the ``val_split`` holdout.
         fold: which of the ``num_folds`` folds is validated, 0 to K-1.
-        pixel_scale: ``"unit"`` (float32 in [0, 1], default) or ``"raw"`` (0-255, as the tutorial).
         num_workers: DataLoader worker processes; 0 is fastest for in-memory tensors.
         pin_memory: pin host memory for faster copies to a GPU (unused when ``data_on_device``).
         data_on_device: when the trainer runs on a GPU, keep the images and labels there (uint8:
@@ -468,7 +442,6 @@ class MNISTDataModule(LightningDataModule):
         split_seed: int = 42,
         num_folds: int | None = None,
         fold: int = 0,
-        pixel_scale: PixelScale = "unit",
         num_workers: int = 0,
         pin_memory: bool = False,
         data_on_device: bool = True,
@@ -590,12 +563,3 @@ class MNISTDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.data_predict, shuffle=False)
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Scale uint8 pixels to float32 on the device (4x less data to copy than float32)."""
-        if torch.is_tensor(batch):  # a bare image tensor, e.g. the model's example_input_array
-            return scale_pixels(batch, self.hparams.pixel_scale) if batch.dtype == torch.uint8 else batch
-        images, *rest = batch
-        if images.dtype == torch.uint8:
-            images = scale_pixels(images, self.hparams.pixel_scale)
-        return (images, *rest)

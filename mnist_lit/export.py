@@ -1,9 +1,9 @@
 """``python -m mnist_lit export``: the trained network as one ONNX or TorchScript file, checked before it is kept.
 
-The exported model is :class:`PixelClassifier`: uint8 MNIST pixels in, probabilities out, with the
-checkpoint's pixel scaling (:func:`mnist_lit.data.scale_pixels`, ``pixel_scale`` from the
-checkpoint's datamodule hyperparameters) and the softmax inside, so a deployment needs no
-knowledge of how the model was trained:
+The exported model is the checkpoint's :class:`mnist_lit.model.MNISTClassifier` as loaded by
+:func:`mnist_lit.checkpoint.load_model`, run through its ``probabilities`` method: uint8 MNIST
+pixels in, probabilities out, with the checkpoint's pixel scaling and the softmax inside, so a
+deployment needs no knowledge of how the model was trained:
 
     input  ``pixels``         uint8   (N, 1, 28, 28), 0-255, white digit on black (the IDX layout, or
                               :func:`mnist_lit.images.preprocess_image_uint8` of a picture); N is dynamic
@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mnist_lit.atomic import atomic_write
-from mnist_lit.checkpoint import CheckpointError, check_compatible, check_hparams, load_checkpoint
+from mnist_lit.checkpoint import load_model
 from mnist_lit.cli import PROG
-from mnist_lit.data import IMAGE_SIDE, RAW_FILES, PixelScale, find_raw_file, load_split, raw_folder, scale_pixels
+from mnist_lit.data import IMAGE_SIDE, RAW_FILES, find_raw_file, load_split, raw_folder
 from mnist_lit.model import MNISTClassifier
 
 FORMATS = ("onnx", "torchscript")
@@ -55,52 +54,21 @@ class ExportError(ValueError):
     """The model cannot be exported or the exported file does not match PyTorch; one line saying what to do."""
 
 
-class PixelClassifier(nn.Module):
-    """uint8 pixels -> digit probabilities: the checkpoint's pixel scaling, the network and a softmax.
-
-    What ``export`` writes and what the web app runs (``mnist_lit.serve``), so both scale pixels
-    exactly as training did.
-
-    Args:
-        net: the trained network (``MNISTClassifier.net``, a :class:`mnist_lit.model.SeedCNN`), in eval mode.
-        pixel_scale: ``"unit"`` or ``"raw"``, from the checkpoint's ``datamodule_hyper_parameters``.
+class Probabilities(nn.Module):
+    """The model's :meth:`~mnist_lit.model.MNISTClassifier.probabilities` as ``forward``, which exporters trace.
 
     Input: uint8 (N, 1, 28, 28), 0-255. Output: float32 (N, 10), rows sum to 1.
     """
 
-    def __init__(self, net: nn.Module, pixel_scale: PixelScale) -> None:
+    def __init__(self, model: MNISTClassifier) -> None:
         super().__init__()
-        self.net, self.pixel_scale = net, pixel_scale
+        self.model = model
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return F.softmax(self.net(scale_pixels(pixels, self.pixel_scale)), dim=1)
+        return self.model.probabilities(pixels)
 
 
-def load_classifier(ckpt_path: str | Path) -> tuple[PixelClassifier, dict[str, Any]]:
-    """Rebuild the trained model from a ``fit`` checkpoint, loaded with ``weights_only=True``.
-
-    Returns:
-        (model, checkpoint): :class:`PixelClassifier` in eval mode on the CPU, and the checkpoint dict
-        (``epoch``, ``global_step``, ``hyper_parameters``, ``datamodule_hyper_parameters``, ...).
-
-    Raises:
-        CheckpointError: missing, damaged or refused file, another model's checkpoint, or no
-            ``datamodule_hyper_parameters["pixel_scale"]`` (not written by ``mnist_lit fit``).
-    """
-    checkpoint = load_checkpoint(ckpt_path)
-    check_hparams(checkpoint, MNISTClassifier, ckpt_path)
-    hparams = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items() if not k.startswith("_")}
-    model = MNISTClassifier(**hparams)
-    check_compatible(checkpoint, model, ckpt_path)
-    model.load_state_dict(checkpoint["state_dict"])
-    pixel_scale = (checkpoint.get("datamodule_hyper_parameters") or {}).get("pixel_scale")
-    if pixel_scale not in ("unit", "raw"):
-        raise CheckpointError(f"{ckpt_path}: no datamodule pixel_scale in the checkpoint, so the pixel scaling of "
-                              "training is unknown; use a checkpoint written by `python -m mnist_lit fit`")
-    return PixelClassifier(model.net, pixel_scale).eval(), checkpoint
-
-
-def to_onnx(model: PixelClassifier, metadata: dict[str, str]) -> bytes:
+def to_onnx(model: nn.Module, metadata: dict[str, str]) -> bytes:
     """Serialize ``model`` as ONNX (one self-contained file, dynamic batch ``N``) with ``metadata`` as model props."""
     try:
         import onnx  # noqa: F401  (torch.onnx needs onnx and onnxscript)
@@ -116,7 +84,7 @@ def to_onnx(model: PixelClassifier, metadata: dict[str, str]) -> bytes:
     return proto.SerializeToString()
 
 
-def to_torchscript(model: PixelClassifier, metadata: dict[str, str]) -> bytes:
+def to_torchscript(model: nn.Module, metadata: dict[str, str]) -> bytes:
     """Serialize ``model`` as a traced TorchScript archive; ``metadata`` goes in as the extra file ``metadata.json``."""
     example = torch.zeros(2, 1, IMAGE_SIDE, IMAGE_SIDE, dtype=torch.uint8)
     buffer = io.BytesIO()
@@ -149,7 +117,7 @@ EXPORTERS = {"onnx": (to_onnx, onnx_runner, "ONNX Runtime"), "torchscript": (to_
                                                                                "TorchScript")}
 
 
-def compare(model: PixelClassifier, run: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+def compare(model: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
             labels: torch.Tensor) -> dict[str, float]:
     """Run ``model`` and the exported ``run`` on the same images.
 
@@ -190,7 +158,7 @@ def check_images(checkpoint: dict[str, Any], data_dir: str | Path | None, num_im
         raise ExportError(f"--num_images must be at least 1, got {num_images}")
     data_hparams = checkpoint.get("datamodule_hyper_parameters") or {}
     folder = Path(data_dir if data_dir is not None else data_hparams.get("data_dir", "data/"))
-    dataset = data_hparams.get("dataset", "mnist")
+    dataset = (checkpoint.get("hyper_parameters") or {}).get("dataset") or data_hparams.get("dataset", "mnist")
     raw = raw_folder(folder, dataset)
     if any(find_raw_file(raw, stem) is None for stem in RAW_FILES["test"]):
         where = "--data_dir" if data_dir is not None else "the checkpoint's data_dir"
@@ -219,7 +187,7 @@ def export_model(ckpt_path: str | Path, format: str, output: str | Path, data_di
 
     Raises:
         ExportError: unknown format, missing packages, no test data, or a check that failed.
-        CheckpointError: see :func:`load_classifier`; DataError: damaged test files.
+        CheckpointError: see :func:`mnist_lit.checkpoint.load_model`; DataError: damaged test files.
     """
     if format not in EXPORTERS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -230,13 +198,15 @@ def export_model(ckpt_path: str | Path, format: str, output: str | Path, data_di
         why = f"{blocker} is a file, not a folder" if blocker else f"{err.strerror} ({err.filename})"
         raise ExportError(f"cannot write {output}: {why}; choose another --output") from None
     start = time.perf_counter()
-    model, checkpoint = load_classifier(ckpt_path)
+    classifier, checkpoint = load_model(ckpt_path)
+    model = Probabilities(classifier).eval()
     images, labels, folder = check_images(checkpoint, data_dir, num_images)
     serialize, runner, runtime = EXPORTERS[format]
     metadata = {"mnist_lit.checkpoint": Path(ckpt_path).name, "mnist_lit.epoch": str(checkpoint.get("epoch")),
-                "mnist_lit.pixel_scale": model.pixel_scale,
-                "mnist_lit.input": f"{INPUT_NAME}: uint8 (N, 1, 28, 28), 0-255, white digit on black",
-                "mnist_lit.output": f"{OUTPUT_NAME}: float32 (N, 10), softmax over digits 0-9"}
+                "mnist_lit.pixel_scale": classifier.hparams.pixel_scale, "mnist_lit.dataset": classifier.hparams.dataset,
+                "mnist_lit.class_names": json.dumps(classifier.class_names),
+                "mnist_lit.input": f"{INPUT_NAME}: uint8 (N, 1, 28, 28), 0-255, white on black",
+                "mnist_lit.output": f"{OUTPUT_NAME}: float32 (N, 10), softmax over the classes (class_names)"}
     data = serialize(model, metadata)
     report = compare(model, runner(data), images, labels)
     if not report["max_abs_diff"] <= atol:  # also catches NaN

@@ -1,4 +1,4 @@
-"""A user's picture of a digit -> an MNIST-style (1, 28, 28) tensor, scaled exactly as in training.
+"""A user's picture of a digit -> an MNIST-style uint8 (1, 28, 28) tensor, the model's input.
 
 MNIST's digits are white strokes on black, size-normalised so the longest side of the ink fills
 a 20x20 box (anti-aliased, aspect ratio kept), then placed in a 28x28 frame so that the centre of
@@ -7,7 +7,7 @@ handwritten digits", http://yann.lecun.com/exdb/mnist/). On the 10,000 official 
 centre of mass, in pixel-index coordinates, lies between 13.5 and 14.5 on both axes (mean 14.0),
 and the longest side of the ink box is 20 px for 99.9% of them. A photo or drawing is dark ink on
 light paper, any size, off-centre, JPEG or PNG, sometimes 16-bit or with transparency, sometimes
-stored rotated with an EXIF orientation tag. :func:`preprocess_image` bridges the two with Pillow
+stored rotated with an EXIF orientation tag. :func:`preprocess_image_uint8` bridges the two with Pillow
 and torch only; this module knows nothing about Lightning.
 
 Pipeline (each step one function below):
@@ -37,7 +37,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from mnist_lit.data import IMAGE_SIDE, DataError, PixelScale, scale_pixels
+from mnist_lit.data import IMAGE_SIDE, DataError
 
 #: The longest side of the ink in the output, px (MNIST: digits normalised to a 20x20 box).
 BOX_SIDE = 20
@@ -296,33 +296,6 @@ def preprocess_image_uint8(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXE
     except Exception as err:  # an unusual mode or inconsistent metadata (e.g. a 16-bit transparency key)
         raise ImageError(f"{name}: cannot convert its {image.mode} pixels to grayscale ({_one_line(err)})") from None
     return fit_to_mnist_frame(normalise_ink(gray, name)).unsqueeze(0)
-
-
-def preprocess_image(source: ImageSource, pixel_scale: PixelScale = "unit",
-                     max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
-    """A picture of one digit -> the network's input, scaled exactly as in training.
-
-    Applies the EXIF orientation, composites transparency onto white, converts any mode to 8-bit
-    grayscale, inverts light backgrounds, suppresses background noise and paper texture, crops to
-    the ink, scales its longest side to 20 px and centres its mass in 28x28 (MNIST's procedure;
-    see the module docstring), then scales pixels with :func:`mnist_lit.data.scale_pixels`.
-
-    Args:
-        source: a file path, the file's bytes, a binary file object, or a PIL image.
-        pixel_scale: ``"unit"`` (float32 in [0, 1], the default) or ``"raw"`` (0-255), as the
-            model was trained (``data.pixel_scale`` in its config).
-        max_pixels: the largest ``width * height`` accepted before decoding.
-
-    Returns:
-        float32 tensor (1, 28, 28); stack several with ``torch.stack`` for a (N, 1, 28, 28) batch.
-
-    Raises:
-        ImageTooLargeError: the header claims more than ``max_pixels`` pixels (nothing decoded).
-        NoDigitFoundError: a blank or featureless picture ("no digit found").
-        ImageError: a missing, empty, unidentifiable or damaged file. All three are
-            :class:`mnist_lit.data.DataError` (a ``ValueError``) with a one-line message.
-    """
-    return scale_pixels(preprocess_image_uint8(source, max_pixels), pixel_scale)
 
 
 def list_images(path: str | Path) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -10,6 +12,45 @@ from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 NUM_CLASSES = 10
+PixelScale = Literal["unit", "raw"]
+Dataset = Literal["mnist", "fashion_mnist"]
+#: Class names per data set, index = label. Fashion-MNIST's are torchvision's ``FashionMNIST.classes``
+#: (Zalando's labels), written out so that the model needs no torchvision import.
+CLASS_NAMES = {
+    "mnist": [str(digit) for digit in range(NUM_CLASSES)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+}
+
+
+class HyperparameterError(ValueError):
+    """A model hyperparameter or input is out of range; the message is one line that says what to do."""
+
+
+def scale_pixels(images: torch.Tensor, pixel_scale: PixelScale = "unit",
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Turn uint8 pixels into the network's input. The only place pixels are scaled.
+
+    Args:
+        images: uint8 tensor of any shape, usually (B, 1, 28, 28), values 0-255.
+        pixel_scale: ``"unit"`` divides by 255 (values in [0, 1], the default);
+            ``"raw"`` keeps 0-255, exactly what the Keras tutorial feeds.
+        dtype: floating dtype of the result (the network's parameters' dtype; float32 by default).
+
+    Returns:
+        ``dtype`` tensor of the same shape and device.
+
+    Raises:
+        HyperparameterError: ``images`` is not uint8 or ``pixel_scale`` is unknown.
+    """
+    if images.dtype != torch.uint8:
+        raise HyperparameterError(f"the model takes uint8 pixels (0-255), got {images.dtype}; pass the raw image "
+                                  "tensor, it scales them itself")
+    if pixel_scale == "unit":
+        return images.to(dtype).div_(255.0)
+    if pixel_scale == "raw":
+        return images.to(dtype)
+    raise HyperparameterError(f"pixel_scale must be 'unit' or 'raw', got {pixel_scale!r}")
 
 
 class SeedCNN(nn.Module):
@@ -56,12 +97,14 @@ class SeedCNN(nn.Module):
         return self.classifier(self.features(x.contiguous(memory_format=torch.channels_last)))
 
 
-class HyperparameterError(ValueError):
-    """A model hyperparameter is out of range; the message is one line that says what to do."""
-
-
 class MNISTClassifier(LightningModule):
     """Trains :class:`SeedCNN` with RMSprop and cross-entropy, logging loss and accuracy.
+
+    The module owns its input contract: it takes uint8 pixels (N, 1, 28, 28), 0-255, white on
+    black (the IDX layout), and scales them itself (:func:`scale_pixels` with ``pixel_scale``).
+    ``pixel_scale`` and ``dataset`` are hyperparameters, so every checkpoint says how its pixels
+    were scaled and which classes its outputs mean (:data:`CLASS_NAMES`, also saved as
+    ``checkpoint["class_names"]``); test, predict, serve and export all read them from there.
 
     Hyperparameters default to the tutorial's Keras ``compile(optimizer='rmsprop')``:
     Keras RMSprop's learning rate 0.001, rho 0.9, epsilon 1e-7. PyTorch's RMSprop calls rho
@@ -74,9 +117,13 @@ class MNISTClassifier(LightningModule):
         eps: epsilon added to the denominator.
         dropout1: dropout rate after the convolutions.
         dropout2: dropout rate after Dense128.
+        pixel_scale: ``"unit"`` (pixels / 255, the default) or ``"raw"`` (0-255 as float, as the tutorial).
+        dataset: ``"mnist"`` or ``"fashion_mnist"``: what the outputs mean. ``fit`` sets it from
+            ``--data.dataset``; other commands take it from the checkpoint.
 
     Raises:
-        HyperparameterError: ``lr`` or ``eps`` not positive, ``rho`` or a dropout rate outside [0, 1).
+        HyperparameterError: ``lr`` or ``eps`` not positive, ``rho`` or a dropout rate outside [0, 1),
+            an unknown ``pixel_scale`` or ``dataset``.
 
     Logged: ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc``
     (per epoch) and ``train_loss_step``; ``val_count`` and ``test_count``: images evaluated in the
@@ -86,8 +133,13 @@ class MNISTClassifier(LightningModule):
     """
 
     def __init__(self, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-7,
-                 dropout1: float = 0.25, dropout2: float = 0.5) -> None:
+                 dropout1: float = 0.25, dropout2: float = 0.5, pixel_scale: PixelScale = "unit",
+                 dataset: Dataset = "mnist") -> None:
         super().__init__()
+        if pixel_scale not in ("unit", "raw"):
+            raise HyperparameterError(f"model.pixel_scale must be 'unit' or 'raw', got {pixel_scale!r}")
+        if dataset not in CLASS_NAMES:
+            raise HyperparameterError(f"model.dataset must be one of {', '.join(CLASS_NAMES)}, got {dataset!r}")
         for name, value, ok, allowed in (("lr", lr, lr > 0, "> 0"), ("rho", rho, 0 <= rho < 1, "in [0, 1)"),
                                          ("eps", eps, eps > 0, "> 0"), ("dropout1", dropout1, 0 <= dropout1 < 1, "in [0, 1)"),
                                          ("dropout2", dropout2, 0 <= dropout2 < 1, "in [0, 1)")):
@@ -95,7 +147,8 @@ class MNISTClassifier(LightningModule):
                 raise HyperparameterError(f"model.{name} must be {allowed}, got {value}")
         self.save_hyperparameters()
         self.net = SeedCNN(dropout1, dropout2)
-        self.example_input_array = torch.zeros(1, 1, 28, 28)
+        self.class_names = CLASS_NAMES[dataset]
+        self.example_input_array = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
         # Epoch metrics of each stage, updated every step as torchmetrics objects and handed to ``self.log``
         # once per epoch (a call costs about 1 ms on a CPU); Lightning computes them at the epoch's end, over
         # the batches that ran (also when max_steps or max_time stops an epoch early), summed over processes.
@@ -109,9 +162,21 @@ class MNISTClassifier(LightningModule):
         metrics = {"loss": MeanMetric(), "acc": MulticlassAccuracy(NUM_CLASSES, average="micro")}
         return nn.ModuleDict({**metrics, "count": SumMetric()} if count else metrics)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits float32 (N, 10) for images float32 (N, 1, 28, 28)."""
-        return self.net(x)
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Logits (N, 10), float32 (the parameters' dtype) for uint8 pixels (N, 1, 28, 28), 0-255.
+
+        Raises:
+            HyperparameterError: ``pixels`` is not uint8.
+        """
+        return self.net(scale_pixels(pixels, self.hparams.pixel_scale, self.net.classifier[-1].weight.dtype))
+
+    def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Softmax of :meth:`forward`: float32 (N, 10), rows sum to 1, for uint8 pixels (N, 1, 28, 28)."""
+        return F.softmax(self(pixels), dim=1)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Write the class names (index = label) into every checkpoint, beside the hyperparameters."""
+        checkpoint["class_names"] = list(self.class_names)
 
     def _step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy loss (scalar) and logits float32 (B, 10) of a batch (images, labels);
@@ -154,8 +219,9 @@ class MNISTClassifier(LightningModule):
         return self._step(batch, "test")[1].detach()
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
-        """Returns ``probs`` float32 (N, 10) (softmax of the logits) and ``preds`` int64 (N,)."""
-        probs = F.softmax(self(batch[0]), dim=1)
+        """For a batch whose first item is uint8 pixels (N, 1, 28, 28): ``probs`` float32 (N, 10)
+        (softmax of the logits) and ``preds`` int64 (N,)."""
+        probs = self.probabilities(batch[0])
         return {"probs": probs, "preds": probs.argmax(dim=1)}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -102,7 +102,7 @@ def test_checkpoint_of_another_architecture_says_so(trained_run, tmp_path, monke
     checkpoint = torch.load(trained_run["last_ckpt"], weights_only=True)
     checkpoint["state_dict"]["net.features.0.weight"] = torch.zeros(64, 1, 3, 3)  # a 64-filter first layer
     checkpoint["state_dict"]["net.features.0.bias"] = torch.zeros(64)
-    torch.save(checkpoint, tmp_path / "wide.ckpt")
+    SafeCheckpointIO().save_checkpoint(checkpoint, tmp_path / "wide.ckpt")  # with its own valid checksum
     error = cli_error(tmp_path, monkeypatch, capsys, "validate", *common, "--ckpt_path", str(tmp_path / "wide.ckpt"))
     assert error == (f"error: {tmp_path / 'wide.ckpt'}: checkpoint of another architecture (net.features.0.weight is "
                      "[64, 1, 3, 3] in the checkpoint but [32, 1, 3, 3] in this MNISTClassifier; 2 tensors of another "
@@ -112,7 +112,7 @@ def test_checkpoint_of_another_architecture_says_so(trained_run, tmp_path, monke
 def test_checkpoint_of_another_model_class_says_so(trained_run, tmp_path, monkeypatch, capsys, common):
     checkpoint = torch.load(trained_run["last_ckpt"], weights_only=True)
     checkpoint["hyper_parameters"] = {"hidden_units": 256, "lr": 0.01}
-    torch.save(checkpoint, tmp_path / "other.ckpt")
+    SafeCheckpointIO().save_checkpoint(checkpoint, tmp_path / "other.ckpt")
     error = cli_error(tmp_path, monkeypatch, capsys, "test", *common, "--ckpt_path", str(tmp_path / "other.ckpt"))
     assert "checkpoint of another model: its hyperparameters hidden_units are not arguments of MNISTClassifier" in error
 
@@ -121,11 +121,11 @@ def test_truncated_and_missing_checkpoints(trained_run, tmp_path, monkeypatch, c
     data = trained_run["last_ckpt"].read_bytes()
     (tmp_path / "cut.ckpt").write_bytes(data[: len(data) // 2])
     error = cli_error(tmp_path, monkeypatch, capsys, "fit", *common, "--ckpt_path", str(tmp_path / "cut.ckpt"))
-    assert f"{tmp_path / 'cut.ckpt'}: not a readable PyTorch checkpoint (" in error and "damaged or truncated" in error
+    assert f"{tmp_path / 'cut.ckpt'}: damaged or truncated, not a readable PyTorch checkpoint (" in error
     error = cli_error(tmp_path, monkeypatch, capsys, "test", *common, "--ckpt_path", str(tmp_path / "none.ckpt"))
-    assert error == f"error: {tmp_path / 'none.ckpt'}: no such checkpoint file; give an existing --ckpt_path"
+    assert error == f"error: {tmp_path / 'none.ckpt'}: no such checkpoint file; give an existing --ckpt_path (or best / last)"
     error = cli_error(tmp_path, monkeypatch, capsys, "test", *common, "--ckpt_path", "last")
-    assert error.startswith("error: --ckpt_path last: no lightning_logs/version_*/checkpoints/last.ckpt found")
+    assert error.startswith("error: --ckpt_path last: no last checkpoint found in lightning_logs/ (no version_N folders)")
 
 
 def test_load_checkpoint_refuses_plain_pickles(tmp_path):
@@ -137,7 +137,7 @@ def test_load_checkpoint_refuses_plain_pickles(tmp_path):
 
 def test_text_file_and_folder_as_checkpoint_get_one_line_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("hello\n")
-    for ckpt, expected in ((tmp_path / "notes.txt", "not a readable PyTorch checkpoint (KeyError"),
+    for ckpt, expected in ((tmp_path / "notes.txt", "a text file (first line: 'hello'), not a checkpoint"),
                            (tmp_path, "is a folder, not a checkpoint file")):
         proc = run_cli("test", "--config", str(CONFIG), "--ckpt_path", str(ckpt), cwd=tmp_path, check=False)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_lit.data import DataError, MNISTDataModule, load_split, scale_pixels, split_indices
+from mnist_lit.data import DataError, MNISTDataModule, load_split, split_indices
+from mnist_lit.model import HyperparameterError, scale_pixels
 
 
 def make_dm(mnist_dir, **kwargs) -> MNISTDataModule:
@@ -67,16 +68,13 @@ def test_setup_is_idempotent(mnist_dir):
     assert torch.equal(again.data_val.labels, val.labels) and torch.equal(again.data_val.images, val.images)
 
 
-@pytest.mark.parametrize("pixel_scale, top", [("unit", 1.0), ("raw", 255.0)])
-def test_batches_have_expected_dtype_shape_and_range(mnist_dir, pixel_scale, top):
-    dm = make_dm(mnist_dir, pixel_scale=pixel_scale)
+def test_batches_are_uint8_pixels_and_int64_labels(mnist_dir):
+    dm = make_dm(mnist_dir)
     dm.setup("fit")
     images, labels = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
-    assert images.shape == (128, 1, 28, 28) and images.dtype == torch.float32
+    assert images.shape == (128, 1, 28, 28) and images.dtype == torch.uint8  # the model scales them
     assert labels.shape == (128,) and labels.dtype == torch.int64
-    assert float(images.min()) == 0.0 and float(images.max()) == top
-    if pixel_scale == "raw":
-        assert torch.equal(images, images.round())
+    assert int(images.min()) == 0 and int(images.max()) == 255
     val_batches = list(dm.val_dataloader())
     assert sum(len(b[1]) for b in val_batches) == 3_000 and len(val_batches) == 24  # ceil(3000 / 128)
 
@@ -85,7 +83,7 @@ def test_scale_pixels_is_exact():
     pixels = torch.tensor([0, 51, 255], dtype=torch.uint8)
     assert scale_pixels(pixels).tolist() == pytest.approx([0.0, 0.2, 1.0])
     assert scale_pixels(pixels, "raw").tolist() == [0.0, 51.0, 255.0]
-    with pytest.raises(DataError, match="uint8"):
+    with pytest.raises(HyperparameterError, match="uint8"):
         scale_pixels(pixels.float())
 
 

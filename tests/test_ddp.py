@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from conftest import CONFIG, REPO, printed_test_line, run_cli, version_dirs
-from mnist_lit.data import DataError, load_split, scale_pixels
+from mnist_lit.data import DataError, load_split
 from mnist_lit.distributed import per_device_batch_size
-from mnist_lit.model import MNISTClassifier
+from mnist_lit.checkpoint import load_model
 
 DDP_CONFIG = REPO / "configs" / "ddp.yaml"
 
@@ -76,10 +76,10 @@ def test_fit_on_two_processes(tmp_path, mnist_dir, trained_run):
     # Training data sharded: 7,000 images over 2 ranks = 3,500 each = ceil(3500 / 16) = 219 steps
     # (unsharded, each rank would step 438 times).
     assert state["global_step"] == 219
-    model = MNISTClassifier.load_from_checkpoint(best, map_location="cpu").eval()
+    model, _ = load_model(best)
     images, labels = load_split(mnist_dir, "test")
     with torch.no_grad():
-        preds = torch.cat([model(scale_pixels(chunk)).argmax(1) for chunk in images.split(2000)])
+        preds = torch.cat([model(chunk).argmax(1) for chunk in images.split(2000)])
     assert round((preds == labels).float().mean().item(), 4) == test_acc
 
 

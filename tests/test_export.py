@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from conftest import run_cli
-from mnist_lit.checkpoint import load_checkpoint
-from mnist_lit.data import load_split, scale_pixels
-from mnist_lit.model import MNISTClassifier
+from mnist_lit.checkpoint import load_model
+from mnist_lit.data import load_split
 
 NUM_IMAGES = 1000
 ATOL = 1e-5
@@ -28,12 +27,9 @@ def test_images(mnist_dir):
 @pytest.fixture(scope="module")
 def torch_probabilities(trained_run, test_images):
     """The checkpoint's LightningModule (weights_only load) on the test images, as `predict` runs it."""
-    checkpoint = load_checkpoint(trained_run["best_ckpt"])
-    model = MNISTClassifier(**{k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")})
-    model.load_state_dict(checkpoint["state_dict"])
-    pixels = scale_pixels(test_images[0], checkpoint["datamodule_hyper_parameters"]["pixel_scale"])
+    model, _ = load_model(trained_run["best_ckpt"])
     with torch.no_grad():
-        return model.eval().predict_step((pixels,), 0)["probs"]
+        return model.predict_step((test_images[0],), 0)["probs"]
 
 
 def run_onnx(path, pixels: torch.Tensor) -> torch.Tensor:

@@ -16,16 +16,16 @@ import torch
 from PIL import Image
 
 from conftest import CONFIG, run_cli, version_dirs
-from mnist_lit.data import DataError, load_split, scale_pixels
+from mnist_lit.checkpoint import load_model
+from mnist_lit.data import DataError, load_split
 from mnist_lit.images import (
     ImageError,
     ImageTooLargeError,
     NoDigitFoundError,
     list_images,
-    preprocess_image,
+    preprocess_image_uint8 as preprocess_image,
     preprocess_image_uint8,
 )
-from mnist_lit.model import MNISTClassifier
 from user_pictures import KINDS, _paper, _to_pil, accuracy_by_kind, predict_files, write_pictures
 
 NUM_DIGITS = 300  # per kind of picture: every 33rd of the 10,000 test digits
@@ -48,7 +48,7 @@ def test_digits(mnist_dir):
 
 @pytest.fixture(scope="module")
 def model(trained_run):
-    return MNISTClassifier.load_from_checkpoint(trained_run["best_ckpt"], map_location="cpu").eval()
+    return load_model(trained_run["best_ckpt"])[0]
 
 
 def _pil(digit: torch.Tensor) -> Image.Image:
@@ -97,8 +97,7 @@ def test_every_image_mode_gives_the_same_digit(test_digits, tmp_path):
     ink = torch.nn.functional.interpolate(digit.float()[None] / 255, scale_factor=4, mode="bicubic")[0, 0].clamp(0, 1)
     gray = Image.frombytes("L", (112, 112), (255 - 230 * ink).round().to(torch.uint8).numpy().tobytes())
     reference = preprocess_image(gray)
-    assert reference.dtype == torch.float32 and reference.shape == (1, 28, 28) and 0 <= reference.min() < reference.max() <= 1
-    assert torch.equal(preprocess_image(gray, pixel_scale="raw"), reference * 255)
+    assert reference.dtype == torch.uint8 and reference.shape == (1, 28, 28) and 0 <= reference.min() < reference.max() <= 255
     variants = {
         "RGB": gray.convert("RGB"),
         "RGBA": gray.convert("RGBA"),
@@ -241,7 +240,7 @@ def test_predict_cli_on_a_folder_with_bad_files(trained_run, model, test_digits,
         assert float(row["confidence"]) == pytest.approx(float(expected.max()), abs=1e-5)
     correct = sum(int(good_rows[str(file)]["pred"]) == int(label) for file, label in zip(good, labels[:12]))
     with torch.no_grad():  # the same model on the untouched 28x28 originals of these 12 digits
-        originals = int((model(scale_pixels(images[:12])).argmax(dim=1) == labels[:12]).sum())
+        originals = int((model(images[:12]).argmax(dim=1) == labels[:12]).sum())
     assert correct >= originals - 1
     assert f"Predicted {len(good)} of {len(rows)} pictures ({len(bad)} failed" in proc.stdout
 

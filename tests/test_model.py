@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
-from mnist_lit.data import load_split, scale_pixels
-from mnist_lit.model import MNISTClassifier, SeedCNN
+from mnist_lit.data import load_split
+from mnist_lit.model import CLASS_NAMES, HyperparameterError, MNISTClassifier, SeedCNN, scale_pixels
 
 
 def real_batch(mnist_dir, n=512):
+    """uint8 pixels (n, 1, 28, 28), the LightningModule's input, and labels; SeedCNN takes scale_pixels(pixels)."""
     images, labels = load_split(mnist_dir, "test")
-    return scale_pixels(images[:n]), labels[:n]
+    return images[:n], labels[:n]
 
 
 def test_parameter_count_matches_keras_summary():
@@ -46,7 +48,7 @@ def test_keras_style_initialisation():
 def test_logits_shape_and_they_are_not_probabilities(mnist_dir):
     images, _ = real_batch(mnist_dir, 64)
     with torch.no_grad():
-        logits = SeedCNN().eval()(images)
+        logits = SeedCNN().eval()(scale_pixels(images))
     assert logits.shape == (64, 10) and logits.dtype == torch.float32
     assert not torch.allclose(logits.sum(dim=1), torch.ones(64), atol=1e-3)
     assert float(logits.min()) < 0  # softmax outputs are never negative
@@ -56,7 +58,7 @@ def test_initial_loss_is_about_ln_10(mnist_dir):
     torch.manual_seed(0)
     images, labels = real_batch(mnist_dir)
     with torch.no_grad():
-        loss = nn.functional.cross_entropy(SeedCNN().eval()(images), labels)
+        loss = nn.functional.cross_entropy(SeedCNN().eval()(scale_pixels(images)), labels)
     assert abs(float(loss) - math.log(10)) < 0.15
 
 
@@ -81,7 +83,24 @@ def test_predict_step_returns_probabilities_and_digits(mnist_dir):
 def test_dropout_rates_are_hyperparameters():
     model = MNISTClassifier(dropout1=0.1, dropout2=0.2)
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.1, 0.2]
-    assert dict(model.hparams) == {"lr": 1e-3, "rho": 0.9, "eps": 1e-7, "dropout1": 0.1, "dropout2": 0.2}
+    assert dict(model.hparams) == {"lr": 1e-3, "rho": 0.9, "eps": 1e-7, "dropout1": 0.1, "dropout2": 0.2,
+                                   "pixel_scale": "unit", "dataset": "mnist"}
+
+
+def test_the_module_scales_its_own_uint8_input(mnist_dir):
+    """The input contract lives in the module: uint8 pixels in, scaled by its pixel_scale, floats refused."""
+    images, _ = real_batch(mnist_dir, 16)
+    unit, raw = MNISTClassifier(pixel_scale="unit").eval(), MNISTClassifier(pixel_scale="raw").eval()
+    raw.load_state_dict(unit.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(unit(images), unit.net(images.float() / 255), atol=1e-6)
+        assert torch.allclose(raw(images), unit.net(images.float()), atol=1e-4)
+        assert not torch.allclose(unit(images), raw(images))  # the same weights, another contract
+    with pytest.raises(HyperparameterError, match="uint8"):
+        unit(images.float())
+    with pytest.raises(HyperparameterError, match="pixel_scale"):
+        MNISTClassifier(pixel_scale="zscore")
+    assert MNISTClassifier(dataset="fashion_mnist").class_names[9] == "Ankle boot" == CLASS_NAMES["fashion_mnist"][9]
 
 
 def tutorial_order_forward(net: SeedCNN, x: torch.Tensor) -> torch.Tensor:
@@ -95,6 +114,7 @@ def tutorial_order_forward(net: SeedCNN, x: torch.Tensor) -> torch.Tensor:
 
 def test_pool_before_relu_gives_the_tutorials_outputs_and_gradients(mnist_dir):
     images, labels = real_batch(mnist_dir, 256)
+    images = scale_pixels(images)
     torch.manual_seed(0)
     net = SeedCNN().eval()
     ours = nn.functional.cross_entropy(net(images), labels)

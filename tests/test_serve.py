@@ -9,10 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_lit.checkpoint import load_checkpoint
+from mnist_lit.checkpoint import load_model
 from mnist_lit.data import load_split
-from mnist_lit.images import preprocess_image, preprocess_image_uint8
-from mnist_lit.model import MNISTClassifier
+from mnist_lit.images import preprocess_image_uint8
 from serving import first_of_each_digit, http, user_drawing_png
 
 LIMIT = 5_000_000  # the server's default --max_request_bytes
@@ -27,11 +26,9 @@ def test_digits(mnist_dir):
 
 @pytest.fixture(scope="module")
 def reference(trained_run):
-    """The checkpoint's LightningModule (weights_only load) and its training pixel_scale, run in this process."""
-    checkpoint = load_checkpoint(trained_run["best_ckpt"])
-    model = MNISTClassifier(**{k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")})
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), checkpoint["datamodule_hyper_parameters"]["pixel_scale"]
+    """The checkpoint's LightningModule (mnist_lit.checkpoint.load_model) and its pixel_scale, run in this process."""
+    model, _ = load_model(trained_run["best_ckpt"])
+    return model, model.hparams.pixel_scale
 
 
 def multipart(field: str, filename: str, data: bytes, content_type: str) -> tuple[bytes, dict]:
@@ -62,9 +59,9 @@ def test_real_digits_as_png_are_predicted_like_predict_on_files(served_model, te
     for label, png in test_digits:
         status, result = http("POST", f"{served_model['url']}/predict", png, {"Content-Type": "image/png"})
         assert status == 200, result
-        # same preprocessing and scaling as `predict --data.predict_path` (mnist_lit.images + scale_pixels)
+        # same preprocessing as `predict --data.predict_path` (mnist_lit.images); the model scales its uint8 input
         with torch.no_grad():
-            expected = model.predict_step((preprocess_image(png, pixel_scale).unsqueeze(0),), 0)["probs"][0]
+            expected = model.predict_step((preprocess_image_uint8(png).unsqueeze(0),), 0)["probs"][0]
         probabilities = torch.tensor(result["probabilities"])
         assert probabilities.shape == (10,)
         assert (probabilities - expected).abs().max() <= 1e-5

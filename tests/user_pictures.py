@@ -115,12 +115,13 @@ def write_pictures(digits: torch.Tensor, folder: Path, kind: str, seed: int = 0)
 
 
 @torch.no_grad()
-def predict_files(model: torch.nn.Module, files: list[Path], pixel_scale: str = "unit") -> torch.Tensor:
-    """Probabilities float32 (N, 10) of ``model`` on picture files, through :func:`mnist_lit.images.preprocess_image`."""
-    from mnist_lit.images import preprocess_image
+def predict_files(model: torch.nn.Module, files: list[Path]) -> torch.Tensor:
+    """Probabilities float32 (N, 10) of ``model`` (an :class:`mnist_lit.model.MNISTClassifier`) on picture
+    files, through :func:`mnist_lit.images.preprocess_image_uint8`."""
+    from mnist_lit.images import preprocess_image_uint8
 
-    batch = torch.stack([preprocess_image(file, pixel_scale) for file in files])
-    return torch.softmax(model(batch), dim=1)
+    batch = torch.stack([preprocess_image_uint8(file) for file in files])
+    return model.probabilities(batch)
 
 
 @torch.no_grad()
@@ -135,9 +136,7 @@ def accuracy_by_kind(model: torch.nn.Module, images: torch.Tensor, labels: torch
     Returns:
         ``{"originals": acc, kind: acc, ...}``, accuracies in [0, 1].
     """
-    from mnist_lit.data import scale_pixels
-
-    result = {"originals": (model(scale_pixels(images)).argmax(1) == labels).float().mean().item()}
+    result = {"originals": (model(images).argmax(1) == labels).float().mean().item()}
     for kind in kinds:
         files = write_pictures(images, folder / kind, kind)
         result[kind] = (predict_files(model, files).argmax(1) == labels).float().mean().item()

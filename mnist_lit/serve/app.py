@@ -11,9 +11,9 @@ Routes (FastAPI, served by uvicorn):
 
 Every picture takes the road of ``predict --data.predict_path`` on files:
 :func:`mnist_lit.images.preprocess_image_uint8` (invert light paper, crop, 20x20 box, centre of
-mass), then :class:`mnist_lit.export.PixelClassifier` (the checkpoint's pixel scaling via
-:func:`mnist_lit.data.scale_pixels`, the network, softmax). ``image_png_base64`` is the 28x28
-grayscale picture the network saw.
+mass), then the checkpoint's model as :func:`mnist_lit.checkpoint.load_model` loads it
+(``probabilities``: its own pixel scaling, the network, softmax). ``image_png_base64`` is the 28x28
+grayscale picture the network saw. The page reads digits, so a Fashion-MNIST checkpoint is refused.
 
 Errors are JSON ``{"error": "one line"}`` with a 4xx status: 400 empty or malformed request, 413 a
 body over ``--max_request_bytes`` (checked from Content-Length and while reading) or a picture over
@@ -34,9 +34,10 @@ from typing import Any
 import torch
 from PIL import Image
 
+from mnist_lit.checkpoint import CheckpointError, load_model
 from mnist_lit.cli import PROG
 from mnist_lit.data import DataError
-from mnist_lit.export import PixelClassifier, load_classifier
+from mnist_lit.model import MNISTClassifier
 from mnist_lit.images import ImageError, ImageTooLargeError, NoDigitFoundError, preprocess_image_uint8
 
 try:
@@ -84,7 +85,7 @@ def client_message(err: Exception) -> str:
     return re.sub(r" ?<[\w.]+ object at 0x[0-9a-fA-F]+>", "", " ".join(str(err).split()))
 
 
-def predict_picture(model: PixelClassifier, data: bytes, name: str) -> dict[str, Any]:
+def predict_picture(model: MNISTClassifier, data: bytes, name: str) -> dict[str, Any]:
     """One picture's bytes -> the ``/predict`` JSON: ``digit``, ``confidence``, ``probabilities``, the 28x28 PNG.
 
     Raises:
@@ -101,7 +102,7 @@ def predict_picture(model: PixelClassifier, data: bytes, name: str) -> dict[str,
     except ImageError as err:
         raise RequestError(415, client_message(err)) from None
     with torch.inference_mode():
-        probabilities = model(pixels.unsqueeze(0))[0]
+        probabilities = model.probabilities(pixels.unsqueeze(0))[0]
     digit = int(probabilities.argmax())
     return {"digit": digit, "confidence": float(probabilities[digit]), "probabilities": probabilities.tolist(),
             "image_png_base64": png_base64(pixels), "image_size": list(pixels.shape[-2:])}
@@ -179,13 +180,16 @@ def create_app(ckpt_path: str | Path, max_request_bytes: int = MAX_REQUEST_BYTES
     """The web app for one checkpoint (loaded once, ``weights_only=True``).
 
     Raises:
-        CheckpointError: see :func:`mnist_lit.export.load_classifier`.
+        CheckpointError: see :func:`mnist_lit.checkpoint.load_model`; a model of another data set
+            than MNIST (the page reads digits).
     """
-    model, checkpoint = load_classifier(ckpt_path)
-    data_hparams = checkpoint.get("datamodule_hyper_parameters") or {}
+    model, checkpoint = load_model(ckpt_path)
+    if model.hparams.dataset != "mnist":
+        raise CheckpointError(f"{ckpt_path}: a {model.hparams.dataset} model; serve reads digits, so it needs a "
+                              "checkpoint trained on mnist")
     health = {"ok": True, "checkpoint": str(Path(ckpt_path).resolve()), "epoch": checkpoint.get("epoch"),
-              "global_step": checkpoint.get("global_step"), "pixel_scale": model.pixel_scale,
-              "dataset": data_hparams.get("dataset", "mnist"), "max_request_bytes": max_request_bytes}
+              "global_step": checkpoint.get("global_step"), "pixel_scale": model.hparams.pixel_scale,
+              "dataset": model.hparams.dataset, "max_request_bytes": max_request_bytes}
     app = FastAPI(title="mnist_lit", summary="Draw or upload a digit; the trained CNN predicts it.")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -1,0 +1,198 @@
+"""A trained run is self-contained: what ``--ckpt_path`` means and which settings a command takes from the run.
+
+The rules, applied by :class:`mnist_lit.cli.MNISTLightningCLI` right after parsing:
+
+* ``validate``/``test``/``predict`` need a checkpoint (an untrained network is never what a user
+  means). ``best`` and ``last`` name the newest run's best (by ``val_acc``) or last checkpoint under
+  the logger's folder (:func:`mnist_lit.runs.newest_checkpoint`); ``hpc``, URLs and folders are refused.
+* Without ``--config``, a command on a checkpoint starts from the settings of the run that wrote it:
+  its ``config.yaml`` next to ``checkpoints/``, else the checkpoint's saved datamodule
+  hyperparameters (:func:`base_config`). Flags on the command line override them.
+* The model's hyperparameters (pixel scaling, data set, ...) always come from the checkpoint; a
+  ``--model.*`` flag that says otherwise, a data set other than the model's, or (for ``validate``) a
+  split other than training's is refused with one line naming both values (:func:`check_eval`).
+* ``fit --ckpt_path`` continues the same run only: the command's configuration must equal the run's
+  recorded one up to :data:`mnist_lit.runs.RESUMABLE_CHANGES` (:func:`check_resume`); ``last`` picks
+  the newest run whose configuration matches (:func:`find_run_to_resume`). New hyperparameters on
+  trained weights is fine-tuning: ``fit --finetune_from CKPT``, a new run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mnist_lit.checkpoint import CheckpointError, model_hparams
+from mnist_lit.runs import (
+    CONFIG_NAME,
+    LAST_NAME,
+    SPLIT_KEYS,
+    differences,
+    logger_root,
+    newest_checkpoint,
+    read_config,
+    run_config_of,
+    run_folders,
+    version_of,
+)
+
+KEYWORDS = ("best", "last")
+
+
+def resolve_ckpt_path(subcommand: str, ckpt_path: str | None, trainer_config: Mapping[str, Any]) -> str | None:
+    """The checkpoint file a ``validate``/``test``/``predict`` command means, or for ``fit`` its ``ckpt_path``.
+
+    Returns:
+        a file path; ``"last"`` for ``fit`` (see :func:`find_run_to_resume`); ``None`` for a ``fit``
+        without one.
+
+    Raises:
+        CheckpointError: no ``--ckpt_path`` outside ``fit``; ``best`` with ``fit``; ``hpc``,
+            ``registry`` or a URL; ``best``/``last`` with no run that has one (the message lists
+            the folder looked in).
+    """
+    value = None if ckpt_path is None else str(ckpt_path)
+    if value is None:
+        if subcommand == "fit":
+            return None
+        root = logger_root(trainer_config) or Path("lightning_logs")
+        raise CheckpointError(f"{subcommand} needs a trained model: add --ckpt_path with a .ckpt file written by fit, "
+                              f"or --ckpt_path best / last for the newest run in {root}/")
+    if "://" in value or value in ("hpc", "registry") or value.startswith("registry:"):
+        raise CheckpointError(f"--ckpt_path {value}: not supported here; give a local .ckpt file, or best / last")
+    if value not in KEYWORDS:
+        return value
+    if subcommand == "fit":
+        if value == "best":
+            raise CheckpointError("fit --ckpt_path best: fit resumes a run from its last checkpoint; use --ckpt_path "
+                                  "last, or --finetune_from CKPT to start a new run from trained weights")
+        return value
+    root = logger_root(trainer_config)
+    if root is None:
+        raise CheckpointError(f"--ckpt_path {value}: the logger keeps no lightning_logs/version_N folders to look in; "
+                              "give the .ckpt file")
+    found, looked = newest_checkpoint(root, value)
+    if found is None:
+        where = f"{len(looked)} run folders under {root}/" if looked else f"{root}/ (no version_N folders)"
+        raise CheckpointError(f"--ckpt_path {value}: no {value} checkpoint found in {where}; train first (fit) or "
+                              "give the path of a .ckpt file")
+    return str(found)
+
+
+def base_config(ckpt_path: str | Path, checkpoint: Mapping[str, Any]) -> str | None:
+    """What to pass as the first ``--config`` of a command on ``ckpt_path`` that has none of its own.
+
+    The run's ``config.yaml`` when the checkpoint lies in ``RUN/checkpoints/``; else the checkpoint's
+    ``datamodule_hyper_parameters`` as a JSON config string; ``None`` when it has neither.
+    """
+    found = run_config_of(ckpt_path)
+    if found is not None:
+        return str(found)
+    data = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    data.pop("pixel_scale", None)  # older checkpoints: now a model hyperparameter (model_hparams)
+    return json.dumps({"data": data}) if data else None
+
+
+def explicit_flags(argv: Sequence[str], section: str) -> set[str]:
+    """Names set on the command line as ``--SECTION.NAME VALUE`` or ``--SECTION.NAME=VALUE``."""
+    prefix = f"--{section}."
+    return {arg[len(prefix):].split("=", 1)[0] for arg in argv if arg.startswith(prefix)}
+
+
+def check_model_flags(ckpt_path: str | Path, checkpoint: Mapping[str, Any], model_config: Mapping[str, Any],
+                      argv: Sequence[str]) -> dict[str, Any]:
+    """The checkpoint's model hyperparameters, after refusing ``--model.*`` flags that contradict them.
+
+    Raises:
+        CheckpointError: a ``--model.NAME`` flag whose value differs from the checkpoint's.
+    """
+    hparams = model_hparams(dict(checkpoint))
+    for name in sorted(explicit_flags(argv, "model")):
+        if name in hparams and model_config.get(name) != hparams[name]:
+            raise CheckpointError(f"--model.{name} {model_config.get(name)!r} contradicts the checkpoint {ckpt_path}, "
+                                  f"trained with model.{name} {hparams[name]!r}; drop the flag (the model's own "
+                                  "settings come from its checkpoint)")
+    return hparams
+
+
+def check_eval(subcommand: str, ckpt_path: str | Path, checkpoint: Mapping[str, Any], data_config: Mapping[str, Any]
+               ) -> None:
+    """Refuse data settings that contradict what the model was trained on, for ``validate``/``test``/``predict``.
+
+    Raises:
+        CheckpointError: another data set than the model's; ``validate`` with another split than
+            training's; pictures (``--data.predict_path``, read as digits) for a non-MNIST model.
+    """
+    dataset = model_hparams(dict(checkpoint)).get("dataset", "mnist")
+    if data_config.get("dataset") != dataset:
+        raise CheckpointError(f"{ckpt_path}: a {dataset} model, but the data is {data_config.get('dataset')} "
+                              f"(data.dataset); use --data.dataset {dataset} or a checkpoint trained on "
+                              f"{data_config.get('dataset')}")
+    trained = checkpoint.get("datamodule_hyper_parameters") or {}
+    if subcommand == "validate":
+        for key in SPLIT_KEYS:
+            if key in trained and data_config.get(key) != trained[key]:
+                raise CheckpointError(f"validate: data.{key} {data_config.get(key)!r} contradicts the {trained[key]!r} "
+                                      f"{ckpt_path} was trained with, so validation would score training images; "
+                                      "drop the flag or the --config that sets it")
+    if subcommand == "predict" and data_config.get("predict_path") and dataset != "mnist":
+        raise CheckpointError(f"{ckpt_path}: a {dataset} model; --data.predict_path reads pictures as digits, so it "
+                              "needs a checkpoint trained on mnist")
+
+
+def check_resume(ckpt_path: str | Path, checkpoint: Mapping[str, Any], command: Mapping[str, Any]) -> None:
+    """Refuse ``fit --ckpt_path CKPT`` whose configuration differs from the run's recorded one.
+
+    ``command`` is the command's configuration as a plain dict (as ``config.yaml`` holds it). The
+    recorded one is the run's ``config.yaml``, else the checkpoint's hyperparameters.
+
+    Raises:
+        CheckpointError: one line listing every difference, and the way to fine-tune instead.
+    """
+    config = run_config_of(ckpt_path)
+    if config is not None:
+        recorded = read_config(config)
+    else:
+        recorded = {"model": model_hparams(dict(checkpoint)), "data": dict(checkpoint.get("datamodule_hyper_parameters")
+                                                                          or {})}
+        command = {key: command.get(key) for key in recorded}
+    changed = differences(recorded, command)
+    if changed:
+        raise CheckpointError(f"cannot resume {ckpt_path}: the command differs from the run's configuration in "
+                              f"{'; '.join(changed)}; resume with the run's settings, or start a new run from these "
+                              f"weights with --finetune_from {ckpt_path}")
+
+
+def find_run_to_resume(root: Path | None, command: Mapping[str, Any]) -> tuple[Path | None, Path | None, str]:
+    """For ``fit --ckpt_path last``: the newest run under ``root`` whose recorded configuration matches.
+
+    Returns:
+        (``last.ckpt`` to resume or ``None``, the run folder to reuse or ``None``, a line saying what
+        happens): a matching run with a ``last.ckpt`` is resumed; a matching run killed before its
+        first checkpoint is trained again in its own folder; otherwise a new run starts.
+
+    Raises:
+        CheckpointError: the logger keeps no run folders (``root`` is ``None``).
+    """
+    if root is None:
+        raise CheckpointError("fit --ckpt_path last: the logger keeps no lightning_logs/version_N folders to look in; "
+                              "give the .ckpt file")
+    for run_dir in run_folders(root):
+        recorded = read_config(run_dir / CONFIG_NAME)
+        if not recorded or differences(recorded, command):
+            continue
+        last = run_dir / "checkpoints" / LAST_NAME
+        if last.is_file():
+            return last, run_dir, f"Resuming {run_dir} from {last}"
+        return None, run_dir, f"{run_dir} stopped before its first checkpoint: training it again from the start there"
+    return None, None, f"No run in {root}/ has this configuration: starting a new run"
+
+
+def resumed_version(ckpt_path: str | Path, root: Path | None) -> int | None:
+    """``N`` when ``ckpt_path`` lies in ``ROOT/version_N/checkpoints/``, so a resumed fit logs there too."""
+    run_dir = Path(ckpt_path).resolve().parent.parent
+    if root is None or Path(ckpt_path).resolve().parent.name != "checkpoints" or run_dir.parent != root.resolve():
+        return None
+    return version_of(run_dir)

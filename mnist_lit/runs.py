@@ -1,0 +1,172 @@
+"""Run folders: where ``lightning_logs/version_N`` runs live, which checkpoint ``best`` and ``last`` mean,
+claiming a new folder atomically, and what in a run's recorded configuration may change on resume.
+
+A run folder holds ``config.yaml`` (written by LightningCLI when ``fit`` starts), the event files and
+``checkpoints/``. Everything here only reads, except :func:`claim_version`, which creates one empty
+folder with ``mkdir`` (atomic: of two processes asking at once, exactly one gets each number).
+"""
+
+from __future__ import annotations
+
+import atexit
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_lit.checkpoint import CheckpointError, load_checkpoint
+
+LAST_NAME = "last.ckpt"  # ModelCheckpoint.CHECKPOINT_NAME_LAST + FILE_EXTENSION
+CONFIG_NAME = "config.yaml"  # LightningCLI's SaveConfigCallback default config_filename
+_VERSION = re.compile(r"version_(\d+)")
+_SCORE = re.compile(r"val_acc[=_]?(\d+(?:\.\d+)?)")
+
+#: Settings a resumed ``fit`` may change: how long, where and how fast it runs, never what it learns.
+RESUMABLE_CHANGES = {
+    "trainer": {"max_epochs", "min_epochs", "max_steps", "min_steps", "max_time", "accelerator", "devices",
+                "num_nodes", "strategy", "enable_progress_bar", "enable_model_summary", "callbacks", "logger",
+                "default_root_dir", "limit_train_batches", "limit_val_batches", "limit_test_batches",
+                "limit_predict_batches", "num_sanity_val_steps", "profiler", "plugins", "barebones",
+                "enable_checkpointing", "val_check_interval", "check_val_every_n_epoch", "log_every_n_steps",
+                "fast_dev_run", "overfit_batches", "detect_anomaly", "inference_mode", "use_distributed_sampler",
+                "sync_batchnorm", "reload_dataloaders_every_n_epochs", "enable_autolog_hparams", "model_registry"},
+    "data": {"data_dir", "download", "mirrors", "download_timeout", "num_workers", "pin_memory", "data_on_device",
+             "predict_path", "predict_sheet"},
+}
+#: Top-level keys that are not part of what a run learns.
+IGNORED_TOP = {"config", "ckpt_path", "test_after_fit", "finetune_from", "subcommand", "verbose",
+               "return_predictions", "optimizer", "lr_scheduler"}
+#: Data settings that ``validate`` must share with training (else it scores training images).
+SPLIT_KEYS = ("val_split", "split", "split_seed", "num_folds", "fold")
+
+
+def logger_root(trainer_config: Mapping[str, Any]) -> Path | None:
+    """The folder of ``version_N`` run folders for a parsed ``trainer`` config, or ``None``.
+
+    A ``TensorBoardLogger`` or ``CSVLogger`` given as ``class_path``/``init_args``:
+    ``save_dir/name``; the default logger (``logger`` unset or true): ``default_root_dir/lightning_logs``;
+    no logger or another one: ``None``.
+    """
+    logger, default_root = trainer_config.get("logger"), trainer_config.get("default_root_dir") or "."
+    if logger is None or logger is True:
+        return Path(default_root) / "lightning_logs"
+    if hasattr(logger, "get") and str(logger.get("class_path", "")).rsplit(".", 1)[-1] in ("TensorBoardLogger",
+                                                                                           "CSVLogger"):
+        args = logger.get("init_args") or {}
+        return Path(args.get("save_dir") or default_root) / (args.get("name") or "lightning_logs")
+    return None
+
+
+def version_of(run_dir: str | Path) -> int | None:
+    """``N`` for a folder named ``version_N``, else ``None``."""
+    match = _VERSION.fullmatch(Path(run_dir).name)
+    return int(match.group(1)) if match else None
+
+
+def run_dir_of(ckpt_path: str | Path) -> Path | None:
+    """The run folder of ``RUN/checkpoints/NAME.ckpt`` (``RUN``), or ``None`` for a checkpoint elsewhere."""
+    ckpt = Path(ckpt_path).resolve()
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+
+
+def run_config_of(ckpt_path: str | Path) -> Path | None:
+    """The ``config.yaml`` of the run that wrote ``ckpt_path``, if it is there."""
+    run_dir = run_dir_of(ckpt_path)
+    config = run_dir / CONFIG_NAME if run_dir is not None else None
+    return config if config is not None and config.is_file() else None
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A run's ``config.yaml`` as a dict (``yaml.safe_load``; an unreadable file gives ``{}``)."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def run_folders(root: Path) -> list[Path]:
+    """``ROOT/version_N`` folders, newest (highest ``N``) first."""
+    found = [p for p in root.glob("version_*") if p.is_dir() and version_of(p) is not None] if root.is_dir() else []
+    return sorted(found, key=lambda p: version_of(p), reverse=True)
+
+
+def best_checkpoint(run_dir: Path) -> Path | None:
+    """The run's best checkpoint by ``val_acc``: the ``best_model_path`` its last checkpoint recorded
+    (when that file is in the run's ``checkpoints/``), else the ``*val_acc*.ckpt`` file with the highest
+    score in its name; ``None`` when the run has neither."""
+    folder = run_dir / "checkpoints"
+    last = folder / LAST_NAME
+    if last.is_file():
+        try:
+            states = load_checkpoint(last).get("callbacks") or {}
+        except CheckpointError:
+            states = {}
+        for key, state in states.items():
+            recorded = Path(str(state.get("best_model_path") or "")).name if "val_acc" in str(key) else ""
+            if recorded and (folder / recorded).is_file():
+                return folder / recorded
+    scored = [(float(m.group(1).rstrip(".")), p) for p in folder.glob("*.ckpt") if (m := _SCORE.search(p.stem))]
+    return max(scored)[1] if scored else None
+
+
+def newest_checkpoint(root: Path, which: str) -> tuple[Path | None, list[Path]]:
+    """For ``--ckpt_path best`` or ``last`` outside ``fit``: the newest run under ``root`` that has one.
+
+    Returns:
+        (the checkpoint or ``None``, the run folders looked at).
+    """
+    looked = run_folders(root)
+    for run_dir in looked:
+        found = best_checkpoint(run_dir) if which == "best" else run_dir / "checkpoints" / LAST_NAME
+        if found is not None and found.is_file():
+            return found, looked
+    return None, looked
+
+
+def claim_version(root: Path) -> int:
+    """Create ``ROOT/version_N`` for the lowest free ``N`` above every existing one, atomically (``mkdir``).
+
+    The folder is removed again at exit if the run wrote nothing into it (e.g. a data error stopped it
+    before any log), so a failed start leaves no empty run behind.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    number = max((version_of(p) for p in root.glob("version_*") if version_of(p) is not None), default=-1) + 1
+    while True:
+        folder = root / f"version_{number}"
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            number += 1
+            continue
+        atexit.register(_remove_if_empty, folder)
+        return number
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()  # fails unless empty
+    except OSError:
+        pass
+
+
+def differences(recorded: Mapping[str, Any], command: Mapping[str, Any]) -> list[str]:
+    """What ``command`` changes in a run's ``recorded`` configuration, beyond :data:`RESUMABLE_CHANGES`.
+
+    Both are plain dicts as in ``config.yaml`` (sections ``trainer``, ``model``, ``data``,
+    ``seed_everything``). Returns lines such as ``"model.lr 0.002 (run: 0.001)"``, sorted.
+    """
+    found = []
+    for key in sorted(set(recorded) | set(command)):
+        if key in IGNORED_TOP:
+            continue
+        old, new = recorded.get(key), command.get(key)
+        if isinstance(old, Mapping) or isinstance(new, Mapping):
+            old, new, allowed = old or {}, new or {}, RESUMABLE_CHANGES.get(key, set())
+            found += [f"{key}.{k} {new.get(k)!r} (run: {old.get(k)!r})" for k in sorted(set(old) | set(new))
+                      if k not in allowed and old.get(k) != new.get(k)]
+        elif old != new:
+            found.append(f"{key} {new!r} (run: {old!r})")
+    return found

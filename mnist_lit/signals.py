@@ -1,0 +1,41 @@
+"""SIGTERM during ``fit`` (a job scheduler's stop): save ``last.ckpt`` so that ``fit --ckpt_path last`` resumes.
+
+Lightning turns SIGTERM into ``SIGTERMException`` at the next batch boundary (every rank, under DDP)
+and calls the callbacks' ``on_exception``; the exception is a ``SystemExit`` without a code, so the
+process would exit with status 0 and a scheduler would see success. :class:`SigtermCheckpoint` saves
+the checkpoint; :func:`mnist_lit.cli.main` exits with :data:`SIGTERM_EXIT_STATUS`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+#: 128 + 15: the status a shell reports for a process ended by SIGTERM.
+SIGTERM_EXIT_STATUS = 143
+
+
+class SigtermCheckpoint(Callback):
+    """On SIGTERM during ``fit``, save the training state (mid-epoch) as ``last.ckpt``.
+
+    The file goes where the ``ModelCheckpoint`` with ``filename: last`` writes (else beside the first
+    ``ModelCheckpoint``'s files), through the trainer's ``CheckpointIO`` (atomic, with its checksum).
+    The class attribute ``saved`` holds its path afterwards (``None`` while nothing was saved): the
+    exception ends the CLI's constructor, so ``main`` reads it from the class.
+    """
+
+    saved: Path | None = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
+        if not callbacks:
+            return
+        chosen = next((c for c in callbacks if c.filename == "last"), callbacks[0])
+        path = Path(chosen.dirpath) / f"last{chosen.FILE_EXTENSION}"
+        trainer.save_checkpoint(path, weights_only=False)  # the whole training state, for resuming
+        type(self).saved = path
