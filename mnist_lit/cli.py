@@ -35,7 +35,7 @@ from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, check_compat
 from mnist_lit.data import DataError, MNISTDataModule
 from mnist_lit.distributed import per_device_batch_size
 from mnist_lit.model import HyperparameterError, MNISTClassifier
-from mnist_lit.runs import claim_version, logger_root, version_of
+from mnist_lit.runs import claim_version, logger_root, release_unused, version_of
 from mnist_lit.signals import SIGTERM_EXIT_STATUS, SigtermCheckpoint
 
 
@@ -68,6 +68,7 @@ class MNISTLightningCLI(LightningCLI):
         self.config = parser.parse_args(argv)
         subcommand = self.config.get("subcommand")
         if subcommand is None:  # run=False (cv, tune, lr_find): parsed as fit, no checkpoint involved
+            self._settle_dataset(self.config, argv)
             return
         config = self.config[subcommand]
         if config.get("finetune_from") and subcommand != "fit":
@@ -91,9 +92,7 @@ class MNISTLightningCLI(LightningCLI):
 
     def _settle_fit(self, config, argv: list[str]) -> None:
         """``model.dataset`` follows ``data.dataset``; a resume must be the same run; fine-tuning is a new run."""
-        if "dataset" in run_settings.explicit_flags(argv, "model") and config.model.dataset != config.data.dataset:
-            raise CheckpointError("--model.dataset is set by --data.dataset for fit; drop --model.dataset")
-        config.model.dataset = config.data.dataset
+        self._settle_dataset(config, argv)
         if config.get("finetune_from") and config.ckpt_path:
             raise CheckpointError("--ckpt_path resumes a run, --finetune_from starts a new one from trained weights: "
                                   "give one of them")
@@ -116,6 +115,15 @@ class MNISTLightningCLI(LightningCLI):
                                                overwrite=True)
         if config.get("finetune_from"):
             self.finetune_checkpoint = load_checkpoint(config.finetune_from)
+
+    @staticmethod
+    def _settle_dataset(config, argv: list[str]) -> None:
+        """Training: the model's ``dataset`` (what its outputs mean, saved in checkpoints) is ``--data.dataset``,
+        and ``data_dir`` is recorded as an absolute path, so the run's settings work from any folder."""
+        if "dataset" in run_settings.explicit_flags(argv, "model") and config.model.dataset != config.data.dataset:
+            raise CheckpointError("--model.dataset is set by --data.dataset for training; drop --model.dataset")
+        config.model.dataset = config.data.dataset
+        config.data.data_dir = str(Path(config.data.data_dir).expanduser().resolve())
 
     def _parse_ckpt_path(self) -> None:
         """The model's hyperparameters come from the checkpoint (Lightning's rule), after refusing
@@ -299,6 +307,7 @@ def main(args: list[str] | None = None) -> None:
             if cli.failed_files:  # each one already has its `error: FILE: reason` line on stderr
                 sys.exit(1)
     except (DataError, TuneError, CheckpointError, HyperparameterError) as err:
+        release_unused()  # a run folder claimed before the error, still empty
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException:  # Lightning's SystemExit without a code: a scheduler would read success

@@ -129,9 +129,11 @@ def newest_checkpoint(root: Path, which: str) -> tuple[Path | None, list[Path]]:
 def claim_version(root: Path) -> int:
     """Create ``ROOT/version_N`` for the lowest free ``N`` above every existing one, atomically (``mkdir``).
 
-    The folder is removed again at exit if the run wrote nothing into it (e.g. a data error stopped it
-    before any log), so a failed start leaves no empty run behind.
+    A claimed folder that is still empty when the process ends (e.g. a data error stopped the run before it
+    logged anything) is removed again, with ``ROOT`` if this call created it (:func:`release_unused`), so a
+    failed start leaves nothing behind.
     """
+    created_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     number = max((version_of(p) for p in root.glob("version_*") if version_of(p) is not None), default=-1) + 1
     while True:
@@ -141,15 +143,25 @@ def claim_version(root: Path) -> int:
         except FileExistsError:
             number += 1
             continue
-        atexit.register(_remove_if_empty, folder)
+        _claimed.append(folder)
+        if created_root:
+            _claimed.append(root)
         return number
 
 
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()  # fails unless empty
-    except OSError:
-        pass
+_claimed: list[Path] = []  # folders made by claim_version, innermost first
+
+
+def release_unused() -> None:
+    """Remove the folders :func:`claim_version` made that are still empty (runs at exit, and on an error)."""
+    while _claimed:
+        try:
+            _claimed.pop(0).rmdir()  # fails unless empty
+        except OSError:
+            pass
+
+
+atexit.register(release_unused)
 
 
 def differences(recorded: Mapping[str, Any], command: Mapping[str, Any]) -> list[str]:

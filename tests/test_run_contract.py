@@ -1,0 +1,247 @@
+"""A trained run is self-contained: a checkpoint is enough to test, validate and predict, with the run's own
+settings; best/last resolve in a new process; contradicting flags, foreign and damaged files are refused with
+one line; runs never share or rewrite each other's folders; SIGTERM saves last.ckpt and exits 143."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CONFIG, printed_test_acc, run_cli, version_dirs
+from mnist_lit.checkpoint import CHECKSUM_KEY, load_checkpoint
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+#: A short run of the recipe: 1 epoch of 20 batches, 2 validation batches, the whole test set after it.
+SHORT = ("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "20", "--trainer.limit_val_batches", "2",
+         "--trainer.enable_progress_bar", "false")
+
+
+def fit_args(data_dir: Path, *extra: str) -> list[str]:
+    return ["fit", "--config", str(CONFIG), "--data.data_dir", str(data_dir), "--data.download", "false", *SHORT, *extra]
+
+
+def metric(stdout: str, name: str) -> float:
+    """A metric from Lightning's results table (``test_acc  0.9667...``)."""
+    line = next(line for line in stdout.splitlines() if line.split() and line.split()[0] == name)
+    return float(line.split()[1])
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The process ended with exit 2 and exactly one ``error:`` line, no traceback; returns the line."""
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "weights_only=False" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    return errors[0]
+
+
+def no_network_env(tmp_path: Path) -> dict:
+    """An environment in which any outgoing socket connection fails and is recorded in ``connections.log``."""
+    guard = tmp_path / "guard"
+    guard.mkdir(exist_ok=True)
+    (guard / "sitecustomize.py").write_text(
+        "import socket\n"
+        f"LOG = {str(tmp_path / 'connections.log')!r}\n"
+        "def refuse(self, address, *args):\n"
+        "    open(LOG, 'a').write(repr(address) + '\\n')\n"
+        "    raise OSError('network disabled by the test')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.socket.connect_ex = refuse\n")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(guard), os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.fixture(scope="module")
+def raw_run(tmp_path_factory, mnist_dir):
+    """A short offline fit with ``--model.pixel_scale raw`` (0-255 pixels, as the tutorial feeds them)."""
+    workdir = tmp_path_factory.mktemp("raw_run")
+    proc = run_cli(*fit_args(mnist_dir, "--model.pixel_scale", "raw"), cwd=workdir)
+    run_dir = version_dirs(workdir)[-1]
+    return {"workdir": workdir, "last": run_dir / "checkpoints" / "last.ckpt", "test_acc": printed_test_acc(proc.stdout)}
+
+
+def test_raw_pixel_run_tests_right_from_the_checkpoint_alone_or_with_the_recipe_config(raw_run, mnist_dir, tmp_path):
+    ckpt = str(raw_run["last"])
+    alone = run_cli("test", "--ckpt_path", ckpt, cwd=tmp_path, env=no_network_env(tmp_path))
+    assert round(metric(alone.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
+    with_config = run_cli("test", "--config", str(CONFIG), "--ckpt_path", ckpt, "--data.data_dir", str(mnist_dir),
+                          "--data.download", "false", cwd=tmp_path)
+    assert round(metric(with_config.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
+    assert load_checkpoint(ckpt)["hyper_parameters"]["pixel_scale"] == "raw"
+    assert not (tmp_path / "connections.log").exists()
+
+
+def test_validate_test_predict_after_an_offline_fit_need_only_the_checkpoint(raw_run, mnist_dir, tmp_path):
+    ckpt, env = str(raw_run["last"]), no_network_env(tmp_path)
+    validated = run_cli("validate", "--ckpt_path", ckpt, cwd=tmp_path, env=env)
+    assert metric(validated.stdout, "val_count") == 3000  # the run's own 30% holdout
+    run_cli("predict", "--ckpt_path", ckpt, cwd=tmp_path, env=env)
+    rows = list(csv.DictReader((version_dirs(tmp_path)[-1] / "predictions.csv").open()))
+    assert len(rows) == 10_000
+    assert round(sum(r["label"] == r["pred"] for r in rows) / len(rows), 4) == round(raw_run["test_acc"], 4)
+    assert not (tmp_path / "connections.log").exists()  # the guard would have recorded any connection
+
+
+def test_flags_that_contradict_the_model_are_refused(raw_run, tmp_path):
+    ckpt = str(raw_run["last"])
+    line = one_error_line(run_cli("test", "--ckpt_path", ckpt, "--model.pixel_scale", "unit", cwd=tmp_path, check=False))
+    assert "--model.pixel_scale 'unit' contradicts" in line and "'raw'" in line
+    line = one_error_line(run_cli("validate", "--ckpt_path", ckpt, "--data.val_split", "0.2", cwd=tmp_path,
+                                  check=False))
+    assert "data.val_split 0.2 contradicts the 0.3" in line
+    line = one_error_line(run_cli("test", "--ckpt_path", ckpt, "--data.dataset", "fashion_mnist", cwd=tmp_path,
+                                  check=False))
+    assert "a mnist model, but the data is fashion_mnist" in line
+    line = one_error_line(run_cli("fit", "--config", str(CONFIG), "--data.pixel_scale", "raw", cwd=tmp_path,
+                                  check=False))
+    assert "use --model.pixel_scale" in line
+
+
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_run_tests_from_its_checkpoint_and_is_refused_on_mnist(tmp_path, mnist_dir):
+    fitted = run_cli(*fit_args(FASHION_DIR, "--data.dataset", "fashion_mnist"), cwd=tmp_path)
+    ckpt = str(version_dirs(tmp_path)[-1] / "checkpoints" / "last.ckpt")
+    assert load_checkpoint(ckpt)["class_names"][9] == "Ankle boot"
+    tested = run_cli("test", "--ckpt_path", ckpt, cwd=tmp_path)
+    assert round(metric(tested.stdout, "test_acc"), 4) == round(printed_test_acc(fitted.stdout), 4)
+    line = one_error_line(run_cli("test", "--config", str(CONFIG), "--ckpt_path", ckpt, "--data.data_dir",
+                                  str(mnist_dir), "--data.download", "false", cwd=tmp_path, check=False))
+    assert "a fashion_mnist model, but the data is mnist" in line
+    line = one_error_line(run_cli("predict", "--ckpt_path", ckpt, "--data.predict_path", str(tmp_path), cwd=tmp_path,
+                                  check=False))
+    assert "reads pictures as digits" in line
+
+
+def test_best_and_last_resolve_to_the_newest_run_in_a_new_process(trained_run):
+    workdir = trained_run["workdir"]
+    best = run_cli("test", "--ckpt_path", "best", cwd=workdir)
+    assert f"Using checkpoint {Path('lightning_logs') / 'version_0' / 'checkpoints' / trained_run['best_ckpt'].name}" \
+        in best.stderr
+    assert round(metric(best.stdout, "test_acc"), 4) == round(trained_run["test_acc"], 4)
+    last = run_cli("test", "--ckpt_path", "last", cwd=workdir)
+    explicit = run_cli("test", "--ckpt_path", str(trained_run["last_ckpt"]), cwd=workdir)
+    assert metric(last.stdout, "test_acc") == metric(explicit.stdout, "test_acc")
+
+
+def test_no_or_unsupported_ckpt_path_is_one_line(tmp_path):
+    for command in ("test", "validate", "predict"):
+        line = one_error_line(run_cli(command, "--config", str(CONFIG), cwd=tmp_path, check=False))
+        assert line.startswith(f"error: {command} needs a trained model: add --ckpt_path")
+    for value in ("hpc", "https://example.org/model.ckpt"):
+        assert "not supported here" in one_error_line(run_cli("test", "--ckpt_path", value, cwd=tmp_path, check=False))
+    assert "is a folder" in one_error_line(run_cli("test", "--ckpt_path", str(tmp_path), cwd=tmp_path, check=False))
+    line = one_error_line(run_cli("test", "--ckpt_path", "best", cwd=tmp_path, check=False))
+    assert "no best checkpoint found in lightning_logs/" in line
+    assert not (tmp_path / "lightning_logs").exists()  # nothing written before a configuration error
+
+
+def test_damaged_and_foreign_files_each_get_their_own_diagnosis(trained_run, tmp_path):
+    data = bytearray(trained_run["last_ckpt"].read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit in the middle: tensor data
+    (tmp_path / "flipped.ckpt").write_bytes(bytes(data))
+    line = one_error_line(run_cli("test", "--ckpt_path", str(tmp_path / "flipped.ckpt"), cwd=tmp_path, check=False))
+    assert line == (f"error: {tmp_path / 'flipped.ckpt'}: damaged: checksum mismatch (its content no longer has the "
+                    "SHA-256 saved in it); use another checkpoint, e.g. last.ckpt or the best one")
+    (tmp_path / "config.yaml").write_text("model:\n  lr: 0.001\n")
+    exported = {}
+    for fmt, name in (("onnx", "model.onnx"), ("torchscript", "model.pt")):
+        run_cli("export", "--ckpt_path", str(trained_run["best_ckpt"]), "--format", fmt, "--output",
+                str(tmp_path / name), "--num_images", "10", cwd=tmp_path)
+        exported[fmt] = tmp_path / name
+    expected = {tmp_path / "config.yaml": "a text file (first line: 'model:'), not a checkpoint",
+                exported["onnx"]: "an ONNX model (what `export --format onnx` writes), not a checkpoint",
+                exported["torchscript"]: "a TorchScript archive (what `export --format torchscript` writes), not a "
+                                         "checkpoint"}
+    for path, what in expected.items():
+        line = one_error_line(run_cli("test", "--ckpt_path", str(path), cwd=tmp_path, check=False))
+        assert line.startswith(f"error: {path}: {what}; give the .ckpt file written by fit"), line
+    assert CHECKSUM_KEY in load_checkpoint(trained_run["last_ckpt"])
+
+
+def test_resume_continues_only_the_same_run(tmp_path, mnist_dir):
+    """Run A finishes; run B (another lr) is killed before its first checkpoint; B again with --ckpt_path last
+    trains in B's folder and leaves A's byte-identical; resuming with another lr is refused, naming it."""
+    run_cli(*fit_args(mnist_dir, "--test_after_fit", "false"), cwd=tmp_path)
+    run_a = version_dirs(tmp_path)[0]
+    before = {p: p.read_bytes() for p in run_a.rglob("*") if p.is_file()}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    killed = subprocess.Popen([sys.executable, "-m", "mnist_lit", *fit_args(mnist_dir, "--model.lr", "0.002")],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_b = tmp_path / "lightning_logs" / "version_1"
+    deadline = time.monotonic() + 300
+    while not list(run_b.glob("events.out.tfevents.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed.kill()
+    killed.wait()
+    assert not (run_b / "checkpoints").exists()  # killed before its first checkpoint
+    again = run_cli(*fit_args(mnist_dir, "--model.lr", "0.002", "--ckpt_path", "last"), cwd=tmp_path)
+    assert f"{run_b.relative_to(tmp_path)} stopped before its first checkpoint" in again.stderr
+    assert (run_b / "checkpoints" / "last.ckpt").is_file() and len(version_dirs(tmp_path)) == 2
+    assert {p: p.read_bytes() for p in run_a.rglob("*") if p.is_file()} == before
+    assert load_checkpoint(run_b / "checkpoints" / "last.ckpt")["hyper_parameters"]["lr"] == 0.002
+    line = one_error_line(run_cli(*fit_args(mnist_dir, "--model.lr", "0.003", "--ckpt_path",
+                                            str(run_b / "checkpoints" / "last.ckpt")), cwd=tmp_path, check=False))
+    assert "the command differs from the run's configuration in model.lr 0.003 (run: 0.002)" in line
+    assert "--finetune_from" in line
+    tuned = run_cli(*fit_args(mnist_dir, "--model.lr", "0.003", "--finetune_from",
+                              str(run_b / "checkpoints" / "last.ckpt"), "--test_after_fit", "false"), cwd=tmp_path)
+    assert "Fine-tuning: a new run" in tuned.stderr and len(version_dirs(tmp_path)) == 3
+
+
+def test_two_fits_started_together_get_two_folders_and_logger_false_twice(tmp_path, mnist_dir):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    args = [sys.executable, "-m", "mnist_lit", *fit_args(mnist_dir, "--test_after_fit", "false")]
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    runs = version_dirs(tmp_path)
+    assert [run.name for run in runs] == ["version_0", "version_1"]
+    for run in runs:
+        assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+        assert len(list(run.glob("events.out.tfevents.*"))) == 1  # one writer per folder
+    no_logger = tmp_path / "no_logger"
+    no_logger.mkdir()
+    for _ in range(2):  # the second run used to stop on the first one's config.yaml
+        proc = run_cli(*fit_args(mnist_dir, "--trainer.logger", "false", "--test_after_fit", "false"), cwd=no_logger)
+        assert "logger false: no run folder, so without" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (no_logger / "config.yaml").exists() and not (no_logger / "lightning_logs").exists()
+
+
+def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path, mnist_dir):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    args = fit_args(mnist_dir, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "40")
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_lit", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    deadline = time.monotonic() + 300
+    while not list(run_dir.glob("events.out.tfevents.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the first epoch
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (f"error: stopped by SIGTERM; saved {Path('lightning_logs')}/version_0/"
+                                               "checkpoints/last.ckpt; continue with the same command and "
+                                               "--ckpt_path last")
+    stopped = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert 0 < stopped["global_step"] < 80
+    resumed = run_cli(*args, "--ckpt_path", "last", cwd=tmp_path)
+    assert f"Resuming {Path('lightning_logs') / 'version_0'}" in resumed.stderr
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 80  # 2 epochs of 40 batches
+    assert 0.1 < printed_test_acc(resumed.stdout) <= 1.0 and len(version_dirs(tmp_path)) == 1
+
+
+def test_load_checkpoint_verifies_the_checksum_of_a_tensor_change(trained_run, tmp_path):
+    checkpoint = torch.load(trained_run["last_ckpt"], weights_only=True)
+    checkpoint["state_dict"]["net.classifier.4.bias"][3] += 1e-3
+    torch.save(checkpoint, tmp_path / "edited.ckpt")  # plain torch.save: the old checksum travels along
+    with pytest.raises(Exception, match="damaged: checksum mismatch"):
+        load_checkpoint(tmp_path / "edited.ckpt")
