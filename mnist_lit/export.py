@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from lightning.pytorch.core.module import _jit_is_scripting
 from torch import nn
 
 from mnist_lit.atomic import atomic_write
@@ -90,7 +91,8 @@ def to_torchscript(model: nn.Module, metadata: dict[str, str]) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
-        traced = torch.jit.trace(model, example)
+        with _jit_is_scripting():  # Lightning's own switch for tracing a LightningModule (its to_torchscript)
+            traced = torch.jit.trace(model, example)
         torch.jit.save(traced, buffer, _extra_files={"metadata.json": json.dumps(metadata)})
     return buffer.getvalue()
 

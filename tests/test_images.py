@@ -98,6 +98,7 @@ def test_every_image_mode_gives_the_same_digit(test_digits, tmp_path):
     gray = Image.frombytes("L", (112, 112), (255 - 230 * ink).round().to(torch.uint8).numpy().tobytes())
     reference = preprocess_image(gray)
     assert reference.dtype == torch.uint8 and reference.shape == (1, 28, 28) and 0 <= reference.min() < reference.max() <= 255
+    reference = reference.float()
     variants = {
         "RGB": gray.convert("RGB"),
         "RGBA": gray.convert("RGBA"),
@@ -112,7 +113,7 @@ def test_every_image_mode_gives_the_same_digit(test_digits, tmp_path):
         assert image.mode == mode
         path = tmp_path / f"digit_{mode.replace(';', '')}.{'tif' if mode == 'I' else 'png'}"  # PNG has no 32-bit mode"
         image.save(path)
-        out = preprocess_image(path)
+        out = preprocess_image(path).float()
         similarity = float((out * reference).sum() / (out.norm() * reference.norm()))
         assert similarity > 0.95, (mode, similarity)
 

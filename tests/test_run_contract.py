@@ -81,7 +81,9 @@ def test_raw_pixel_run_tests_right_from_the_checkpoint_alone_or_with_the_recipe_
 def test_validate_test_predict_after_an_offline_fit_need_only_the_checkpoint(raw_run, mnist_dir, tmp_path):
     ckpt, env = str(raw_run["last"]), no_network_env(tmp_path)
     validated = run_cli("validate", "--ckpt_path", ckpt, cwd=tmp_path, env=env)
-    assert metric(validated.stdout, "val_count") == 3000  # the run's own 30% holdout
+    assert metric(validated.stdout, "val_count") == 256  # the run's own settings: limit_val_batches 2 of 128
+    validated = run_cli("validate", "--ckpt_path", ckpt, "--trainer.limit_val_batches", "1.0", cwd=tmp_path, env=env)
+    assert metric(validated.stdout, "val_count") == 3000  # a flag overrides: the run's whole 30% holdout
     run_cli("predict", "--ckpt_path", ckpt, cwd=tmp_path, env=env)
     rows = list(csv.DictReader((version_dirs(tmp_path)[-1] / "predictions.csv").open()))
     assert len(rows) == 10_000
@@ -175,9 +177,11 @@ def test_resume_continues_only_the_same_run(tmp_path, mnist_dir):
     killed = subprocess.Popen([sys.executable, "-m", "mnist_lit", *fit_args(mnist_dir, "--model.lr", "0.002")],
                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_b = tmp_path / "lightning_logs" / "version_1"
-    deadline = time.monotonic() + 300
-    while not list(run_b.glob("events.out.tfevents.*")) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 300  # its config.yaml is written when training starts, after its event file
+    while not (list(run_b.glob("events.out.tfevents.*")) and (run_b / "config.yaml").is_file()) \
+            and time.monotonic() < deadline:
         time.sleep(0.05)
+    time.sleep(0.5)  # config.yaml complete
     killed.kill()
     killed.wait()
     assert not (run_b / "checkpoints").exists()  # killed before its first checkpoint
@@ -222,9 +226,9 @@ def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path, mnist_d
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = tmp_path / "lightning_logs" / "version_0"
     deadline = time.monotonic() + 300
-    while not list(run_dir.glob("events.out.tfevents.*")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(1.0)  # into the first epoch
+    while not (run_dir / "checkpoints" / "last.ckpt").is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first epoch's last.ckpt: Lightning's SIGTERM handler is in place
+    time.sleep(1.0)  # into the second epoch
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 143 and "Traceback" not in stderr
@@ -232,7 +236,7 @@ def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path, mnist_d
                                                "checkpoints/last.ckpt; continue with the same command and "
                                                "--ckpt_path last")
     stopped = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    assert 0 < stopped["global_step"] < 80
+    assert 40 < stopped["global_step"] < 80  # mid-epoch 2, not the epoch-end checkpoint
     resumed = run_cli(*args, "--ckpt_path", "last", cwd=tmp_path)
     assert f"Resuming {Path('lightning_logs') / 'version_0'}" in resumed.stderr
     assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 80  # 2 epochs of 40 batches
