@@ -6,10 +6,12 @@ Memory is measured on real processes (wait4's peak RSS, tests/measure.py); serve
 from __future__ import annotations
 
 import gzip
+import io
 import shutil
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,7 +20,8 @@ import pytest
 from conftest import CONFIG
 from measure import run_measured
 from mnist_lit.data import DataError, read_idx
-from mnist_lit.limits import DOWNLOAD_DEADLINE, DOWNLOAD_TIMEOUT, MAX_IDX_ITEMS
+from mnist_lit.limits import (DOWNLOAD_DEADLINE, DOWNLOAD_TIMEOUT, MAX_CONCURRENT_PREDICTIONS, MAX_IDX_ITEMS,
+                              MAX_WAITING_PREDICTIONS)
 
 #: Peak RSS allowed to any CLI process refusing hostile input (the issue's bound), MiB.
 MAX_PEAK_MIB = 1200
@@ -182,3 +185,93 @@ def test_offline_says_in_a_few_lines_where_the_files_go_and_the_command_that_use
     raw = tmp_path / "data" / "MNIST" / "raw"
     assert line.endswith(f"in {raw}/ and run with --data.data_dir {tmp_path / 'data'} --data.download false")
     assert len(line) < 700, len(line)
+
+
+# ---------------------------------------------------------------- serve
+
+def big_rgba_png(digit) -> bytes:
+    """A real test digit as a 24-megapixel (6000x4000) RGBA photo: black ink on opaque white, PNG."""
+    from PIL import Image, ImageOps
+
+    small = Image.frombytes("L", (28, 28), bytes(digit.reshape(28, 28).flatten().tolist()))
+    ink = ImageOps.invert(small.resize((3000, 3000), Image.Resampling.BICUBIC))
+    canvas = Image.new("L", (6000, 4000), 255)
+    canvas.paste(ink, (1500, 500))
+    buffer = io.BytesIO()
+    canvas.convert("RGBA").save(buffer, "PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def big_picture(mnist_dir) -> tuple[int, bytes]:
+    from mnist_lit.data import load_split
+
+    images, labels = load_split(mnist_dir, "test")
+    return int(labels[0]), big_rgba_png(images[0])
+
+
+def test_serve_burst_of_24_megapixel_uploads_stays_bounded(trained_run, big_picture, tmp_path):
+    from measure import peak_rss_mib, rss_mib
+    from serving import http, serve
+
+    label, body = big_picture
+    assert len(body) < 5_000_000  # under the body limit: only the pixels make it heavy
+    with serve(trained_run["best_ckpt"], tmp_path) as server:
+        pid, url = server["proc"].pid, server["url"]
+        assert server["health"]["max_concurrent"] == MAX_CONCURRENT_PREDICTIONS
+        assert server["health"]["max_waiting"] == MAX_WAITING_PREDICTIONS
+        start_rss = rss_mib(pid)
+        answers, health, busy = [], [], threading.Event()
+
+        def upload() -> None:
+            answers.append(http("POST", f"{url}/predict", body, {"Content-Type": "image/png"}, timeout=300))
+
+        def probe() -> None:  # /health while the uploads are in flight
+            while busy.is_set():
+                started = time.monotonic()
+                status, payload = http("GET", f"{url}/health", timeout=30)
+                health.append((status, payload.get("ok"), time.monotonic() - started))
+                time.sleep(0.5)
+
+        uploads = [threading.Thread(target=upload) for _ in range(12)]
+        busy.set()
+        prober = threading.Thread(target=probe)
+        for thread in uploads:
+            thread.start()
+        prober.start()
+        for thread in uploads:
+            thread.join(timeout=600)
+        busy.clear()
+        prober.join(timeout=60)
+        peak = peak_rss_mib(pid)
+        time.sleep(1)
+        end_rss = rss_mib(pid)
+
+    assert len(answers) == 12
+    statuses = sorted(status for status, _ in answers)
+    assert set(statuses) <= {200, 503}, answers
+    for status, payload in answers:
+        if status == 200:
+            assert payload["digit"] == label
+        else:
+            assert payload["error"].startswith("server busy: ")
+    # 2 decoding + 8 waiting are admitted; the two beyond them are refused at once.
+    assert statuses.count(200) >= MAX_CONCURRENT_PREDICTIONS + MAX_WAITING_PREDICTIONS
+    assert len(health) >= 3 and all(status == 200 and ok for status, ok, _ in health), health
+    assert peak < 2048, (start_rss, peak, end_rss)
+    assert end_rss < start_rss + 300, (start_rss, peak, end_rss)
+
+
+def test_serve_pixel_limit_is_configurable_and_answered_413(trained_run, big_picture, tmp_path):
+    from serving import http, serve
+
+    _, body = big_picture
+    with serve(trained_run["best_ckpt"], tmp_path, "--max_image_pixels", "20000000", "--max_concurrent", "1",
+               "--max_waiting", "0") as server:
+        assert server["health"]["max_image_pixels"] == 20_000_000
+        status, payload = http("POST", f"{server['url']}/predict", body, {"Content-Type": "image/png"})
+        assert status == 413
+        assert payload["error"] == ("request body: the header claims 6000x4000 = 24,000,000 pixels, more than the "
+                                    "limit of 20,000,000; not decoded, shrink the picture first")
+        status, health = http("GET", f"{server['url']}/health")
+        assert status == 200 and health["ok"]
