@@ -23,6 +23,8 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 256 * 2**20
 # Free memory at the top of the heap is returned to the kernel only beyond this (glibc: 128 KiB, adaptive).
 TRIM_THRESHOLD_BYTES = 512 * 2**20
+# glibc's starting value of both thresholds (mallopt(3)).
+GLIBC_DEFAULT_THRESHOLD_BYTES = 128 * 2**10
 
 
 def user_chose_allocator(environ: os._Environ | dict = os.environ) -> bool:
@@ -57,4 +59,25 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
                     and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
     except (ValueError, OSError, AttributeError):  # no confstr name, no libc handle, no mallopt
+        return False
+
+
+def return_freed_memory() -> bool:
+    """Undo :func:`keep_freed_memory` for a long-running process whose large blocks are rare (``serve``, where
+    a decoded picture can take hundreds of MB): glibc's default thresholds (128 KiB), set explicitly so they
+    stay there, so every block from 128 KiB up has its own mmap and goes back to the kernel when freed.
+
+    Returns:
+        True if both settings were applied; False on a C library other than glibc or when
+        :func:`user_chose_allocator`.
+    """
+    if not sys.platform.startswith("linux") or user_chose_allocator():
+        return False
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return False
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT_THRESHOLD_BYTES)
+                    and libc.mallopt(M_TRIM_THRESHOLD, GLIBC_DEFAULT_THRESHOLD_BYTES))
+    except (ValueError, OSError, AttributeError):
         return False

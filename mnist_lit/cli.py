@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from mnist_lit import resume, run_settings
+from mnist_lit import resume, run_settings, yaml_limits
 from mnist_lit.allocator import keep_freed_memory
 from mnist_lit.callbacks import (
     ConfidentErrors,
@@ -32,9 +32,12 @@ from mnist_lit.callbacks import (
     ValPredictionGrid,
 )
 from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, check_compatible, check_hparams, load_checkpoint
+from mnist_lit.command_line import prepare_argv
 from mnist_lit.data import DataError, MNISTDataModule
 from mnist_lit.distributed import per_device_batch_size
 from mnist_lit.model import HyperparameterError, MNISTClassifier
+from mnist_lit.precision import check_precision
+from mnist_lit.quiet import hide_unactionable_messages
 from mnist_lit.runs import claim_version, logger_root, release_unused, version_of
 from mnist_lit.signals import SIGTERM_EXIT_STATUS, SigtermCheckpoint
 
@@ -146,6 +149,7 @@ class MNISTLightningCLI(LightningCLI):
         that filling only exposes reads of uninitialized memory, and PyTorch's documentation advises turning
         it off for valid programs."""
         config = self._get(self.config_init, "trainer", default={})
+        check_precision(kwargs.get("precision", config.get("precision")))  # before a 100-line dtype traceback
         plugins = kwargs.get("plugins", config.get("plugins"))
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
@@ -255,6 +259,7 @@ def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequen
     """The project's LightningCLI. ``run=False`` parses ``args`` as ``fit`` would and instantiates
     ``cli.trainer``/``cli.model``/``cli.datamodule`` without running anything; ``callbacks`` are added
     to the trainer's (used by ``cv``/``tune``)."""
+    yaml_limits.install()  # configs and YAML values: size, depth and alias limits
     with warnings.catch_warnings():
         if not run:  # extra commands pass args while sys.argv holds theirs: expected, not a mistake
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -282,7 +287,13 @@ def main(args: list[str] | None = None) -> None:
         package_log.setLevel(logging.INFO)
     # Lightning 2.6 builds torch's deprecated LeafSpec: a FutureWarning on every run that users cannot act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
-    argv = sys.argv[1:] if args is None else list(args)
+    commands = [*MNISTLightningCLI.subcommands(), *EXTRA_COMMANDS]
+    argv = prepare_argv(sys.argv[1:] if args is None else args, commands, PROG)  # no command, --config first
+    if args is None:
+        sys.argv[1:] = argv  # what LightningCLI parses, and what Lightning's DDP launcher runs again
+    else:
+        args = argv
+    hide_unactionable_messages(argv)
     if "--data.pixel_scale" in argv or any(arg.startswith("--data.pixel_scale=") for arg in argv):
         print("error: --data.pixel_scale moved into the model, which scales its own uint8 input and saves the "
               "setting in its checkpoints: use --model.pixel_scale", file=sys.stderr)
@@ -293,7 +304,6 @@ def main(args: list[str] | None = None) -> None:
         warnings.filterwarnings("ignore", message="The dirpath has changed from")
     from mnist_lit.tuning import TuneError
 
-    commands = [*MNISTLightningCLI.subcommands(), *EXTRA_COMMANDS]
     if argv and not argv[0].startswith("-") and argv[0] not in commands:  # jsonargparse would list only Lightning's four
         print(f"usage: {PROG} COMMAND ...\nerror: unknown command {argv[0]!r}: choose from {', '.join(commands)} "
               f"({PROG} COMMAND --help)", file=sys.stderr)

@@ -9,11 +9,9 @@ per-sample Python work.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
+import io
 import logging
 import struct
-import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -23,9 +21,10 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
-IDX_IMAGES_MAGIC = 2051  # IDX header: 0x00000803 = unsigned byte, 3 dimensions
-IDX_LABELS_MAGIC = 2049  # IDX header: 0x00000801 = unsigned byte, 1 dimension
-IMAGE_SIDE = 28  # pixels; MNIST and Fashion-MNIST are 28x28
+from mnist_lit.idx import (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IMAGE_SIDE, IdxContent, IdxError, file_md5,
+                           read_idx_file, read_idx_stream)
+from mnist_lit.limits import DOWNLOAD_DEADLINE, DOWNLOAD_TIMEOUT
+
 NUM_CLASSES = 10
 
 #: torchvision class per data set: its download mirrors, md5 sums and folder name.
@@ -67,7 +66,7 @@ class DataError(ValueError):
 
 
 def read_idx(path: str | Path, expected_magic: int) -> torch.Tensor:
-    """Read one IDX file (gzip-compressed or not) into a uint8 tensor.
+    """Read one IDX file (gzip-compressed or not) into a uint8 tensor, in bounded memory.
 
     Args:
         path: the file; gzip is recognised by its magic bytes (``1f 8b``), not by the name, so
@@ -78,49 +77,29 @@ def read_idx(path: str | Path, expected_magic: int) -> torch.Tensor:
         uint8 tensor of shape (N, 28, 28) for images or (N,) for labels.
 
     Raises:
-        DataError: damaged gzip data, wrong magic number, wrong image size, or a file shorter
-            or longer than its header says (e.g. a truncated download).
+        DataError: damaged gzip data, wrong magic number, wrong image size, a file shorter or
+            longer than its header says (e.g. a truncated download), or a header announcing more
+            items than :data:`mnist_lit.limits.MAX_IDX_ITEMS` (see :mod:`mnist_lit.idx`).
     """
-    path = Path(path)
-    return decode_idx(path, path.read_bytes(), expected_magic)[0]
+    try:
+        return read_idx_file(path, expected_magic).tensor
+    except IdxError as err:
+        raise DataError(str(err)) from None
 
 
 def decode_idx(path: Path, file_bytes: bytes, expected_magic: int) -> tuple[torch.Tensor, bytes]:
-    """:func:`read_idx` on bytes already read from ``path`` (named in errors).
+    """:func:`read_idx` on bytes already in memory (e.g. a download), named ``path`` in errors.
 
     Returns:
-        (tensor, data): the uint8 tensor and the uncompressed file content (for md5 checks).
+        (tensor, data): the uint8 tensor and the uncompressed IDX content (header and items).
     """
-    data = file_bytes
-    if file_bytes[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(file_bytes)
-        except (OSError, EOFError, zlib.error) as err:
-            raise DataError(f"{path}: damaged gzip data ({err}); the file is truncated or corrupted, "
-                            "delete it and download or copy it again") from None
-    kind = "images" if expected_magic == IDX_IMAGES_MAGIC else "labels"
-    header = 16 if expected_magic == IDX_IMAGES_MAGIC else 8
-    if len(data) < header:
-        raise DataError(f"{path}: only {len(data)} bytes, too short for an IDX {kind} file; "
-                        "delete it and download or copy it again")
-    magic, count = struct.unpack(">II", data[:8])
-    if magic != expected_magic:
-        hint = {IDX_IMAGES_MAGIC: " (an images file: are two names swapped?)",
-                IDX_LABELS_MAGIC: " (a labels file: are two names swapped?)"}.get(magic, "")
-        raise DataError(f"{path}: IDX magic number {magic}{hint}, expected {expected_magic} for {kind}; "
-                        f"not an MNIST {kind} file, replace it with the right one")
-    shape: tuple[int, ...] = (count,)
-    if magic == IDX_IMAGES_MAGIC:
-        rows, cols = struct.unpack(">II", data[8:16])
-        if (rows, cols) != (IMAGE_SIDE, IMAGE_SIDE):
-            raise DataError(f"{path}: images are {rows}x{cols} pixels, expected 28x28; "
-                            "not MNIST-format data, replace it with the official file")
-        shape = (count, rows, cols)
-    expected = header + count * (IMAGE_SIDE * IMAGE_SIDE if magic == IDX_IMAGES_MAGIC else 1)
-    if len(data) != expected:
-        raise DataError(f"{path}: {len(data)} bytes but its header promises {expected} ({count} {kind}); "
-                        "the file is truncated or damaged, delete it and download or copy it again")
-    return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape), data
+    try:
+        content = read_idx_stream(io.BytesIO(file_bytes), path, expected_magic)
+    except IdxError as err:
+        raise DataError(str(err)) from None
+    tensor = content.tensor
+    dims = struct.pack(">II", *tensor.shape[1:]) if tensor.dim() == 3 else b""
+    return tensor, struct.pack(">II", expected_magic, len(tensor)) + dims + tensor.numpy().tobytes()
 
 
 def magic_for(name: str) -> int:
@@ -143,25 +122,33 @@ def raw_folder(data_dir: str | Path, dataset: str = "mnist") -> Path:
     return nested
 
 
+def raw_file_names(stem: str) -> tuple[str, ...]:
+    """The names under which the file ``stem`` (e.g. ``train-images-idx3-ubyte``) is looked for, in order:
+    ``stem``, ``stem.gz``, Kaggle's ``train-images.idx3-ubyte`` and its ``.gz``, and ``stem/stem`` (Kaggle's
+    archive also holds each file in a folder of the same name)."""
+    kaggle = stem.replace("-idx", ".idx")
+    return stem, f"{stem}.gz", kaggle, f"{kaggle}.gz", f"{stem}/{stem}"
+
+
 def find_raw_file(folder: Path, stem: str) -> Path | None:
-    """Return ``folder/stem`` or ``folder/stem.gz``, whichever exists (uncompressed first)."""
-    for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
+    """The first of :func:`raw_file_names` that is a file in ``folder`` (uncompressed first), or None."""
+    for name in raw_file_names(stem):
+        if (folder / name).is_file():
+            return folder / name
     return None
 
 
 def missing_files_message(data_dir: str | Path, dataset: str = "mnist") -> str:
-    """One line naming the four files and the folder they belong in."""
+    """One line naming the four files, the folder they belong in, and the IDX-like files found instead."""
     if Path(data_dir).is_file():
         return f"data_dir {data_dir} is a file, not a folder; give the folder that holds (or will hold) the data"
+    folder = raw_folder(data_dir, dataset)
     names = ", ".join(f"{stem}.gz" for pair in RAW_FILES.values() for stem in pair)
-    return (f"{dataset} data not found: put {names} in {raw_folder(data_dir, dataset)}/ "
-            "or set --data.download true")
-
-
-def _md5(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+    found = sorted({p.name for where in (folder, Path(data_dir)) if where.is_dir() for p in where.iterdir()
+                    if "ubyte" in p.name or "idx" in p.name})
+    seen = f" (found only {', '.join(found[:8])}{', ...' if len(found) > 8 else ''})" if found else ""
+    return (f"{dataset} data not found: put {names} (gzip or not; Kaggle's train-images.idx3-ubyte names work "
+            f"too) in {folder}/{seen} or set --data.download true")
 
 
 def official_md5s(dataset: str, stem: str) -> tuple[str | None, str | None]:
@@ -174,8 +161,7 @@ def official_md5s(dataset: str, stem: str) -> tuple[str | None, str | None]:
     return gz, OFFICIAL_RAW_MD5.get(dataset, {}).get(stem)
 
 
-def check_official(path: Path, stem: str, dataset: str, file_bytes: bytes, data: bytes, count: int,
-                   file_md5: str | None = None) -> bool:
+def check_official(path: Path, stem: str, dataset: str, content: IdxContent) -> bool:
     """Check a file against the official md5 when it holds the official number of items.
 
     The rule: a file named like an official one (``stem``) whose header holds the official count
@@ -184,7 +170,8 @@ def check_official(path: Path, stem: str, dataset: str, file_bytes: bytes, data:
     recompressed). A file with another count is a non-official set (a subset, your own data) and
     is not md5-checked; the caller prints a notice of its counts.
 
-    ``file_md5``: the md5 of ``file_bytes`` if the caller has it already (computed here otherwise).
+    Args:
+        content: the file as read by :func:`mnist_lit.idx.read_idx_stream` (its tensor and both md5s).
 
     Returns:
         True if the file holds the official count and its md5 matches (or no md5 is known for its
@@ -193,16 +180,14 @@ def check_official(path: Path, stem: str, dataset: str, file_bytes: bytes, data:
     Raises:
         DataError: the official count but neither md5 matches (damaged or altered file).
     """
+    count, compressed, file_md5, data_md5 = len(content.tensor), content.compressed, content.file_md5, content.data_md5
     if count != OFFICIAL_COUNTS[stem.split("-")[0]]:
         return False
     gz_md5, raw_md5 = official_md5s(dataset, stem)
-    compressed = data is not file_bytes
     if raw_md5 is None and not compressed:
         return True  # uncompressed file and no official md5 known for that form: structure only
-    file_md5 = file_md5 or _md5(file_bytes)
     if compressed and file_md5 == gz_md5:
         return True
-    data_md5 = _md5(data) if compressed else file_md5
     if data_md5 == raw_md5:
         return True
     for other in DATASETS.keys() - {dataset}:  # e.g. Fashion-MNIST's files read as MNIST: the flag is missing
@@ -221,8 +206,8 @@ def load_split(data_dir: str | Path, stage: Literal["train", "test"], dataset: s
                notice: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Read and check one split of the IDX files.
 
-    Each file is checked by :func:`decode_idx` (gzip or not, magic number, 28x28, length
-    against header) and :func:`check_official` (official count -> official md5); then the two
+    Each file is read in bounded memory by :func:`mnist_lit.idx.read_idx_file` (gzip or not, size,
+    magic number, 28x28, length against header; the images file only once its count matches the labels') and :func:`check_official` (official count -> official md5); then the two
     files must hold as many images as labels, and labels must be digits. A split whose files do
     not hold the official counts is used as it is, after an INFO notice of its counts (e.g.
     ``../shared/data/mnist-10k``: 10,000 training images instead of 60,000) unless ``notice`` is false.
@@ -254,12 +239,15 @@ def _checked_split(data_dir: str | Path, stage: Literal["train", "test"], datase
     image_path, label_path = find_raw_file(folder, image_stem), find_raw_file(folder, label_stem)
     if image_path is None or label_path is None:
         raise DataError(missing_files_message(data_dir, dataset))
-    files = [(path, path.read_bytes(), stem) for path, stem in ((image_path, image_stem), (label_path, label_stem))]
-    md5s = [_md5(file_bytes) for _, file_bytes, _ in files]
+    try:
+        md5s = [file_md5(path) for path in (image_path, label_path)]  # streamed: constant memory
+    except OSError as err:
+        raise DataError(f"{err.filename}: cannot read it ({err.strerror}); check the file and its permissions") from None
     key = (dataset, stage, str(image_path.resolve()), str(label_path.resolve()), *md5s)
     entry = _split_cache.pop(key, None)
     if entry is None:
-        entry = _read_split(files, md5s, dataset)
+        entry, md5s = _read_split(image_path, label_path, stage, dataset)
+        key = (*key[:4], *md5s)  # the bytes actually decoded, should the files have changed meanwhile
     _split_cache[key] = entry  # now the most recently used
     while len(_split_cache) > SPLIT_CACHE_SIZE:
         _split_cache.pop(next(iter(_split_cache)))  # the least recently used
@@ -276,24 +264,33 @@ SPLIT_CACHE_SIZE = 4
 _split_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, bool]] = {}
 
 
-def _read_split(files: list[tuple[Path, bytes, str]], md5s: list[str],
-                dataset: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Decode and check (path, file bytes, stem) of an images and a labels file, whose bytes have the md5s
-    ``md5s``: images uint8 (N, 1, 28, 28), labels int64 (N,) and whether both are the official files."""
-    (image_path, *_), (label_path, *_) = files
-    tensors, official = [], []
-    for (path, file_bytes, stem), file_md5, magic in zip(files, md5s, (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC)):
-        tensor, data = decode_idx(path, file_bytes, magic)
-        official.append(check_official(path, stem, dataset, file_bytes, data, len(tensor), file_md5))
-        tensors.append(tensor)
-    images, labels = tensors
-    if len(images) != len(labels):
-        raise DataError(f"{image_path} holds {len(images):,} images but {label_path.name} holds {len(labels):,} "
-                        "labels; the two files must come from the same set: replace the wrong one")
-    if len(labels) and int(labels.max()) >= NUM_CLASSES:
-        raise DataError(f"{label_path}: label {int(labels.max())} is not a digit 0-9; "
-                        "replace it with the right labels file")
-    return images.unsqueeze(1), labels.long(), all(official)
+def _read_split(image_path: Path, label_path: Path, stage: Literal["train", "test"], dataset: str
+                ) -> tuple[tuple[torch.Tensor, torch.Tensor, bool], list[str]]:
+    """Read and check a split's images and labels files: ((images uint8 (N, 1, 28, 28), labels int64 (N,),
+    whether both are the official files), [md5 of the images file, md5 of the labels file] as read).
+
+    The labels are read first, so an images file whose header announces another count is refused
+    before its items are inflated."""
+    image_stem, label_stem = RAW_FILES[stage]
+
+    def same_count(count: int) -> None:
+        if count != len(labels):
+            raise DataError(f"{image_path} holds {count:,} images but {label_path.name} holds {len(labels):,} "
+                            "labels; the two files must come from the same set: replace the wrong one")
+
+    try:
+        label_content = read_idx_file(label_path, IDX_LABELS_MAGIC)
+        labels = label_content.tensor
+        if len(labels) and int(labels.max()) >= NUM_CLASSES:
+            raise DataError(f"{label_path}: label {int(labels.max())} is not a digit 0-9; "
+                            "replace it with the right labels file")
+        image_content = read_idx_file(image_path, IDX_IMAGES_MAGIC, check_count=same_count)
+    except IdxError as err:
+        raise DataError(str(err)) from None
+    official = (check_official(image_path, image_stem, dataset, image_content)
+                & check_official(label_path, label_stem, dataset, label_content))
+    return ((image_content.tensor.unsqueeze(1), labels.long(), official),
+            [image_content.file_md5, label_content.file_md5])
 
 
 def split_indices(n: int, val_split: float, split: Literal["tail", "random"], split_seed: int = 42
@@ -407,7 +404,10 @@ class MNISTDataModule(LightningDataModule):
         download: fetch missing files in :meth:`prepare_data` (see :mod:`mnist_lit.download`).
         mirrors: base URLs tried in order for each missing file; ``None``: torchvision's mirrors
             for ``dataset`` (``torchvision.datasets.MNIST.mirrors``).
-        download_timeout: seconds allowed per request for connecting and for each read.
+        download_timeout: seconds allowed per request for connecting and for each read
+            (:data:`mnist_lit.limits.DOWNLOAD_TIMEOUT`).
+        download_deadline: seconds one ``prepare_data`` may spend downloading, all files and
+            mirrors together (:data:`mnist_lit.limits.DOWNLOAD_DEADLINE`); raise it on a slow network.
         batch_size: images per optimizer step, all devices together (Keras tutorial: 128); on
             ``W`` processes each device gets ``batch_size / W`` (see :mod:`mnist_lit.distributed`).
         val_split: fraction of the training file held out for validation (tutorial: 0.3).
@@ -435,7 +435,8 @@ class MNISTDataModule(LightningDataModule):
         dataset: Literal["mnist", "fashion_mnist"] = "mnist",
         download: bool = True,
         mirrors: list[str] | None = None,
-        download_timeout: float = 30.0,
+        download_timeout: float = DOWNLOAD_TIMEOUT,
+        download_deadline: float = DOWNLOAD_DEADLINE,
         batch_size: int = 128,
         val_split: float = 0.3,
         split: Literal["tail", "random"] = "tail",
@@ -457,6 +458,8 @@ class MNISTDataModule(LightningDataModule):
             raise DataError(f"num_workers must be 0 or more, got {num_workers}")
         if download_timeout <= 0:
             raise DataError(f"download_timeout must be a positive number of seconds, got {download_timeout}")
+        if download_deadline <= 0:
+            raise DataError(f"download_deadline must be a positive number of seconds, got {download_deadline}")
         if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
             raise DataError(f"K-fold needs num_folds >= 2 and fold in 0..num_folds-1, got num_folds={num_folds}, "
                             f"fold={fold}")
@@ -470,18 +473,20 @@ class MNISTDataModule(LightningDataModule):
     def prepare_data(self) -> None:
         """Download the missing files, if any, then check all four. Runs on one process per node.
 
-        Only files found in neither form (``NAME`` or ``NAME.gz``) are fetched, as ``NAME.gz`` from
-        ``mirrors`` and checked against torchvision's md5 and the IDX structure before they get
-        their name (:func:`mnist_lit.download.download_files`). Then both splits are read once
+        Only files found under none of their names (:func:`raw_file_names`) are fetched, as ``NAME.gz``
+        from ``mirrors`` (torchvision's, https first, by default), read up to their official size,
+        checked against torchvision's md5 and the IDX structure before they get their name, all
+        within ``download_deadline`` seconds (:func:`mnist_lit.download.download_files`). Then both splits are read once
         with :func:`load_split`, so a bad test file stops ``fit`` before training, not after it;
         a non-official set gets its notice here.
 
         Raises:
             DataError: files missing and ``download`` is false, no mirror delivered them
-                (:class:`mnist_lit.download.DownloadError`; the message lists the URLs tried),
+                (:class:`mnist_lit.download.DownloadError`; the message gives each mirror's reason and the
+                offline command),
                 or a file is damaged (see :func:`load_split`).
         """
-        from mnist_lit.download import download_files
+        from mnist_lit.download import OFFICIAL_SIZES, download_files
 
         if self.hparams.get("predict_path") is not None and self.trainer is not None and self.trainer.predicting:
             return  # predicting on pictures needs no MNIST files
@@ -494,11 +499,16 @@ class MNISTDataModule(LightningDataModule):
             md5s = dict(dataset_cls.resources)
             files = [(f"{stem}.gz", md5s[f"{stem}.gz"]) for stem in missing]
             all_names = ", ".join(f"{stem}.gz" for pair in RAW_FILES.values() for stem in pair)
-            mirrors = dataset_cls.mirrors if self.hparams.mirrors is None else self.hparams.mirrors
+            # https first: the same files, but nobody on the way can read or swap them
+            mirrors = (sorted(dataset_cls.mirrors, key=lambda url: not url.startswith("https://"))
+                       if self.hparams.mirrors is None else self.hparams.mirrors)
+            data_dir = self.hparams.data_dir
             download_files(folder, files, mirrors, timeout=self.hparams.download_timeout,
                            verify=lambda data, name: decode_idx(Path(name), data, magic_for(name)),
-                           offline_hint=f"For offline use put {all_names} (gzip or not) in {folder}/ "
-                                        "and run with --data.download false")
+                           sizes=OFFICIAL_SIZES[self.hparams.dataset],
+                           deadline=self.hparams.get("download_deadline", DOWNLOAD_DEADLINE),
+                           offline_hint=f"To use files you have, put {all_names} (gzip or not) in {folder}/ "
+                                        f"and run with --data.data_dir {data_dir} --data.download false")
         for stage in RAW_FILES:  # all four files checked before any training, the test files too
             labels = _checked_split(self.hparams.data_dir, stage, self.hparams.dataset, notice=True)[1]
             if stage == "train":  # and the split, before any logger or callback writes into a run folder

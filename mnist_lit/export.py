@@ -193,6 +193,9 @@ def export_model(ckpt_path: str | Path, format: str, output: str | Path, data_di
     """
     if format not in EXPORTERS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if Path(output).is_dir():
+        raise ExportError(f"--output {output} is a folder; give the file to write, e.g. "
+                          f"{Path(output) / ('model.onnx' if format == 'onnx' else 'model.pt')}")
     try:  # before the slow work: the folder of --output must exist or be creatable
         Path(output).parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

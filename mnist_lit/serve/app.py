@@ -17,7 +17,10 @@ grayscale picture the network saw. The page reads digits, so a Fashion-MNIST che
 
 Errors are JSON ``{"error": "one line"}`` with a 4xx status: 400 empty or malformed request, 413 a
 body over ``--max_request_bytes`` (checked from Content-Length and while reading) or a picture over
-the pixel limit, 415 not a readable image, 422 no digit found (a blank canvas).
+``--max_image_pixels`` (checked from its header), 415 not a readable image, 422 no digit found (a
+blank canvas); or 503 when ``--max_concurrent`` pictures are being processed and ``--max_waiting``
+more wait for a turn (:mod:`mnist_lit.serve.gate`). Memory is thereby bounded by about
+``max_concurrent`` decodes plus ``(max_concurrent + max_waiting) x max_request_bytes`` of bodies.
 """
 
 from __future__ import annotations
@@ -34,11 +37,14 @@ from typing import Any
 import torch
 from PIL import Image
 
+from mnist_lit.allocator import return_freed_memory
 from mnist_lit.checkpoint import CheckpointError, load_model
 from mnist_lit.cli import PROG
 from mnist_lit.data import DataError
 from mnist_lit.model import MNISTClassifier
 from mnist_lit.images import ImageError, ImageTooLargeError, NoDigitFoundError, preprocess_image_uint8
+from mnist_lit.limits import MAX_CONCURRENT_PREDICTIONS, MAX_WAITING_PREDICTIONS
+from mnist_lit.serve.gate import PredictionGate, ServerBusy
 
 try:
     from fastapi import FastAPI, Request
@@ -59,7 +65,9 @@ MAX_REQUEST_BYTES = 5_000_000
 #: nginx's lingering close), so that a client still sending receives the 413 instead of a connection reset.
 DRAIN_BYTES = 64 * 2**20
 #: Largest picture accepted, width x height pixels (checked from the header before decoding): 25 MP,
-#: which a 5 MB compressed file can claim; decoding it takes at most 100 MB of memory.
+#: which a 5 MB compressed file can claim (``--max_image_pixels``). Decoding and converting a picture
+#: takes up to ~16 bytes a pixel at once (an RGBA picture: decoded, copied, composited on white), so
+#: 0.4 GB for 25 MP; :data:`mnist_lit.limits.MAX_CONCURRENT_PREDICTIONS` of them run at a time.
 MAX_IMAGE_PIXELS = 25_000_000
 
 
@@ -85,7 +93,8 @@ def client_message(err: Exception) -> str:
     return re.sub(r" ?<[\w.]+ object at 0x[0-9a-fA-F]+>", "", " ".join(str(err).split()))
 
 
-def predict_picture(model: MNISTClassifier, data: bytes, name: str) -> dict[str, Any]:
+def predict_picture(model: MNISTClassifier, data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS
+                    ) -> dict[str, Any]:
     """One picture's bytes -> the ``/predict`` JSON: ``digit``, ``confidence``, ``probabilities``, the 28x28 PNG.
 
     Raises:
@@ -94,7 +103,7 @@ def predict_picture(model: MNISTClassifier, data: bytes, name: str) -> dict[str,
     source = io.BytesIO(data)
     source.name = name  # named in the error messages of mnist_lit.images
     try:
-        pixels = preprocess_image_uint8(source, MAX_IMAGE_PIXELS)
+        pixels = preprocess_image_uint8(source, max_pixels)
     except ImageTooLargeError as err:
         raise RequestError(413, client_message(err)) from None
     except NoDigitFoundError as err:
@@ -144,6 +153,17 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return bytes(body)
 
 
+async def discard_body(request: Request) -> None:
+    """Read and drop up to :data:`DRAIN_BYTES` of a refused request's body, so that the client, still
+    sending, receives the answer instead of a connection reset."""
+    discarded, more_body = 0, True
+    while more_body and discarded <= DRAIN_BYTES:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+        discarded, more_body = discarded + len(message.get("body", b"")), message.get("more_body", False)
+
+
 async def picture_from_request(request: Request, max_bytes: int) -> tuple[bytes, str]:
     """(picture bytes, name for messages) from a raw body or the multipart field ``file``.
 
@@ -176,8 +196,13 @@ async def picture_from_request(request: Request, max_bytes: int) -> tuple[bytes,
     return data, name
 
 
-def create_app(ckpt_path: str | Path, max_request_bytes: int = MAX_REQUEST_BYTES) -> FastAPI:
+def create_app(ckpt_path: str | Path, max_request_bytes: int = MAX_REQUEST_BYTES,
+               max_image_pixels: int = MAX_IMAGE_PIXELS, max_concurrent: int = MAX_CONCURRENT_PREDICTIONS,
+               max_waiting: int = MAX_WAITING_PREDICTIONS) -> FastAPI:
     """The web app for one checkpoint (loaded once, ``weights_only=True``).
+
+    ``max_concurrent`` pictures are decoded and predicted at a time, ``max_waiting`` more wait for a
+    turn, any more are answered 503 (:class:`mnist_lit.serve.gate.PredictionGate`).
 
     Raises:
         CheckpointError: see :func:`mnist_lit.checkpoint.load_model`; a model of another data set
@@ -189,13 +214,19 @@ def create_app(ckpt_path: str | Path, max_request_bytes: int = MAX_REQUEST_BYTES
                               "checkpoint trained on mnist")
     health = {"ok": True, "checkpoint": str(Path(ckpt_path).resolve()), "epoch": checkpoint.get("epoch"),
               "global_step": checkpoint.get("global_step"), "pixel_scale": model.hparams.pixel_scale,
-              "dataset": model.hparams.dataset, "max_request_bytes": max_request_bytes}
+              "dataset": model.hparams.dataset, "max_request_bytes": max_request_bytes,
+              "max_image_pixels": max_image_pixels, "max_concurrent": max_concurrent, "max_waiting": max_waiting}
+    gate = PredictionGate(max_concurrent, max_waiting)
     app = FastAPI(title="mnist_lit", summary="Draw or upload a digit; the trained CNN predicts it.")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, err: RequestError) -> JSONResponse:
         return JSONResponse({"error": err.message}, status_code=err.status)
+
+    @app.exception_handler(ServerBusy)
+    async def server_busy(request: Request, err: ServerBusy) -> JSONResponse:
+        return JSONResponse({"error": str(err)}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
@@ -213,8 +244,14 @@ def create_app(ckpt_path: str | Path, max_request_bytes: int = MAX_REQUEST_BYTES
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, Any]:
         """A picture (raw body or multipart field ``file``) -> digit, probabilities, the 28x28 input as PNG."""
-        data, name = await picture_from_request(request, max_request_bytes)
-        return await run_in_threadpool(predict_picture, model, data, name)
+        try:
+            async with gate.admitted():  # ServerBusy (503) when max_concurrent + max_waiting are in
+                data, name = await picture_from_request(request, max_request_bytes)
+                async with gate.turn():
+                    return await run_in_threadpool(predict_picture, model, data, name, max_image_pixels)
+        except ServerBusy:
+            await discard_body(request)
+            raise
 
     return app
 
@@ -231,6 +268,14 @@ def serve_main(argv: list[str]) -> None:
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000).")
     parser.add_argument("--max_request_bytes", type=int, default=MAX_REQUEST_BYTES,
                         help=f"Largest accepted request body (default {MAX_REQUEST_BYTES:,}).")
+    parser.add_argument("--max_image_pixels", type=int, default=MAX_IMAGE_PIXELS,
+                        help=f"Largest accepted picture, width x height, read from its header before decoding "
+                             f"(default {MAX_IMAGE_PIXELS:,}; decoding takes up to ~16 bytes a pixel).")
+    parser.add_argument("--max_concurrent", type=int, default=MAX_CONCURRENT_PREDICTIONS,
+                        help=f"Pictures decoded and predicted at once (default {MAX_CONCURRENT_PREDICTIONS}).")
+    parser.add_argument("--max_waiting", type=int, default=MAX_WAITING_PREDICTIONS,
+                        help=f"Requests that may wait for a turn; more are answered 503 "
+                             f"(default {MAX_WAITING_PREDICTIONS}).")
     args = parser.parse_args(argv)
     if FASTAPI_MISSING:
         print(f"error: serve needs the {FASTAPI_MISSING} package: pip install 'mnist_lit[serve]'", file=sys.stderr)
@@ -240,9 +285,14 @@ def serve_main(argv: list[str]) -> None:
     except ImportError:
         print("error: serve needs the uvicorn package: pip install 'mnist_lit[serve]'", file=sys.stderr)
         sys.exit(2)
-    if args.max_request_bytes < 1:
-        raise DataError(f"--max_request_bytes must be positive, got {args.max_request_bytes}")
-    app = create_app(args.ckpt_path, args.max_request_bytes)  # CheckpointError: main() prints it, exit 2
+    for flag, value, least in (("max_request_bytes", args.max_request_bytes, 1), ("max_image_pixels",
+                               args.max_image_pixels, 1), ("max_concurrent", args.max_concurrent, 1),
+                               ("max_waiting", args.max_waiting, 0)):
+        if value < least:
+            raise DataError(f"--{flag} must be at least {least}, got {value}")
+    return_freed_memory()  # a picture's memory goes back to the system once it is predicted
+    app = create_app(args.ckpt_path, args.max_request_bytes, args.max_image_pixels, args.max_concurrent,
+                     args.max_waiting)  # CheckpointError: main() prints it, exit 2
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:

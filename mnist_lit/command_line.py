@@ -1,0 +1,110 @@
+"""The command line before any parser sees it: no command, ``--config`` before the command, hostile config files.
+
+jsonargparse only knows LightningCLI's four commands at the top level, so with no command it lists
+those four, and a ``--config`` given before the command is read at the top level, where
+LightningCLI accepts no ``trainer``/``model``/``data`` keys. :func:`prepare_argv` fixes both
+before parsing; :func:`mnist_lit.yaml_limits.check_config_file` refuses an oversized or
+alias-bomb config file before jsonargparse reads it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from mnist_lit.yaml_limits import ConfigLimitError, check_config_file
+
+#: One line per command for the list shown when no command is given.
+SUMMARIES = {
+    "fit": "train, then test the best checkpoint",
+    "validate": "evaluate a checkpoint on the validation part",
+    "test": "evaluate a checkpoint on the test set",
+    "predict": "predict the test set or your pictures (--data.predict_path)",
+    "cv": "K-fold cross-validation",
+    "lr_find": "Lightning's learning-rate finder",
+    "tune": "hyperparameter search with Optuna",
+    "export": "write an ONNX or TorchScript model, checked against PyTorch",
+    "serve": "web page and HTTP API to draw or upload a digit",
+}
+CONFIG_FLAGS = ("--config", "-c")
+
+
+def config_paths(argv: Sequence[str]) -> list[str]:
+    """The files given with ``--config FILE``, ``--config=FILE`` or ``-c FILE``, in order."""
+    paths = []
+    for i, arg in enumerate(argv):
+        if arg in CONFIG_FLAGS and i + 1 < len(argv):
+            paths.append(argv[i + 1])
+        elif arg.startswith("--config="):
+            paths.append(arg.split("=", 1)[1])
+    return paths
+
+
+def _leading_configs(argv: Sequence[str]) -> int:
+    """How many leading arguments are ``--config`` options with their values."""
+    i = 0
+    while i < len(argv):
+        if argv[i] in CONFIG_FLAGS and i + 1 < len(argv):
+            i += 2
+        elif argv[i].startswith("--config="):
+            i += 1
+        else:
+            break
+    return i
+
+
+def _names_a_command(path: str, commands: Sequence[str]) -> bool:
+    """True if the config file's top level has a command's name as a key (a config for the top level)."""
+    try:
+        with open(path) as handle:
+            content = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return isinstance(content, dict) and any(key in commands for key in content)
+
+
+def config_after_command(argv: Sequence[str], commands: Sequence[str]) -> list[str]:
+    """``--config F [--config G] COMMAND REST`` -> ``COMMAND --config F [--config G] REST``.
+
+    Unchanged when no command follows the leading ``--config`` options, or when one of those files
+    is written for the top level (its keys name commands, e.g. ``fit: {trainer: ...}``), which
+    LightningCLI reads there.
+    """
+    n = _leading_configs(argv)
+    if n == 0 or n >= len(argv) or argv[n] not in commands:
+        return list(argv)
+    if any(_names_a_command(path, commands) for path in config_paths(argv[:n])):
+        return list(argv)
+    return [argv[n], *argv[:n], *argv[n + 1:]]
+
+
+def no_command_usage(prog: str, commands: Sequence[str]) -> str:
+    """The usage shown when no command is given: every command with its one-line summary."""
+    width = max(len(name) for name in commands)
+    lines = [f"usage: {prog} COMMAND [options]  ({prog} COMMAND --help lists its options)", "commands:"]
+    lines += [f"  {name:<{width}}  {SUMMARIES.get(name, '')}".rstrip() for name in commands]
+    return "\n".join(lines)
+
+
+def prepare_argv(argv: Sequence[str], commands: Sequence[str], prog: str) -> list[str]:
+    """The command line to parse, or exit 2 with one ``error:`` line.
+
+    Exits when no command is given (after listing all ``commands``; an unknown one is left to the caller) or a ``--config`` file is over
+    a limit of :mod:`mnist_lit.yaml_limits` (other YAML errors are left to jsonargparse); moves leading ``--config`` options after the command
+    (:func:`config_after_command`).
+    """
+    argv = list(argv)
+    if ((not argv or argv[0].startswith("-")) and not any(arg in commands for arg in argv)
+            and not {"-h", "--help"} & set(argv)):  # an unknown first word is main()'s to name
+        print(no_command_usage(prog, commands), file=sys.stderr)
+        print(f"error: no command given; choose one of {', '.join(commands)}", file=sys.stderr)
+        sys.exit(2)
+    for path in config_paths(argv):
+        try:
+            check_config_file(path)
+        except ConfigLimitError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+    return config_after_command(argv, commands)

@@ -1,0 +1,41 @@
+"""The bounds on memory, time and work that hostile or unlucky input cannot get past, in one place.
+
+The README's "Limits" table lists these numbers (and docs/limits.md says what each one protects);
+``serve``'s request and picture limits live in :mod:`mnist_lit.serve.app` beside their flags.
+"""
+
+from __future__ import annotations
+
+#: Largest item count an IDX file may announce in its header: 1,000,000 images (784 MB uncompressed),
+#: above the largest 28x28 IDX set published (EMNIST ByClass, 697,932 training images). A header over
+#: it is refused before anything is inflated (:mod:`mnist_lit.idx`).
+MAX_IDX_ITEMS = 1_000_000
+#: Largest IDX file accepted on disk, compressed or not, bytes: the largest legal uncompressed images
+#: file (16 + 1,000,000 x 784 bytes) plus 1 MiB for gzip's overhead on incompressible data.
+MAX_IDX_FILE_BYTES = 16 + MAX_IDX_ITEMS * 28 * 28 + 2**20
+
+#: Seconds allowed to connect to a mirror and for each read of its answer (no progress that long:
+#: that mirror fails). A mirror that fails this way is not asked again during the same prepare_data.
+DOWNLOAD_TIMEOUT = 20.0
+#: Seconds one prepare_data may spend downloading, all files and mirrors together; past it the
+#: download stops with one error line (``--data.download_deadline``). 50 s is MNIST's 11.6 MB at
+#: 240 kB/s; a slower network needs a larger value.
+DOWNLOAD_DEADLINE = 50.0
+#: Bytes read at most from a mirror for a file whose size is not known in advance (the official
+#: files' sizes are known: :data:`mnist_lit.download.OFFICIAL_SIZES`).
+MAX_DOWNLOAD_BYTES = 64 * 2**20
+
+#: ``serve``: pictures decoded and predicted at once (each a thread; a 24-megapixel RGBA PNG takes
+#: about 0.5 GB while it is decoded); further requests wait for a turn (``--max_concurrent``).
+MAX_CONCURRENT_PREDICTIONS = 2
+#: ``serve``: requests that may wait for a turn; any more are answered 503 at once, before their
+#: body is read (``--max_waiting``). With the 5 MB body limit, waiting requests hold at most 40 MB.
+MAX_WAITING_PREDICTIONS = 8
+
+#: Largest configuration file ``--config`` reads, bytes (the project's configs are under 3 kB).
+MAX_CONFIG_BYTES = 1_000_000
+#: Most YAML nodes a configuration may expand to, aliases counted as often as they are used: a
+#: "billion laughs" file of 1.3 kB expands to ~10^9 nodes and is refused before it is expanded.
+MAX_CONFIG_NODES = 100_000
+#: Deepest nesting of lists and mappings in a configuration (the project's configs nest 5 deep).
+MAX_CONFIG_DEPTH = 64

@@ -1,0 +1,56 @@
+"""Messages from Lightning that a user of this package cannot act on, kept off the terminal.
+
+Each one is matched by its exact text, so nothing else from the same source is hidden:
+
+- the "💡 Tip: ... try installing [litlogger]" advert printed before every run (an INFO record of
+  Lightning's ``rank_zero`` logger);
+- ``.test(ckpt_path="best") is called with Trainer configured with multiple ModelCheckpoint
+  callbacks``: the configs keep a best-``val_acc`` checkpoint and ``last.ckpt``, and "best" is the
+  first one's, as intended (a warning after every ``fit``);
+- "`weights_only` was not set, defaulting to `False`.": ``lr_find`` and ``tune``'s batch-size
+  search save a temporary checkpoint of the whole training state, which needs the default;
+- "Checkpoint directory ... exists and is not empty." when a ``fit`` resumes from ``--ckpt_path``
+  into its own run folder, where the checkpoints are expected.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+
+#: (logger name, start of the message) of the INFO records dropped.
+HIDDEN_RECORDS = (
+    ("lightning.pytorch.utilities.rank_zero", "💡 Tip: For seamless cloud logging"),
+    ("lightning.fabric.utilities.rank_zero", "💡 Tip: For seamless cloud logging"),
+    ("lightning.pytorch.trainer.connectors.checkpoint_connector", "`weights_only` was not set, defaulting to"),
+)
+
+
+class _DropMessages(logging.Filter):
+    """Drops the records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: Sequence[str]) -> None:
+        super().__init__()
+        self.prefixes = tuple(prefixes)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+def hide_unactionable_messages(argv: Sequence[str]) -> None:
+    """Install the filters for the messages listed in this module's docstring (idempotent).
+
+    Args:
+        argv: the command line after the program name; "exists and is not empty" is hidden only
+            for a ``fit`` given ``--ckpt_path`` (a resume).
+    """
+    for name, prefix in HIDDEN_RECORDS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) and prefix in f.prefixes for f in logger.filters):
+            logger.addFilter(_DropMessages([prefix]))
+    warnings.filterwarnings("ignore", message=r'`\.\w+\(ckpt_path="best"\)` is called with Trainer configured with '
+                                              r"multiple `ModelCheckpoint` callbacks")
+    resuming = any(arg == "--ckpt_path" or arg.startswith("--ckpt_path=") for arg in argv)
+    if argv and argv[0] == "fit" and resuming:
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")

@@ -1,0 +1,93 @@
+"""YAML read with limits: text size, nesting depth and alias expansion, so a hostile ``--config`` fails in one line.
+
+PyYAML builds an aliased node once and shares it, so a 1.3 kB "billion laughs" file (nine levels
+of ten aliases to the level below) loads quickly, and the ~10^9 values appear only later, when
+jsonargparse walks, copies and checks the configuration: memory grows until ``MemoryError``.
+:func:`check_yaml` counts what a text expands to from PyYAML's event stream (libyaml's C parser
+when available) with each anchor's expanded size remembered, so the count costs one pass over the
+text and stops as soon as a limit is passed; nothing is built. :func:`install` puts it in front
+of jsonargparse's YAML loader, which reads every ``--config`` file and every YAML value given on
+the command line (``jsonargparse.set_loader``, its documented hook).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from mnist_lit.limits import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_CONFIG_NODES
+
+_EventLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class ConfigLimitError(yaml.YAMLError):
+    """The YAML text is over a limit; the message is one line saying which and by how much."""
+
+
+def check_yaml(text: str, source: str = "the configuration") -> None:
+    """Refuse YAML that is too long, nested too deep, or expands through aliases to too many values.
+
+    Args:
+        text: the YAML text.
+        source: what to call it in the message (e.g. the file's path).
+
+    Raises:
+        ConfigLimitError: over :data:`MAX_CONFIG_BYTES` characters, deeper than :data:`MAX_CONFIG_DEPTH`,
+            or more than :data:`MAX_CONFIG_NODES` values once aliases are expanded.
+        yaml.YAMLError: the text is not valid YAML.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigLimitError(f"{source} has {len(text):,} characters, more than the limit of {MAX_CONFIG_BYTES:,}")
+    total, open_collections, anchor_sizes = 0, [], {}
+    for event in yaml.parse(text, Loader=_EventLoader):
+        if isinstance(event, yaml.AliasEvent):
+            total += anchor_sizes.get(event.anchor, 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            total += 1
+            if event.anchor:
+                anchor_sizes[event.anchor] = 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            open_collections.append((total, event.anchor))
+            total += 1
+            if len(open_collections) > MAX_CONFIG_DEPTH:
+                raise ConfigLimitError(f"{source} nests lists or mappings more than {MAX_CONFIG_DEPTH} deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            start, anchor = open_collections.pop()
+            if anchor:
+                anchor_sizes[anchor] = total - start
+        if total > MAX_CONFIG_NODES:
+            raise ConfigLimitError(f"{source} expands to more than {MAX_CONFIG_NODES:,} values through YAML aliases "
+                                   "(*name); refused before expanding it (a 'billion laughs' file?)")
+
+
+def check_config_file(path: str | Path) -> None:
+    """:func:`check_yaml` on a file, refusing it by its size before reading it.
+
+    Raises:
+        ConfigLimitError, yaml.YAMLError: see :func:`check_yaml`. A missing file passes (jsonargparse names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigLimitError(f"{path} has {size:,} bytes, more than the limit of {MAX_CONFIG_BYTES:,} for a configuration")
+    check_yaml(path.read_text(errors="replace"), str(path))
+
+
+def install() -> None:
+    """Make jsonargparse's ``yaml`` mode run :func:`check_yaml` before its own loader (once per process)."""
+    from jsonargparse import get_loader, set_loader
+
+    original = get_loader("yaml")
+    if getattr(original, "mnist_lit_checked", False):
+        return
+
+    def load(stream):
+        if isinstance(stream, str):
+            check_yaml(stream)
+        return original(stream)
+
+    load.mnist_lit_checked = True
+    set_loader("yaml", load, exceptions=(yaml.YAMLError,))

@@ -1,0 +1,277 @@
+"""Hostile input and faults, tried as an attacker or an unlucky user would: memory, time and output stay bounded.
+
+Memory is measured on real processes (wait4's peak RSS, tests/measure.py); servers run on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import shutil
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import CONFIG
+from measure import run_measured
+from mnist_lit.data import DataError, read_idx
+from mnist_lit.limits import (DOWNLOAD_DEADLINE, DOWNLOAD_TIMEOUT, MAX_CONCURRENT_PREDICTIONS, MAX_IDX_ITEMS,
+                              MAX_WAITING_PREDICTIONS)
+
+#: Peak RSS allowed to any CLI process refusing hostile input (the issue's bound), MiB.
+MAX_PEAK_MIB = 1200
+BOMB_BYTES = 2**30  # 1 GiB of zeros, inflated from about 1 MB
+
+
+def fit_args(data_dir: Path, *more: str) -> list[str]:
+    return ["fit", "--config", str(CONFIG), "--data.data_dir", str(data_dir), *more]
+
+
+def error_lines(stderr: str) -> list[str]:
+    assert "Traceback" not in stderr, stderr[-3000:]
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def write_gzip(path: Path, header: bytes, zeros: int) -> Path:
+    """``header`` followed by ``zeros`` zero bytes, gzip-compressed while written (the test holds 1 MiB at a time)."""
+    chunk = bytes(2**20)
+    with gzip.open(path, "wb", compresslevel=6) as handle:
+        handle.write(header)
+        for _ in range(zeros // len(chunk)):
+            handle.write(chunk)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory) -> Path:
+    """A ~1 MB gzip file that inflates to 1 GiB of zeros."""
+    return write_gzip(tmp_path_factory.mktemp("bomb") / "bomb.gz", b"", BOMB_BYTES)
+
+
+def data_dir_with(tmp_path: Path, mnist_dir: Path, stem: str, source: Path) -> Path:
+    """A copy of the real subset with ``source`` in place of ``stem.gz``."""
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    shutil.copytree(mnist_dir / "MNIST" / "raw", raw)
+    (raw / f"{stem}.gz").unlink()
+    shutil.copyfile(source, raw / f"{stem}.gz")
+    return tmp_path / "data"
+
+
+# ---------------------------------------------------------------- IDX files
+
+def test_gzip_bomb_is_refused_from_its_first_bytes_in_the_memory_of_a_normal_start(bomb, tmp_path, mnist_dir):
+    assert bomb.stat().st_size < 2 * 2**20
+    data_dir = data_dir_with(tmp_path, mnist_dir, "train-images-idx3-ubyte", bomb)
+    run = run_measured(*fit_args(data_dir, "--data.download", "false"), cwd=tmp_path)
+    assert run.returncode == 2
+    assert error_lines(run.stderr) == [f"error: {data_dir}/MNIST/raw/train-images-idx3-ubyte.gz: IDX magic number 0, "
+                                       "expected 2051 for images; not an MNIST images file, replace it with the right one"]
+    # The same command refusing a folder without data: the memory every start takes (torch, Lightning).
+    normal = run_measured(*fit_args(tmp_path / "empty", "--data.download", "false"), cwd=tmp_path)
+    assert normal.returncode == 2 and "data not found" in error_lines(normal.stderr)[0]
+    assert run.peak_rss_mib < MAX_PEAK_MIB and run.peak_rss_mib < normal.peak_rss_mib + 100, \
+        (run.peak_rss_mib, normal.peak_rss_mib)
+    assert not list(tmp_path.glob("lightning_logs/*/checkpoints/*"))
+
+
+def test_bomb_behind_a_valid_header_stops_inflating_where_the_header_ends(tmp_path, mnist_dir):
+    # 10,000 images announced (as many as the labels), then 1 GiB of zeros: the read stops 1 byte past 7,840,016.
+    bomb = write_gzip(tmp_path / "valid_header.gz", struct.pack(">IIII", 2051, 10_000, 28, 28), BOMB_BYTES)
+    data_dir = data_dir_with(tmp_path, mnist_dir, "train-images-idx3-ubyte", bomb)
+    run = run_measured(*fit_args(data_dir, "--data.download", "false"), cwd=tmp_path)
+    assert run.returncode == 2 and run.peak_rss_mib < MAX_PEAK_MIB
+    assert error_lines(run.stderr) == [
+        f"error: {data_dir}/MNIST/raw/train-images-idx3-ubyte.gz: more than the 7840016 bytes its header promises "
+        "(10000 images); the file is damaged or not one IDX file, delete it and download or copy it again"]
+
+
+def test_header_over_the_item_limit_is_refused_before_inflating(tmp_path):
+    path = write_gzip(tmp_path / "huge.gz", struct.pack(">IIII", 2051, 2**32 - 1, 28, 28), 2**20)
+    with pytest.raises(DataError) as err:
+        read_idx(path, 2051)
+    assert str(err.value) == (f"{path}: the header announces 4,294,967,295 images, more than the limit of "
+                              f"{MAX_IDX_ITEMS:,}; not an MNIST file (or a damaged one), replace it")
+
+
+# ---------------------------------------------------------------- downloads
+
+class Endless(BaseHTTPRequestHandler):
+    """``/endless/NAME``: 200 and zeros until the client hangs up (no Content-Length);
+    ``/huge/NAME``: Content-Length of 1 TB, then zeros."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if self.path.startswith("/huge/"):
+            self.send_header("Content-Length", str(10**12))
+        self.end_headers()
+        chunk = bytes(2**16)
+        try:
+            while True:
+                self.wfile.write(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def endless_server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def silent_port():
+    """A port on 127.0.0.1 that accepts connections (the kernel completes them) and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
+NO_PROXY = {"http_proxy": "", "https_proxy": "", "HTTP_PROXY": "", "HTTPS_PROXY": "", "no_proxy": "127.0.0.1"}
+
+
+def test_endless_body_is_cut_at_the_known_size(endless_server, tmp_path):
+    mirrors = f"[{endless_server}/endless/, {endless_server}/huge/]"
+    run = run_measured(*fit_args(tmp_path / "data", "--data.mirrors", mirrors), cwd=tmp_path, env=NO_PROXY)
+    assert run.returncode == 2 and run.peak_rss_mib < MAX_PEAK_MIB, run.peak_rss_mib
+    assert run.seconds < DOWNLOAD_DEADLINE + 30  # 30 s: starting Python, torch and Lightning on a busy machine
+    [line] = error_lines(run.stderr)
+    assert line.startswith("error: could not download train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+                           "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (")
+    assert f"{endless_server}/endless/: more than the 9,912,422 bytes of the file sent; stopped reading, " in line
+    assert f"{endless_server}/huge/: 1,000,000,000,000 bytes announced, more than the 9,912,422 of the file" in line
+    assert not list((tmp_path / "data" / "MNIST" / "raw").iterdir())  # nothing half-written
+
+
+def test_mirror_that_never_answers_fails_in_under_a_minute_with_default_settings(silent_port, tmp_path):
+    mirrors = f"[http://127.0.0.1:{silent_port}/a/, http://127.0.0.1:{silent_port}/b/]"
+    run = run_measured(*fit_args(tmp_path / "data", "--data.mirrors", mirrors), cwd=tmp_path, env=NO_PROXY,
+                       timeout=120)
+    assert run.returncode == 2 and run.seconds < 60, run.seconds
+    [line] = error_lines(run.stderr)
+    assert f"http://127.0.0.1:{silent_port}/a/: timed out (no answer within {DOWNLOAD_TIMEOUT:g} s)" in line
+    # Each unreachable mirror is asked once, not once per file.
+    assert run.stderr.count("Download failed:") == 2
+
+
+def test_offline_says_in_a_few_lines_where_the_files_go_and_the_command_that_uses_them(tmp_path):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    mirrors = f"[https://mnist-lit-test.invalid/mnist/, http://127.0.0.1:{closed}/mnist/]"
+    run = run_measured(*fit_args(tmp_path / "data", "--data.mirrors", mirrors), cwd=tmp_path, env=NO_PROXY)
+    assert run.returncode == 2 and run.seconds < 60
+    download_lines = [line for line in run.stderr.splitlines() if "Download" in line or line.startswith("error:")]
+    assert len(download_lines) <= 5, download_lines
+    [line] = error_lines(run.stderr)
+    assert "https://mnist-lit-test.invalid/mnist/: host not found" in line
+    assert f"http://127.0.0.1:{closed}/mnist/: connection refused" in line
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    assert line.endswith(f"in {raw}/ and run with --data.data_dir {tmp_path / 'data'} --data.download false")
+    assert len(line) < 700, len(line)
+
+
+# ---------------------------------------------------------------- serve
+
+def big_rgba_png(digit) -> bytes:
+    """A real test digit as a 24-megapixel (6000x4000) RGBA photo: black ink on opaque white, PNG."""
+    from PIL import Image, ImageOps
+
+    small = Image.frombytes("L", (28, 28), bytes(digit.reshape(28, 28).flatten().tolist()))
+    ink = ImageOps.invert(small.resize((3000, 3000), Image.Resampling.BICUBIC))
+    canvas = Image.new("L", (6000, 4000), 255)
+    canvas.paste(ink, (1500, 500))
+    buffer = io.BytesIO()
+    canvas.convert("RGBA").save(buffer, "PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def big_picture(mnist_dir) -> tuple[int, bytes]:
+    from mnist_lit.data import load_split
+
+    images, labels = load_split(mnist_dir, "test")
+    return int(labels[0]), big_rgba_png(images[0])
+
+
+def test_serve_burst_of_24_megapixel_uploads_stays_bounded(trained_run, big_picture, tmp_path):
+    from measure import peak_rss_mib, rss_mib
+    from serving import http, serve
+
+    label, body = big_picture
+    assert len(body) < 5_000_000  # under the body limit: only the pixels make it heavy
+    with serve(trained_run["best_ckpt"], tmp_path) as server:
+        pid, url = server["proc"].pid, server["url"]
+        assert server["health"]["max_concurrent"] == MAX_CONCURRENT_PREDICTIONS
+        assert server["health"]["max_waiting"] == MAX_WAITING_PREDICTIONS
+        start_rss = rss_mib(pid)
+        answers, health, busy = [], [], threading.Event()
+
+        def upload() -> None:
+            answers.append(http("POST", f"{url}/predict", body, {"Content-Type": "image/png"}, timeout=300))
+
+        def probe() -> None:  # /health while the uploads are in flight
+            while busy.is_set():
+                started = time.monotonic()
+                status, payload = http("GET", f"{url}/health", timeout=30)
+                health.append((status, payload.get("ok"), time.monotonic() - started))
+                time.sleep(0.5)
+
+        uploads = [threading.Thread(target=upload) for _ in range(12)]
+        busy.set()
+        prober = threading.Thread(target=probe)
+        for thread in uploads:
+            thread.start()
+        prober.start()
+        for thread in uploads:
+            thread.join(timeout=600)
+        busy.clear()
+        prober.join(timeout=60)
+        peak = peak_rss_mib(pid)
+        time.sleep(1)
+        end_rss = rss_mib(pid)
+
+    assert len(answers) == 12
+    statuses = sorted(status for status, _ in answers)
+    assert set(statuses) <= {200, 503}, answers
+    for status, payload in answers:
+        if status == 200:
+            assert payload["digit"] == label
+        else:
+            assert payload["error"].startswith("server busy: ")
+    # 2 decoding + 8 waiting are admitted; the two beyond them are refused at once.
+    assert statuses.count(200) >= MAX_CONCURRENT_PREDICTIONS + MAX_WAITING_PREDICTIONS
+    assert len(health) >= 3 and all(status == 200 and ok for status, ok, _ in health), health
+    assert peak < 2048, (start_rss, peak, end_rss)
+    assert end_rss < start_rss + 300, (start_rss, peak, end_rss)
+
+
+def test_serve_pixel_limit_is_configurable_and_answered_413(trained_run, big_picture, tmp_path):
+    from serving import http, serve
+
+    _, body = big_picture
+    with serve(trained_run["best_ckpt"], tmp_path, "--max_image_pixels", "20000000", "--max_concurrent", "1",
+               "--max_waiting", "0") as server:
+        assert server["health"]["max_image_pixels"] == 20_000_000
+        status, payload = http("POST", f"{server['url']}/predict", body, {"Content-Type": "image/png"})
+        assert status == 413
+        assert payload["error"] == ("request body: the header claims 6000x4000 = 24,000,000 pixels, more than the "
+                                    "limit of 20,000,000; not decoded, shrink the picture first")
+        status, health = http("GET", f"{server['url']}/health")
+        assert status == 200 and health["ok"]
