@@ -20,7 +20,7 @@ from mnist_lit.allocator import keep_freed_memory
 from mnist_lit.callbacks import PredictionWriter
 from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, check_compatible, check_hparams, load_checkpoint
 from mnist_lit.data import DataError, MNISTDataModule
-from mnist_lit.distributed import per_device_batch_size
+from mnist_lit.distributed import EndRanksOnFailure, LaunchError, check_launch, per_device_batch_size
 from mnist_lit.model import HyperparameterError, MNISTClassifier
 
 
@@ -81,6 +81,7 @@ class MNISTLightningCLI(LightningCLI):
             # would refuse the combination); the YAML keeps one only to set its refresh_rate.
             kwargs["callbacks"] = [c for c in callbacks if not isinstance(c, ProgressBar)]
         trainer = super().instantiate_trainer(**kwargs)
+        check_launch(trainer)  # several processes: launcher/world size mismatch or busy MASTER_PORT, before any starts
         if torch.are_deterministic_algorithms_enabled():
             torch.utils.deterministic.fill_uninitialized_memory = False
         return trainer
@@ -146,7 +147,7 @@ def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequen
             MNISTClassifier,
             MNISTDataModule,
             seed_everything_default=0,
-            trainer_defaults={"callbacks": [PredictionWriter(), *callbacks]},
+            trainer_defaults={"callbacks": [PredictionWriter(), EndRanksOnFailure(), *callbacks]},
             auto_configure_optimizers=False,
             args=args,
             run=run,
@@ -186,8 +187,11 @@ def main(args: list[str] | None = None) -> None:
             cli = build_cli(args)
             if cli.failed_files:  # each one already has its `error: FILE: reason` line on stderr
                 sys.exit(1)
-    except (DataError, TuneError, CheckpointError, HyperparameterError) as err:
+    except (DataError, TuneError, CheckpointError, HyperparameterError, LaunchError) as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except torch.distributed.DistNetworkError as err:  # the rendezvous failed after the processes started
+        print(f"error: the processes could not connect: {str(err).splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
     except MisconfigurationException as err:  # Lightning's own refusals, e.g. two progress bars
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
