@@ -19,7 +19,12 @@ import contextlib
 import csv
 import io
 import json
+import re
 import shutil
+import signal
+import sys
+import traceback
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -391,79 +396,280 @@ def nested(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def tune_main(argv: list[str]) -> None:
-    """``python -m mnist_lit tune --tune_config configs/tune.yaml [fit flags]``: Optuna search maximising val_acc.
+class _TrialNotRun(Exception):
+    """A trial this worker stopped (interrupted, or beyond the total); recorded in the study, not an error."""
 
-    Each trial is a ``fit`` with the suggested flags appended (TPE sampler, seeded), scored by its
-    last epoch's ``val_acc`` on the validation split (never the test set). ``val_acc`` is reported
-    to Optuna after every epoch and :class:`optuna.pruners.MedianPruner` stops trials that fall
-    below the median of earlier trials at the same epoch (Optuna-integration's
-    ``PyTorchLightningPruningCallback``). Writes ``trials.csv`` after every trial (``number, state,
-    val_acc, epochs, duration_s``, each parameter, ``log_dir``) and, at the end, ``best_config.yaml``:
-    the complete configuration of the best trial, which ``fit --config best_config.yaml`` accepts.
+
+class _TrialFailed(Exception):
+    """A trial whose run raised; its one-line message is already printed and recorded in the study."""
+
+
+def one_line(err: BaseException) -> str:
+    """``Type: first line of the message`` (errors of this project: the message alone, already one line)."""
+    from mnist_lit.checkpoint import CheckpointError
+    from mnist_lit.data import DataError
+    from mnist_lit.model import HyperparameterError
+
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if isinstance(err, (DataError, TuneError, CheckpointError, HyperparameterError)) \
+        else f"{type(err).__name__}: {text}"
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[dict[str, int]]:
+    """SIGINT and SIGTERM (a scheduler's preemption) raise ``KeyboardInterrupt`` in the main thread, as Ctrl-C
+    does, so the running trial is recorded as interrupted; yields ``{"signal": number}`` once one arrived."""
+    received: dict[str, int] = {}
+
+    def handler(signum, _frame):
+        received["signal"] = signum
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def tune_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tune_config", default="configs/tune.yaml",
+                   help="Search space, trials, pruner (default: configs/tune.yaml).")
+    p.add_argument("--n_trials", type=int, default=None,
+                   help="Override the tune config's n_trials; with --storage the total over all workers.")
+    p.add_argument("--timeout", type=float, default=None, help="Stop starting trials after this many seconds.")
+    p.add_argument("--storage", default=None,
+                   help="Share the study with other workers: a journal file path (one machine or a shared file "
+                        "system) or a database URL (postgresql+psycopg://USER@HOST/DB, sqlite:///FILE.db).")
+    p.add_argument("--study_name", default=None, help="The shared study's name (the same in every worker).")
+    p.add_argument("--report", action="store_true",
+                   help="With --storage: only write trials.csv and best_config.yaml of the study, run nothing.")
+    p.add_argument("--verbose", action="store_true", help="Print the traceback of a trial that fails.")
+
+
+def tune_main(argv: list[str]) -> None:
+    """``python -m mnist_lit tune --tune_config configs/tune.yaml [--storage URL --study_name NAME] [fit flags]``.
+
+    An Optuna search maximising val_acc. Each trial is a ``fit`` with the suggested flags appended,
+    scored by its last epoch's ``val_acc`` on the validation split (never the test set). ``val_acc`` is
+    reported to Optuna after every epoch and :class:`optuna.pruners.MedianPruner` stops trials that fall
+    below the median of earlier trials at the same epoch (optuna-integration's
+    ``PyTorchLightningPruningCallback``). A trial that fails prints one line (its traceback with
+    ``--verbose``) and the search goes on.
+
+    Without ``--storage`` the study lives in this process (TPE sampler seeded by the tune config) and
+    writes into a new ``lightning_logs/tune_N/``. With ``--storage`` (see :mod:`mnist_lit.storage`) any
+    number of workers started with the same ``--study_name`` share it and write into
+    ``lightning_logs/tune_NAME/``: ``--n_trials`` is the total over all of them, pruning compares with
+    every worker's trials, each worker samples with its own seed (TPE with ``constant_liar``), and a
+    stopped worker (Ctrl-C, SIGTERM) loses only its running trial, which restarting any worker runs again.
+
+    Writes ``trials.csv`` after every trial (``number, state, val_acc, epochs, duration_s``, each parameter,
+    ``worker``, ``log_dir``) and at the end ``best_config.yaml``: the complete configuration of the best
+    trial, which ``fit --config best_config.yaml`` accepts. ``--report`` writes both without running.
 
     Raises:
-        TuneError: optuna missing, a bad tune config, or no trial completed.
+        TuneError: optuna missing, a bad tune config, an unusable ``--storage``, a study of another search
+            space, no trial completed.
     """
-    def options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--tune_config", default="configs/tune.yaml",
-                       help="Search space, trials, pruner (default: configs/tune.yaml).")
-        p.add_argument("--n_trials", type=int, default=None, help="Override the tune config's n_trials.")
-        p.add_argument("--timeout", type=float, default=None, help="Stop starting trials after this many seconds.")
-
     opts, fit_args = parse_command("tune", "Optuna search over the tune config's space, maximising val_acc.",
-                                   options, argv)
+                                   tune_options, argv)
     try:
         import optuna
         from optuna_integration import PyTorchLightningPruningCallback
     except ImportError:
         raise TuneError("tune needs optuna and optuna-integration: pip install 'mnist_lit[tune]'") from None
+    from mnist_lit import storage as st
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed here instead
+    if opts.storage is not None and not opts.study_name:
+        raise TuneError("--storage needs --study_name NAME (the same in every worker)")
+    if opts.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", opts.study_name):
+        raise TuneError(f"--study_name must be letters, digits, '_', '.', '-' (it names a folder), got {opts.study_name!r}")
+    if opts.report:
+        if opts.storage is None:
+            raise TuneError("--report needs --storage URL --study_name NAME (the study to report)")
+        storage = open_storage(opts.storage)
+        try:
+            study = optuna.load_study(study_name=opts.study_name, storage=storage)
+        except KeyError:
+            names = optuna.get_all_study_names(storage)
+            raise TuneError(f"no study {opts.study_name!r} in {opts.storage} (it holds: "
+                            f"{', '.join(names) if names else 'no study'})") from None
+        run_dir = Path(opts.log_dir) / f"tune_{opts.study_name}"
+        report_study(study, run_dir)
+        return
     config = load_tune_config(opts.tune_config)
     n_trials = opts.n_trials if opts.n_trials is not None else int(config.get("n_trials", 20))
     if n_trials < 1:
         raise TuneError(f"n_trials must be 1 or more, got {n_trials}")
     space = config["search_space"]
+    storage = None if opts.storage is None else open_storage(opts.storage)
     parser = build_cli(fit_args, run=False).parser  # checks the fit flags before any trial runs
-    with fresh_run_dir(opts.log_dir, "tune") as run_dir:
-        log_dirs: dict[int, str] = {}
+    pruner = optuna.pruners.MedianPruner(**config.get("pruner", {}))
+    if storage is None:
+        run_context = fresh_run_dir(opts.log_dir, "tune")
+        sampler = optuna.samplers.TPESampler(seed=config.get("seed", 0))
+    else:
+        run_dir = Path(opts.log_dir) / f"tune_{opts.study_name}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_context = contextlib.nullcontext(run_dir)
+        # Every worker its own seed (the same one would suggest the same values in every worker).
+        seed = zlib.crc32(f"{config.get('seed', 0)}:{st.WORKER_ID}".encode())
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    with run_context as run_dir:
+        study = optuna.create_study(storage=storage, study_name=opts.study_name, direction="maximize",
+                                    sampler=sampler, pruner=pruner, load_if_exists=True)
+        check_study(study, space, opts.storage)
+        if storage is not None:
+            for number in st.fail_dead_local_trials(study, storage):
+                print(f"trial {number}: its worker on this machine is gone; marked interrupted", file=sys.stderr)
+        run_trials(study, space, fit_args, parser, run_dir, n_trials, opts, PyTorchLightningPruningCallback)
+        report_study(study, run_dir)
 
-        def objective(trial) -> float:
-            params = {key: suggest(trial, key, spec) for key, spec in space.items()}
-            flags = [f"--{key}={value}" for key, value in params.items()]
-            log_dirs[trial.number] = str(run_dir / f"trial_{trial.number}")
-            val_acc, _ = fit_val_acc([*fit_args, *flags, logger_flag(run_dir, f"trial_{trial.number}")],
-                                     callbacks=(PyTorchLightningPruningCallback(trial, monitor="val_acc"),))
+
+def open_storage(url: str):
+    """:func:`mnist_lit.storage.open_storage`, its refusal as a :class:`TuneError` (one ``error:`` line)."""
+    from mnist_lit import storage as st
+
+    try:
+        return st.open_storage(url)
+    except st.StorageError as err:
+        raise TuneError(str(err)) from None
+
+
+def check_study(study, space: dict[str, Any], storage: str | None) -> None:
+    """Record the search space in a new study; refuse to join one of another space or direction."""
+    import optuna
+
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise TuneError(f"study {study.study_name!r} in {storage} minimises; give another --study_name")
+    recorded = study.user_attrs.get("search_space")
+    if recorded is None:
+        study.set_user_attr("search_space", space)
+    elif recorded != json.loads(json.dumps(space)):
+        raise TuneError(f"study {study.study_name!r} in {storage} searches another space ({json.dumps(recorded)}); "
+                        "use its tune config or another --study_name")
+
+
+def run_trials(study, space, fit_args, parser, run_dir: Path, n_trials: int, opts, pruning_callback) -> None:
+    """This worker's share of the study: trials until ``n_trials`` counted trials exist (all workers)."""
+    import optuna
+
+    from mnist_lit import storage as st
+
+    if len(st.counted_trials(study)) >= n_trials:
+        print(f"Study {study.study_name!r} already holds {n_trials} trials; nothing to run", flush=True)
+        return
+
+    def objective(trial) -> float:
+        if opts.storage is not None and st.is_surplus(study, trial, n_trials):
+            trial.set_user_attr(st.SURPLUS, True)  # two workers asked at once: beyond the total, not run
+            study.stop()
+            raise _TrialNotRun
+        params = {key: suggest(trial, key, spec) for key, spec in space.items()}
+        flags = [f"--{key}={value}" for key, value in params.items()]
+        log_dir = run_dir / f"trial_{trial.number}"
+        trial.set_user_attr(st.WORKER, st.WORKER_ID)
+        trial.set_user_attr(st.LOG_DIR, str(log_dir))
+        try:
+            trial.set_user_attr(st.CONFIG, parser.dump(parser.parse_args([*fit_args, *flags]), skip_none=False))
+            val_acc, _ = fit_val_acc([*fit_args, *flags, logger_flag(run_dir, log_dir.name)],
+                                     callbacks=(pruning_callback(trial, monitor="val_acc"),))
             return val_acc
+        except optuna.TrialPruned:
+            raise
+        except (KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into SystemExit(1)
+            if received or isinstance(err, KeyboardInterrupt):
+                received.setdefault("signal", signal.SIGINT)
+                trial.set_user_attr(st.INTERRUPTED, f"signal {received['signal']}")
+                study.stop()
+                raise _TrialNotRun from None
+            message = f"the run exited with status {err.code}"  # e.g. a suggested value its parser refused
+            trial.set_user_attr(st.ERROR, message)
+            print(f"trial {trial.number} failed: {message}", file=sys.stderr, flush=True)
+            raise _TrialFailed from None
+        except Exception as err:
+            message = one_line(err)
+            trial.set_user_attr(st.ERROR, message)
+            print(f"trial {trial.number} failed: {message}", file=sys.stderr, flush=True)
+            if opts.verbose:
+                traceback.print_exc()
+            raise _TrialFailed from None
 
-        def write_trials(study, _trial=None) -> None:
-            rows = []
-            for t in study.trials:
-                duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else ""
-                value = t.value if t.value is not None else (t.intermediate_values[max(t.intermediate_values)]
-                                                             if t.intermediate_values else "")
-                rows.append([t.number, t.state.name, value, len(t.intermediate_values), duration,
-                             *[t.params.get(key, "") for key in space], log_dirs.get(t.number, "")])
-            write_csv(run_dir / "trials.csv", ["number", "state", "val_acc", "epochs", "duration_s", *space, "log_dir"],
-                      rows)
+    def after_trial(study, trial) -> None:
+        if trial.user_attrs.get(st.SURPLUS):
+            return
+        state = st.trial_state(trial)
+        if state == "COMPLETE":
+            print(f"trial {trial.number}: val_acc {trial.value:.4f} {json.dumps(trial.params)}", flush=True)
+        elif state == "PRUNED":
+            print(f"trial {trial.number}: pruned after epoch {max(trial.intermediate_values, default=0) + 1}",
+                  flush=True)
+        write_trials(study, run_dir)
 
-        study = optuna.create_study(direction="maximize",
-                                    sampler=optuna.samplers.TPESampler(seed=config.get("seed", 0)),
-                                    pruner=optuna.pruners.MedianPruner(**config.get("pruner", {})))
-        study.optimize(objective, n_trials=n_trials, timeout=opts.timeout, callbacks=[write_trials])
-        write_trials(study)
-        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if not complete:
-            raise TuneError(f"no trial completed (all pruned or failed); see {run_dir / 'trials.csv'}")
-        best = study.best_trial
-        best_flags = [f"--{key}={value}" for key, value in best.params.items()]
-        best_config = parser.dump(parser.parse_args([*fit_args, *best_flags]), skip_none=False)
-        header = (f"# Best of {len(study.trials)} trials (trial {best.number}, val_acc {best.value:.4f}) of "
-                  f"`python -m mnist_lit tune`; run it with `python -m mnist_lit fit --config THIS_FILE`.\n"
-                  f"# Searched values: {json.dumps(best.params)}\n")
-        write_text(run_dir / "best_config.yaml", header + best_config)
-        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-        print(f"\n{len(study.trials)} trials: {len(complete)} complete, {pruned} pruned. "
-              f"Best: trial {best.number}, val_acc {best.value:.4f}")
-        print(yaml.safe_dump(nested(best.params), sort_keys=False).rstrip())
-        print(f"Table: {run_dir / 'trials.csv'}\nBest config: {run_dir / 'best_config.yaml'} "
-              f"(python -m mnist_lit fit --config {run_dir / 'best_config.yaml'})")
+    with signals_interrupt() as received:
+        try:
+            study.optimize(objective, n_trials=None if opts.storage else n_trials, timeout=opts.timeout,
+                           callbacks=[st.TotalTrials(n_trials), after_trial], catch=(_TrialNotRun, _TrialFailed))
+        except KeyboardInterrupt:
+            received.setdefault("signal", signal.SIGINT)
+        if received:
+            write_trials(study, run_dir)
+            lost = [t.number for t in study.get_trials(deepcopy=False)
+                    if t.user_attrs.get(st.INTERRUPTED, "").startswith("signal") and t.user_attrs.get(st.WORKER) == st.WORKER_ID]
+            print(f"tune interrupted (signal {received['signal']}): trial{'s' if len(lost) != 1 else ''} "
+                  f"{', '.join(map(str, lost)) or 'none'} lost, the others kept in {run_dir / 'trials.csv'}"
+                  + ("; run the same command again to continue the study" if opts.storage else ""), file=sys.stderr)
+            sys.exit(128 + int(received["signal"]))
+
+
+def write_trials(study, run_dir: Path) -> list:
+    """Write ``trials.csv`` (see :func:`tune_main`) for the study's trials; returns them (surplus ones left out)."""
+    from mnist_lit import storage as st
+
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(st.SURPLUS)]
+    names = st.study_params(trials)
+    rows = []
+    for t in trials:
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else ""
+        value = t.value if t.value is not None else (t.intermediate_values[max(t.intermediate_values)]
+                                                     if t.intermediate_values else "")
+        rows.append([t.number, st.trial_state(t), value, len(t.intermediate_values), duration,
+                     *[t.params.get(key, "") for key in names], t.user_attrs.get(st.WORKER, ""),
+                     t.user_attrs.get(st.LOG_DIR, ""), t.user_attrs.get(st.ERROR, "")])
+    write_csv(run_dir / "trials.csv", ["number", "state", "val_acc", "epochs", "duration_s", *names, "worker",
+                                       "log_dir", "error"], rows)
+    return trials
+
+
+def report_study(study, run_dir: Path) -> None:
+    """Write ``trials.csv`` and ``best_config.yaml`` of the study into ``run_dir`` and print the summary.
+
+    Raises:
+        TuneError: no trial of the study completed.
+    """
+    import optuna
+
+    from mnist_lit import storage as st
+
+    trials = write_trials(study, run_dir)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    states = [st.trial_state(t) for t in trials]
+    counts = ", ".join(f"{states.count(name)} {name.lower()}" for name in
+                       ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED", "RUNNING") if states.count(name))
+    if not complete:
+        first_error = next((t.user_attrs[st.ERROR] for t in trials if st.ERROR in t.user_attrs), None)
+        raise TuneError(f"no trial completed ({counts or 'no trial'})"
+                        + (f"; the first failure: {first_error}" if first_error else "")
+                        + f"; see {run_dir / 'trials.csv'}")
+    best = max(complete, key=lambda t: t.value)
+    header = (f"# Best of {len(trials)} trials (trial {best.number}, val_acc {best.value:.4f}) of "
+              f"`python -m mnist_lit tune`; run it with `python -m mnist_lit fit --config THIS_FILE`.\n"
+              f"# Searched values: {json.dumps(best.params)}\n")
+    write_text(run_dir / "best_config.yaml", header + best.user_attrs["config"])
+    print(f"\n{len(trials)} trials: {counts}. Best: trial {best.number}, val_acc {best.value:.4f}")
+    print(yaml.safe_dump(nested(best.params), sort_keys=False).rstrip())
+    print(f"Table: {run_dir / 'trials.csv'}\nBest config: {run_dir / 'best_config.yaml'} "
+          f"(python -m mnist_lit fit --config {run_dir / 'best_config.yaml'})")
