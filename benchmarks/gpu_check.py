@@ -96,7 +96,13 @@ def run_fit(args: argparse.Namespace, work: Path, name: str, accelerator: str, e
 def predict_throughput(args: argparse.Namespace, accelerator: str, ckpt: str) -> float:
     """Test-set images per second of ``Trainer.predict`` (second of two passes), the checkpoint's model
     (``--limit_test_batches`` limits the batches of 1,000 images)."""
+    import logging
+    import warnings
+
     from lightning.pytorch import Trainer
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # "GPU available: ..." and the like
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
     from mnist_lit.data import MNISTDataModule
     from mnist_lit.model import MNISTClassifier

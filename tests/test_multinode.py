@@ -15,7 +15,6 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 import torch
 
 from conftest import CONFIG, REPO, printed_test_acc, run_cli, version_dirs
