@@ -81,7 +81,9 @@ class MNISTLightningCLI(LightningCLI):
             # would refuse the combination); the YAML keeps one only to set its refresh_rate.
             kwargs["callbacks"] = [c for c in callbacks if not isinstance(c, ProgressBar)]
         trainer = super().instantiate_trainer(**kwargs)
-        check_launch(trainer)  # several processes: launcher/world size mismatch or busy MASTER_PORT, before any starts
+        # Several processes: launcher/world size mismatch or busy MASTER_PORT, before any starts. The extra
+        # commands (no subcommand here) may run as independent single-process workers under srun/torchrun.
+        check_launch(trainer, independent_ok=self.subcommand is None)
         if torch.are_deterministic_algorithms_enabled():
             torch.utils.deterministic.fill_uninitialized_memory = False
         return trainer

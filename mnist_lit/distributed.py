@@ -145,7 +145,7 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def check_launch(trainer) -> None:
+def check_launch(trainer, independent_ok: bool = False) -> None:
     """Refuse, in every process and before any of them opens the process group, a run that cannot start.
 
     Two cases, each a hang or a traceback in Lightning 2.6 otherwise:
@@ -157,6 +157,8 @@ def check_launch(trainer) -> None:
 
     Args:
         trainer: the instantiated ``lightning.pytorch.Trainer`` (nothing launched yet).
+        independent_ok: one process configured (``devices × num_nodes == 1``) under a launcher of many is
+            one of many independent workers (``srun -n 4 ... tune``, a fold per task), not a mismatch.
 
     Raises:
         LaunchError: one of the cases above; the message names the numbers or the port and the fix.
@@ -164,7 +166,7 @@ def check_launch(trainer) -> None:
     launched = launcher_world_size()
     # Not trainer.world_size: under a launcher Lightning takes that from the launcher's environment.
     configured = trainer.num_devices * trainer.num_nodes
-    if launched is not None and launched[0] != configured:
+    if launched is not None and launched[0] != configured and not (independent_ok and configured == 1):
         world, launcher, hint = launched
         raise LaunchError(f"{launcher} started {world} processes but --trainer.devices {trainer.num_devices} x "
                           f"--trainer.num_nodes {trainer.num_nodes} makes {configured} "

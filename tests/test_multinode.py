@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from conftest import CONFIG, REPO, printed_test_acc, run_cli, version_dirs
@@ -157,3 +158,22 @@ def test_end_ranks_on_failure_kills_the_launched_processes():
     EndRanksOnFailure().on_exception(trainer, None, RuntimeError("rendezvous failed"))
     assert time.monotonic() - start < 10
     assert [child.returncode for child in children] == [-signal.SIGKILL] * 2
+
+
+def test_single_process_workers_under_srun_are_not_a_mismatch(monkeypatch):
+    """`srun -n 2 python -m mnist_lit tune ...`: two independent workers, fine for the extra commands
+    (independent_ok); for fit/validate/test/predict one process of two is a forgotten DDP config."""
+    from lightning.pytorch import Trainer
+
+    from mnist_lit.distributed import LaunchError, check_launch
+
+    for key, value in {"SLURM_NTASKS": "2", "SLURM_NNODES": "1", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": "1",
+                       "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "tune",
+                       "SLURM_JOB_ID": "4242", "SLURM_NODELIST": "127.0.0.1"}.items():
+        monkeypatch.setenv(key, value)
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    check_launch(trainer, independent_ok=True)
+    with pytest.raises(LaunchError, match=r"^SLURM \(SLURM_NTASKS=2\) started 2 processes but --trainer.devices 1 x "
+                                          r"--trainer.num_nodes 1 makes 1 .*; use --trainer.devices 2 "
+                                          r"--trainer.num_nodes 1$"):
+        check_launch(trainer)
