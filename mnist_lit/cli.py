@@ -34,7 +34,7 @@ from mnist_lit.callbacks import (
 from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, check_compatible, check_hparams, load_checkpoint
 from mnist_lit.command_line import prepare_argv
 from mnist_lit.data import DataError, MNISTDataModule
-from mnist_lit.distributed import per_device_batch_size
+from mnist_lit.distributed import EndRanksOnFailure, LaunchError, check_launch, per_device_batch_size
 from mnist_lit.model import HyperparameterError, MNISTClassifier
 from mnist_lit.precision import check_precision
 from mnist_lit.quiet import hide_unactionable_messages
@@ -168,6 +168,9 @@ class MNISTLightningCLI(LightningCLI):
                       file=sys.stderr)
         kwargs["callbacks"] = callbacks
         trainer = super().instantiate_trainer(**kwargs)
+        # Several processes: launcher/world size mismatch or busy MASTER_PORT, before any starts. The extra
+        # commands (no subcommand here) may run as independent single-process workers under srun/torchrun.
+        check_launch(trainer, independent_ok=self.subcommand is None)
         if torch.are_deterministic_algorithms_enabled():
             torch.utils.deterministic.fill_uninitialized_memory = False
         return trainer
@@ -267,7 +270,7 @@ def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequen
             MNISTClassifier,
             MNISTDataModule,
             seed_everything_default=0,
-            trainer_defaults={"callbacks": [PredictionWriter(), SigtermCheckpoint(), *callbacks]},
+            trainer_defaults={"callbacks": [PredictionWriter(), SigtermCheckpoint(), EndRanksOnFailure(), *callbacks]},
             auto_configure_optimizers=False,
             args=args,
             run=run,
@@ -316,9 +319,12 @@ def main(args: list[str] | None = None) -> None:
             cli = build_cli(args)
             if cli.failed_files:  # each one already has its `error: FILE: reason` line on stderr
                 sys.exit(1)
-    except (DataError, TuneError, CheckpointError, HyperparameterError) as err:
+    except (DataError, TuneError, CheckpointError, HyperparameterError, LaunchError) as err:
         release_unused()  # a run folder claimed before the error, still empty
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except torch.distributed.DistNetworkError as err:  # the rendezvous failed after the processes started
+        print(f"error: the processes could not connect: {str(err).splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException:  # Lightning's SystemExit without a code: a scheduler would read success
         saved = SigtermCheckpoint.saved

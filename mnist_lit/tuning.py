@@ -6,7 +6,8 @@ Each command takes its own few options plus every ``fit`` flag (``--config``, ``
 or a trial is exactly the run ``fit`` would make with those flags, and its ``config.yaml`` can be re-run
 with ``fit --config``. None of them touches the test set. Outputs go to one new folder per command run:
 
-    lightning_logs/cv_N/      fold_K/ (TensorBoard, config.yaml, checkpoints/), cv_results.csv, folds.csv
+    lightning_logs/cv_N/      fold_K/ (TensorBoard, config.yaml, checkpoints/, fold_result.json), cv_results.csv,
+                              folds.csv; `cv --fold I` and `--collect` use lightning_logs/cv_Kfold/ (or --name)
     lightning_logs/tune_N/    trial_K/ (same), trials.csv, best_config.yaml
     lightning_logs/lr_find_N/ lr_find.csv, lr_find.png
 """
@@ -18,7 +19,12 @@ import contextlib
 import csv
 import io
 import json
+import re
 import shutil
+import signal
+import sys
+import traceback
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -55,9 +61,18 @@ def new_run_dir(log_dir: str | Path, prefix: str) -> Path:
 
 
 @contextlib.contextmanager
-def fresh_run_dir(log_dir: str | Path, prefix: str) -> Iterator[Path]:
-    """:func:`new_run_dir`, removed again if the command fails before writing any file into it."""
-    path = new_run_dir(log_dir, prefix)
+def fresh_run_dir(log_dir: str | Path, prefix: str, name: str | None = None) -> Iterator[Path]:
+    """:func:`new_run_dir` (or ``log_dir/name``, refused if it exists: never mixed into), removed again if
+    the command fails before writing any file into it."""
+    if name is None:
+        path = new_run_dir(log_dir, prefix)
+    else:
+        path = Path(log_dir) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise TuneError(f"{path} exists already; give another --name or delete it") from None
     try:
         yield path
     except BaseException:
@@ -110,45 +125,170 @@ def fit_val_acc(fit_args: list[str], callbacks: tuple = ()) -> tuple[float, Any]
 
 # ---------------------------------------------------------------------------------------------- cv
 
-def cv_main(argv: list[str]) -> None:
-    """``python -m mnist_lit cv --folds K [fit flags]``: train K models, model k validated on fold k.
+#: Fit flags that may differ between folds trained as separate jobs (where the data lies, how it is read);
+#: every other setting must be the same in all folds for ``cv --collect`` to average them.
+PER_JOB_SETTINGS = {"data.data_dir", "data.download", "data.num_workers", "data.pin_memory", "data.fold",
+                    "trainer.logger", "trainer.devices", "trainer.num_nodes", "trainer.enable_progress_bar"}
 
-    Uses :class:`~mnist_lit.data.MNISTDataModule`'s stratified folds (``--data.num_folds K
-    --data.fold k``; ``--data.split_seed`` picks the folds). Each fold's ``val_acc`` is the last
-    epoch's. Prints and writes ``cv_results.csv`` (``fold, train_size, val_size, val_acc, log_dir``,
-    then rows ``mean`` and ``std``: the sample standard deviation, ``ddof=1``) and ``folds.csv``
-    (``index, label, fold``: which training image was validated in which fold), both rewritten
-    after every fold so an interrupted run keeps what it finished.
+FOLD_RESULT = "fold_result.json"  # fold_K/fold_result.json: written last, so a fold with it is finished
+
+
+def fold_settings(cli) -> dict[str, Any]:
+    """The parsed fit configuration of a fold as flat ``{"data.batch_size": 128, ...}``, minus :data:`PER_JOB_SETTINGS`."""
+    config = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and prefix not in PER_JOB_SETTINGS:
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else key)
+        elif prefix not in PER_JOB_SETTINGS:
+            flat[prefix] = node
+
+    walk(config, "")
+    return flat
+
+
+def run_fold(run_dir: Path, folds: int, fold: int, fit_args: list[str]) -> dict[str, Any]:
+    """Train fold ``fold`` of ``folds`` into ``run_dir/fold_K/`` and write its ``fold_result.json``.
+
+    Returns:
+        the result: ``fold, folds, train_size, val_size, val_acc`` (last epoch), ``log_dir``,
+        ``val_index``/``val_label`` (the training images it validated), ``settings`` (:func:`fold_settings`).
+    """
+    val_acc, cli = fit_val_acc([*fit_args, f"--data.num_folds={folds}", f"--data.fold={fold}",
+                                logger_flag(run_dir, f"fold_{fold}")])
+    dm = cli.datamodule
+    result = {"fold": fold, "folds": folds, "train_size": len(dm.train_idx), "val_size": len(dm.val_idx),
+              "val_acc": val_acc, "log_dir": str(cli.trainer.log_dir), "val_index": dm.val_idx.tolist(),
+              "val_label": dm.data_val.labels.tolist(), "settings": fold_settings(cli)}
+    write_text(run_dir / f"fold_{fold}" / FOLD_RESULT, json.dumps(result))
+    return result
+
+
+def read_fold_results(run_dir: Path, folds: int) -> list[dict[str, Any]]:
+    """The ``fold_result.json`` of folds ``0..folds-1`` in ``run_dir``, checked to belong to one K-fold run.
 
     Raises:
-        TuneError: ``--folds`` below 2. DataError: unusable data (from the data module).
+        TuneError: a fold is missing (named, with the command that trains it), was trained for another
+            K, or with other settings than fold 0 (the first differing flag is named).
     """
+    missing = [k for k in range(folds) if not (run_dir / f"fold_{k}" / FOLD_RESULT).is_file()]
+    if missing:
+        names = ", ".join(map(str, missing))
+        raise TuneError(f"fold{'s' if len(missing) > 1 else ''} {names} of {folds} not finished in {run_dir} "
+                        f"(no fold_K/{FOLD_RESULT}); train each with `{PROG} cv --folds {folds} --fold K "
+                        f"--name {run_dir.name} [the same fit flags]`")
+    results = [json.loads((run_dir / f"fold_{k}" / FOLD_RESULT).read_text()) for k in range(folds)]
+    first = results[0]
+    for result in results[1:]:
+        if result["folds"] != folds:
+            raise TuneError(f"{run_dir}/fold_{result['fold']} was trained as one of {result['folds']} folds, "
+                            f"not {folds}")
+        differing = sorted(key for key in first["settings"].keys() | result["settings"].keys()
+                           if first["settings"].get(key) != result["settings"].get(key))
+        if differing:
+            key = differing[0]
+            raise TuneError(f"folds 0 and {result['fold']} in {run_dir} were trained with different settings "
+                            f"({key}: {first['settings'].get(key)!r} vs {result['settings'].get(key)!r}); "
+                            f"retrain one of them with the other's flags")
+    return results
+
+
+def write_cv_tables(run_dir: Path, results: list[dict[str, Any]]) -> torch.Tensor:
+    """Write ``cv_results.csv`` and ``folds.csv`` for the finished ``results``; returns their val_acc (float64)."""
+    rows = [[r["fold"], r["train_size"], r["val_size"], f"{r['val_acc']:.6f}", r["log_dir"]] for r in results]
+    accs = torch.tensor([float(row[3]) for row in rows], dtype=torch.float64)
+    summary = [["mean", "", "", f"{accs.mean():.6f}", ""]]
+    if len(accs) > 1:
+        summary.append(["std", "", "", f"{accs.std():.6f}", ""])
+    write_csv(run_dir / "cv_results.csv", ["fold", "train_size", "val_size", "val_acc", "log_dir"], rows + summary)
+    fold_rows = sorted([i, y, r["fold"]] for r in results for i, y in zip(r["val_index"], r["val_label"]))
+    write_csv(run_dir / "folds.csv", ["index", "label", "fold"], fold_rows)
+    return accs
+
+
+def print_cv_summary(run_dir: Path, results: list[dict[str, Any]], accs: torch.Tensor) -> None:
+    print(f"\n{'fold':>4}  {'train':>6}  {'val':>6}  val_acc")
+    for r in results:
+        print(f"{r['fold']:>4}  {r['train_size']:>6}  {r['val_size']:>6}  {r['val_acc']:.4f}")
+    print(f"val_acc over {len(results)} folds: {accs.mean():.4f} ± {accs.std():.4f} (mean ± sample std)")
+    print(f"Table: {run_dir / 'cv_results.csv'}")
+
+
+def cv_main(argv: list[str]) -> None:
+    """``python -m mnist_lit cv --folds K [--fold I | --collect] [--name NAME] [fit flags]``: K-fold validation.
+
+    Uses :class:`~mnist_lit.data.MNISTDataModule`'s stratified folds (``--data.num_folds K
+    --data.fold k``; ``--data.split_seed`` picks the folds, so they are the same in every process).
+    Each fold's ``val_acc`` is the last epoch's. Three ways to run:
+
+    * ``cv --folds K``: the K folds one after the other in a new ``lightning_logs/cv_N/``;
+    * ``cv --folds K --fold I``: fold I only, into ``lightning_logs/NAME/fold_I/`` (``--name``, default
+      ``cv_Kfold``), for job arrays: one fold per job, GPU or node;
+    * ``cv --folds K --collect``: the tables of the finished folds in ``NAME``.
+
+    The tables are ``cv_results.csv`` (``fold, train_size, val_size, val_acc, log_dir``, then rows
+    ``mean`` and ``std``: the sample standard deviation, ``ddof=1``) and ``folds.csv`` (``index, label,
+    fold``: which training image was validated in which fold); the one-process run rewrites them after
+    every fold, so an interrupted run keeps what it finished.
+
+    Raises:
+        TuneError: ``--folds`` below 2, ``--fold`` outside ``0..K-1``, a fold already finished, or (collect)
+            a missing fold or folds trained with different settings. DataError: unusable data.
+    """
+    def options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--folds", type=int, default=5, help="K, the number of folds (default: 5).")
+        mode = p.add_mutually_exclusive_group()
+        mode.add_argument("--fold", type=int, default=None,
+                          help="Train only this fold (0..K-1), e.g. one job of a job array.")
+        mode.add_argument("--collect", action="store_true",
+                          help="Write cv_results.csv and folds.csv from the folds trained with --fold.")
+        p.add_argument("--name", default=None,
+                       help="Run folder under --log_dir shared by --fold and --collect (default: cv_Kfold; "
+                            "without --fold/--collect: a new cv_N).")
+
     opts, fit_args = parse_command(
-        "cv", "K-fold cross-validation: train K models, each validated on a different stratified fold.",
-        lambda p: p.add_argument("--folds", type=int, default=5, help="K, the number of folds (default: 5)."), argv)
+        "cv", "K-fold cross-validation: train K models, each validated on a different stratified fold.", options, argv)
     if opts.folds < 2:
         raise TuneError(f"--folds must be 2 or more, got {opts.folds}")
-    with fresh_run_dir(opts.log_dir, "cv") as run_dir:
-        rows, fold_rows = [], []
+    if opts.fold is not None and not 0 <= opts.fold < opts.folds:
+        raise TuneError(f"--fold must be in 0..{opts.folds - 1} for --folds {opts.folds}, got {opts.fold}")
+    if opts.name is not None and (not opts.name or Path(opts.name).name != opts.name or opts.name in (".", "..")):
+        raise TuneError(f"--name must be a folder name without '/', got {opts.name!r}")
+    if opts.fold is None and not opts.collect:
+        cv_in_one_process(opts, fit_args)
+        return
+    run_dir = Path(opts.log_dir) / (opts.name or f"cv_{opts.folds}fold")
+    if opts.collect:
+        if fit_args:
+            raise TuneError(f"--collect reads the folds' results and takes no fit flags, got {' '.join(fit_args)}")
+        results = read_fold_results(run_dir, opts.folds)
+        print_cv_summary(run_dir, results, write_cv_tables(run_dir, results))
+        return
+    done = run_dir / f"fold_{opts.fold}" / FOLD_RESULT
+    if done.is_file():
+        raise TuneError(f"fold {opts.fold} is already finished ({done}); delete {done.parent} to train it again, "
+                        f"or give another --name")
+    if done.parent.exists():  # an earlier attempt that did not finish (killed, preempted): start it afresh
+        print(f"Removing the unfinished earlier attempt {done.parent}", flush=True)
+        shutil.rmtree(done.parent)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = run_fold(run_dir, opts.folds, opts.fold, fit_args)
+    print(f"fold {opts.fold}/{opts.folds}: val_acc {result['val_acc']:.4f} ({done})\n"
+          f"When all {opts.folds} folds are done: {PROG} cv --folds {opts.folds} --collect --name {run_dir.name}"
+          + (f" --log_dir {opts.log_dir}" if opts.log_dir != "lightning_logs" else ""))
+
+
+def cv_in_one_process(opts: argparse.Namespace, fit_args: list[str]) -> None:
+    """The K folds one after the other in a new run folder, tables rewritten after each fold."""
+    with fresh_run_dir(opts.log_dir, "cv", opts.name) as run_dir:
+        results = []
         for fold in range(opts.folds):
-            val_acc, cli = fit_val_acc([*fit_args, f"--data.num_folds={opts.folds}", f"--data.fold={fold}",
-                                        logger_flag(run_dir, f"fold_{fold}")])
-            dm = cli.datamodule
-            rows.append([fold, len(dm.train_idx), len(dm.val_idx), f"{val_acc:.6f}", cli.trainer.log_dir])
-            fold_rows += [[int(i), int(y), fold] for i, y in zip(dm.val_idx, dm.data_val.labels)]
-            accs = torch.tensor([float(r[3]) for r in rows], dtype=torch.float64)
-            summary = [["mean", "", "", f"{accs.mean():.6f}", ""]]
-            if len(accs) > 1:
-                summary.append(["std", "", "", f"{accs.std():.6f}", ""])
-            write_csv(run_dir / "cv_results.csv", ["fold", "train_size", "val_size", "val_acc", "log_dir"],
-                      rows + summary)
-            write_csv(run_dir / "folds.csv", ["index", "label", "fold"], sorted(fold_rows))
-            print(f"fold {fold}/{opts.folds}: val_acc {val_acc:.4f}", flush=True)
-        print(f"\n{'fold':>4}  {'train':>6}  {'val':>6}  val_acc")
-        for fold, n_train, n_val, val_acc, _ in rows:
-            print(f"{fold:>4}  {n_train:>6}  {n_val:>6}  {float(val_acc):.4f}")
-        print(f"val_acc over {opts.folds} folds: {accs.mean():.4f} ± {accs.std():.4f} (mean ± sample std)")
-        print(f"Table: {run_dir / 'cv_results.csv'}")
+            results.append(run_fold(run_dir, opts.folds, fold, fit_args))
+            accs = write_cv_tables(run_dir, results)
+            print(f"fold {fold}/{opts.folds}: val_acc {results[-1]['val_acc']:.4f}", flush=True)
+        print_cv_summary(run_dir, results, accs)
 
 
 # ---------------------------------------------------------------------------------------------- lr_find
@@ -256,79 +396,280 @@ def nested(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def tune_main(argv: list[str]) -> None:
-    """``python -m mnist_lit tune --tune_config configs/tune.yaml [fit flags]``: Optuna search maximising val_acc.
+class _TrialNotRun(Exception):
+    """A trial this worker stopped (interrupted, or beyond the total); recorded in the study, not an error."""
 
-    Each trial is a ``fit`` with the suggested flags appended (TPE sampler, seeded), scored by its
-    last epoch's ``val_acc`` on the validation split (never the test set). ``val_acc`` is reported
-    to Optuna after every epoch and :class:`optuna.pruners.MedianPruner` stops trials that fall
-    below the median of earlier trials at the same epoch (Optuna-integration's
-    ``PyTorchLightningPruningCallback``). Writes ``trials.csv`` after every trial (``number, state,
-    val_acc, epochs, duration_s``, each parameter, ``log_dir``) and, at the end, ``best_config.yaml``:
-    the complete configuration of the best trial, which ``fit --config best_config.yaml`` accepts.
+
+class _TrialFailed(Exception):
+    """A trial whose run raised; its one-line message is already printed and recorded in the study."""
+
+
+def one_line(err: BaseException) -> str:
+    """``Type: first line of the message`` (errors of this project: the message alone, already one line)."""
+    from mnist_lit.checkpoint import CheckpointError
+    from mnist_lit.data import DataError
+    from mnist_lit.model import HyperparameterError
+
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if isinstance(err, (DataError, TuneError, CheckpointError, HyperparameterError)) \
+        else f"{type(err).__name__}: {text}"
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[dict[str, int]]:
+    """SIGINT and SIGTERM (a scheduler's preemption) raise ``KeyboardInterrupt`` in the main thread, as Ctrl-C
+    does, so the running trial is recorded as interrupted; yields ``{"signal": number}`` once one arrived."""
+    received: dict[str, int] = {}
+
+    def handler(signum, _frame):
+        received["signal"] = signum
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def tune_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tune_config", default="configs/tune.yaml",
+                   help="Search space, trials, pruner (default: configs/tune.yaml).")
+    p.add_argument("--n_trials", type=int, default=None,
+                   help="Override the tune config's n_trials; with --storage the total over all workers.")
+    p.add_argument("--timeout", type=float, default=None, help="Stop starting trials after this many seconds.")
+    p.add_argument("--storage", default=None,
+                   help="Share the study with other workers: a journal file path (one machine or a shared file "
+                        "system) or a database URL (postgresql+psycopg://USER@HOST/DB, sqlite:///FILE.db).")
+    p.add_argument("--study_name", default=None, help="The shared study's name (the same in every worker).")
+    p.add_argument("--report", action="store_true",
+                   help="With --storage: only write trials.csv and best_config.yaml of the study, run nothing.")
+    p.add_argument("--verbose", action="store_true", help="Print the traceback of a trial that fails.")
+
+
+def tune_main(argv: list[str]) -> None:
+    """``python -m mnist_lit tune --tune_config configs/tune.yaml [--storage URL --study_name NAME] [fit flags]``.
+
+    An Optuna search maximising val_acc. Each trial is a ``fit`` with the suggested flags appended,
+    scored by its last epoch's ``val_acc`` on the validation split (never the test set). ``val_acc`` is
+    reported to Optuna after every epoch and :class:`optuna.pruners.MedianPruner` stops trials that fall
+    below the median of earlier trials at the same epoch (optuna-integration's
+    ``PyTorchLightningPruningCallback``). A trial that fails prints one line (its traceback with
+    ``--verbose``) and the search goes on.
+
+    Without ``--storage`` the study lives in this process (TPE sampler seeded by the tune config) and
+    writes into a new ``lightning_logs/tune_N/``. With ``--storage`` (see :mod:`mnist_lit.storage`) any
+    number of workers started with the same ``--study_name`` share it and write into
+    ``lightning_logs/tune_NAME/``: ``--n_trials`` is the total over all of them, pruning compares with
+    every worker's trials, each worker samples with its own seed (TPE with ``constant_liar``), and a
+    stopped worker (Ctrl-C, SIGTERM) loses only its running trial, which restarting any worker runs again.
+
+    Writes ``trials.csv`` after every trial (``number, state, val_acc, epochs, duration_s``, each parameter,
+    ``worker``, ``log_dir``) and at the end ``best_config.yaml``: the complete configuration of the best
+    trial, which ``fit --config best_config.yaml`` accepts. ``--report`` writes both without running.
 
     Raises:
-        TuneError: optuna missing, a bad tune config, or no trial completed.
+        TuneError: optuna missing, a bad tune config, an unusable ``--storage``, a study of another search
+            space, no trial completed.
     """
-    def options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--tune_config", default="configs/tune.yaml",
-                       help="Search space, trials, pruner (default: configs/tune.yaml).")
-        p.add_argument("--n_trials", type=int, default=None, help="Override the tune config's n_trials.")
-        p.add_argument("--timeout", type=float, default=None, help="Stop starting trials after this many seconds.")
-
     opts, fit_args = parse_command("tune", "Optuna search over the tune config's space, maximising val_acc.",
-                                   options, argv)
+                                   tune_options, argv)
     try:
         import optuna
         from optuna_integration import PyTorchLightningPruningCallback
     except ImportError:
         raise TuneError("tune needs optuna and optuna-integration: pip install 'mnist_lit[tune]'") from None
+    from mnist_lit import storage as st
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed here instead
+    if opts.storage is not None and not opts.study_name:
+        raise TuneError("--storage needs --study_name NAME (the same in every worker)")
+    if opts.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", opts.study_name):
+        raise TuneError(f"--study_name must be letters, digits, '_', '.', '-' (it names a folder), got {opts.study_name!r}")
+    if opts.report:
+        if opts.storage is None:
+            raise TuneError("--report needs --storage URL --study_name NAME (the study to report)")
+        storage = open_storage(opts.storage)
+        try:
+            study = optuna.load_study(study_name=opts.study_name, storage=storage)
+        except KeyError:
+            names = optuna.get_all_study_names(storage)
+            raise TuneError(f"no study {opts.study_name!r} in {opts.storage} (it holds: "
+                            f"{', '.join(names) if names else 'no study'})") from None
+        run_dir = Path(opts.log_dir) / f"tune_{opts.study_name}"
+        report_study(study, run_dir)
+        return
     config = load_tune_config(opts.tune_config)
     n_trials = opts.n_trials if opts.n_trials is not None else int(config.get("n_trials", 20))
     if n_trials < 1:
         raise TuneError(f"n_trials must be 1 or more, got {n_trials}")
     space = config["search_space"]
+    storage = None if opts.storage is None else open_storage(opts.storage)
     parser = build_cli(fit_args, run=False).parser  # checks the fit flags before any trial runs
-    with fresh_run_dir(opts.log_dir, "tune") as run_dir:
-        log_dirs: dict[int, str] = {}
+    pruner = optuna.pruners.MedianPruner(**config.get("pruner", {}))
+    if storage is None:
+        run_context = fresh_run_dir(opts.log_dir, "tune")
+        sampler = optuna.samplers.TPESampler(seed=config.get("seed", 0))
+    else:
+        run_dir = Path(opts.log_dir) / f"tune_{opts.study_name}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_context = contextlib.nullcontext(run_dir)
+        # Every worker its own seed (the same one would suggest the same values in every worker).
+        seed = zlib.crc32(f"{config.get('seed', 0)}:{st.WORKER_ID}".encode())
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    with run_context as run_dir:
+        study = optuna.create_study(storage=storage, study_name=opts.study_name, direction="maximize",
+                                    sampler=sampler, pruner=pruner, load_if_exists=True)
+        check_study(study, space, opts.storage)
+        if storage is not None:
+            for number in st.fail_dead_local_trials(study, storage):
+                print(f"trial {number}: its worker on this machine is gone; marked interrupted", file=sys.stderr)
+        run_trials(study, space, fit_args, parser, run_dir, n_trials, opts, PyTorchLightningPruningCallback)
+        report_study(study, run_dir)
 
-        def objective(trial) -> float:
-            params = {key: suggest(trial, key, spec) for key, spec in space.items()}
-            flags = [f"--{key}={value}" for key, value in params.items()]
-            log_dirs[trial.number] = str(run_dir / f"trial_{trial.number}")
-            val_acc, _ = fit_val_acc([*fit_args, *flags, logger_flag(run_dir, f"trial_{trial.number}")],
-                                     callbacks=(PyTorchLightningPruningCallback(trial, monitor="val_acc"),))
+
+def open_storage(url: str):
+    """:func:`mnist_lit.storage.open_storage`, its refusal as a :class:`TuneError` (one ``error:`` line)."""
+    from mnist_lit import storage as st
+
+    try:
+        return st.open_storage(url)
+    except st.StorageError as err:
+        raise TuneError(str(err)) from None
+
+
+def check_study(study, space: dict[str, Any], storage: str | None) -> None:
+    """Record the search space in a new study; refuse to join one of another space or direction."""
+    import optuna
+
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise TuneError(f"study {study.study_name!r} in {storage} minimises; give another --study_name")
+    recorded = study.user_attrs.get("search_space")
+    if recorded is None:
+        study.set_user_attr("search_space", space)
+    elif recorded != json.loads(json.dumps(space)):
+        raise TuneError(f"study {study.study_name!r} in {storage} searches another space ({json.dumps(recorded)}); "
+                        "use its tune config or another --study_name")
+
+
+def run_trials(study, space, fit_args, parser, run_dir: Path, n_trials: int, opts, pruning_callback) -> None:
+    """This worker's share of the study: trials until ``n_trials`` counted trials exist (all workers)."""
+    import optuna
+
+    from mnist_lit import storage as st
+
+    if len(st.counted_trials(study)) >= n_trials:
+        print(f"Study {study.study_name!r} already holds {n_trials} trials; nothing to run", flush=True)
+        return
+
+    def objective(trial) -> float:
+        if opts.storage is not None and st.is_surplus(study, trial, n_trials):
+            trial.set_user_attr(st.SURPLUS, True)  # two workers asked at once: beyond the total, not run
+            study.stop()
+            raise _TrialNotRun
+        params = {key: suggest(trial, key, spec) for key, spec in space.items()}
+        flags = [f"--{key}={value}" for key, value in params.items()]
+        log_dir = run_dir / f"trial_{trial.number}"
+        trial.set_user_attr(st.WORKER, st.WORKER_ID)
+        trial.set_user_attr(st.LOG_DIR, str(log_dir))
+        try:
+            trial.set_user_attr(st.CONFIG, parser.dump(parser.parse_args([*fit_args, *flags]), skip_none=False))
+            val_acc, _ = fit_val_acc([*fit_args, *flags, logger_flag(run_dir, log_dir.name)],
+                                     callbacks=(pruning_callback(trial, monitor="val_acc"),))
             return val_acc
+        except optuna.TrialPruned:
+            raise
+        except (KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into SystemExit(1)
+            if received or isinstance(err, KeyboardInterrupt):
+                received.setdefault("signal", signal.SIGINT)
+                trial.set_user_attr(st.INTERRUPTED, f"signal {received['signal']}")
+                study.stop()
+                raise _TrialNotRun from None
+            message = f"the run exited with status {err.code}"  # e.g. a suggested value its parser refused
+            trial.set_user_attr(st.ERROR, message)
+            print(f"trial {trial.number} failed: {message}", file=sys.stderr, flush=True)
+            raise _TrialFailed from None
+        except Exception as err:
+            message = one_line(err)
+            trial.set_user_attr(st.ERROR, message)
+            print(f"trial {trial.number} failed: {message}", file=sys.stderr, flush=True)
+            if opts.verbose:
+                traceback.print_exc()
+            raise _TrialFailed from None
 
-        def write_trials(study, _trial=None) -> None:
-            rows = []
-            for t in study.trials:
-                duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else ""
-                value = t.value if t.value is not None else (t.intermediate_values[max(t.intermediate_values)]
-                                                             if t.intermediate_values else "")
-                rows.append([t.number, t.state.name, value, len(t.intermediate_values), duration,
-                             *[t.params.get(key, "") for key in space], log_dirs.get(t.number, "")])
-            write_csv(run_dir / "trials.csv", ["number", "state", "val_acc", "epochs", "duration_s", *space, "log_dir"],
-                      rows)
+    def after_trial(study, trial) -> None:
+        if trial.user_attrs.get(st.SURPLUS):
+            return
+        state = st.trial_state(trial)
+        if state == "COMPLETE":
+            print(f"trial {trial.number}: val_acc {trial.value:.4f} {json.dumps(trial.params)}", flush=True)
+        elif state == "PRUNED":
+            print(f"trial {trial.number}: pruned after epoch {max(trial.intermediate_values, default=0) + 1}",
+                  flush=True)
+        write_trials(study, run_dir)
 
-        study = optuna.create_study(direction="maximize",
-                                    sampler=optuna.samplers.TPESampler(seed=config.get("seed", 0)),
-                                    pruner=optuna.pruners.MedianPruner(**config.get("pruner", {})))
-        study.optimize(objective, n_trials=n_trials, timeout=opts.timeout, callbacks=[write_trials])
-        write_trials(study)
-        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if not complete:
-            raise TuneError(f"no trial completed (all pruned or failed); see {run_dir / 'trials.csv'}")
-        best = study.best_trial
-        best_flags = [f"--{key}={value}" for key, value in best.params.items()]
-        best_config = parser.dump(parser.parse_args([*fit_args, *best_flags]), skip_none=False)
-        header = (f"# Best of {len(study.trials)} trials (trial {best.number}, val_acc {best.value:.4f}) of "
-                  f"`python -m mnist_lit tune`; run it with `python -m mnist_lit fit --config THIS_FILE`.\n"
-                  f"# Searched values: {json.dumps(best.params)}\n")
-        write_text(run_dir / "best_config.yaml", header + best_config)
-        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-        print(f"\n{len(study.trials)} trials: {len(complete)} complete, {pruned} pruned. "
-              f"Best: trial {best.number}, val_acc {best.value:.4f}")
-        print(yaml.safe_dump(nested(best.params), sort_keys=False).rstrip())
-        print(f"Table: {run_dir / 'trials.csv'}\nBest config: {run_dir / 'best_config.yaml'} "
-              f"(python -m mnist_lit fit --config {run_dir / 'best_config.yaml'})")
+    with signals_interrupt() as received:
+        try:
+            study.optimize(objective, n_trials=None if opts.storage else n_trials, timeout=opts.timeout,
+                           callbacks=[st.TotalTrials(n_trials), after_trial], catch=(_TrialNotRun, _TrialFailed))
+        except KeyboardInterrupt:
+            received.setdefault("signal", signal.SIGINT)
+        if received:
+            write_trials(study, run_dir)
+            lost = [t.number for t in study.get_trials(deepcopy=False)
+                    if t.user_attrs.get(st.INTERRUPTED, "").startswith("signal") and t.user_attrs.get(st.WORKER) == st.WORKER_ID]
+            print(f"tune interrupted (signal {received['signal']}): trial{'s' if len(lost) != 1 else ''} "
+                  f"{', '.join(map(str, lost)) or 'none'} lost, the others kept in {run_dir / 'trials.csv'}"
+                  + ("; run the same command again to continue the study" if opts.storage else ""), file=sys.stderr)
+            sys.exit(128 + int(received["signal"]))
+
+
+def write_trials(study, run_dir: Path) -> list:
+    """Write ``trials.csv`` (see :func:`tune_main`) for the study's trials; returns them (surplus ones left out)."""
+    from mnist_lit import storage as st
+
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(st.SURPLUS)]
+    names = st.study_params(trials)
+    rows = []
+    for t in trials:
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else ""
+        value = t.value if t.value is not None else (t.intermediate_values[max(t.intermediate_values)]
+                                                     if t.intermediate_values else "")
+        rows.append([t.number, st.trial_state(t), value, len(t.intermediate_values), duration,
+                     *[t.params.get(key, "") for key in names], t.user_attrs.get(st.WORKER, ""),
+                     t.user_attrs.get(st.LOG_DIR, ""), t.user_attrs.get(st.ERROR, "")])
+    write_csv(run_dir / "trials.csv", ["number", "state", "val_acc", "epochs", "duration_s", *names, "worker",
+                                       "log_dir", "error"], rows)
+    return trials
+
+
+def report_study(study, run_dir: Path) -> None:
+    """Write ``trials.csv`` and ``best_config.yaml`` of the study into ``run_dir`` and print the summary.
+
+    Raises:
+        TuneError: no trial of the study completed.
+    """
+    import optuna
+
+    from mnist_lit import storage as st
+
+    trials = write_trials(study, run_dir)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    states = [st.trial_state(t) for t in trials]
+    counts = ", ".join(f"{states.count(name)} {name.lower()}" for name in
+                       ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED", "RUNNING") if states.count(name))
+    if not complete:
+        first_error = next((t.user_attrs[st.ERROR] for t in trials if st.ERROR in t.user_attrs), None)
+        raise TuneError(f"no trial completed ({counts or 'no trial'})"
+                        + (f"; the first failure: {first_error}" if first_error else "")
+                        + f"; see {run_dir / 'trials.csv'}")
+    best = max(complete, key=lambda t: t.value)
+    header = (f"# Best of {len(trials)} trials (trial {best.number}, val_acc {best.value:.4f}) of "
+              f"`python -m mnist_lit tune`; run it with `python -m mnist_lit fit --config THIS_FILE`.\n"
+              f"# Searched values: {json.dumps(best.params)}\n")
+    write_text(run_dir / "best_config.yaml", header + best.user_attrs["config"])
+    print(f"\n{len(trials)} trials: {counts}. Best: trial {best.number}, val_acc {best.value:.4f}")
+    print(yaml.safe_dump(nested(best.params), sort_keys=False).rstrip())
+    print(f"Table: {run_dir / 'trials.csv'}\nBest config: {run_dir / 'best_config.yaml'} "
+          f"(python -m mnist_lit fit --config {run_dir / 'best_config.yaml'})")

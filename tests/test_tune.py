@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -108,3 +115,202 @@ def test_bad_tune_config_is_one_line_error(tmp_path, capsys, monkeypatch, search
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and err.startswith("error: bad.yaml: ") and message in err
     assert "\n" not in err and not (tmp_path / "lightning_logs").exists()
+
+
+# ---------------------------------------------------------------------------------------------- shared studies
+
+TINY_SPACE = {"n_trials": 4, "seed": 0, "pruner": {"n_startup_trials": 1, "n_warmup_steps": 0},
+              "search_space": {"model.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                               "data.batch_size": {"type": "categorical", "choices": [32, 64]},
+                               "trainer.max_epochs": {"type": "int", "low": 1, "high": 1}}}
+
+
+def tiny_tune_args(tmp_path, mnist_dir, storage: str, n_trials: int = 4, space: dict = TINY_SPACE) -> list[str]:
+    """A worker of the shared study "s": trials of 1 epoch of 4 batches, validated on 2."""
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(space))
+    return ["tune", "--tune_config", "tiny.yaml", "--n_trials", str(n_trials), "--storage", storage,
+            "--study_name", "s", "--config", str(CONFIG), "--trainer.limit_train_batches", "4",
+            "--trainer.limit_val_batches", "2", *data_flags(mnist_dir)]
+
+
+def start_workers(args: list[str], cwd, count: int) -> list[subprocess.Popen]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    return [subprocess.Popen([sys.executable, "-m", "mnist_lit", *args], cwd=cwd, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(count)]
+
+
+def finish(procs: list[subprocess.Popen], timeout: float = 600) -> list[subprocess.CompletedProcess]:
+    outputs = [p.communicate(timeout=timeout) for p in procs]
+    return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outputs)]
+
+
+def check_shared_study(tmp_path, storage, flag: str, workers: list[subprocess.CompletedProcess]) -> None:
+    """Exactly 4 finished trials, each run once by one of the two workers; the best config written.
+    ``storage``: the study's storage (URL or object) for Optuna; ``flag``: the workers' ``--storage``."""
+    import optuna
+
+    for worker in workers:
+        assert worker.returncode == 0, worker.stderr[-3000:]
+        assert "Traceback" not in worker.stderr
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers ran trials
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4  # each worker its own samples
+    run_dir = tmp_path / "lightning_logs" / "tune_s"
+    for t in trials:  # each trial ran once: its own folder, one config, one fit's events
+        trial_dir = tmp_path / t.user_attrs["log_dir"]
+        assert trial_dir == run_dir / f"trial_{t.number}"
+        config = yaml.safe_load((trial_dir / "config.yaml").read_text())
+        assert config["model"]["lr"] == pytest.approx(t.params["model.lr"])
+        assert len(list(trial_dir.glob("events.out.tfevents.*"))) == 1
+    assert sorted(p.name for p in run_dir.glob("trial_*")) == [f"trial_{n}" for n in range(4)]
+    with open(run_dir / "trials.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [int(r["number"]) for r in table] == [0, 1, 2, 3]
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    best_config = yaml.safe_load((run_dir / "best_config.yaml").read_text())
+    assert best_config["model"]["lr"] == pytest.approx(best.params["model.lr"])
+    assert best_config["data"]["batch_size"] == best.params["data.batch_size"]
+    # A separate `--report` (no search space, no fit flags) writes and prints the same best trial.
+    (run_dir / "best_config.yaml").unlink()
+    report = run_cli("tune", "--storage", flag, "--study_name", "s", "--report", cwd=tmp_path)
+    assert f"Best: trial {best.number}, val_acc {best.value:.4f}" in report.stdout
+    assert yaml.safe_load((run_dir / "best_config.yaml").read_text()) == best_config
+
+
+def test_two_workers_share_a_journal_study(tmp_path, mnist_dir):
+    import optuna
+
+    args = tiny_tune_args(tmp_path, mnist_dir, "studies/s.log")  # the folder is created
+    workers = finish(start_workers(args, tmp_path, 2))
+    journal = str(tmp_path / "studies" / "s.log")
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(journal))
+    check_shared_study(tmp_path, storage, "studies/s.log", workers)
+
+    # A worker with another search space is refused before it runs a trial; the study is unchanged.
+    other = {**TINY_SPACE, "search_space": {**TINY_SPACE["search_space"],
+                                            "model.dropout1": {"type": "float", "low": 0.0, "high": 0.5}}}
+    proc = run_cli(*tiny_tune_args(tmp_path, mnist_dir, "studies/s.log", space=other), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
+        "error: study 's' in studies/s.log searches another space (")
+    # A worker started after the total was reached runs nothing.
+    proc = run_cli(*tiny_tune_args(tmp_path, mnist_dir, "studies/s.log"), cwd=tmp_path)
+    assert "already holds 4 trials; nothing to run" in proc.stdout
+    assert len(optuna.load_study(study_name="s", storage=storage).trials) == 4
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A throwaway PostgreSQL server on 127.0.0.1 (Debian's postgresql: initdb + pg_ctl as a non-root user);
+    yields its SQLAlchemy URL and stops it afterwards."""
+    import glob
+    import shutil
+    import tempfile
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        pytest.skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); .ci/run installs Debian's "
+                    "postgresql, or: apt-get install postgresql")
+    bin_dir = Path(found[-1]).parent
+    # The server refuses to run as root: as root, run it as `nobody` in a folder nobody owns.
+    prefix = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp(prefix="mnist_lit_pg_"))
+    data = root / "data"
+    if prefix:
+        shutil.chown(root, "nobody")
+    from mnist_lit.distributed import free_port
+
+    port = free_port()
+    subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth", "trust",
+                    "--no-sync"], check=True, capture_output=True, timeout=120)
+    subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60",
+                    "-o", f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off", "start"],
+                   check=True, capture_output=True, timeout=120)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_share_a_postgresql_study(tmp_path, mnist_dir, postgres):
+    workers = finish(start_workers(tiny_tune_args(tmp_path, mnist_dir, postgres), tmp_path, 2))
+    check_shared_study(tmp_path, postgres, postgres, workers)
+
+
+def test_interrupted_worker_loses_only_its_trial_and_the_study_continues(tmp_path, mnist_dir):
+    """SIGTERM (a scheduler's preemption) during trial 1; a worker started again completes the study."""
+    import optuna
+
+    run_cli(*tiny_tune_args(tmp_path, mnist_dir, "s.log", n_trials=1), cwd=tmp_path)  # trial 0
+    args = tiny_tune_args(tmp_path, mnist_dir, "s.log", n_trials=2)
+    args += ["--trainer.limit_train_batches", "400"]  # trial 1 long enough to be caught running
+    (worker,) = start_workers(args, tmp_path, 1)
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "s.log")))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and worker.poll() is None:
+        try:
+            trials = optuna.load_study(study_name="s", storage=journal).trials
+        except KeyError:  # the worker has not created the study yet
+            trials = []
+        if len(trials) == 2 and trials[1].state.name == "RUNNING" and (tmp_path / "lightning_logs/tune_s/trial_1").exists():
+            break
+        time.sleep(0.5)
+    time.sleep(3)  # inside the fit
+    worker.send_signal(signal.SIGTERM)
+    (stopped,) = finish([worker])
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        "tune interrupted (signal 15): trial 1 lost, the others kept in lightning_logs/tune_s/trials.csv; "
+        "run the same command again to continue the study")
+    assert "Traceback" not in stopped.stderr
+    trials = optuna.load_study(study_name="s", storage=journal).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"] and trials[1].user_attrs["interrupted"]
+
+    run_cli(*tiny_tune_args(tmp_path, mnist_dir, "s.log", n_trials=2), cwd=tmp_path)
+    trials = optuna.load_study(study_name="s", storage=journal).trials
+    states = [t.state.name for t in trials]  # trial 0 kept, 1 lost, 2 run instead
+    assert states[:2] == ["COMPLETE", "FAIL"] and len(states) == 3 and states[2] in ("COMPLETE", "PRUNED")
+    with open(tmp_path / "lightning_logs" / "tune_s" / "trials.csv", newline="") as f:
+        assert [r["state"] for r in csv.DictReader(f)] == ["COMPLETE", "INTERRUPTED", states[2]]
+
+
+def test_failing_trials_print_one_line_each(tmp_path, mnist_dir):
+    """Issue 16: batch_size choices [0]; each trial fails with one line, no traceback unless --verbose."""
+    space = {**TINY_SPACE, "search_space": {"data.batch_size": {"type": "categorical", "choices": [0]}}}
+    (tmp_path / "zero.yaml").write_text(yaml.safe_dump(space))
+    args = ["tune", "--tune_config", "zero.yaml", "--n_trials", "2", "--config", str(CONFIG), *data_flags(mnist_dir)]
+    proc = run_cli(*args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(("trial ", "error:"))]
+    assert lines == ["trial 0 failed: batch_size must be a positive integer, got 0",
+                     "trial 1 failed: batch_size must be a positive integer, got 0",
+                     "error: no trial completed (2 fail); the first failure: batch_size must be a positive integer, "
+                     "got 0; see lightning_logs/tune_0/trials.csv"]
+    verbose = run_cli(*args, "--verbose", cwd=tmp_path, check=False)
+    assert verbose.returncode == 2 and verbose.stderr.count("Traceback (most recent call last)") == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--storage", "s.log"], "error: --storage needs --study_name NAME (the same in every worker)"),
+    (["--storage", "tiny.yaml", "--study_name", "s"],
+     "error: --storage tiny.yaml exists and is not an Optuna journal file; give a new file name (or the journal "
+     "the workers share)"),
+    (["--storage", "s.log", "--study_name", "a/b"],
+     "error: --study_name must be letters, digits, '_', '.', '-' (it names a folder), got 'a/b'"),
+    (["--report"], "error: --report needs --storage URL --study_name NAME (the study to report)"),
+    (["--storage", "postgresql+psycopg://nobody@127.0.0.1:1/none", "--study_name", "s", "--report"],
+     "error: --storage postgresql+psycopg://nobody@127.0.0.1:1/none: cannot open the database (OperationalError: "),
+])
+def test_bad_storage_flags_are_one_line(tmp_path, capsys, monkeypatch, flags, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY_SPACE))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--tune_config", "tiny.yaml", *flags, "--config", str(CONFIG)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith(message) and "\n" not in err, err
+    assert yaml.safe_load((tmp_path / "tiny.yaml").read_text()) == TINY_SPACE  # never written to
+    assert not (tmp_path / "lightning_logs").exists()
