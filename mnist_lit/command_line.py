@@ -4,7 +4,7 @@ jsonargparse only knows LightningCLI's four commands at the top level, so with n
 those four, and a ``--config`` given before the command is read at the top level, where
 LightningCLI accepts no ``trainer``/``model``/``data`` keys. :func:`prepare_argv` fixes both
 before parsing; :func:`mnist_lit.yaml_limits.check_config_file` refuses an oversized or
-alias-bomb config file before jsonargparse reads it.
+alias-bomb config file before jsonargparse reads it, and :func:`check_argument_values` such a value.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from mnist_lit.yaml_limits import ConfigLimitError, check_config_file
+from mnist_lit.yaml_limits import ConfigLimitError, check_config_file, check_yaml
 
 #: One line per command for the list shown when no command is given.
 SUMMARIES = {
@@ -101,10 +101,31 @@ def prepare_argv(argv: Sequence[str], commands: Sequence[str], prog: str) -> lis
         print(no_command_usage(prog, commands), file=sys.stderr)
         print(f"error: no command given; choose one of {', '.join(commands)}", file=sys.stderr)
         sys.exit(2)
-    for path in config_paths(argv):
-        try:
+    try:
+        for path in config_paths(argv):
             check_config_file(path)
-        except ConfigLimitError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+        check_argument_values(argv)
+    except ConfigLimitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     return config_after_command(argv, commands)
+
+
+def check_argument_values(argv: Sequence[str]) -> None:
+    """:func:`mnist_lit.yaml_limits.check_yaml` on every argument value: jsonargparse parses some values (those of
+    ``int``/``float``/``bool`` options, e.g.) with PyYAML directly, past the loader :func:`mnist_lit.yaml_limits.install`
+    hooks, and puts the whole value into its error message, expanding any aliases.
+
+    Raises:
+        ConfigLimitError: a value is over a limit (other YAML errors are left to jsonargparse).
+    """
+    for i, arg in enumerate(argv):
+        option, value = arg.split("=", 1) if arg.startswith("--") and "=" in arg else (argv[i - 1] if i else "", arg)
+        if "&" not in value and "*" not in value and len(value) < 1000:
+            continue  # no anchors or aliases, short: nothing to expand
+        try:
+            check_yaml(value, f"the value of {option}" if option.startswith("-") else f"argument {i + 1}")
+        except ConfigLimitError:
+            raise
+        except yaml.YAMLError:
+            pass

@@ -476,15 +476,14 @@ class MNISTDataModule(LightningDataModule):
         Only files found under none of their names (:func:`raw_file_names`) are fetched, as ``NAME.gz``
         from ``mirrors`` (torchvision's, https first, by default), read up to their official size,
         checked against torchvision's md5 and the IDX structure before they get their name, all
-        within ``download_deadline`` seconds (:func:`mnist_lit.download.download_files`). Then both splits are read once
-        with :func:`load_split`, so a bad test file stops ``fit`` before training, not after it;
-        a non-official set gets its notice here.
+        within ``download_deadline`` seconds (:func:`mnist_lit.download.download_files`). Then both
+        splits are read once with :func:`load_split`, so a bad test file stops ``fit`` before
+        training, not after it; a non-official set gets its notice here.
 
         Raises:
             DataError: files missing and ``download`` is false, no mirror delivered them
-                (:class:`mnist_lit.download.DownloadError`; the message gives each mirror's reason and the
-                offline command),
-                or a file is damaged (see :func:`load_split`).
+                (:class:`mnist_lit.download.DownloadError`; the message gives each mirror's reason
+                and the offline command), or a file is damaged (see :func:`load_split`).
         """
         from mnist_lit.download import OFFICIAL_SIZES, download_files
 

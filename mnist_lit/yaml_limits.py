@@ -58,7 +58,7 @@ def check_yaml(text: str, source: str = "the configuration") -> None:
                 anchor_sizes[anchor] = total - start
         if total > MAX_CONFIG_NODES:
             raise ConfigLimitError(f"{source} expands to more than {MAX_CONFIG_NODES:,} values through YAML aliases "
-                                   "(*name); refused before expanding it (a 'billion laughs' file?)")
+                                   "(*name); refused before expanding it (a 'billion laughs' attack?)")
 
 
 def check_config_file(path: str | Path) -> None:

@@ -16,12 +16,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
-from conftest import CONFIG
+from conftest import CONFIG, printed_test_acc, run_cli
 from measure import run_measured
 from mnist_lit.data import DataError, read_idx
-from mnist_lit.limits import (DOWNLOAD_DEADLINE, DOWNLOAD_TIMEOUT, MAX_CONCURRENT_PREDICTIONS, MAX_IDX_ITEMS,
-                              MAX_WAITING_PREDICTIONS)
+from mnist_lit.limits import (DOWNLOAD_DEADLINE, DOWNLOAD_TIMEOUT, MAX_CONCURRENT_PREDICTIONS, MAX_CONFIG_BYTES,
+                              MAX_CONFIG_NODES, MAX_IDX_ITEMS, MAX_WAITING_PREDICTIONS)
 
 #: Peak RSS allowed to any CLI process refusing hostile input (the issue's bound), MiB.
 MAX_PEAK_MIB = 1200
@@ -275,3 +277,131 @@ def test_serve_pixel_limit_is_configurable_and_answered_413(trained_run, big_pic
                                     "limit of 20,000,000; not decoded, shrink the picture first")
         status, health = http("GET", f"{server['url']}/health")
         assert status == 200 and health["ok"]
+
+
+# ---------------------------------------------------------------- command line
+
+def billion_laughs(path: Path) -> Path:
+    """Nine levels of nine aliases to the level below: 9^9 = 387 million strings from 0.5 kB."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path.write_text("\n".join(lines) + "\ntrainer:\n  max_epochs: *a9\n")
+    return path
+
+
+def test_no_command_lists_all_nine(tmp_path):
+    out = run_cli(cwd=tmp_path, check=False)
+    assert out.returncode == 2
+    assert error_lines(out.stderr) == ["error: no command given; choose one of fit, validate, test, predict, cv, "
+                                       "lr_find, tune, export, serve"]
+    listed = [line.split()[0] for line in out.stderr.splitlines() if line.startswith("  ")]
+    assert listed == ["fit", "validate", "test", "predict", "cv", "lr_find", "tune", "export", "serve"]
+
+
+def test_config_before_the_command_is_read_as_after_it(tmp_path):
+    out = run_cli("--config", str(CONFIG), "fit", "--trainer.max_epochs", "3", "--print_config", cwd=tmp_path)
+    config = yaml.safe_load(out.stdout)
+    assert config["trainer"]["max_epochs"] == 3 and config["data"]["val_split"] == 0.3  # the file's, then the flag
+    assert config["trainer"]["logger"]["init_args"]["save_dir"] == "."
+    # An extra command the same way: cv reads the config (and then finds no data there).
+    cv = run_cli("--config", str(CONFIG), "cv", "--folds", "2", "--data.data_dir", str(tmp_path / "nowhere"),
+                 "--data.download", "false", cwd=tmp_path, check=False)
+    assert cv.returncode == 2
+    [line] = error_lines(cv.stderr)
+    assert line.startswith("error: mnist data not found: put ")
+
+
+def test_hostile_yaml_fails_fast_in_one_line(tmp_path):
+    laughs = billion_laughs(tmp_path / "laughs.yaml")
+    assert laughs.stat().st_size < 1300
+    for args in (["fit", "--config", str(laughs)], ["--config", str(laughs), "fit"]):
+        run = run_measured(*args, cwd=tmp_path, timeout=120)
+        assert run.returncode == 2 and run.seconds < 60 and run.peak_rss_mib < MAX_PEAK_MIB
+        assert error_lines(run.stderr) == [
+            f"error: {laughs} expands to more than {MAX_CONFIG_NODES:,} values through YAML aliases (*name); "
+            "refused before expanding it (a 'billion laughs' attack?)"]
+    # The same bomb as a YAML value on the command line goes through jsonargparse's loader, also limited.
+    inline = "{a: &a [x, x, x, x, x, x, x, x, x], " + ", ".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]" for i in range(8)) + "}"
+    run = run_measured("fit", "--config", str(CONFIG), "--trainer.plugins", inline, cwd=tmp_path, timeout=120)
+    assert run.returncode == 2 and run.seconds < 60 and run.peak_rss_mib < MAX_PEAK_MIB
+    assert "expands to more than 100,000 values through YAML aliases" in run.stderr
+    assert "Traceback" not in run.stderr and len(error_lines(run.stderr)) == 1
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 200_000)
+    out = run_cli("fit", "--config", str(big), cwd=tmp_path, check=False)
+    assert out.returncode == 2 and error_lines(out.stderr) == [
+        f"error: {big} has 2,000,000 bytes, more than the limit of {MAX_CONFIG_BYTES:,} for a configuration"]
+
+
+def test_kaggle_file_names_are_found_and_nothing_is_downloaded(tmp_path, mnist_dir):
+    from mnist_lit.data import MNISTDataModule, load_split
+
+    data_dir = tmp_path / "kaggle"
+    data_dir.mkdir()
+    for path in (mnist_dir / "MNIST" / "raw").glob("*.gz"):  # Kaggle ships them uncompressed, with a dot
+        name = path.name.removesuffix(".gz").replace("-idx", ".idx")
+        (data_dir / name).write_bytes(gzip.decompress(path.read_bytes()))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    dm = MNISTDataModule(data_dir=str(data_dir), download=True, mirrors=[closed])
+    dm.prepare_data()  # a download attempt would fail: the mirror is a closed port
+    assert sorted(p.name for p in data_dir.iterdir()) == ["t10k-images.idx3-ubyte", "t10k-labels.idx1-ubyte",
+                                                          "train-images.idx3-ubyte", "train-labels.idx1-ubyte"]
+    images, labels = load_split(data_dir, "train")
+    expected_images, expected_labels = load_split(mnist_dir, "train")
+    assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+    # Kaggle's archive also has each file in a folder of its own name; a wrong name is named in the message.
+    nested = tmp_path / "nested"
+    for path in data_dir.iterdir():
+        name = path.name.replace(".idx", "-idx")
+        (nested / name).mkdir(parents=True)
+        (nested / name / name).write_bytes(path.read_bytes())
+    assert load_split(nested, "test")[1][:5].tolist() == [7, 2, 1, 0, 4]
+    assert torch.equal(load_split(nested, "train")[0], expected_images)
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    for name in ("t10k-images.idx3-ubyte", "t10k-labels.idx1-ubyte", "train-labels.idx1-ubyte"):
+        shutil.copyfile(data_dir / name, wrong / name)
+    (wrong / "train-images-idx3.ubyte").write_bytes((data_dir / "train-images.idx3-ubyte").read_bytes())
+    with pytest.raises(DataError) as err:
+        load_split(wrong, "train")
+    assert str(err.value).endswith(
+        f"in {wrong / 'MNIST' / 'raw'}/ (found only t10k-images.idx3-ubyte, t10k-labels.idx1-ubyte, "
+        "train-images-idx3.ubyte, train-labels.idx1-ubyte) or set --data.download true")
+
+
+def test_export_to_a_folder_is_one_line(trained_run, tmp_path):
+    out = run_cli("export", "--ckpt_path", str(trained_run["best_ckpt"]), "--format", "onnx", "--output",
+                  str(tmp_path), cwd=tmp_path, check=False)
+    assert out.returncode == 2
+    assert error_lines(out.stderr) == [f"error: --output {tmp_path} is a folder; give the file to write, e.g. "
+                                       f"{tmp_path / 'model.onnx'}"]
+
+
+def test_precision_64_true_trains_and_16_true_is_one_line(tmp_path, mnist_dir):
+    short = ["--data.data_dir", str(mnist_dir), "--data.download", "false", "--trainer.max_epochs", "1",
+             "--trainer.limit_train_batches", "20", "--trainer.limit_val_batches", "2"]
+    refused = run_cli(*fit_args(tmp_path, *short[2:]), "--data.data_dir", str(mnist_dir), "--trainer.precision",
+                      "16-true", cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and error_lines(refused.stderr) == [
+        "error: --trainer.precision 16-true is not supported: with float16 weights and no loss scaling the loss "
+        "turns NaN within a few steps; use 32-true (the default), 64-true, bf16-true, bf16-mixed or 16-mixed"]
+    double = run_cli("fit", "--config", str(CONFIG), *short, "--trainer.precision", "64-true", cwd=tmp_path)
+    assert "Traceback" not in double.stderr
+    assert printed_test_acc(double.stdout) >= 0.80  # 20 steps of 128 real images, as bf16-mixed in test_cli; chance 0.1
+
+
+def test_messages_users_cannot_act_on_are_not_printed(tmp_path, mnist_dir):
+    short = ["--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
+             "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2"]
+    fit = run_cli("fit", *short, "--trainer.max_epochs", "1", cwd=tmp_path, merged=True)
+    resumed = run_cli("fit", *short, "--trainer.max_epochs", "2", "--ckpt_path", "last", cwd=tmp_path, merged=True)
+    assert "Resuming" in resumed.stdout and "Test accuracy:" in resumed.stdout
+    lr_find = run_cli("lr_find", *short[:6], "--num_training", "20", cwd=tmp_path, merged=True)
+    assert "Suggested learning rate:" in lr_find.stdout
+    for output in (fit.stdout, resumed.stdout, lr_find.stdout):
+        assert "litlogger" not in output and "multiple `ModelCheckpoint`" not in output
+        assert "`weights_only` was not set" not in output and "exists and is not empty" not in output
+        assert "Traceback" not in output
