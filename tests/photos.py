@@ -421,3 +421,43 @@ def write_no_digit_set(count: int, folder: Path, seed: int) -> list[Path]:
     return [write_no_digit_photo(NO_DIGIT_KINDS[i % len(NO_DIGIT_KINDS)],
                                  folder / f"nodigit_{NO_DIGIT_KINDS[i % len(NO_DIGIT_KINDS)]}_{i:04d}",
                                  _rng(seed, "nodigit", i)) for i in range(count)]
+
+
+def measure(probs_fn, images: np.ndarray, labels: np.ndarray, folder: Path, seed: int, per_kind: int,
+            numbers: int, no_digits: int, refusal_digits: int) -> dict[str, float]:
+    """The issue's acceptance figures for a model's ``probs_fn`` (uint8 (K, 1, 28, 28) -> float32 (K, 10)).
+
+    Writes ``per_kind`` photos of every kind in :data:`DIGIT_KINDS` from the first test digits given,
+    ``numbers`` photos of 3-5 digit numbers and ``no_digits`` pictures without a digit, reads them all with
+    :func:`mnist_lit.pictures.read_picture` + :func:`mnist_lit.pictures.classify`, and feeds the first
+    ``refusal_digits`` untouched test digits (28x28, as pictures) through the same road.
+
+    Returns:
+        ``originals`` (accuracy of ``probs_fn`` on the untouched digits used for the kinds), one accuracy per
+        kind (a refused or multi-digit answer counts wrong), ``numbers`` (read exactly), ``no_digit_refused``,
+        ``false_refusal`` (fraction of the real test digits refused) and ``false_refusal_photos`` (over all
+        single-digit photos).
+    """
+    import torch
+
+    from mnist_lit.pictures import classify, read_picture
+
+    images, labels = np.asarray(images).reshape(-1, 28, 28), np.asarray(labels)
+    result: dict[str, float] = {}
+    with torch.inference_mode():
+        probs = probs_fn(torch.from_numpy(images[:per_kind]).unsqueeze(1))
+    result["originals"] = float((probs.argmax(1).numpy() == labels[:per_kind]).mean())
+    refused_photos = 0
+    for kind in DIGIT_KINDS:
+        files = write_digit_set(images[:per_kind], kind, folder / kind, seed)
+        readings = [classify(read_picture(f), probs_fn) for f in files]
+        result[kind] = float(np.mean([r.digits == str(int(y)) for r, y in zip(readings, labels)]))
+        refused_photos += sum(bool(r.error) for r in readings)
+    result["false_refusal_photos"] = refused_photos / (per_kind * len(DIGIT_KINDS))
+    pairs = write_number_set(images, labels, numbers, folder / "numbers", seed)
+    result["numbers"] = float(np.mean([classify(read_picture(p), probs_fn).digits == truth for p, truth in pairs]))
+    files = write_no_digit_set(no_digits, folder / "no_digit", seed)
+    result["no_digit_refused"] = float(np.mean([bool(classify(read_picture(f), probs_fn).error) for f in files]))
+    originals = [Image.fromarray(digit) for digit in images[:refusal_digits]]
+    result["false_refusal"] = float(np.mean([bool(classify(read_picture(im), probs_fn).error) for im in originals]))
+    return result

@@ -116,11 +116,18 @@ def write_pictures(digits: torch.Tensor, folder: Path, kind: str, seed: int = 0)
 
 @torch.no_grad()
 def predict_files(model: torch.nn.Module, files: list[Path], pixel_scale: str = "unit") -> torch.Tensor:
-    """Probabilities float32 (N, 10) of ``model`` on picture files, through :func:`mnist_lit.images.preprocess_image`."""
-    from mnist_lit.images import preprocess_image
+    """Probabilities float32 (N, 10) of ``model`` on pictures of one digit each, through
+    :func:`mnist_lit.pictures.read_picture` (the road of ``predict --data.predict_path``); a picture where it
+    does not find exactly one digit gets all-zero probabilities (counted wrong)."""
+    from mnist_lit.data import scale_pixels
+    from mnist_lit.pictures import read_picture
 
-    batch = torch.stack([preprocess_image(file, pixel_scale) for file in files])
-    return torch.softmax(model(batch), dim=1)
+    out = torch.zeros(len(files), 10)
+    for i, file in enumerate(files):
+        crops = read_picture(file).pixels
+        if len(crops) == 1:
+            out[i] = torch.softmax(model(scale_pixels(crops, pixel_scale)), dim=1)[0]
+    return out
 
 
 @torch.no_grad()
