@@ -188,7 +188,7 @@ def _lighting(photo: np.ndarray, rng: np.random.Generator, gradient: float, shad
         theta = rng.uniform(0, 2 * math.pi)
         side = (x - cx) * np.cos(theta) + (y - cy) * np.sin(theta)
         penumbra = rng.uniform(0.5, 2.5)
-        inside = 1.0 / (1.0 + np.exp(-side / penumbra))
+        inside = 1.0 / (1.0 + np.exp(np.clip(-side / penumbra, -50, 50)))
         light *= 1.0 - shadow * inside
     return photo * light[..., None]
 

@@ -58,8 +58,11 @@ ALPHA_INK_CONTRAST = 40
 #: Printed lines are at least this fraction of the sheet's width (or height) long: ruled and squared paper
 #: runs across the whole sheet, a digit's strokes are shorter unless the digit fills the picture ...
 RULE_LENGTH = 0.4
-#: ... and at most this fraction of the other side thick (with a floor of 4 px at the analysis size).
-RULE_THICKNESS = 0.02
+#: ... within this many degrees of the picture's axes ...
+RULE_TILT = 8
+#: ... and thin: the ink within RULE_BAND px of the line is at most RULE_WIDE_RATIO times the ink within 2 px.
+RULE_BAND = 7
+RULE_WIDE_RATIO = 2.0
 #: A stroke's gap across a removed line is bridged up to this many pixels (lines are 1-4 px at the analysis size).
 RULE_BRIDGE = 7
 
@@ -247,60 +250,78 @@ def straighten_sheet(gray: np.ndarray, darkness: np.ndarray) -> tuple[np.ndarray
     return sheet, region, np.linalg.inv(to_sheet)
 
 
-def remove_rules(mask: np.ndarray, darkness: np.ndarray) -> None:
-    """Remove long, thin, straight horizontal and vertical lines (ruled and squared paper) from ``mask``
-    (uint8 0/1) and ``darkness`` in place, then bridge the gaps they leave in strokes that crossed them.
-
-    A line is what a morphological opening with a line-shaped window :data:`RULE_LENGTH` of the sheet's side
-    long keeps, in a band at most :data:`RULE_THICKNESS` of the other side thick (a digit's own long bar, in
-    a digit that fills the picture, is thicker). A stroke crossing a removed line gets its pixels on the line
-    back where ink lies right above and below it (left and right of a vertical line).
-    """
+def _rule_segments(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Long straight segments (x1, y1, x2, y2) within :data:`RULE_TILT` degrees of the picture's axes, found by
+    OpenCV's probabilistic Hough transform in ``mask``: at least :data:`RULE_LENGTH` of the side they run along."""
     height, width = mask.shape
-    for axis, length in ((1, int(RULE_LENGTH * width)), (0, int(RULE_LENGTH * height))):
-        if length < 8:
-            continue
-        shape = (length, 1) if axis == 1 else (1, length)  # (width, height) of the window
-        # thickened across first, so that a line a few degrees off the axis still fits the window
-        across = (1, 5) if axis == 1 else (5, 1)
-        thick = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_RECT, across))
-        lines = cv2.morphologyEx(thick, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, shape)) & mask
-        if not lines.any():
-            continue
-        limit = max(6, RULE_THICKNESS * (height if axis == 1 else width))
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(lines, connectivity=8)
-        thin = stats[:, cv2.CC_STAT_HEIGHT if axis == 1 else cv2.CC_STAT_WIDTH] <= limit
-        thin[0] = False
-        if not thin[1:].any():
-            continue
-        lines = thin[labels].astype(np.uint8)
-        across = (1, 3) if axis == 1 else (3, 1)
-        lines = cv2.dilate(lines, cv2.getStructuringElement(cv2.MORPH_RECT, across))  # the line's anti-aliased rim
-        mask[lines > 0] = 0
-        bridge = (1, RULE_BRIDGE) if axis == 1 else (RULE_BRIDGE, 1)
-        closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, bridge))
-        refill = (closed > 0) & (lines > 0)
-        level = float(np.median(darkness[mask > 0])) if mask.any() else 0.0
-        darkness[lines > 0] = 0.0
-        darkness[refill] = level
-        mask[refill] = 1
+    shortest = int(RULE_LENGTH * min(height, width))
+    found = cv2.HoughLinesP(mask * 255, 1, np.pi / 360, threshold=max(10, shortest // 2), minLineLength=shortest,
+                            maxLineGap=max(3, shortest // 20))
+    segments = []
+    for x1, y1, x2, y2 in (found.reshape(-1, 4) if found is not None else []):
+        angle = abs(np.degrees(np.arctan2(y2 - y1, x2 - x1))) % 90
+        along = width if abs(x2 - x1) >= abs(y2 - y1) else height
+        if min(angle, 90 - angle) <= RULE_TILT and np.hypot(x2 - x1, y2 - y1) >= RULE_LENGTH * along:
+            segments.append((int(x1), int(y1), int(x2), int(y2)))
+    return segments
 
 
-def ink_map(source: ImageSource, max_pixels: int) -> InkMap:
+def remove_rules(mask: np.ndarray, darkness: np.ndarray) -> None:
+    """Remove long, thin, straight lines near the picture's axes (ruled and squared paper, also a few degrees
+    off after straightening) from ``mask`` (uint8 0/1) and ``darkness`` in place, then bridge the gaps they
+    leave in strokes that crossed them.
+
+    A segment from :func:`_rule_segments` is a printed line when the ink within 2 px of it holds most of the
+    ink within :data:`RULE_BAND` px (a digit's own long bar, in a digit filling the picture, is thicker). Its
+    pixels are cleared, and a stroke crossing it gets them back where ink lies on both sides of it.
+    """
+    lines = np.zeros_like(mask)
+    for x1, y1, x2, y2 in _rule_segments(mask):
+        narrow, wide = np.zeros_like(mask), np.zeros_like(mask)
+        cv2.line(narrow, (x1, y1), (x2, y2), 1, 5)
+        cv2.line(wide, (x1, y1), (x2, y2), 1, 2 * RULE_BAND + 1)
+        inner, outer = int((mask & narrow).sum()), int((mask & wide).sum())
+        if inner and outer <= RULE_WIDE_RATIO * inner:
+            lines |= narrow
+    if not lines.any():
+        return
+    lines &= cv2.dilate(mask, np.ones((3, 3), np.uint8))
+    mask[lines > 0] = 0
+    closed = np.zeros_like(mask)
+    for shape in ((1, RULE_BRIDGE), (RULE_BRIDGE, 1)):  # across horizontal lines, across vertical lines
+        closed |= cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, shape))
+    refill = (closed > 0) & (lines > 0)
+    level = float(np.median(darkness[mask > 0])) if mask.any() else 0.0
+    darkness[lines > 0] = 0.0
+    darkness[refill] = level
+    mask[refill] = 1
+
+
+def ink_map(source: ImageSource, max_pixels: int) -> tuple[InkMap, np.ndarray]:
     """Decode ``source`` and find its ink: see the module docstring for the steps.
+
+    Returns:
+        the :class:`InkMap` and the picture in grayscale at analysis size (uint8 (H, W)), from which
+        :func:`ink_map_of` can look again without the sheet.
 
     Raises:
         ImageTooLargeError, ImageError: see :func:`mnist_lit.images.open_image`.
     """
     gray, picture_size = load_gray(source, max_pixels)
-    work, factor = _work_size(gray)
+    work, _ = _work_size(gray)
+    return ink_map_of(work, picture_size), work
+
+
+def ink_map_of(work: np.ndarray, picture_size: tuple[int, int], use_sheet: bool = True) -> InkMap:
+    """The :class:`InkMap` of a grayscale picture at analysis size; ``use_sheet=False`` looks at the whole frame
+    instead of cutting out a sheet."""
     light = ink_is_light(work)
     if light:
         work = 255 - work
     darkness = darkness_map(work)
     to_picture = np.diag([picture_size[0] / work.shape[1], picture_size[1] / work.shape[0], 1.0])
     region = np.ones(work.shape, bool)
-    sheet = None if light else straighten_sheet(work, darkness)
+    sheet = straighten_sheet(work, darkness) if use_sheet and not light else None
     if sheet is not None:
         work, region, to_work = sheet
         to_picture = to_picture @ to_work

@@ -10,11 +10,14 @@ import torch
 from PIL import Image
 
 from mnist_lit.images import MAX_IMAGE_PIXELS, ImageSource, fit_to_mnist_frame, source_name
-from mnist_lit.pictures.ink import InkMap, ink_map
+from mnist_lit.pictures.ink import InkMap, ink_map, ink_map_of
 from mnist_lit.pictures.segment import Marks, find_marks, thresholds
 
 #: The ink level a digit's crop is stretched to: this percentile of the darkness of its ink pixels.
 INK_LEVEL_PERCENTILE = 85
+#: When a mark runs into the edge of the sheet found, the whole frame is read again, keeping the marks on the
+#: sheet grown by this fraction of the frame's shorter side.
+SHEET_GROWTH = 0.15
 #: Pixels of the crop within this many pixels of the digit's own ink are kept (the anti-aliased rim);
 #: farther ones belong to neighbours or dirt and are cleared.
 RIM = 2
@@ -79,13 +82,29 @@ def _picture_quad(ink: InkMap, box: np.ndarray) -> np.ndarray:
     return (corners[:, :2] / corners[:, 2:]).astype(np.float32)
 
 
+def _near_sheet(marks: Marks, sheet: InkMap, whole: InkMap) -> Marks:
+    """The marks of ``whole`` (the frame) whose box centre lies on the sheet of ``sheet`` grown by
+    :data:`SHEET_GROWTH` of the frame's shorter side: the sheet was too small, not wrong."""
+    if marks.refusal or not len(marks.boxes):
+        return marks
+    to_sheet = np.linalg.inv(np.linalg.inv(whole.to_picture) @ sheet.to_picture)  # frame -> sheet is its inverse
+    height, width = whole.darkness.shape
+    on_sheet = cv2.warpPerspective(sheet.region.astype(np.uint8), np.linalg.inv(to_sheet), (width, height),
+                                   flags=cv2.INTER_NEAREST)
+    grow = max(3, int(SHEET_GROWTH * min(height, width))) | 1
+    on_sheet = cv2.dilate(on_sheet, cv2.getStructuringElement(cv2.MORPH_RECT, (grow, grow)))
+    keep = [i for i, (x0, y0, x1, y1) in enumerate(marks.boxes) if on_sheet[(y0 + y1) // 2, (x0 + x1) // 2]]
+    return Marks(marks.boxes[keep], [marks.masks[i] for i in keep])
+
+
 def read_picture(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> PictureDigits:
     """Find the digits in a picture (a photo, scan or drawing; one digit or a whole number) and cut each out
     MNIST-style, left to right.
 
     Steps: :func:`mnist_lit.pictures.ink.ink_map` (decode at a bounded size, find and straighten the sheet,
     divide out uneven light and shadows), :func:`mnist_lit.pictures.segment.find_marks` (remove ruled lines,
-    connected components, merge, split, order, ink-statistics refusals), then :func:`digit_crop` per digit.
+    connected components, merge, split, order, ink-statistics refusals; once more on the whole frame when a
+    mark ran into the edge of the sheet found), then :func:`digit_crop` per digit.
     Time and memory are bounded by the header check and the analysis size (512 px), whatever the input.
 
     Args:
@@ -101,8 +120,13 @@ def read_picture(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Pic
             (:func:`mnist_lit.images.open_image`); one-line messages starting with the file's name.
     """
     name = source_name(source)
-    ink = ink_map(source, max_pixels)
+    ink, gray = ink_map(source, max_pixels)
     marks: Marks = find_marks(ink)
+    if marks.cut and marks.refusal:  # a mark ran into the edge of the sheet found, none left: the sheet was cut too small
+        whole = ink_map_of(gray, ink.picture_size, use_sheet=False)
+        again = _near_sheet(find_marks(whole), ink, whole)
+        if not again.refusal and len(again.boxes):
+            ink, marks = whole, again
     crops = [digit_crop(ink, box, mask) for box, mask in zip(marks.boxes, marks.masks)]
     pixels = torch.stack(crops).unsqueeze(1) if crops else torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
     quads = np.stack([_picture_quad(ink, box) for box in marks.boxes]) if crops else np.zeros((0, 4, 2), np.float32)

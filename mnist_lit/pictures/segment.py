@@ -20,7 +20,7 @@ LOW_DARKNESS = 0.12
 NOISE_SIGMAS_LOW = 5.0
 #: ... in components that reach ``max(HIGH_DARKNESS, NOISE_SIGMAS_HIGH * noise)`` somewhere (hysteresis:
 #: faint pencil edges stay attached to their stroke, paper grain and JPEG ringing do not start a mark).
-HIGH_DARKNESS = 0.2
+HIGH_DARKNESS = 0.18
 NOISE_SIGMAS_HIGH = 8.0
 #: Upper limits of the two thresholds (light pencil is about 0.2-0.4, ballpoint and felt pen 0.6-0.9).
 MAX_LOW_DARKNESS, MAX_HIGH_DARKNESS = 0.2, 0.35
@@ -37,6 +37,16 @@ STACK_OVERLAP = 0.5
 SPLIT_RATIO = 1.5
 #: Expected width of one digit, as a fraction of its height, when counting touching digits.
 DIGIT_ASPECT = 0.75
+#: All marks together no wider than this many times their height are one digit in pieces (two digits side by
+#: side are wider: about 0.6-0.8 height each plus a gap; only "11" and the like are narrower).
+ONE_DIGIT_ASPECT = 0.9
+#: Marks shorter than this fraction of the tallest one ...
+FRAGMENT_HEIGHT = 0.6
+#: ... join the nearest full-height mark when their boxes are at most this fraction of the tallest height apart.
+FRAGMENT_GAP = 0.15
+#: A mark touching the sheet's edge at least this fraction of the sheet's shorter side tall, with most of its
+#: ink inside, suggests the sheet was found too small (a shadow edge taken for the paper's edge).
+CUT_HEIGHT = 0.1
 #: More marks than this is text or a pattern, not a number.
 MAX_DIGITS = 10
 #: All digits of a number are at least this fraction of the tallest one's height ...
@@ -58,15 +68,17 @@ class Marks:
         boxes: int (K, 4) ``x0, y0, x1, y1`` (x1, y1 exclusive) in the ink map's pixels.
         masks: K bool arrays, each the digit's ink pixels inside its box, shape (y1 - y0, x1 - x0).
         refusal: "" or why the picture holds no digit (one line, no file name), then K == 0.
+        cut: a substantial mark touching the sheet's edge was left out (look again without the sheet).
     """
 
     boxes: np.ndarray
     masks: list[np.ndarray]
     refusal: str = ""
+    cut: bool = False
 
 
-def _refuse(reason: str) -> Marks:
-    return Marks(np.zeros((0, 4), np.int64), [], reason)
+def _refuse(reason: str, cut: bool = False) -> Marks:
+    return Marks(np.zeros((0, 4), np.int64), [], reason, cut)
 
 
 def thresholds(noise: float) -> tuple[float, float]:
@@ -76,8 +88,10 @@ def thresholds(noise: float) -> tuple[float, float]:
     return low, min(max(HIGH_DARKNESS, NOISE_SIGMAS_HIGH * noise), MAX_HIGH_DARKNESS)
 
 
-def ink_mask(ink: InkMap) -> np.ndarray:
-    """uint8 (H, W) 0/1: the ink pixels (hysteresis on darkness), ruled and squared lines removed."""
+def ink_mask(ink: InkMap) -> tuple[np.ndarray, bool]:
+    """uint8 (H, W) 0/1: the ink pixels (hysteresis on darkness), ruled and squared lines removed; and whether a
+    substantial mark was left out because it touches the sheet's edge (the sheet may have been cut too small:
+    a mark of at least :data:`CUT_HEIGHT` of the sheet's shorter side with most of its ink away from the edge)."""
     low, high = thresholds(ink.noise)
     mask = ((ink.darkness > low) & ink.region).astype(np.uint8)
     remove_rules(mask, ink.darkness)
@@ -93,9 +107,16 @@ def ink_mask(ink: InkMap) -> np.ndarray:
     edge |= cv2.dilate((~ink.region).astype(np.uint8), np.ones((3, 3), np.uint8))
     touching = np.zeros(count, bool)
     touching[np.unique(labels[edge > 0])] = True
+    cut = False
+    if ink.sheet_found:
+        inner = cv2.erode(ink.region.astype(np.uint8), np.ones((13, 13), np.uint8))
+        for i in np.flatnonzero(keep & touching):
+            if (stats[i, cv2.CC_STAT_HEIGHT] >= CUT_HEIGHT * min(mask.shape)
+                    and inner[labels == i].mean() > 0.5):
+                cut = True
     if ink.sheet_found or (keep & ~touching).any():
         keep &= ~touching
-    return keep[labels].astype(np.uint8)
+    return keep[labels].astype(np.uint8), cut
 
 
 def _groups(stats: np.ndarray, labels: np.ndarray) -> list[list[int]]:
@@ -119,6 +140,44 @@ def _groups(stats: np.ndarray, labels: np.ndarray) -> list[list[int]]:
             groups.append([i])
             boxes.append([x0, y0, x1, y1])
     return groups
+
+
+def _group_box(stats: np.ndarray, group: list[int]) -> tuple[int, int, int, int]:
+    x0 = min(stats[i, cv2.CC_STAT_LEFT] for i in group)
+    y0 = min(stats[i, cv2.CC_STAT_TOP] for i in group)
+    x1 = max(stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] for i in group)
+    y1 = max(stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] for i in group)
+    return x0, y0, x1, y1
+
+
+def _attach_fragments(groups: list[list[int]], boxes: list[tuple[int, int, int, int]]
+                      ) -> tuple[list[list[int]], list[tuple[int, int, int, int]]]:
+    """Groups shorter than :data:`FRAGMENT_HEIGHT` of the tallest join the nearest full-height group when the
+    gap between their boxes is at most :data:`FRAGMENT_GAP` of the tallest height (a piece of a stroke that
+    came loose next to its digit); the others stay as they are."""
+    tallest = max(b[3] - b[1] for b in boxes)
+    full = [k for k, b in enumerate(boxes) if b[3] - b[1] >= FRAGMENT_HEIGHT * tallest]
+    merged = {k: list(groups[k]) for k in full}
+    out_boxes = {k: boxes[k] for k in full}
+    rest = []
+    for k, box in enumerate(boxes):
+        if k in merged:
+            continue
+        def gap(j: int) -> float:
+            other = out_boxes[j]
+            dx = max(other[0] - box[2], box[0] - other[2], 0)
+            dy = max(other[1] - box[3], box[1] - other[3], 0)
+            return float(np.hypot(dx, dy))
+        nearest = min(full, key=gap) if full else None
+        if nearest is not None and gap(nearest) <= FRAGMENT_GAP * tallest:
+            merged[nearest] += groups[k]
+            b = out_boxes[nearest]
+            out_boxes[nearest] = (min(b[0], box[0]), min(b[1], box[1]), max(b[2], box[2]), max(b[3], box[3]))
+        else:
+            rest.append(k)
+    keys = sorted([*merged, *rest])
+    return ([merged[k] if k in merged else groups[k] for k in keys],
+            [out_boxes[k] if k in out_boxes else boxes[k] for k in keys])
 
 
 def _nested(stats: np.ndarray, group: list[int]) -> bool:
@@ -173,10 +232,10 @@ def _stroke_ratio(mask: np.ndarray) -> float:
 
 def find_marks(ink: InkMap) -> Marks:
     """The digits' boxes in ``ink``, left to right, or a refusal saying why there is none."""
-    mask = ink_mask(ink)
+    mask, cut = ink_mask(ink)
     paper = max(1, int(ink.region.sum()))
     if not mask.any():
-        return _refuse("no digit found (nothing stands out from the paper or background)")
+        return _refuse("no digit found (nothing stands out from the paper or background)", cut)
     if mask.sum() > MAX_INK_FRACTION * paper:
         return _refuse(f"not a digit: dark marks cover {mask.sum() / paper:.0%} of the picture, "
                        "as in a photo of a scene, not writing")
@@ -185,14 +244,19 @@ def find_marks(ink: InkMap) -> Marks:
     kept = np.flatnonzero(areas >= max(MIN_AREA, DIRT_FRACTION * areas.max())) + 1
     if len(kept) > 4 * MAX_DIGITS:
         return _refuse(f"not a digit: {len(kept)} separate marks, a texture or noise rather than writing")
+    groups = _groups(stats, kept)
+    boxes = [_group_box(stats, g) for g in groups]
+    union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    tallest = max(b[3] - b[1] for b in boxes)
+    if (1 < len(groups) <= 4 and union[2] - union[0] <= ONE_DIGIT_ASPECT * (union[3] - union[1])
+            and union[3] - union[1] <= 2.1 * tallest):
+        groups, boxes = [[i for g in groups for i in g]], [union]  # pieces of one digit (a broken stroke)
+    else:
+        groups, boxes = _attach_fragments(groups, boxes)
     pieces = []
-    for group in _groups(stats, kept):
-        if _nested(stats, group):
+    for group, (x0, y0, x1, y1) in zip(groups, boxes):
+        if len(groups) > 1 and _nested(stats, group):
             return _refuse("not a digit: marks drawn inside other marks, as in a drawing")
-        x0 = min(stats[i, cv2.CC_STAT_LEFT] for i in group)
-        y0 = min(stats[i, cv2.CC_STAT_TOP] for i in group)
-        x1 = max(stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] for i in group)
-        y1 = max(stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] for i in group)
         pieces.append((np.isin(labels[y0:y1, x0:x1], group), (x0, y0, x1, y1)))
     tallest = max(box[3] - box[1] for _, box in pieces)
     pieces = [(m, b) for m, b in pieces
@@ -223,4 +287,4 @@ def find_marks(ink: InkMap) -> Marks:
             return _refuse("not a digit: marks of very different sizes, as in words, not a number")
         if np.abs(centres - np.median(centres)).max() > ROW_TOLERANCE * heights.max():
             return _refuse("not a digit: marks on several lines, not one number")
-    return Marks(boxes, [piece for piece, _ in marks])
+    return Marks(boxes, [piece for piece, _ in marks], cut=cut)

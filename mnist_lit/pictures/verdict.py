@@ -15,8 +15,8 @@ from mnist_lit.pictures.read import PictureDigits
 
 #: A crop whose most likely digit has a softmax probability below this is "not a digit". Calibrated on the
 #: 3,000 validation images of ``configs/mnist.yaml`` on ``mnist-10k`` (docs/pictures.md): the tutorial's
-#: network gives at least this to 99.5% of real digits; letters, doodles and other shapes often fall below.
-MIN_CONFIDENCE = 0.4
+#: network gives at least this to about 99.7% of real digits.
+MIN_CONFIDENCE = 0.35
 
 ProbsFn = Callable[[torch.Tensor], torch.Tensor]
 
