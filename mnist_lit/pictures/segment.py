@@ -53,6 +53,9 @@ MAX_DIGITS = 10
 MIN_HEIGHT_RATIO = 0.7
 #: ... and each overlaps the row of the others (vertical centre within this many tallest heights).
 ROW_TOLERANCE = 0.5
+#: Marks that do not line up as one number are still one digit when the tallest holds this many times the ink
+#: of all the others together (the rest are dirt, a sliver of table, a shadow's edge).
+DOMINANT = 3.0
 #: A mark whose strokes are thicker than this fraction of its height is a filled shape, not a pen stroke
 #: (MNIST strokes: about 0.1-0.2 of the digit's height).
 MAX_STROKE_RATIO = 0.33
@@ -282,9 +285,13 @@ def find_marks(ink: InkMap) -> Marks:
     boxes = np.array([box for _, box in marks], np.int64)
     heights = boxes[:, 3] - boxes[:, 1]
     centres = (boxes[:, 1] + boxes[:, 3]) / 2
-    if len(marks) > 1:
-        if heights.min() < MIN_HEIGHT_RATIO * heights.max():
-            return _refuse("not a digit: marks of very different sizes, as in words, not a number")
-        if np.abs(centres - np.median(centres)).max() > ROW_TOLERANCE * heights.max():
+    if len(marks) > 1 and (heights.min() < MIN_HEIGHT_RATIO * heights.max()
+                           or np.abs(centres - np.median(centres)).max() > ROW_TOLERANCE * heights.max()):
+        areas = np.array([int(piece.sum()) for piece, _ in marks])
+        main = int(np.argmax(heights))
+        if areas[main] < DOMINANT * (areas.sum() - areas[main]):
+            if heights.min() < MIN_HEIGHT_RATIO * heights.max():
+                return _refuse("not a digit: marks of very different sizes, as in words, not a number")
             return _refuse("not a digit: marks on several lines, not one number")
+        boxes, marks = boxes[main:main + 1], marks[main:main + 1]  # one digit and some dirt or table
     return Marks(boxes, [piece for piece, _ in marks], cut=cut)
