@@ -23,6 +23,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mnist_lit import plots
 from mnist_lit.atomic import write_text
+from mnist_lit.pictures import PictureDigits, read_digits
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -509,8 +510,6 @@ def picture_rows(indices, batch, probs: torch.Tensor) -> list[list]:
     """One row ``[index, *PICTURE_COLUMNS values]`` per file of a :class:`mnist_lit.pictures.PictureFiles` batch
     ``(crops, files, errors, counts, quads)``, whose crops' probabilities float32 (sum K, 10) are ``probs``;
     the number is read and refused by :func:`mnist_lit.pictures.verdict.read_digits`."""
-    from mnist_lit.pictures import PictureDigits, read_digits
-
     _, files, errors, counts, quads = batch
     rows, start = [], 0
     for index, file, error, count, quad in zip(indices, files, errors, counts, quads):
