@@ -171,3 +171,10 @@ def test_predict_cli_on_digits_numbers_and_no_digit_pictures(trained_run, probs_
     assert "no digit found" in rows[str([f for f in blank if "blank" in f.name][0])]["error"]
     with Image.open(workdir / "sheet.png") as sheet:
         assert sheet.format == "PNG" and sheet.width >= 800
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 3), (1, 5000), (5000, 1), (2, 700)])
+def test_degenerate_pictures_are_refused_not_crashed(size):
+    for fill in (0, 255):
+        picture = read_picture(Image.new("L", size, fill))
+        assert len(picture.pixels) == 0 and picture.refusal.startswith("<image>: no digit found")
