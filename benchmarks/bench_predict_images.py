@@ -2,7 +2,9 @@
 
 Writes 1,000 user-style pictures made from real MNIST test digits (a quarter of each kind in
 tests/user_pictures.py: 480x360 JPEG photos of ink on paper, 200x200 RGBA PNG drawings, 480x360
-EXIF-rotated JPEGs, 150x150 16-bit PNG scans) into a temporary folder, loads the model, then times
+EXIF-rotated JPEGs, 150x150 16-bit PNG scans; with ``--photos`` an eighth of each kind of
+tests/photos.py instead: 640x480 phone photos of paper on a table, shadows, tilt, ruled and squared
+paper, pencil, ballpoint, and white-ink PNGs) into a temporary folder, loads the model, then times
 ``Trainer.predict`` over the folder (``MNISTDataModule(predict_path=...)``: listing, decoding,
 preprocessing, batching, the network) and prints images/s after model load. Not a test: run it by
 hand on an otherwise idle machine.
@@ -28,8 +30,9 @@ import torch  # noqa: E402
 from lightning.pytorch import Trainer  # noqa: E402
 
 from mnist_lit.data import MNISTDataModule, load_split  # noqa: E402
-from mnist_lit.images import preprocess_image_uint8  # noqa: E402
 from mnist_lit.model import MNISTClassifier  # noqa: E402
+from mnist_lit.pictures import read_picture  # noqa: E402
+from photos import DIGIT_KINDS, write_digit_set  # noqa: E402
 from user_pictures import KINDS, write_pictures  # noqa: E402
 
 
@@ -42,16 +45,24 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--num_workers", type=int, nargs="+", default=[0, 2],
                         help="DataLoader worker counts to time, one run each")
+    parser.add_argument("--photos", action="store_true",
+                        help="640x480 phone photos of tests/photos.py (paper on a table, shadows, tilt, ruled paper, ...) "
+                             "instead of the simple kinds of tests/user_pictures.py")
     args = parser.parse_args()
 
     images, _ = load_split(args.data_dir, "test")
     with tempfile.TemporaryDirectory() as folder:
-        per_kind = -(-args.num_images // len(KINDS))
+        kinds = list(DIGIT_KINDS) if args.photos else KINDS
+        per_kind = -(-args.num_images // len(kinds))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # building the pictures: small tensors, threads only contend
-        for k, kind in enumerate(KINDS):
+        for k, kind in enumerate(kinds):
             count = min(per_kind, args.num_images - k * per_kind)
-            write_pictures(images[k * per_kind:k * per_kind + count], Path(folder), kind, seed=k)
+            chosen = images[k * per_kind:k * per_kind + count]
+            if args.photos:
+                write_digit_set(chosen.numpy(), kind, Path(folder), seed=k)
+            else:
+                write_pictures(chosen, Path(folder), kind, seed=k)
         torch.set_num_threads(threads)
         files = sorted(Path(folder).iterdir())
         size_mb = sum(f.stat().st_size for f in files) / 1e6
@@ -60,9 +71,9 @@ def main() -> None:
 
         start, cpu_start = time.perf_counter(), time.process_time()
         for file in files[:200]:
-            preprocess_image_uint8(file)
+            read_picture(file)
         per_image, cpu_per_image = (time.perf_counter() - start) / 200, (time.process_time() - cpu_start) / 200
-        print(f"preprocess_image_uint8 alone, one process: {1 / per_image:.0f} images/s ({1000 * per_image:.2f} ms "
+        print(f"read_picture alone, one process: {1 / per_image:.0f} images/s ({1000 * per_image:.2f} ms "
               f"each; {1000 * cpu_per_image:.2f} ms of CPU time each, so about {1 / cpu_per_image:.0f} images/s "
               "per core that is not shared)")
 
@@ -78,8 +89,8 @@ def main() -> None:
             start = time.perf_counter()
             batches = trainer.predict(model, datamodule=datamodule)
             elapsed = time.perf_counter() - start
-            predicted = sum(len(batch["preds"]) for batch in batches)
-            assert predicted == len(files), (predicted, len(files))
+            predicted = len(datamodule.data_predict)
+            assert sum(len(batch["preds"]) for batch in batches) <= 12 * predicted
             print(f"Trainer.predict, num_workers={num_workers}, batch_size={args.batch_size}: {predicted} images in "
                   f"{elapsed:.2f} s = {predicted / elapsed:.0f} images/s (after model load)")
 

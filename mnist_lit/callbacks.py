@@ -23,6 +23,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mnist_lit import plots
 from mnist_lit.atomic import write_text
+from mnist_lit.pictures import PictureDigits, read_digits
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -33,8 +34,8 @@ class PredictionWriter(BasePredictionWriter):
     ``pred``. Under several processes each rank's rows are gathered and rank 0 writes
     the file once (to a temporary name, then renamed).
 
-    Pictures (``--data.predict_path``, batches ``(images, files, errors)``) get instead
-    ``file, pred, confidence, prob_0 .. prob_9, error`` per file, a table on stdout, one
+    Pictures (``--data.predict_path``, :class:`mnist_lit.pictures.PictureFiles` batches) get instead
+    :data:`PICTURE_COLUMNS` per file (:func:`picture_rows`), a table on stdout, one
     ``error: FILE: reason`` line on stderr per file that failed, and the PNG sheet of
     ``--data.predict_sheet`` (:func:`write_picture_predictions`); ``failed_files`` then counts
     the failures (the CLI exits with status 1 when it is not 0).
@@ -60,9 +61,8 @@ class PredictionWriter(BasePredictionWriter):
         probs = prediction["probs"].float().cpu()
         preds = prediction["preds"].cpu()
         indices = batch_indices if batch_indices is not None else range(len(preds))
-        if len(batch) == 3 and isinstance(batch[1], (list, tuple)):  # pictures: (images, files, errors)
-            for index, file, error, pred, row in zip(indices, batch[1], batch[2], preds.tolist(), probs.tolist()):
-                self._rows.append([int(index), file, *((None, None, None) if error else (pred, row[pred], row)), error])
+        if len(batch) == 5 and isinstance(batch[1], (list, tuple)):  # pictures: mnist_lit.pictures.PictureFiles
+            self._rows += picture_rows(indices, batch, probs)
             return
         labels = batch[1].cpu() if len(batch) > 1 and torch.is_tensor(batch[1]) else [None] * len(preds)
         for index, label, pred, row in zip(indices, labels, preds.tolist(), probs.tolist()):
@@ -94,7 +94,7 @@ class PredictionWriter(BasePredictionWriter):
         if pictures:
             datamodule = getattr(trainer, "datamodule", None)
             sheet = getattr(datamodule, "hparams", {}).get("predict_sheet")
-            write_picture_predictions([row[1:] for row in rows], path, sheet)
+            write_picture_predictions([row[1:] for row in rows], path, sheet)  # rows: [index, *PICTURE_COLUMNS]
             return
         table = io.StringIO()
         writer = csv.writer(table)
@@ -498,40 +498,68 @@ class MetricsHistory(Callback):
             self._write(trainer, curves=bool(self._record["epochs"]))
 
 
+#: The columns of ``predictions.csv`` for pictures. ``pred``/``confidence``/``prob_*``: the digit of a picture of
+#: one digit (empty for a number: see ``digits``); ``digits``: the number read left to right; ``digit_confidences``:
+#: each digit's probability, space-separated; ``boxes``: each digit's ``x0 y0 x1 y1`` in the picture's pixels,
+#: ``;``-separated; ``error``: why a file gave no answer (unreadable, "no digit found", "not a digit: ...").
+PICTURE_COLUMNS = ["file", "pred", "confidence", "digits", "digit_confidences", "boxes",
+                   *(f"prob_{d}" for d in range(10)), "error"]
+
+
+def picture_rows(indices, batch, probs: torch.Tensor) -> list[list]:
+    """One row ``[index, *PICTURE_COLUMNS values]`` per file of a :class:`mnist_lit.pictures.PictureFiles` batch
+    ``(crops, files, errors, counts, quads)``, whose crops' probabilities float32 (sum K, 10) are ``probs``;
+    the number is read and refused by :func:`mnist_lit.pictures.verdict.read_digits`."""
+    _, files, errors, counts, quads = batch
+    rows, start = [], 0
+    for index, file, error, count, quad in zip(indices, files, errors, counts, quads):
+        part, start = probs[start:start + count], start + count
+        picture = PictureDigits(file, torch.zeros(count, 1, 28, 28, dtype=torch.uint8), quad, (0, 0), error)
+        reading = read_digits(picture, part)
+        one = len(reading.digits) == 1
+        boxes = ";".join(" ".join(f"{v:.0f}" for v in (*q.min(0), *q.max(0))) for q in quad) if reading.digits else ""
+        rows.append([int(index), file, reading.pred, reading.confidence, reading.digits,
+                     " ".join(f"{c:.6f}" for c in reading.confidences), boxes,
+                     part[0].tolist() if one else None, reading.error])
+    return rows
+
+
 def write_picture_predictions(rows: Sequence[Sequence], path: str | Path, sheet: str | Path | None = None) -> None:
     """Report predictions on picture files: CSV, a table on stdout, errors on stderr, optional PNG sheet.
 
     Args:
-        rows: per file, in order, ``(file, pred, confidence, probs, error)``: ``pred`` int,
-            ``confidence`` its probability, ``probs`` the 10 probabilities; for a file that failed
-            ``pred``, ``confidence`` and ``probs`` are ``None`` and ``error`` a one-line message
-            (``""`` otherwise).
-        path: the CSV, written atomically: ``file, pred, confidence, prob_0 .. prob_9, error``
-            (empty cells where the file failed).
+        rows: per file, in order, ``(file, pred, confidence, digits, digit_confidences, boxes, probs, error)``
+            (:func:`picture_rows`): ``pred`` the digit of a one-digit picture (else None), ``confidence``
+            the probability that the whole reading is right (product over its digits), ``digits`` the
+            number read, ``probs`` the 10 probabilities of a one-digit picture (else None); a file that
+            failed has empty values and ``error`` a one-line message (``""`` otherwise).
+        path: the CSV with :data:`PICTURE_COLUMNS`, written atomically (empty cells where not applicable).
         sheet: a PNG path for :func:`mnist_lit.sheet.render_sheet`, or ``None``.
     """
     table = io.StringIO()
     writer = csv.writer(table)
-    writer.writerow(["file", "pred", "confidence", *(f"prob_{d}" for d in range(10)), "error"])
-    for file, pred, confidence, probs, error in rows:
-        writer.writerow([file, *(["", ""] + [""] * 10 if error else
-                                 [pred, f"{confidence:.6f}", *(f"{p:.6f}" for p in probs)]), error])
+    writer.writerow(PICTURE_COLUMNS)
+    for file, pred, confidence, digits, digit_confidences, boxes, probs, error in rows:
+        writer.writerow([file, "" if pred is None else pred, "" if confidence is None else f"{confidence:.6f}",
+                         digits, digit_confidences, boxes,
+                         *([""] * 10 if probs is None else [f"{p:.6f}" for p in probs]), error])
     write_text(path, table.getvalue())
     width = max(len("file"), *(len(row[0]) for row in rows))
-    print(f"{'file':<{width}}  pred  confidence")
-    for file, pred, confidence, _, error in rows:
+    print(f"{'file':<{width}}  digits      confidence")
+    for file, _, confidence, digits, *_, error in rows:
         reason = error.split(": ", 1)[-1] if error.startswith(f"{file}: ") else error
-        print(f"{file:<{width}}  " + (f"   -           -  error: {reason}" if error else f"{pred:>4}  {confidence:>10.4f}"))
-    failed = [row[4] for row in rows if row[4]]
+        print(f"{file:<{width}}  " + (f"{'-':<10}           -  error: {reason}" if error else
+                                      f"{digits:<10}  {confidence:>10.4f}"))
+    failed = [row[-1] for row in rows if row[-1]]
     for error in failed:
         print(f"error: {error}", file=sys.stderr)
     print(f"Predicted {len(rows) - len(failed)} of {len(rows)} pictures"
-          + (f" ({len(failed)} failed, see the error lines)" if failed else "") + f"; wrote {path}")
+          + (f" ({len(failed)} failed or hold no digit, see the error lines)" if failed else "") + f"; wrote {path}")
     if sheet is not None:
         from mnist_lit.sheet import SHEET_MAX_IMAGES, render_sheet
 
         shown = min(len(rows), SHEET_MAX_IMAGES)
-        render_sheet([(row[0], row[1], row[2], row[4]) for row in rows], sheet)
+        render_sheet([(row[0], row[3], row[2], row[-1]) for row in rows], sheet)
         print(f"Wrote the sheet of {shown} of {len(rows)} pictures to {sheet}")
     sys.stdout.flush()
     sys.stderr.flush()

@@ -21,7 +21,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
-from mnist_lit.idx import (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IMAGE_SIDE, IdxContent, IdxError, file_md5,
+from mnist_lit.idx import (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IdxContent, IdxError, file_md5,
                            read_idx_file, read_idx_stream)
 from mnist_lit.limits import DOWNLOAD_DEADLINE, DOWNLOAD_TIMEOUT
 
@@ -423,8 +423,9 @@ class MNISTDataModule(LightningDataModule):
             55 MB for all of MNIST), so batches are cut on the GPU and nothing is copied per batch.
         predict_path: pictures to predict instead of the test set: an image file, a folder (its
             images, sorted by name) or a glob (:func:`mnist_lit.images.list_images`). Each picture
-            goes through :func:`mnist_lit.images.preprocess_image_uint8`; predict batches are then
-            ``(images uint8 (B, 1, 28, 28), files, errors)`` and a file that fails gets an error row.
+            goes through :func:`mnist_lit.pictures.read_picture` (one digit or a whole number); predict
+            batches are then :class:`mnist_lit.pictures.PictureFiles` batches and a file that fails or
+            holds no digit gets an error row.
         predict_sheet: with ``predict_path``, also render a PNG sheet to this path: each picture,
             its 28x28 preprocessed version and the predicted digit (:mod:`mnist_lit.sheet`).
     """
@@ -533,9 +534,10 @@ class MNISTDataModule(LightningDataModule):
                                                          notice=False))
         if self.data_predict is None and stage in (None, "predict"):
             if predict_images:  # imported here: mnist_lit.images imports this module
-                from mnist_lit.images import ImageFiles, list_images
+                from mnist_lit.images import list_images
+                from mnist_lit.pictures import PictureFiles
 
-                self.data_predict = ImageFiles(list_images(self.hparams.predict_path))
+                self.data_predict = PictureFiles(list_images(self.hparams.predict_path))
             else:
                 self.data_predict = self.data_test
 

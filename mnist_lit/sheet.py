@@ -1,4 +1,4 @@
-"""A PNG contact sheet of picture predictions: each input, what the network saw, and its answer.
+"""A PNG contact sheet of picture predictions: each input with the digits' boxes, what the network saw, and its answer.
 
 The tutorial's ``plt.imshow(X_test[0])`` step for a user's own pictures. Built on
 :class:`matplotlib.figure.Figure` with the Agg canvas (no pyplot, no display, no global state).
@@ -13,10 +13,13 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Polygon
 from PIL import Image
 
 from mnist_lit.atomic import atomic_write
-from mnist_lit.images import open_image, preprocess_image_uint8, to_grayscale
+from mnist_lit.images import open_image, to_grayscale
+from mnist_lit.pictures import read_picture
+from mnist_lit.pictures.ink import upright_size
 
 #: At most this many pictures go on one sheet (the first ones, in the CSV's order).
 SHEET_MAX_IMAGES = 100
@@ -26,30 +29,32 @@ DPI = 100
 DISPLAY_SIDE = 256  # pictures are shown shrunk to at most this many pixels
 
 
-def _display_image(file: str) -> Image.Image | None:
-    """The picture as a person sees it: upright, transparency on white, RGB, at most DISPLAY_SIDE px."""
+def _display_image(file: str) -> tuple[Image.Image, float] | None:
+    """The picture as a person sees it (upright, transparency on white, RGB, at most DISPLAY_SIDE px) and the
+    factor from the picture's pixels to the shown ones."""
     try:
         image = open_image(file)
+        full_width = upright_size(file, image)[0]
         if image.mode.startswith("I") or image.mode == "F":
             image = to_grayscale(image)
         image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA")).convert("RGB")
     except Exception:  # shown as an empty panel; the error itself is in the CSV and on stderr
         return None
     image.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
-    return image
+    return image, image.width / full_width
 
 
-def render_sheet(entries: Sequence[tuple[str, int | None, float | None, str]], path: str | Path) -> Path:
+def render_sheet(entries: Sequence[tuple[str, str, float | None, str]], path: str | Path) -> Path:
     """Render up to :data:`SHEET_MAX_IMAGES` predictions as a PNG sheet, written atomically.
 
-    Each entry gets two panels: the picture (titled with its file name) and its 28x28 preprocessed
-    version, white ink on black as the network sees it (titled ``digit (confidence %)``, or the
-    error when the file failed). The 28x28 version is recomputed with
-    :func:`mnist_lit.images.preprocess_image_uint8`, which is deterministic.
+    Each entry gets two panels: the picture (titled with its file name) with the box of every digit found and
+    the digit read in it, and the 28x28 crops side by side, white ink on black as the network sees them
+    (titled with the number read and its confidence, or the error when the file failed or holds no digit).
+    Boxes and crops are recomputed with :func:`mnist_lit.pictures.read_picture`, which is deterministic.
 
     Args:
-        entries: ``(file, pred, confidence, error)`` per picture; ``pred``/``confidence`` are
-            ``None`` and ``error`` is a one-line message when the file failed, else ``error == ""``.
+        entries: ``(file, digits, confidence, error)`` per picture; ``digits`` is ``""`` and ``error`` a
+            one-line message when the file failed, else ``error == ""``.
         path: the PNG file to write (its folder is created).
 
     Returns:
@@ -58,6 +63,8 @@ def render_sheet(entries: Sequence[tuple[str, int | None, float | None, str]], p
     Raises:
         ValueError: ``entries`` is empty.
     """
+    import numpy as np
+
     entries = list(entries)[:SHEET_MAX_IMAGES]
     if not entries:
         raise ValueError("render_sheet needs at least one prediction")
@@ -68,22 +75,29 @@ def render_sheet(entries: Sequence[tuple[str, int | None, float | None, str]], p
     axes = fig.subplots(rows, 2 * pairs, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    for i, (file, pred, confidence, error) in enumerate(entries):
+    for i, (file, digits, confidence, error) in enumerate(entries):
         picture_ax, digit_ax = axes[i // pairs, 2 * (i % pairs)], axes[i // pairs, 2 * (i % pairs) + 1]
         name = Path(file).name
         picture_ax.set_title(name if len(name) <= 18 else name[:8] + "..." + name[-7:], fontsize=7)
-        picture = _display_image(file)
-        if picture is not None:
-            picture_ax.imshow(picture)
+        shown = _display_image(file)
+        if shown is not None:
+            picture_ax.imshow(shown[0])
         if error:
             reason = error.split(": ", 1)[-1]  # messages start with the file's name
             digit_ax.text(0.5, 0.5, "\n".join(textwrap.wrap(reason, 22)[:4]), ha="center", va="center",
                           fontsize=5, color="tab:red", transform=digit_ax.transAxes)
             digit_ax.set_title("error", fontsize=8, color="tab:red")
             continue
-        pixels = preprocess_image_uint8(file)[0].numpy()
-        digit_ax.imshow(pixels, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        digit_ax.set_title(f"{pred} ({100 * confidence:.2f}%)", fontsize=8, fontweight="bold")
+        picture = read_picture(file)
+        if shown is not None:
+            for quad, digit in zip(picture.quads * shown[1], digits):
+                picture_ax.add_patch(Polygon(quad, closed=True, fill=False, edgecolor="tab:orange", linewidth=0.8))
+                picture_ax.text(quad[0, 0], quad[0, 1], digit, color="tab:orange", fontsize=6, fontweight="bold",
+                                va="bottom")
+        crops = picture.pixels[:, 0].numpy()
+        strip = np.concatenate(list(crops), axis=1) if len(crops) else np.zeros((28, 28), np.uint8)
+        digit_ax.imshow(strip, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        digit_ax.set_title(f"{digits} ({100 * confidence:.2f}%)", fontsize=8, fontweight="bold")
     fig.tight_layout(pad=0.3)
     with atomic_write(path) as handle:
         fig.savefig(handle, format="png")

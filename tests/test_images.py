@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from conftest import CONFIG, run_cli, version_dirs
+from mnist_lit.callbacks import PICTURE_COLUMNS
 from mnist_lit.checkpoint import load_model
 from mnist_lit.data import DataError, load_split
 from mnist_lit.images import (
@@ -223,7 +224,7 @@ def test_predict_cli_on_a_folder_with_bad_files(trained_run, model, test_digits,
         assert sum(line.startswith(f"error: {pics / name}: {reason}") for line in error_lines) == 1, (name, error_lines)
 
     rows = _read_csv(version_dirs(workdir)[-1] / "predictions.csv")
-    assert list(rows[0]) == ["file", "pred", "confidence", *(f"prob_{d}" for d in range(10)), "error"]
+    assert list(rows[0]) == PICTURE_COLUMNS
     assert [row["file"] for row in rows] == sorted(str(p) for p in [*good, *(pics / name for name in bad)])
     for row in rows:
         name = Path(row["file"]).name

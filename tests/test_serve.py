@@ -11,7 +11,7 @@ from PIL import Image
 
 from mnist_lit.checkpoint import load_model
 from mnist_lit.data import load_split
-from mnist_lit.images import preprocess_image_uint8
+from mnist_lit.pictures import read_picture
 from serving import first_of_each_digit, http, user_drawing_png
 
 LIMIT = 5_000_000  # the server's default --max_request_bytes
@@ -59,9 +59,11 @@ def test_real_digits_as_png_are_predicted_like_predict_on_files(served_model, te
     for label, png in test_digits:
         status, result = http("POST", f"{served_model['url']}/predict", png, {"Content-Type": "image/png"})
         assert status == 200, result
-        # same preprocessing as `predict --data.predict_path` (mnist_lit.images); the model scales its uint8 input
+        # same preprocessing as `predict --data.predict_path` (mnist_lit.pictures); the model scales its uint8 input
+        crops = read_picture(png).pixels
+        assert crops.shape == (1, 1, 28, 28) and result["digits"] == str(result["digit"]) and len(result["boxes"]) == 1
         with torch.no_grad():
-            expected = model.predict_step((preprocess_image_uint8(png).unsqueeze(0),), 0)["probs"][0]
+            expected = model.predict_step((crops,), 0)["probs"][0]
         probabilities = torch.tensor(result["probabilities"])
         assert probabilities.shape == (10,)
         assert (probabilities - expected).abs().max() <= 1e-5
@@ -69,7 +71,7 @@ def test_real_digits_as_png_are_predicted_like_predict_on_files(served_model, te
         seen = Image.open(io.BytesIO(base64.b64decode(result["image_png_base64"])))
         assert seen.size == (28, 28) and seen.mode == "L"
         assert torch.equal(torch.frombuffer(bytearray(seen.tobytes()), dtype=torch.uint8).view(1, 28, 28),
-                           preprocess_image_uint8(png))
+                           crops[0])
         right += result["digit"] == label
     assert right >= 9, f"only {right} of 10 real test digits predicted right"
 

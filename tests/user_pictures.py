@@ -116,12 +116,17 @@ def write_pictures(digits: torch.Tensor, folder: Path, kind: str, seed: int = 0)
 
 @torch.no_grad()
 def predict_files(model: torch.nn.Module, files: list[Path]) -> torch.Tensor:
-    """Probabilities float32 (N, 10) of ``model`` (an :class:`mnist_lit.model.MNISTClassifier`) on picture
-    files, through :func:`mnist_lit.images.preprocess_image_uint8`."""
-    from mnist_lit.images import preprocess_image_uint8
+    """Probabilities float32 (N, 10) of ``model`` (an :class:`mnist_lit.model.MNISTClassifier`) on pictures of one
+    digit each, through :func:`mnist_lit.pictures.read_picture` (the road of ``predict --data.predict_path``); a
+    picture where it does not find exactly one digit gets all-zero probabilities (counted wrong)."""
+    from mnist_lit.pictures import read_picture
 
-    batch = torch.stack([preprocess_image_uint8(file) for file in files])
-    return model.probabilities(batch)
+    out = torch.zeros(len(files), 10)
+    for i, file in enumerate(files):
+        crops = read_picture(file).pixels
+        if len(crops) == 1:
+            out[i] = model.probabilities(crops)[0]
+    return out
 
 
 @torch.no_grad()

@@ -7,19 +7,22 @@ Routes (FastAPI, served by uvicorn):
     GET  /health    ``{"ok": true, "checkpoint": ..., "epoch": ..., "pixel_scale": ..., ...}``
     POST /predict   a picture as the raw body (PNG, JPEG, ... any format Pillow reads) or as the
                     multipart/form-data field ``file`` ->
-                    ``{"digit", "confidence", "probabilities" (10 floats), "image_png_base64", ...}``
+                    ``{"digits", "boxes", "digit_confidences", "crops_png_base64", "digit",
+                    "confidence", "probabilities" (10 floats), "image_png_base64", ...}``
 
 Every picture takes the road of ``predict --data.predict_path`` on files:
-:func:`mnist_lit.images.preprocess_image_uint8` (invert light paper, crop, 20x20 box, centre of
-mass), then the checkpoint's model as :func:`mnist_lit.checkpoint.load_model` loads it
-(``probabilities``: its own pixel scaling, the network, softmax). ``image_png_base64`` is the 28x28
-grayscale picture the network saw. The page reads digits, so a Fashion-MNIST checkpoint is refused.
+:func:`mnist_lit.pictures.read_picture` (find the sheet and the ink, cut out each digit MNIST-style),
+then :func:`mnist_lit.pictures.classify` with the checkpoint's model as
+:func:`mnist_lit.checkpoint.load_model` loads it (``probabilities``: its own pixel scaling, the network,
+softmax) and its "not a digit" refusal. A photo of a whole number gives ``digits`` (e.g. ``"2026"``) and
+one box per digit; ``image_png_base64`` is the 28x28 grayscale picture the network saw when there is one
+digit. The page reads digits, so a Fashion-MNIST checkpoint is refused.
 
 Errors are JSON ``{"error": "one line"}`` with a 4xx status: 400 empty or malformed request, 413 a
 body over ``--max_request_bytes`` (checked from Content-Length and while reading) or a picture over
 ``--max_image_pixels`` (checked from its header), 415 not a readable image, 422 no digit found (a
-blank canvas); or 503 when ``--max_concurrent`` pictures are being processed and ``--max_waiting``
-more wait for a turn (:mod:`mnist_lit.serve.gate`). Memory is thereby bounded by about
+blank canvas) or not a digit; or 503 when ``--max_concurrent`` pictures are being processed and
+``--max_waiting`` more wait for a turn (:mod:`mnist_lit.serve.gate`). Memory is thereby bounded by about
 ``max_concurrent`` decodes plus ``(max_concurrent + max_waiting) x max_request_bytes`` of bodies.
 """
 
@@ -41,9 +44,10 @@ from mnist_lit.allocator import return_freed_memory
 from mnist_lit.checkpoint import CheckpointError, load_model
 from mnist_lit.cli import PROG
 from mnist_lit.data import DataError
-from mnist_lit.model import MNISTClassifier
-from mnist_lit.images import ImageError, ImageTooLargeError, NoDigitFoundError, preprocess_image_uint8
+from mnist_lit.images import ImageError, ImageTooLargeError
 from mnist_lit.limits import MAX_CONCURRENT_PREDICTIONS, MAX_WAITING_PREDICTIONS
+from mnist_lit.model import MNISTClassifier
+from mnist_lit.pictures import classify, read_picture
 from mnist_lit.serve.gate import PredictionGate, ServerBusy
 
 try:
@@ -95,26 +99,32 @@ def client_message(err: Exception) -> str:
 
 def predict_picture(model: MNISTClassifier, data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS
                     ) -> dict[str, Any]:
-    """One picture's bytes -> the ``/predict`` JSON: ``digit``, ``confidence``, ``probabilities``, the 28x28 PNG.
+    """One picture's bytes -> the ``/predict`` JSON: ``digits`` (the number read, left to right), ``boxes``,
+    ``digit_confidences``, the crops as PNG; for a picture of one digit also ``digit``, ``confidence``,
+    ``probabilities`` and ``image_png_base64`` (the 28x28 picture the network saw), as before.
 
     Raises:
-        RequestError: 413 too many pixels, 422 no digit found, 415 not a readable image.
+        RequestError: 413 too many pixels, 422 no digit found or not a digit, 415 not a readable image.
     """
     source = io.BytesIO(data)
     source.name = name  # named in the error messages of mnist_lit.images
     try:
-        pixels = preprocess_image_uint8(source, max_pixels)
+        picture = read_picture(source, max_pixels)
     except ImageTooLargeError as err:
         raise RequestError(413, client_message(err)) from None
-    except NoDigitFoundError as err:
-        raise RequestError(422, client_message(err)) from None
     except ImageError as err:
         raise RequestError(415, client_message(err)) from None
-    with torch.inference_mode():
-        probabilities = model.probabilities(pixels.unsqueeze(0))[0]
-    digit = int(probabilities.argmax())
-    return {"digit": digit, "confidence": float(probabilities[digit]), "probabilities": probabilities.tolist(),
-            "image_png_base64": png_base64(pixels), "image_size": list(pixels.shape[-2:])}
+    reading = classify(picture, model.probabilities)
+    if reading.error:
+        raise RequestError(422, client_message(reading.error))
+    one = len(reading.digits) == 1
+    return {"digits": reading.digits, "digit_confidences": reading.confidences,
+            "boxes": picture.boxes.tolist(), "picture_size": list(picture.picture_size),
+            "crops_png_base64": [png_base64(crop) for crop in picture.pixels],
+            "digit": reading.pred, "confidence": reading.confidence,
+            "probabilities": reading.probs[0].tolist() if one else None,
+            "image_png_base64": png_base64(picture.pixels[0]) if one else None,
+            "image_size": list(picture.pixels.shape[-2:])}
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:

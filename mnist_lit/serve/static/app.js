@@ -78,13 +78,22 @@ function buildBars() {
   }
 }
 
+function showBoxes(result) {
+  // a whole number: each digit's box (picture pixels) and what was read in it
+  const boxes = $("boxes");
+  boxes.textContent = result.digits.length > 1 ? result.boxes.map((b, i) =>
+    `${result.digits[i]} at (${b[0]}, ${b[1]})-(${b[2]}, ${b[3]}), ` +
+    `${(100 * result.digit_confidences[i]).toFixed(1)}%`).join("; ") : "";
+}
+
 function showResult(result, source) {
-  $("digit").textContent = String(result.digit);
+  $("digit").textContent = result.digits;
   $("source").textContent = `from ${source}`;
   $("confidence").textContent = `${(100 * result.confidence).toFixed(1)}% sure`;
-  $("seen").src = `data:image/png;base64,${result.image_png_base64}`;
+  $("seen").src = `data:image/png;base64,${result.image_png_base64 || result.crops_png_base64[0]}`;
+  showBoxes(result);
   $("bars").querySelectorAll("li").forEach((item, digit) => {
-    const p = result.probabilities[digit];
+    const p = result.probabilities ? result.probabilities[digit] : 0;
     item.classList.toggle("top", digit === result.digit);
     item.querySelector(".fill").style.width = `${(100 * p).toFixed(1)}%`;
     item.querySelector(".value").textContent = `${(100 * p).toFixed(1)}%`;
@@ -96,6 +105,7 @@ function resetResult() {
   $("confidence").textContent = "";
   $("source").textContent = "";
   $("seen").removeAttribute("src");
+  $("boxes").textContent = "";
   $("bars").querySelectorAll("li").forEach((item) => {
     item.classList.remove("top");
     item.querySelector(".fill").style.width = "0";

@@ -1,0 +1,333 @@
+"""A photo or drawing -> where the ink is: grayscale at a bounded size, the sheet found and straightened,
+uneven light and shadows divided out, ruled and squared lines removed.
+
+The steps follow how a person reads a photo of a handwritten digit: find the sheet of paper (a large smooth
+region, the table around it is textured or darker), look at it square-on, judge the ink against the paper
+right next to it (not against the whole picture, which a shadow or a lighting gradient makes uneven), and
+ignore the printed lines of notebook paper. Everything is OpenCV (morphology, contours, perspective) on
+NumPy arrays; the only hand-written parts are the few lines that combine its results.
+
+Units: pixel values are 0-255 (``uint8`` or ``float32``); "darkness" is the fraction of the local paper
+brightness that the ink takes away, ``1 - pixel / background``, in [0, 1] (0 = paper, 1 = black ink), so a
+shadow that halves both paper and ink leaves it unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from mnist_lit.images import ImageError, ImageSource, _one_line, open_image, source_name, to_grayscale
+
+#: Pictures are analysed with their longest side at most this many pixels (area-averaged down): a digit
+#: filling a tenth of a phone photo keeps about 50 px, twice MNIST's 20 px box.
+WORK_SIDE = 512
+#: Smaller pictures (e.g. a 28x28 MNIST digit) are enlarged (bicubic) to at least this long side, so that
+#: their strokes span several pixels, as in a photo.
+MIN_SIDE = 192
+#: The local paper brightness is a morphological closing (max then min filter) whose square window is this
+#: fraction of the picture's shorter side: wider than any pen stroke of a digit that fills the picture
+#: (MNIST strokes are about 15% of the 28 px frame), and a closing keeps ramps and hard shadow edges exactly.
+BACKGROUND_WINDOW = 0.22
+#: A light region reaching deeper than this fraction of the shorter side (distance to its edge) is paper,
+#: not a stroke (a pen of 20 px on a 280 px canvas reaches 0.036; a strip of paper on a table 0.07 and more).
+THICK_LIGHT = 0.05
+#: A dark part at most this level (0-255) is a black background: a drawing canvas or an MNIST image.
+BLACK_LEVEL = 24
+#: The picture is smoothed (Gaussian, sigma in px) before the background is taken, so camera noise does
+#: not raise the background estimate.
+DENOISE_SIGMA = 1.0
+#: A pixel is "textured" when its darkness exceeds this; paper's grain and camera noise stay below it,
+#: wood grain, cloth and carpet do not.
+TEXTURE_DARKNESS = 0.045
+#: ... and a region is "smooth" (paper) where under this fraction of a window's pixels are textured.
+SMOOTH_FRACTION = 0.4
+#: The texture window's side, as a fraction of the shorter side of the picture.
+TEXTURE_WINDOW = 0.06
+#: The sheet must cover at least this fraction of the picture to be used ...
+MIN_SHEET_AREA = 0.08
+#: ... and is only cut out (and straightened) when it covers less than this fraction: else it fills the frame.
+FULL_FRAME = 0.88
+#: Transparent pictures whose composite onto white keeps less darkness than this (0-255) in its opaque
+#: part have their ink in the alpha channel (white or light ink on a transparent background).
+ALPHA_INK_CONTRAST = 40
+#: Printed lines are at least this fraction of the sheet's width (or height) long: ruled and squared paper
+#: runs across the whole sheet, a digit's strokes are shorter unless the digit fills the picture ...
+RULE_LENGTH = 0.4
+#: ... within this many degrees of the picture's axes ...
+RULE_TILT = 8
+#: ... and thin: the ink within RULE_BAND px of the line is at most RULE_WIDE_RATIO times the ink within 2 px.
+RULE_BAND = 7
+RULE_WIDE_RATIO = 2.0
+#: A stroke's gap across a removed line is bridged up to this many pixels (lines are 1-4 px at the analysis size).
+RULE_BRIDGE = 7
+
+
+@dataclass
+class InkMap:
+    """What :func:`ink_map` found in one picture.
+
+    Attributes:
+        darkness: float32 (H, W) in [0, 1] on the straightened sheet (ink high, paper and lines removed 0).
+        region: bool (H, W), the part of ``darkness`` that is paper (not table, not outside the sheet).
+        to_picture: float64 (3, 3) homography mapping ``darkness`` pixel coordinates (x, y, 1) to the
+            coordinates of the upright picture as the user sees it (after its EXIF orientation).
+        picture_size: (width, height) of the upright picture, px.
+        light_ink: True when the ink was lighter than its background (white chalk on a board, a drawing
+            canvas), so the picture was inverted before the rest.
+        sheet_found: True when a sheet with a table around it was found and cut out.
+        noise: robust sigma of ``darkness`` on the paper (1.4826 x median absolute deviation).
+    """
+
+    darkness: np.ndarray
+    region: np.ndarray
+    to_picture: np.ndarray
+    picture_size: tuple[int, int]
+    light_ink: bool
+    sheet_found: bool
+    noise: float
+
+
+def upright_size(source: ImageSource, image: Image.Image) -> tuple[int, int]:
+    """(width, height) of the picture as the user sees it: JPEGs come out of :func:`open_image` reduced in the
+    decoder, so their size is read again from the header (no pixels decoded), turned by the EXIF orientation."""
+    if image.format not in ("JPEG", "MPO") or isinstance(source, Image.Image):
+        return image.size
+    handle = io.BytesIO(source) if isinstance(source, bytes) else source
+    position = handle.tell() if hasattr(handle, "tell") else None
+    try:
+        with Image.open(handle) as header:
+            width, height = header.size
+            turned = header.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that swap width and height
+    finally:
+        if position is not None:
+            handle.seek(position)
+    return (height, width) if turned else (width, height)
+
+
+def load_gray(source: ImageSource, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode a picture into 8-bit grayscale with its ink dark or light as drawn, and the upright size.
+
+    Transparent pictures are composited onto white; when that leaves no contrast where the picture is
+    opaque (white ink on a transparent background, as drawing apps export it), the alpha channel itself is
+    the ink: gray = 255 - alpha.
+
+    Returns:
+        (gray uint8 (H, W), (width, height) of the upright picture). Large pictures come back reduced (JPEGs
+        in the decoder, others to 1024 px, see :func:`mnist_lit.images.to_grayscale`).
+
+    Raises:
+        ImageTooLargeError, ImageError: see :func:`mnist_lit.images.open_image`.
+    """
+    name = source_name(source)
+    image = open_image(source, max_pixels)
+    size = upright_size(source, image)
+    try:
+        if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            rgba.thumbnail((1024, 1024), Image.Resampling.BOX)
+            pixels = np.asarray(rgba)
+            alpha = pixels[..., 3]
+            white = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("L")
+            gray = np.asarray(white)
+            opaque = alpha > 127
+            if opaque.any() and not opaque.all():
+                contrast = np.percentile(255 - gray[opaque], 95)
+                if contrast < ALPHA_INK_CONTRAST:
+                    return (255 - alpha).astype(np.uint8), size
+            return np.ascontiguousarray(gray), size
+        return np.asarray(to_grayscale(image)), size
+    except Exception as err:  # an unusual mode or inconsistent metadata (e.g. a 16-bit transparency key)
+        raise ImageError(f"{name}: cannot convert its {image.mode} pixels to grayscale ({_one_line(err)})") from None
+
+
+def _work_size(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """``gray`` at analysis size (longest side between MIN_SIDE and WORK_SIDE) and the factor applied."""
+    height, width = gray.shape
+    longest = max(height, width)
+    factor = WORK_SIDE / longest if longest > WORK_SIDE else MIN_SIDE / longest if longest < MIN_SIDE else 1.0
+    if factor == 1.0:
+        return gray, 1.0
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC), factor
+
+
+def _window(shape: tuple[int, int], fraction: float, minimum: int = 3) -> int:
+    return max(minimum, int(fraction * min(shape)) | 1)
+
+
+def darkness_map(gray: np.ndarray) -> np.ndarray:
+    """``1 - gray / background`` in [0, 1], float32, with the background a closing of the denoised picture
+    (:data:`BACKGROUND_WINDOW`); pixels darker than their surroundings by a stroke's width get high values."""
+    smooth = cv2.GaussianBlur(gray, (0, 0), DENOISE_SIGMA)
+    side = _window(gray.shape, BACKGROUND_WINDOW, 15)
+    background = cv2.morphologyEx(smooth, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
+    background = np.maximum(background.astype(np.float32), 8.0)  # black backgrounds: no meaningful ratio
+    return np.clip(1.0 - smooth.astype(np.float32) / background, 0.0, 1.0)
+
+
+def ink_is_light(gray: np.ndarray) -> bool:
+    """True when the strokes are lighter than their background (a drawing canvas, an MNIST image, chalk).
+
+    Otsu's threshold splits the picture into light and dark. The ink is light when light pixels are the
+    minority and either the dark part is near black (median at most :data:`BLACK_LEVEL`: a canvas, MNIST)
+    or no light pixel lies deeper than :data:`THICK_LIGHT` of the shorter side inside a light region (strokes
+    are thin; a sheet of paper lying on a darker table is not). Everything else, faint pencil included,
+    counts as dark ink on light paper, the usual photo.
+    """
+    smooth = cv2.GaussianBlur(gray, (0, 0), DENOISE_SIGMA)
+    _, light = cv2.threshold(smooth, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if light.mean() >= 0.5:
+        return False
+    if np.median(smooth[light == 0]) <= BLACK_LEVEL:
+        return True
+    depth = cv2.distanceTransform(light, cv2.DIST_L2, 3)
+    return float(depth.max()) < THICK_LIGHT * min(gray.shape)
+
+
+def _sheet_quad(darkness: np.ndarray) -> np.ndarray | None:
+    """Corners float32 (4, 2) (x, y) of the sheet of paper: the largest smooth region, if a table (textured
+    or darker) surrounds it; None when the picture is all sheet or no sheet stands out."""
+    height, width = darkness.shape
+    textured = (darkness > TEXTURE_DARKNESS).astype(np.float32)
+    side = _window(darkness.shape, TEXTURE_WINDOW, 5)
+    smooth = (cv2.boxFilter(textured, -1, (side, side)) < SMOOTH_FRACTION).astype(np.uint8)
+    smooth = cv2.erode(smooth, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))  # cut thin links to the table
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(smooth, connectivity=4)
+    if count < 2:
+        return None
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[largest, cv2.CC_STAT_AREA] < MIN_SHEET_AREA * height * width:
+        return None
+    sheet = cv2.dilate((labels == largest).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
+    contours, _ = cv2.findContours(sheet, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.convexHull(max(contours, key=cv2.contourArea))
+    if cv2.contourArea(hull) >= FULL_FRAME * height * width:
+        return None
+    quad = cv2.approxPolyDP(hull, 0.03 * cv2.arcLength(hull, True), True).reshape(-1, 2).astype(np.float32)
+    if len(quad) != 4:  # a sheet cut by the frame or curled: the smallest rotated rectangle around it
+        quad = cv2.boxPoints(cv2.minAreaRect(hull)).astype(np.float32)
+    return quad
+
+
+def _upright_order(quad: np.ndarray) -> np.ndarray:
+    """The corners as (top-left, top-right, bottom-right, bottom-left) of the sheet turned the least: the
+    sheet's edges are assumed closest to the picture's axes (people hold the phone roughly square to the page)."""
+    centre = quad.mean(0)
+    angles = np.arctan2(quad[:, 1] - centre[1], quad[:, 0] - centre[0])
+    quad = quad[np.argsort(angles)]  # clockwise in image coordinates (y down), starting near (-pi)
+    # the top-left corner: the one whose direction from the centre is closest to up-left (-135 deg)
+    start = int(np.argmin(np.abs(np.angle(np.exp(1j * (np.arctan2(quad[:, 1] - centre[1],
+                                                                   quad[:, 0] - centre[0]) + 0.75 * np.pi))))))
+    return np.roll(quad, -start, axis=0)
+
+
+def straighten_sheet(gray: np.ndarray, darkness: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The sheet cut out of ``gray`` and warped to a rectangle (perspective), if one was found.
+
+    Returns:
+        (sheet gray uint8 (h, w), region bool (h, w) of paper pixels, homography float64 (3, 3) from sheet
+        to ``gray`` pixel coordinates), or None.
+    """
+    quad = _sheet_quad(darkness)
+    if quad is None:
+        return None
+    tl, tr, br, bl = _upright_order(quad)
+    width = (np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2
+    height = (np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
+    scale = min(1.0, WORK_SIDE / max(width, height))
+    size = (max(16, round(width * scale)), max(16, round(height * scale)))
+    target = np.float32([[0, 0], [size[0] - 1, 0], [size[0] - 1, size[1] - 1], [0, size[1] - 1]])
+    to_sheet = cv2.getPerspectiveTransform(np.float32([tl, tr, br, bl]), target)
+    sheet = cv2.warpPerspective(gray, to_sheet, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inside = cv2.warpPerspective(np.full(gray.shape, 255, np.uint8), to_sheet, size, flags=cv2.INTER_NEAREST)
+    margin = max(3, round(0.015 * min(size)))  # the sheet's own edge and a sliver of table are not ink
+    region = cv2.erode(inside, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * margin + 1, 2 * margin + 1))) > 0
+    return sheet, region, np.linalg.inv(to_sheet)
+
+
+def _rule_segments(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Long straight segments (x1, y1, x2, y2) within :data:`RULE_TILT` degrees of the picture's axes, found by
+    OpenCV's probabilistic Hough transform in ``mask``: at least :data:`RULE_LENGTH` of the side they run along."""
+    height, width = mask.shape
+    shortest = int(RULE_LENGTH * min(height, width))
+    found = cv2.HoughLinesP(mask * 255, 1, np.pi / 360, threshold=max(10, shortest // 2), minLineLength=shortest,
+                            maxLineGap=max(3, shortest // 20))
+    segments = []
+    for x1, y1, x2, y2 in (found.reshape(-1, 4) if found is not None else []):
+        angle = abs(np.degrees(np.arctan2(y2 - y1, x2 - x1))) % 90
+        along = width if abs(x2 - x1) >= abs(y2 - y1) else height
+        if min(angle, 90 - angle) <= RULE_TILT and np.hypot(x2 - x1, y2 - y1) >= RULE_LENGTH * along:
+            segments.append((int(x1), int(y1), int(x2), int(y2)))
+    return segments
+
+
+def remove_rules(mask: np.ndarray, darkness: np.ndarray) -> None:
+    """Remove long, thin, straight lines near the picture's axes (ruled and squared paper, also a few degrees
+    off after straightening) from ``mask`` (uint8 0/1) and ``darkness`` in place, then bridge the gaps they
+    leave in strokes that crossed them.
+
+    A segment from :func:`_rule_segments` is a printed line when the ink within 2 px of it holds most of the
+    ink within :data:`RULE_BAND` px (a digit's own long bar, in a digit filling the picture, is thicker). Its
+    pixels are cleared, and a stroke crossing it gets them back where ink lies on both sides of it.
+    """
+    lines = np.zeros_like(mask)
+    for x1, y1, x2, y2 in _rule_segments(mask):
+        narrow, wide = np.zeros_like(mask), np.zeros_like(mask)
+        cv2.line(narrow, (x1, y1), (x2, y2), 1, 5)
+        cv2.line(wide, (x1, y1), (x2, y2), 1, 2 * RULE_BAND + 1)
+        inner, outer = int((mask & narrow).sum()), int((mask & wide).sum())
+        if inner and outer <= RULE_WIDE_RATIO * inner:
+            lines |= narrow
+    if not lines.any():
+        return
+    lines &= cv2.dilate(mask, np.ones((3, 3), np.uint8))
+    mask[lines > 0] = 0
+    closed = np.zeros_like(mask)
+    for shape in ((1, RULE_BRIDGE), (RULE_BRIDGE, 1)):  # across horizontal lines, across vertical lines
+        closed |= cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, shape))
+    refill = (closed > 0) & (lines > 0)
+    level = float(np.median(darkness[mask > 0])) if mask.any() else 0.0
+    darkness[lines > 0] = 0.0
+    darkness[refill] = level
+    mask[refill] = 1
+
+
+def ink_map(source: ImageSource, max_pixels: int) -> tuple[InkMap, np.ndarray]:
+    """Decode ``source`` and find its ink: see the module docstring for the steps.
+
+    Returns:
+        the :class:`InkMap` and the picture in grayscale at analysis size (uint8 (H, W)), from which
+        :func:`ink_map_of` can look again without the sheet.
+
+    Raises:
+        ImageTooLargeError, ImageError: see :func:`mnist_lit.images.open_image`.
+    """
+    gray, picture_size = load_gray(source, max_pixels)
+    work, _ = _work_size(gray)
+    return ink_map_of(work, picture_size), work
+
+
+def ink_map_of(work: np.ndarray, picture_size: tuple[int, int], use_sheet: bool = True) -> InkMap:
+    """The :class:`InkMap` of a grayscale picture at analysis size; ``use_sheet=False`` looks at the whole frame
+    instead of cutting out a sheet."""
+    light = ink_is_light(work)
+    if light:
+        work = 255 - work
+    darkness = darkness_map(work)
+    to_picture = np.diag([picture_size[0] / work.shape[1], picture_size[1] / work.shape[0], 1.0])
+    region = np.ones(work.shape, bool)
+    sheet = straighten_sheet(work, darkness) if use_sheet and not light else None
+    if sheet is not None:
+        work, region, to_work = sheet
+        to_picture = to_picture @ to_work
+        darkness = darkness_map(work)
+    values = darkness[region]
+    median = float(np.median(values)) if values.size else 0.0
+    noise = 1.4826 * float(np.median(np.abs(values - median))) if values.size else 0.0
+    darkness = np.where(region, darkness, 0.0).astype(np.float32)
+    return InkMap(darkness, region, to_picture, picture_size, light, sheet is not None, noise)

@@ -1,0 +1,134 @@
+"""A picture -> MNIST-style crops of the digits in it (:func:`read_picture`), with their boxes in the picture."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from mnist_lit.images import MAX_IMAGE_PIXELS, ImageSource, fit_to_mnist_frame, source_name
+from mnist_lit.pictures.ink import InkMap, ink_map, ink_map_of
+from mnist_lit.pictures.segment import Marks, find_marks, thresholds
+
+#: The ink level a digit's crop is stretched to: this percentile of the darkness of its ink pixels.
+INK_LEVEL_PERCENTILE = 85
+#: When a mark runs into the edge of the sheet found, the whole frame is read again, keeping the marks on the
+#: sheet grown by this fraction of the frame's shorter side.
+SHEET_GROWTH = 0.15
+#: Pixels of the crop within this many pixels of the digit's own ink are kept (the anti-aliased rim);
+#: farther ones belong to neighbours or dirt and are cleared.
+RIM = 2
+
+
+@dataclass
+class PictureDigits:
+    """The digits found in one picture, left to right.
+
+    Attributes:
+        name: the picture's name for messages (its path, or ``<image>``).
+        pixels: uint8 (K, 1, 28, 28), MNIST-style (white ink on black, longest side of the ink 20 px, centre
+            of mass at (14, 14)); K == 0 when there is no digit.
+        quads: float32 (K, 4, 2), each digit's box corners (x, y) in the upright picture's pixels (after its
+            EXIF orientation): top-left, top-right, bottom-right, bottom-left. A box on a sheet photographed
+            at an angle is a quadrilateral in the picture.
+        picture_size: (width, height) of the upright picture, px.
+        refusal: "" or the one-line reason there is no digit ("no digit found ...", "not a digit: ...").
+    """
+
+    name: str
+    pixels: torch.Tensor
+    quads: np.ndarray
+    picture_size: tuple[int, int]
+    refusal: str = ""
+    light_ink: bool = field(default=False, repr=False)
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """int (K, 4): ``x0, y0, x1, y1`` of each quad's bounding rectangle, clipped to the picture (x1, y1 exclusive)."""
+        if not len(self.quads):
+            return np.zeros((0, 4), np.int64)
+        low = np.floor(self.quads.min(1))
+        high = np.ceil(self.quads.max(1))
+        width, height = self.picture_size
+        boxes = np.concatenate([low, high], 1)
+        return np.clip(boxes, 0, [width, height, width, height]).astype(np.int64)
+
+
+def digit_crop(ink: InkMap, box: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+    """One digit's ink as MNIST pixels uint8 (28, 28): its darkness inside ``box`` (x0, y0, x1, y1), kept within
+    :data:`RIM` px of its own ink ``mask``, stretched so its ink level (:data:`INK_LEVEL_PERCENTILE`) is 255,
+    then fitted and centred by :func:`mnist_lit.images.fit_to_mnist_frame`."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    pad = RIM + 1
+    height, width = ink.darkness.shape
+    X0, Y0, X1, Y1 = max(0, x0 - pad), max(0, y0 - pad), min(width, x1 + pad), min(height, y1 + pad)
+    darkness = ink.darkness[Y0:Y1, X0:X1]
+    own = np.zeros(darkness.shape, np.uint8)
+    own[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0] = mask
+    near = cv2.dilate(own, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * RIM + 1, 2 * RIM + 1))) > 0
+    low = thresholds(ink.noise)[0] / 2
+    level = max(float(np.percentile(darkness[own > 0], INK_LEVEL_PERCENTILE)), low + 1e-3)
+    values = np.clip((darkness - low) / (level - low), 0.0, 1.0) * near
+    image = Image.fromarray(np.round(values * 255).astype(np.uint8), "L")
+    return fit_to_mnist_frame(image)
+
+
+def _picture_quad(ink: InkMap, box: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    corners = np.float64([[x0, y0, 1], [x1, y0, 1], [x1, y1, 1], [x0, y1, 1]]) @ ink.to_picture.T
+    return (corners[:, :2] / corners[:, 2:]).astype(np.float32)
+
+
+def _near_sheet(marks: Marks, sheet: InkMap, whole: InkMap) -> Marks:
+    """The marks of ``whole`` (the frame) whose box centre lies on the sheet of ``sheet`` grown by
+    :data:`SHEET_GROWTH` of the frame's shorter side: the sheet was too small, not wrong."""
+    if marks.refusal or not len(marks.boxes):
+        return marks
+    to_sheet = np.linalg.inv(np.linalg.inv(whole.to_picture) @ sheet.to_picture)  # frame -> sheet is its inverse
+    height, width = whole.darkness.shape
+    on_sheet = cv2.warpPerspective(sheet.region.astype(np.uint8), np.linalg.inv(to_sheet), (width, height),
+                                   flags=cv2.INTER_NEAREST)
+    grow = max(3, int(SHEET_GROWTH * min(height, width))) | 1
+    on_sheet = cv2.dilate(on_sheet, cv2.getStructuringElement(cv2.MORPH_RECT, (grow, grow)))
+    keep = [i for i, (x0, y0, x1, y1) in enumerate(marks.boxes) if on_sheet[(y0 + y1) // 2, (x0 + x1) // 2]]
+    return Marks(marks.boxes[keep], [marks.masks[i] for i in keep])
+
+
+def read_picture(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> PictureDigits:
+    """Find the digits in a picture (a photo, scan or drawing; one digit or a whole number) and cut each out
+    MNIST-style, left to right.
+
+    Steps: :func:`mnist_lit.pictures.ink.ink_map` (decode at a bounded size, find and straighten the sheet,
+    divide out uneven light and shadows), :func:`mnist_lit.pictures.segment.find_marks` (remove ruled lines,
+    connected components, merge, split, order, ink-statistics refusals; once more on the whole frame when a
+    mark ran into the edge of the sheet found), then :func:`digit_crop` per digit.
+    Time and memory are bounded by the header check and the analysis size (512 px), whatever the input.
+
+    Args:
+        source: a file path, the file's bytes, a binary file object, or a PIL image.
+        max_pixels: the largest ``width * height`` accepted before decoding.
+
+    Returns:
+        :class:`PictureDigits`; a picture without a digit comes back with K == 0 and ``refusal`` set (the
+        model is not needed for that; :func:`mnist_lit.pictures.verdict.read_digits` adds its own refusals).
+
+    Raises:
+        ImageTooLargeError, ImageError: a missing, empty, unreadable, damaged or oversized file
+            (:func:`mnist_lit.images.open_image`); one-line messages starting with the file's name.
+    """
+    name = source_name(source)
+    ink, gray = ink_map(source, max_pixels)
+    marks: Marks = find_marks(ink)
+    if marks.cut and marks.refusal:  # a mark ran into the edge of the sheet found, none left: the sheet was cut too small
+        whole = ink_map_of(gray, ink.picture_size, use_sheet=False)
+        again = _near_sheet(find_marks(whole), ink, whole)
+        if not again.refusal and len(again.boxes):
+            ink, marks = whole, again
+    crops = [digit_crop(ink, box, mask) for box, mask in zip(marks.boxes, marks.masks)]
+    pixels = torch.stack(crops).unsqueeze(1) if crops else torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
+    quads = np.stack([_picture_quad(ink, box) for box in marks.boxes]) if crops else np.zeros((0, 4, 2), np.float32)
+    refusal = f"{name}: {marks.refusal}" if marks.refusal else ""
+    return PictureDigits(name, pixels, quads, ink.picture_size, refusal, ink.light_ink)

@@ -1,0 +1,297 @@
+"""Ink -> the boxes of the digits in it, left to right, or the reason there is no digit.
+
+Connected components of the ink (OpenCV), then the few rules that turn components into digits: broken
+strokes stacked in one column are one digit, specks far smaller than the digits are dirt, a component much
+wider than tall is several touching digits (cut where the least ink is), and marks of very different
+heights, on several lines, or filled like blobs are not digits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from mnist_lit.pictures.ink import InkMap, remove_rules
+
+#: Ink is darkness above ``max(LOW_DARKNESS, NOISE_SIGMAS_LOW * noise)`` (see :class:`InkMap`) ...
+LOW_DARKNESS = 0.12
+NOISE_SIGMAS_LOW = 5.0
+#: ... in components that reach ``max(HIGH_DARKNESS, NOISE_SIGMAS_HIGH * noise)`` somewhere (hysteresis:
+#: faint pencil edges stay attached to their stroke, paper grain and JPEG ringing do not start a mark).
+HIGH_DARKNESS = 0.18
+NOISE_SIGMAS_HIGH = 8.0
+#: Upper limits of the two thresholds (light pencil is about 0.2-0.4, ballpoint and felt pen 0.6-0.9).
+MAX_LOW_DARKNESS, MAX_HIGH_DARKNESS = 0.2, 0.35
+#: Components under this many pixels, or under this fraction of the largest one's area, are dirt or noise.
+MIN_AREA = 6
+DIRT_FRACTION = 0.02
+#: A mark smaller than this fraction of the tallest mark in both directions is a speck (dot, dirt, a stray
+#: pixel of noise) and is left out.
+SPECK_FRACTION = 0.4
+#: Components whose column ranges overlap by at least this fraction of the narrower one are one digit
+#: (a 5 whose bar came loose, a 4 drawn in two strokes).
+STACK_OVERLAP = 0.5
+#: A digit wider than this many times its height is taken as several touching digits.
+SPLIT_RATIO = 1.5
+#: Expected width of one digit, as a fraction of its height, when counting touching digits.
+DIGIT_ASPECT = 0.75
+#: All marks together no wider than this many times their height are one digit in pieces (two digits side by
+#: side are wider: about 0.6-0.8 height each plus a gap; only "11" and the like are narrower).
+ONE_DIGIT_ASPECT = 0.9
+#: Marks shorter than this fraction of the tallest one ...
+FRAGMENT_HEIGHT = 0.6
+#: ... join the nearest full-height mark when their boxes are at most this fraction of the tallest height apart.
+FRAGMENT_GAP = 0.15
+#: A mark touching the sheet's edge at least this fraction of the sheet's shorter side tall, with most of its
+#: ink inside, suggests the sheet was found too small (a shadow edge taken for the paper's edge).
+CUT_HEIGHT = 0.1
+#: More marks than this is text or a pattern, not a number.
+MAX_DIGITS = 10
+#: All digits of a number are at least this fraction of the tallest one's height ...
+MIN_HEIGHT_RATIO = 0.7
+#: ... and each overlaps the row of the others (vertical centre within this many tallest heights).
+ROW_TOLERANCE = 0.5
+#: Marks that do not line up as one number are still one digit when the tallest holds this many times the ink
+#: of all the others together (the rest are dirt, a sliver of table, a shadow's edge).
+DOMINANT = 3.0
+#: A mark whose strokes are thicker than this fraction of its height is a filled shape, not a pen stroke
+#: (MNIST strokes: about 0.1-0.2 of the digit's height).
+MAX_STROKE_RATIO = 0.33
+#: Ink covering more than this fraction of the paper is a picture (a scene, a texture), not writing.
+MAX_INK_FRACTION = 0.4
+
+
+@dataclass
+class Marks:
+    """Digit boxes found in an :class:`InkMap`, left to right.
+
+    Attributes:
+        boxes: int (K, 4) ``x0, y0, x1, y1`` (x1, y1 exclusive) in the ink map's pixels.
+        masks: K bool arrays, each the digit's ink pixels inside its box, shape (y1 - y0, x1 - x0).
+        refusal: "" or why the picture holds no digit (one line, no file name), then K == 0.
+        cut: a substantial mark touching the sheet's edge was left out (look again without the sheet).
+    """
+
+    boxes: np.ndarray
+    masks: list[np.ndarray]
+    refusal: str = ""
+    cut: bool = False
+
+
+def _refuse(reason: str, cut: bool = False) -> Marks:
+    return Marks(np.zeros((0, 4), np.int64), [], reason, cut)
+
+
+def thresholds(noise: float) -> tuple[float, float]:
+    """(low, high) darkness thresholds of ink for a picture whose paper has this noise sigma; capped, so a
+    textured table that raised the estimate cannot hide dark pen strokes (darkness about 0.8)."""
+    low = min(max(LOW_DARKNESS, NOISE_SIGMAS_LOW * noise), MAX_LOW_DARKNESS)
+    return low, min(max(HIGH_DARKNESS, NOISE_SIGMAS_HIGH * noise), MAX_HIGH_DARKNESS)
+
+
+def ink_mask(ink: InkMap) -> tuple[np.ndarray, bool]:
+    """uint8 (H, W) 0/1: the ink pixels (hysteresis on darkness), ruled and squared lines removed; and whether a
+    substantial mark was left out because it touches the sheet's edge (the sheet may have been cut too small:
+    a mark of at least :data:`CUT_HEIGHT` of the sheet's shorter side with most of its ink away from the edge)."""
+    low, high = thresholds(ink.noise)
+    mask = ((ink.darkness > low) & ink.region).astype(np.uint8)
+    remove_rules(mask, ink.darkness)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    keep = np.zeros(count, bool)
+    keep[np.unique(labels[ink.darkness > high])] = True
+    keep[0] = False
+    # Marks touching the edge of the paper (or of the picture) are slivers of table, the sheet's own edge or
+    # objects cut by the frame; they are left out (on a picture without a sheet, unless nothing else is there:
+    # a drawing may touch its canvas's edge).
+    edge = np.ones(mask.shape, np.uint8)
+    edge[1:-1, 1:-1] = 0
+    edge |= cv2.dilate((~ink.region).astype(np.uint8), np.ones((3, 3), np.uint8))
+    touching = np.zeros(count, bool)
+    touching[np.unique(labels[edge > 0])] = True
+    cut = False
+    if ink.sheet_found:
+        inner = cv2.erode(ink.region.astype(np.uint8), np.ones((13, 13), np.uint8))
+        for i in np.flatnonzero(keep & touching):
+            if (stats[i, cv2.CC_STAT_HEIGHT] >= CUT_HEIGHT * min(mask.shape)
+                    and inner[labels == i].mean() > 0.5):
+                cut = True
+    if ink.sheet_found or (keep & ~touching).any():
+        keep &= ~touching
+    return keep[labels].astype(np.uint8), cut
+
+
+def _groups(stats: np.ndarray, labels: np.ndarray) -> list[list[int]]:
+    """Component ``labels`` grouped into digits: components stacked in one column (their column ranges overlap
+    by :data:`STACK_OVERLAP` of the narrower one), and no farther apart vertically than the smaller one's
+    height, belong together."""
+    order = sorted(labels.tolist(), key=lambda i: -stats[i, cv2.CC_STAT_AREA])
+    groups: list[list[int]] = []
+    boxes: list[list[int]] = []  # x0, y0, x1, y1 of each group
+    for i in order:
+        x0, y0 = stats[i, cv2.CC_STAT_LEFT], stats[i, cv2.CC_STAT_TOP]
+        x1, y1 = x0 + stats[i, cv2.CC_STAT_WIDTH], y0 + stats[i, cv2.CC_STAT_HEIGHT]
+        for g, (gx0, gy0, gx1, gy1) in enumerate(boxes):
+            overlap = min(gx1, x1) - max(gx0, x0)
+            gap = max(gy0, y0) - min(gy1, y1)
+            if overlap >= STACK_OVERLAP * min(x1 - x0, gx1 - gx0) and gap <= min(y1 - y0, gy1 - gy0):
+                groups[g].append(i)
+                boxes[g] = [min(gx0, x0), min(gy0, y0), max(gx1, x1), max(gy1, y1)]
+                break
+        else:
+            groups.append([i])
+            boxes.append([x0, y0, x1, y1])
+    return groups
+
+
+def _group_box(stats: np.ndarray, group: list[int]) -> tuple[int, int, int, int]:
+    x0 = min(stats[i, cv2.CC_STAT_LEFT] for i in group)
+    y0 = min(stats[i, cv2.CC_STAT_TOP] for i in group)
+    x1 = max(stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] for i in group)
+    y1 = max(stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] for i in group)
+    return x0, y0, x1, y1
+
+
+def _attach_fragments(groups: list[list[int]], boxes: list[tuple[int, int, int, int]]
+                      ) -> tuple[list[list[int]], list[tuple[int, int, int, int]]]:
+    """Groups shorter than :data:`FRAGMENT_HEIGHT` of the tallest join the nearest full-height group when the
+    gap between their boxes is at most :data:`FRAGMENT_GAP` of the tallest height (a piece of a stroke that
+    came loose next to its digit); the others stay as they are."""
+    tallest = max(b[3] - b[1] for b in boxes)
+    full = [k for k, b in enumerate(boxes) if b[3] - b[1] >= FRAGMENT_HEIGHT * tallest]
+    merged = {k: list(groups[k]) for k in full}
+    out_boxes = {k: boxes[k] for k in full}
+    rest = []
+    for k, box in enumerate(boxes):
+        if k in merged:
+            continue
+        def gap(j: int) -> float:
+            other = out_boxes[j]
+            dx = max(other[0] - box[2], box[0] - other[2], 0)
+            dy = max(other[1] - box[3], box[1] - other[3], 0)
+            return float(np.hypot(dx, dy))
+        nearest = min(full, key=gap) if full else None
+        if nearest is not None and gap(nearest) <= FRAGMENT_GAP * tallest:
+            merged[nearest] += groups[k]
+            b = out_boxes[nearest]
+            out_boxes[nearest] = (min(b[0], box[0]), min(b[1], box[1]), max(b[2], box[2]), max(b[3], box[3]))
+        else:
+            rest.append(k)
+    keys = sorted([*merged, *rest])
+    return ([merged[k] if k in merged else groups[k] for k in keys],
+            [out_boxes[k] if k in out_boxes else boxes[k] for k in keys])
+
+
+def _nested(stats: np.ndarray, group: list[int]) -> bool:
+    """True when one component of ``group`` lies wholly inside another's box (eyes in a face, a window in a
+    house): the pieces of a handwritten digit sit next to or above each other, never inside."""
+    for i in group:
+        for j in group:
+            if i != j and (stats[j, cv2.CC_STAT_LEFT] > stats[i, cv2.CC_STAT_LEFT]
+                           and stats[j, cv2.CC_STAT_TOP] > stats[i, cv2.CC_STAT_TOP]
+                           and stats[j, cv2.CC_STAT_LEFT] + stats[j, cv2.CC_STAT_WIDTH]
+                           < stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH]
+                           and stats[j, cv2.CC_STAT_TOP] + stats[j, cv2.CC_STAT_HEIGHT]
+                           < stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT]):
+                return True
+    return False
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.nonzero(mask)
+    return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
+
+
+def _split(mask: np.ndarray, x0: int, y0: int) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """A box mask holding several touching digits, cut at the columns with the least ink near the expected
+    digit borders; each piece re-boxed to its own ink. Pieces are (mask, (x0, y0, x1, y1))."""
+    height, width = mask.shape
+    count = int(np.clip(round(width / (DIGIT_ASPECT * height)), 2, 4))
+    profile = mask.sum(0).astype(np.float64)
+    cuts = [0]
+    for k in range(1, count):
+        centre, reach = k * width / count, width / count / 3
+        lo, hi = int(centre - reach), int(centre + reach) + 1
+        cuts.append(lo + int(np.argmin(profile[lo:hi])))
+    cuts.append(width)
+    pieces = []
+    for left, right in zip(cuts[:-1], cuts[1:]):
+        piece = np.zeros_like(mask)
+        piece[:, left:right] = mask[:, left:right]
+        if piece.any():
+            bx0, by0, bx1, by1 = _box(piece)
+            pieces.append((piece[by0:by1, bx0:bx1], (x0 + bx0, y0 + by0, x0 + bx1, y0 + by1)))
+    return pieces
+
+
+def _stroke_ratio(mask: np.ndarray) -> float:
+    """Mean stroke thickness over height: twice the area over the outline's length (a thin stroke of width w
+    and length L has area wL and outline about 2L), divided by the mark's height."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    outline = sum(cv2.arcLength(c, True) for c in contours)
+    return 2.0 * float(mask.sum()) / max(outline, 1.0) / mask.shape[0]
+
+
+def find_marks(ink: InkMap) -> Marks:
+    """The digits' boxes in ``ink``, left to right, or a refusal saying why there is none."""
+    mask, cut = ink_mask(ink)
+    paper = max(1, int(ink.region.sum()))
+    if not mask.any():
+        return _refuse("no digit found (nothing stands out from the paper or background)", cut)
+    if mask.sum() > MAX_INK_FRACTION * paper:
+        return _refuse(f"not a digit: dark marks cover {mask.sum() / paper:.0%} of the picture, "
+                       "as in a photo of a scene, not writing")
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    kept = np.flatnonzero(areas >= max(MIN_AREA, DIRT_FRACTION * areas.max())) + 1
+    if len(kept) > 4 * MAX_DIGITS:
+        return _refuse(f"not a digit: {len(kept)} separate marks, a texture or noise rather than writing")
+    groups = _groups(stats, kept)
+    boxes = [_group_box(stats, g) for g in groups]
+    union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    tallest = max(b[3] - b[1] for b in boxes)
+    if (1 < len(groups) <= 4 and union[2] - union[0] <= ONE_DIGIT_ASPECT * (union[3] - union[1])
+            and union[3] - union[1] <= 2.1 * tallest):
+        groups, boxes = [[i for g in groups for i in g]], [union]  # pieces of one digit (a broken stroke)
+    else:
+        groups, boxes = _attach_fragments(groups, boxes)
+    pieces = []
+    for group, (x0, y0, x1, y1) in zip(groups, boxes):
+        if len(groups) > 1 and _nested(stats, group):
+            return _refuse("not a digit: marks drawn inside other marks, as in a drawing")
+        pieces.append((np.isin(labels[y0:y1, x0:x1], group), (x0, y0, x1, y1)))
+    tallest = max(box[3] - box[1] for _, box in pieces)
+    pieces = [(m, b) for m, b in pieces
+              if b[3] - b[1] >= SPECK_FRACTION * tallest or b[2] - b[0] >= SPECK_FRACTION * tallest]
+    filled = [(m, b) for m, b in pieces if _stroke_ratio(m) > MAX_STROKE_RATIO]
+    if len(filled) == len(pieces):
+        return _refuse(f"not a digit: a filled shape (strokes over {MAX_STROKE_RATIO:.0%} of its height; pen "
+                       "strokes of digits are thinner)")
+    pieces = [(m, b) for m, b in pieces if _stroke_ratio(m) <= MAX_STROKE_RATIO]  # e.g. a corner of the table
+    marks = []
+    for piece, box in pieces:
+        width, height = box[2] - box[0], box[3] - box[1]
+        if width > SPLIT_RATIO * height:
+            parts = _split(piece, box[0], box[1])
+            if len(parts) > 2:
+                return _refuse("not a digit: joined-up writing, as in words (the digits of a number stand apart)")
+            marks += parts
+        else:
+            marks.append((piece, box))
+    if len(marks) > MAX_DIGITS:
+        return _refuse(f"not a digit: {len(marks)} separate marks, more than the {MAX_DIGITS} digits of a number")
+    marks.sort(key=lambda item: (item[1][0] + item[1][2]) / 2)
+    boxes = np.array([box for _, box in marks], np.int64)
+    heights = boxes[:, 3] - boxes[:, 1]
+    centres = (boxes[:, 1] + boxes[:, 3]) / 2
+    if len(marks) > 1 and (heights.min() < MIN_HEIGHT_RATIO * heights.max()
+                           or np.abs(centres - np.median(centres)).max() > ROW_TOLERANCE * heights.max()):
+        areas = np.array([int(piece.sum()) for piece, _ in marks])
+        main = int(np.argmax(heights))
+        if areas[main] < DOMINANT * (areas.sum() - areas[main]):
+            if heights.min() < MIN_HEIGHT_RATIO * heights.max():
+                return _refuse("not a digit: marks of very different sizes, as in words, not a number")
+            return _refuse("not a digit: marks on several lines, not one number")
+        boxes, marks = boxes[main:main + 1], marks[main:main + 1]  # one digit and some dirt or table
+    return Marks(boxes, [piece for piece, _ in marks], cut=cut)
