@@ -21,7 +21,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
-from mnist_lit.idx import (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IdxContent, IdxError, file_md5,
+from mnist_lit.idx import (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IMAGE_SIDE, IdxContent, IdxError, file_md5,  # noqa: F401
                            read_idx_file, read_idx_stream)
 from mnist_lit.limits import DOWNLOAD_DEADLINE, DOWNLOAD_TIMEOUT
 
