@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -71,16 +73,36 @@ def open_storage(storage: str):
     if url.startswith("postgresql://") and not _importable("psycopg2") and _importable("psycopg"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     try:
-        with warnings.catch_warnings():  # "heartbeat_interval is an experimental feature": nothing to act on
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                                              grace_period=GRACE_PERIOD_S)
+        return _rdb_storage(url)
     except ModuleNotFoundError as err:
         raise StorageError(f"--storage {storage}: the database driver {err.name!r} is not installed; "
                            "pip install 'mnist_lit[tune]' (PostgreSQL: postgresql+psycopg://...)") from None
     except Exception as err:  # SQLAlchemy's ArgumentError, OperationalError, ...: a long multi-line text
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise StorageError(f"--storage {storage}: cannot open the database ({type(err).__name__}: {first})") from None
+
+
+def _rdb_storage(url: str, attempts: int = 5):
+    """``optuna.storages.RDBStorage(url)`` with a heartbeat, retried when another worker creates the tables.
+
+    Workers started together on a new database all create Optuna's tables; PostgreSQL's
+    ``CREATE TABLE IF NOT EXISTS`` is not atomic against a concurrent one, and the loser fails with a
+    unique violation on ``pg_type_typname_nsp_index`` (or ``DuplicateTable``). A retry finds the tables.
+    """
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # "heartbeat_interval is an experimental feature": nothing to act on
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                                                  grace_period=GRACE_PERIOD_S)
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+    raise AssertionError("unreachable")
 
 
 def check_journal(path: Path) -> None:

@@ -240,6 +240,27 @@ def test_two_workers_share_a_postgresql_study(tmp_path, mnist_dir, postgres):
     check_shared_study(tmp_path, postgres, postgres, workers)
 
 
+def test_workers_opening_a_new_postgresql_database_together(postgres):
+    """Six workers create Optuna's tables in a new database at once (PostgreSQL's CREATE TABLE race)."""
+    import psycopg
+
+    base, _, _ = postgres.rpartition("/")
+    with psycopg.connect(base.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as conn:
+        conn.execute("CREATE DATABASE race")
+    # Each worker imports everything, says "ready" and waits for "go", so that all open the database at once.
+    code = ("import sys; import optuna, sqlalchemy; from mnist_lit.storage import open_storage; "
+            "print('ready', flush=True); sys.stdin.readline(); "
+            "optuna.create_study(storage=open_storage(sys.argv[1]), study_name='s', load_if_exists=True)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, f"{base}/race"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    assert [p.stdout.readline().strip() for p in procs] == ["ready"] * 6
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+
+
 def test_interrupted_worker_loses_only_its_trial_and_the_study_continues(tmp_path, mnist_dir):
     """SIGTERM (a scheduler's preemption) during trial 1; a worker started again completes the study."""
     import optuna
