@@ -90,7 +90,7 @@ def base_config(ckpt_path: str | Path, checkpoint: Mapping[str, Any]) -> str | N
     found = run_config_of(ckpt_path)
     if found is not None:
         return str(found)
-    data = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    data = {k: v for k, v in (checkpoint.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
     data.pop("pixel_scale", None)  # older checkpoints: now a model hyperparameter (model_hparams)
     return json.dumps({"data": data}) if data else None
 
@@ -181,8 +181,8 @@ def find_run_to_resume(root: Path | None, command: Mapping[str, Any]) -> tuple[P
                               "give the .ckpt file")
     for run_dir in run_folders(root):
         recorded = read_config(run_dir / CONFIG_NAME)
-        if not recorded or differences(recorded, command):
-            continue
+        if not recorded or recorded.get("ckpt_path") or differences(recorded, command):
+            continue  # a validate/test/predict folder (its config names a checkpoint) is never a run to resume
         last = run_dir / "checkpoints" / LAST_NAME
         if last.is_file():
             return last, run_dir, f"Resuming {run_dir} from {last}"
