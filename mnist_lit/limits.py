@@ -26,8 +26,8 @@ DOWNLOAD_DEADLINE = 40.0
 #: files' sizes are known: :data:`mnist_lit.download.OFFICIAL_SIZES`).
 MAX_DOWNLOAD_BYTES = 64 * 2**20
 
-#: ``serve``: pictures decoded and predicted at once (each a thread; an RGBA picture takes about 15 bytes
-#: a pixel while it is decoded, ~0.4 GB at serve's 25 MP limit); further requests wait for a turn
+#: ``serve``: pictures decoded and predicted at once (each a thread; an RGBA picture takes up to about 13
+#: bytes a pixel while it is decoded, ~0.33 GB at serve's 25 MP limit); further requests wait for a turn
 #: (``--max_concurrent``).
 MAX_CONCURRENT_PREDICTIONS = 2
 #: ``serve``: requests that may wait for a turn; any more are answered 503 at once, before their
