@@ -18,15 +18,17 @@ MAX_IDX_FILE_BYTES = 16 + MAX_IDX_ITEMS * 28 * 28 + 2**20
 #: that mirror fails). A mirror that fails this way is not asked again during the same prepare_data.
 DOWNLOAD_TIMEOUT = 20.0
 #: Seconds one prepare_data may spend downloading, all files and mirrors together; past it the
-#: download stops with one error line (``--data.download_deadline``). 50 s is MNIST's 11.6 MB at
-#: 240 kB/s; a slower network needs a larger value.
-DOWNLOAD_DEADLINE = 50.0
+#: download stops with one error line (``--data.download_deadline``), so that with Python's start a
+#: command that cannot download ends within a minute. 40 s is MNIST's 11.6 MB at 290 kB/s (Fashion-MNIST's
+#: 30.9 MB at 770 kB/s); a slower network needs a larger value.
+DOWNLOAD_DEADLINE = 40.0
 #: Bytes read at most from a mirror for a file whose size is not known in advance (the official
 #: files' sizes are known: :data:`mnist_lit.download.OFFICIAL_SIZES`).
 MAX_DOWNLOAD_BYTES = 64 * 2**20
 
-#: ``serve``: pictures decoded and predicted at once (each a thread; a 24-megapixel RGBA PNG takes
-#: about 0.5 GB while it is decoded); further requests wait for a turn (``--max_concurrent``).
+#: ``serve``: pictures decoded and predicted at once (each a thread; an RGBA picture takes up to about 13
+#: bytes a pixel while it is decoded, ~0.33 GB at serve's 25 MP limit); further requests wait for a turn
+#: (``--max_concurrent``).
 MAX_CONCURRENT_PREDICTIONS = 2
 #: ``serve``: requests that may wait for a turn; any more are answered 503 at once, before their
 #: body is read (``--max_waiting``). With the 5 MB body limit, waiting requests hold at most 40 MB.

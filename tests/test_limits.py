@@ -76,6 +76,8 @@ def test_gzip_bomb_is_refused_from_its_first_bytes_in_the_memory_of_a_normal_sta
     # The same command refusing a folder without data: the memory every start takes (torch, Lightning).
     normal = run_measured(*fit_args(tmp_path / "empty", "--data.download", "false"), cwd=tmp_path)
     assert normal.returncode == 2 and "data not found" in error_lines(normal.stderr)[0]
+    print(f"gzip bomb: peak RSS {run.peak_rss_mib:.0f} MiB, {run.seconds:.1f} s; "
+          f"normal start: {normal.peak_rss_mib:.0f} MiB, {normal.seconds:.1f} s")
     assert run.peak_rss_mib < MAX_PEAK_MIB and run.peak_rss_mib < normal.peak_rss_mib + 100, \
         (run.peak_rss_mib, normal.peak_rss_mib)
     assert not list(tmp_path.glob("lightning_logs/*/checkpoints/*"))
@@ -137,12 +139,30 @@ def endless_server():
 
 
 @pytest.fixture
-def silent_port():
-    """A port on 127.0.0.1 that accepts connections (the kernel completes them) and never answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        yield sock.getsockname()[1]
+def silent_server():
+    """A server on 127.0.0.1 that accepts connections and never answers; yields (port, times of the connections)."""
+    connected, held = [], []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed at teardown
+                return
+            connected.append(time.monotonic())
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], connected
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
 
 
 NO_PROXY = {"http_proxy": "", "https_proxy": "", "HTTP_PROXY": "", "HTTPS_PROXY": "", "no_proxy": "127.0.0.1"}
@@ -151,6 +171,7 @@ NO_PROXY = {"http_proxy": "", "https_proxy": "", "HTTP_PROXY": "", "HTTPS_PROXY"
 def test_endless_body_is_cut_at_the_known_size(endless_server, tmp_path):
     mirrors = f"[{endless_server}/endless/, {endless_server}/huge/]"
     run = run_measured(*fit_args(tmp_path / "data", "--data.mirrors", mirrors), cwd=tmp_path, env=NO_PROXY)
+    print(f"endless mirror: peak RSS {run.peak_rss_mib:.0f} MiB, {run.seconds:.1f} s")
     assert run.returncode == 2 and run.peak_rss_mib < MAX_PEAK_MIB, run.peak_rss_mib
     assert run.seconds < DOWNLOAD_DEADLINE + 30  # 30 s: starting Python, torch and Lightning on a busy machine
     [line] = error_lines(run.stderr)
@@ -161,15 +182,21 @@ def test_endless_body_is_cut_at_the_known_size(endless_server, tmp_path):
     assert not list((tmp_path / "data" / "MNIST" / "raw").iterdir())  # nothing half-written
 
 
-def test_mirror_that_never_answers_fails_in_under_a_minute_with_default_settings(silent_port, tmp_path):
-    mirrors = f"[http://127.0.0.1:{silent_port}/a/, http://127.0.0.1:{silent_port}/b/]"
+def test_mirrors_that_never_answer_fail_in_under_a_minute_with_default_settings(silent_server, tmp_path):
+    port, connected = silent_server
+    mirrors = f"[http://127.0.0.1:{port}/a/, http://127.0.0.1:{port}/b/, http://127.0.0.1:{port}/c/]"
     run = run_measured(*fit_args(tmp_path / "data", "--data.mirrors", mirrors), cwd=tmp_path, env=NO_PROXY,
-                       timeout=120)
-    assert run.returncode == 2 and run.seconds < 60, run.seconds
+                       timeout=300)
+    ended = time.monotonic()
+    downloading = ended - connected[0]  # from the first connection: without Python's and torch's start
+    print(f"silent mirrors: {downloading:.1f} s from the first connection, {run.seconds:.1f} s in all")
+    assert run.returncode == 2 and DOWNLOAD_DEADLINE - 1 < downloading < 60
     [line] = error_lines(run.stderr)
-    assert f"http://127.0.0.1:{silent_port}/a/: timed out (no answer within {DOWNLOAD_TIMEOUT:g} s)" in line
-    # Each unreachable mirror is asked once, not once per file.
-    assert run.stderr.count("Download failed:") == 2
+    assert f"http://127.0.0.1:{port}/a/: timed out (no answer within {DOWNLOAD_TIMEOUT:g} s)" in line
+    assert f"stopped at the deadline of {DOWNLOAD_DEADLINE:g} s (--data.download_deadline)" in line
+    # Each unreachable mirror is asked once, not once per file (4 files), and none after the deadline:
+    # the first two mirrors' 20 s timeouts fill the 40 s, the third is not asked.
+    assert len(connected) == 2 and run.stderr.count("Download failed:") == 2
 
 
 def test_offline_says_in_a_few_lines_where_the_files_go_and_the_command_that_uses_them(tmp_path):
@@ -249,6 +276,8 @@ def test_serve_burst_of_24_megapixel_uploads_stays_bounded(trained_run, big_pict
         time.sleep(1)
         end_rss = rss_mib(pid)
 
+    print(f"serve burst: RSS {start_rss:.0f} MiB at start, peak {peak:.0f}, {end_rss:.0f} after; statuses "
+          f"{sorted(status for status, _ in answers)}; slowest /health {max(h[2] for h in health):.2f} s")
     assert len(answers) == 12
     statuses = sorted(status for status, _ in answers)
     assert set(statuses) <= {200, 503}, answers

@@ -69,9 +69,9 @@ MAX_REQUEST_BYTES = 5_000_000
 #: nginx's lingering close), so that a client still sending receives the 413 instead of a connection reset.
 DRAIN_BYTES = 64 * 2**20
 #: Largest picture accepted, width x height pixels (checked from the header before decoding): 25 MP,
-#: which a 5 MB compressed file can claim (``--max_image_pixels``). Decoding and converting a picture
-#: takes up to ~16 bytes a pixel at once (an RGBA picture: decoded, copied, composited on white), so
-#: 0.4 GB for 25 MP; :data:`mnist_lit.limits.MAX_CONCURRENT_PREDICTIONS` of them run at a time.
+#: which a 5 MB compressed file can claim (``--max_image_pixels``). Decoding and reading an RGBA picture
+#: takes up to about 13 bytes a pixel at its peak, so ~0.33 GB at 25 MP;
+#: :data:`mnist_lit.limits.MAX_CONCURRENT_PREDICTIONS` of them run at a time (docs/limits.md).
 MAX_IMAGE_PIXELS = 25_000_000
 
 
@@ -280,7 +280,7 @@ def serve_main(argv: list[str]) -> None:
                         help=f"Largest accepted request body (default {MAX_REQUEST_BYTES:,}).")
     parser.add_argument("--max_image_pixels", type=int, default=MAX_IMAGE_PIXELS,
                         help=f"Largest accepted picture, width x height, read from its header before decoding "
-                             f"(default {MAX_IMAGE_PIXELS:,}; decoding takes up to ~16 bytes a pixel).")
+                             f"(default {MAX_IMAGE_PIXELS:,}; decoding takes up to ~13 bytes a pixel).")
     parser.add_argument("--max_concurrent", type=int, default=MAX_CONCURRENT_PREDICTIONS,
                         help=f"Pictures decoded and predicted at once (default {MAX_CONCURRENT_PREDICTIONS}).")
     parser.add_argument("--max_waiting", type=int, default=MAX_WAITING_PREDICTIONS,

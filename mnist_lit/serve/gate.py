@@ -1,11 +1,12 @@
 """Admission for ``POST /predict``: a few pictures decoded at once, a few more waiting, the rest refused at once.
 
-Decoding a picture takes memory in proportion to its pixels (a 24-megapixel RGBA PNG about 0.4 GB
-while it is converted), so concurrent decodes, not requests, are what must be bounded.
-:class:`PredictionGate` lets ``max_concurrent`` requests decode and predict at a time (an
-``asyncio.Semaphore``); up to ``max_waiting`` more are admitted, read their body (at most
-``--max_request_bytes`` each) and wait for a turn; any request beyond that is answered 503 before
-its body is kept. ``GET /health`` and the page never pass the gate, so they answer during a burst.
+Decoding a picture takes memory in proportion to its pixels (an RGBA picture up to about 13 bytes
+a pixel while it is read: ~0.3 GB for 24 megapixels), so concurrent decodes, not requests, are
+what must be bounded. :class:`PredictionGate` lets ``max_concurrent`` requests decode and predict
+at a time (an ``asyncio.Semaphore``); up to ``max_waiting`` more are admitted, read their body (at
+most ``--max_request_bytes`` each) and wait for a turn; any request beyond that is answered 503
+before its body is kept. ``GET /health`` and the page never pass the gate, so they answer during
+a burst.
 """
 
 from __future__ import annotations
