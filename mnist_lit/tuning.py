@@ -149,6 +149,8 @@ def cv_main(argv: list[str]) -> None:
             print(f"{fold:>4}  {n_train:>6}  {n_val:>6}  {float(val_acc):.4f}")
         print(f"val_acc over {opts.folds} folds: {accs.mean():.4f} ± {accs.std():.4f} (mean ± sample std)")
         print(f"Table: {run_dir / 'cv_results.csv'}")
+        print(f"The {opts.folds} fold models as one ensemble (mean of their probabilities): "
+              f"{PROG} test --ckpt_path {run_dir}")
 
 
 # ---------------------------------------------------------------------------------------------- lr_find
@@ -228,8 +230,8 @@ def load_tune_config(path: str | Path) -> dict[str, Any]:
                  and spec["low"] <= spec["high"] and (not spec.get("log") or spec["low"] > 0)
         else:
             ok = False
-        if not ok or key.split(".")[0] not in ("model", "data", "trainer"):
-            raise TuneError(f"{path}: search_space.{key} must be a model./data./trainer. flag with "
+        if not ok or key.split(".")[0] not in ("model", "data", "trainer", "augment"):
+            raise TuneError(f"{path}: search_space.{key} must be a model./data./trainer./augment. flag with "
                             "{type: float|int, low, high[, log]} (low <= high, low > 0 if log) "
                             "or {type: categorical, choices: [...]}")
     return config
