@@ -19,8 +19,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from mnist_lit import resume, run_settings, yaml_limits
+from mnist_lit import ensemble, resume, run_settings, yaml_limits
 from mnist_lit.allocator import keep_freed_memory
+from mnist_lit.augment import TrainAugmentation
 from mnist_lit.callbacks import (
     ConfidentErrors,
     ConfusionMatrixLogger,
@@ -60,6 +61,7 @@ class MNISTLightningCLI(LightningCLI):
     run_version: int | None = None  # the lightning_logs/version_N this run logs into (claimed, resumed or reused)
     restart_dir: Path | None = None  # `fit --ckpt_path last` of a run killed before its first checkpoint
     failed_files = 0  # picture files that failed in `predict --data.predict_path` (exit status 1)
+    ensemble_model = None  # --ckpt_path CV_RUN of test/predict: the fold models as one (mnist_lit.ensemble)
 
     def parse_arguments(self, parser, args) -> None:
         """Parse, then settle ``--ckpt_path`` and the settings a command takes from the run before anything is built.
@@ -76,6 +78,9 @@ class MNISTLightningCLI(LightningCLI):
         config = self.config[subcommand]
         if config.get("finetune_from") and subcommand != "fit":
             raise CheckpointError(f"--finetune_from starts a new training run: use it with fit, not {subcommand}")
+        if subcommand != "fit" and ensemble.is_cv_run(config.get("ckpt_path")):  # K-fold models as one ensemble
+            self.config, self.ensemble_model = ensemble.settle_cli(parser, argv, subcommand, self.config)
+            return
         ckpt_path = run_settings.resolve_ckpt_path(subcommand, config.get("ckpt_path"), config.trainer)
         if ckpt_path not in (None, "last"):
             self.checkpoint = load_checkpoint(ckpt_path)
@@ -179,6 +184,8 @@ class MNISTLightningCLI(LightningCLI):
         """Claim (or reuse) the run folder; check and load checkpoint weights; before a resumed fit,
         drop logged steps it will redo."""
         self._set_run_folder()
+        if self.ensemble_model is not None:
+            self.model = self.ensemble_model
         if self.checkpoint is not None:
             ckpt_path = self.config[self.subcommand].ckpt_path
             check_compatible(self.checkpoint, self.model, ckpt_path)
@@ -220,6 +227,8 @@ class MNISTLightningCLI(LightningCLI):
         parser.add_argument("--finetune_from", type=Optional[str], default=None,
                             help="fit only: start a NEW run from this checkpoint's weights, with this command's "
                                  "hyperparameters and a fresh optimizer (--ckpt_path resumes the same run instead).")
+        # Training-batch augmentation (mnist_lit.augment): always a trainer callback, off unless `augment:` sets it.
+        parser.add_lightning_class_args(TrainAugmentation, "augment")
 
     def before_fit(self) -> None:
         """Several processes: refuse a global ``batch_size`` they don't divide before any process starts."""

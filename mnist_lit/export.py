@@ -35,9 +35,9 @@ from lightning.pytorch.core.module import _jit_is_scripting
 from torch import nn
 
 from mnist_lit.atomic import atomic_write
-from mnist_lit.checkpoint import load_model
 from mnist_lit.cli import PROG
 from mnist_lit.data import IMAGE_SIDE, RAW_FILES, find_raw_file, load_split, raw_folder
+from mnist_lit.ensemble import load_trained  # a checkpoint, or a cv run folder as one ensemble model
 from mnist_lit.model import MNISTClassifier
 
 FORMATS = ("onnx", "torchscript")
@@ -176,7 +176,8 @@ def export_model(ckpt_path: str | Path, format: str, output: str | Path, data_di
     """Export a checkpoint, check it on real test images, then write ``output`` atomically.
 
     Args:
-        ckpt_path: a ``fit`` checkpoint.
+        ckpt_path: a ``fit`` checkpoint, or a finished ``cv`` run folder (its fold models as one ensemble,
+            :mod:`mnist_lit.ensemble`).
         format: ``"onnx"`` or ``"torchscript"``.
         output: the file to write (parent folders are created); an existing file is replaced only
             after the check passed.
@@ -203,7 +204,7 @@ def export_model(ckpt_path: str | Path, format: str, output: str | Path, data_di
         why = f"{blocker} is a file, not a folder" if blocker else f"{err.strerror} ({err.filename})"
         raise ExportError(f"cannot write {output}: {why}; choose another --output") from None
     start = time.perf_counter()
-    classifier, checkpoint = load_model(ckpt_path)
+    classifier, checkpoint = load_trained(ckpt_path)
     model = Probabilities(classifier).eval()
     images, labels, folder = check_images(checkpoint, data_dir, num_images)
     serialize, runner, runtime = EXPORTERS[format]
@@ -229,7 +230,9 @@ def export_main(argv: list[str]) -> None:
         prog=f"{PROG} export", allow_abbrev=False,
         description="Export a trained checkpoint as ONNX or TorchScript (input pixels uint8 (N, 1, 28, 28), output "
                     "probabilities float32 (N, 10)), checked against PyTorch on real test images before it is written.")
-    parser.add_argument("--ckpt_path", required=True, help="Checkpoint written by fit (e.g. .../checkpoints/last.ckpt).")
+    parser.add_argument("--ckpt_path", required=True,
+                        help="Checkpoint written by fit (e.g. .../checkpoints/last.ckpt), or a cv run folder "
+                             "(its fold models as one ensemble).")
     parser.add_argument("--format", required=True, choices=FORMATS, help="onnx (ONNX Runtime) or torchscript.")
     parser.add_argument("--output", required=True, help="File to write, e.g. model.onnx or model.pt.")
     parser.add_argument("--data_dir", default=None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -13,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 NUM_CLASSES = 10
 PixelScale = Literal["unit", "raw"]
+LRSchedule = Literal["constant", "onecycle"]
 Dataset = Literal["mnist", "fashion_mnist"]
 #: Class names per data set, index = label. Fashion-MNIST's are torchvision's ``FashionMNIST.classes``
 #: (Zalando's labels), written out so that the model needs no torchvision import.
@@ -120,10 +123,19 @@ class MNISTClassifier(LightningModule):
         pixel_scale: ``"unit"`` (pixels / 255, the default) or ``"raw"`` (0-255 as float, as the tutorial).
         dataset: ``"mnist"`` or ``"fashion_mnist"``: what the outputs mean. ``fit`` sets it from
             ``--data.dataset``; other commands take it from the checkpoint.
+        label_smoothing: cross-entropy label smoothing of the *training* loss (``F.cross_entropy``'s
+            ``label_smoothing``); ``val_loss``/``test_loss`` stay plain cross-entropy. Tutorial: 0.
+        weight_decay: RMSprop's L2 penalty (added to the gradient). Tutorial: 0.
+        lr_schedule: ``"constant"`` (the tutorial's) or ``"onecycle"``: the curve of PyTorch's ``OneCycleLR``
+            (:func:`one_cycle_factor`) stepped every batch over the whole run (``max_epochs``): cosine warm-up
+            from ``lr / 25`` to ``lr`` over the first ``warmup_fraction`` of the steps, then cosine annealing
+            to ``lr / 250,000``. RMSprop's momentum stays 0 (OneCycleLR would cycle it).
+        warmup_fraction: share of the steps spent warming up with ``"onecycle"`` (OneCycleLR's ``pct_start``).
 
     Raises:
-        HyperparameterError: ``lr`` or ``eps`` not positive, ``rho`` or a dropout rate outside [0, 1),
-            an unknown ``pixel_scale`` or ``dataset``.
+        HyperparameterError: ``lr`` or ``eps`` not positive, ``rho``, a dropout rate or ``label_smoothing``
+            outside [0, 1), ``weight_decay`` negative, ``warmup_fraction`` outside (0, 1), an unknown
+            ``pixel_scale``, ``dataset`` or ``lr_schedule``.
 
     Logged: ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc``
     (per epoch) and ``train_loss_step``; ``val_count`` and ``test_count``: images evaluated in the
@@ -134,15 +146,21 @@ class MNISTClassifier(LightningModule):
 
     def __init__(self, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-7,
                  dropout1: float = 0.25, dropout2: float = 0.5, pixel_scale: PixelScale = "unit",
-                 dataset: Dataset = "mnist") -> None:
+                 dataset: Dataset = "mnist", label_smoothing: float = 0.0, weight_decay: float = 0.0,
+                 lr_schedule: LRSchedule = "constant", warmup_fraction: float = 0.3) -> None:
         super().__init__()
+        if lr_schedule not in ("constant", "onecycle"):
+            raise HyperparameterError(f"model.lr_schedule must be 'constant' or 'onecycle', got {lr_schedule!r}")
         if pixel_scale not in ("unit", "raw"):
             raise HyperparameterError(f"model.pixel_scale must be 'unit' or 'raw', got {pixel_scale!r}")
         if dataset not in CLASS_NAMES:
             raise HyperparameterError(f"model.dataset must be one of {', '.join(CLASS_NAMES)}, got {dataset!r}")
         for name, value, ok, allowed in (("lr", lr, lr > 0, "> 0"), ("rho", rho, 0 <= rho < 1, "in [0, 1)"),
                                          ("eps", eps, eps > 0, "> 0"), ("dropout1", dropout1, 0 <= dropout1 < 1, "in [0, 1)"),
-                                         ("dropout2", dropout2, 0 <= dropout2 < 1, "in [0, 1)")):
+                                         ("dropout2", dropout2, 0 <= dropout2 < 1, "in [0, 1)"),
+                                         ("label_smoothing", label_smoothing, 0 <= label_smoothing < 1, "in [0, 1)"),
+                                         ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+                                         ("warmup_fraction", warmup_fraction, 0 < warmup_fraction < 1, "in (0, 1)")):
             if not ok:
                 raise HyperparameterError(f"model.{name} must be {allowed}, got {value}")
         self.save_hyperparameters()
@@ -183,7 +201,8 @@ class MNISTClassifier(LightningModule):
         updates the ``stage`` metrics: mean loss over images, accuracy, and for val/test the image count."""
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, labels)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing
+                               if stage == "train" else 0.0)
         metrics, n = getattr(self, f"{stage}_metrics"), len(labels)
         metrics["loss"].update(loss.detach(), n)  # weighted by the batch's images: the exact mean over all
         metrics["acc"].update(logits.detach(), labels)
@@ -224,6 +243,34 @@ class MNISTClassifier(LightningModule):
         probs = self.probabilities(batch[0])
         return {"probs": probs, "preds": probs.argmax(dim=1)}
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.RMSprop(self.parameters(), lr=self.hparams.lr, alpha=self.hparams.rho,
-                                   eps=self.hparams.eps)
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+        """RMSprop; with ``lr_schedule: onecycle`` also a ``LambdaLR`` of :func:`one_cycle_factor` over the
+        run's steps (``trainer.estimated_stepping_batches``), stepped every batch."""
+        optimizer = torch.optim.RMSprop(self.parameters(), lr=self.hparams.lr, alpha=self.hparams.rho,
+                                        eps=self.hparams.eps, weight_decay=self.hparams.weight_decay)
+        if self.hparams.lr_schedule == "constant":
+            return optimizer
+        total_steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total_steps):
+            raise HyperparameterError("model.lr_schedule onecycle is planned over the whole run: set trainer.max_epochs "
+                                      "or trainer.max_steps (not -1)")
+        factor = partial(one_cycle_factor, total_steps=int(total_steps), warmup_fraction=self.hparams.warmup_fraction)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def one_cycle_factor(step: int, total_steps: int, warmup_fraction: float) -> float:
+    """Learning-rate factor at optimizer step ``step`` of ``total_steps``: PyTorch ``OneCycleLR``'s default
+    curve (cosine from 1/25 up to 1 over the first ``warmup_fraction`` of the steps, then cosine down to
+    1/25 / 1e4; its ``div_factor`` and ``final_div_factor``), held at the end value after ``total_steps``.
+
+    Own function rather than ``OneCycleLR`` itself, which fixes its length when built and raises past it:
+    a run resumed with a larger ``max_epochs`` would crash. Here a resumed run re-plans the curve over its
+    new number of steps and continues from the step it reached.
+    """
+    start, end = 1 / 25, 1 / 25 / 1e4
+    warmup_end, last = warmup_fraction * total_steps - 1, total_steps - 1  # OneCycleLR's phase ends
+    if 0 < warmup_end and step <= warmup_end:
+        return start + (1 - start) * (1 - math.cos(math.pi * step / warmup_end)) / 2
+    done = min(1.0, (step - warmup_end) / max(1e-9, last - warmup_end))
+    return end + (1 - end) * (1 + math.cos(math.pi * done)) / 2

@@ -214,6 +214,8 @@ def print_cv_summary(run_dir: Path, results: list[dict[str, Any]], accs: torch.T
         print(f"{r['fold']:>4}  {r['train_size']:>6}  {r['val_size']:>6}  {r['val_acc']:.4f}")
     print(f"val_acc over {len(results)} folds: {accs.mean():.4f} ± {accs.std():.4f} (mean ± sample std)")
     print(f"Table: {run_dir / 'cv_results.csv'}")
+    print(f"The {len(results)} fold models as one ensemble (mean of their probabilities): "
+          f"{PROG} test --ckpt_path {run_dir}")
 
 
 def cv_main(argv: list[str]) -> None:
@@ -368,8 +370,8 @@ def load_tune_config(path: str | Path) -> dict[str, Any]:
                  and spec["low"] <= spec["high"] and (not spec.get("log") or spec["low"] > 0)
         else:
             ok = False
-        if not ok or key.split(".")[0] not in ("model", "data", "trainer"):
-            raise TuneError(f"{path}: search_space.{key} must be a model./data./trainer. flag with "
+        if not ok or key.split(".")[0] not in ("model", "data", "trainer", "augment"):
+            raise TuneError(f"{path}: search_space.{key} must be a model./data./trainer./augment. flag with "
                             "{type: float|int, low, high[, log]} (low <= high, low > 0 if log) "
                             "or {type: categorical, choices: [...]}")
     return config

@@ -41,9 +41,10 @@ import torch
 from PIL import Image
 
 from mnist_lit.allocator import return_freed_memory
-from mnist_lit.checkpoint import CheckpointError, load_model
+from mnist_lit.checkpoint import CheckpointError
 from mnist_lit.cli import PROG
 from mnist_lit.data import DataError
+from mnist_lit.ensemble import load_trained  # a checkpoint, or a cv run folder as one ensemble model
 from mnist_lit.images import ImageError, ImageTooLargeError
 from mnist_lit.limits import MAX_CONCURRENT_PREDICTIONS, MAX_WAITING_PREDICTIONS
 from mnist_lit.model import MNISTClassifier
@@ -218,7 +219,7 @@ def create_app(ckpt_path: str | Path, max_request_bytes: int = MAX_REQUEST_BYTES
         CheckpointError: see :func:`mnist_lit.checkpoint.load_model`; a model of another data set
             than MNIST (the page reads digits).
     """
-    model, checkpoint = load_model(ckpt_path)
+    model, checkpoint = load_trained(ckpt_path)
     if model.hparams.dataset != "mnist":
         raise CheckpointError(f"{ckpt_path}: a {model.hparams.dataset} model; serve reads digits, so it needs a "
                               "checkpoint trained on mnist")
@@ -272,7 +273,8 @@ def serve_main(argv: list[str]) -> None:
         prog=f"{PROG} serve", allow_abbrev=False,
         description="Serve a web page to draw or upload a digit and see the model's prediction, and its HTTP API "
                     "(POST /predict, GET /health).")
-    parser.add_argument("--ckpt_path", required=True, help="Checkpoint written by fit.")
+    parser.add_argument("--ckpt_path", required=True,
+                        help="Checkpoint written by fit, or a cv run folder (its fold models as one ensemble).")
     parser.add_argument("--host", default="127.0.0.1",
                         help="Address to listen on (default 127.0.0.1: this machine only).")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000).")

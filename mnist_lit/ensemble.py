@@ -1,0 +1,195 @@
+"""K-fold models as one ensemble: a finished ``cv`` run folder used as a model.
+
+``python -m mnist_lit cv --folds K`` trains K models, each on all training images but one fold, and keeps
+each fold's checkpoints in ``cv_N/fold_k/checkpoints/``. Given that folder, ``test``, ``predict``,
+``export`` and ``serve`` use the K models together: the ensemble's probabilities are the mean of its
+members' probabilities (each member scales its own uint8 input), its prediction their argmax.
+
+    python -m mnist_lit test    --ckpt_path lightning_logs/cv_0
+    python -m mnist_lit predict --ckpt_path lightning_logs/cv_0 --data.predict_path my_digits/
+    python -m mnist_lit export  --ckpt_path lightning_logs/cv_0 --format onnx --output ensemble.onnx
+
+Members: the best checkpoint by ``val_acc`` of every fold (:func:`mnist_lit.runs.best_checkpoint`, as
+``--ckpt_path best`` picks within a run), each loaded and verified by :func:`mnist_lit.checkpoint.load_model`.
+A cv run counts as finished when ``cv_results.csv`` lists every fold 0..K-1 (``cv`` writes a fold's row
+after its training ends). Without ``--config``, ``test``/``predict`` take their settings from fold 0's
+``config.yaml`` (the folds differ only in which fold they validated on) and log into
+``cv_N/ensemble/version_M/``. ``validate`` is refused: every image of the training file trained all but
+one member, so the ensemble has no held-out validation data.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from mnist_lit import run_settings
+from mnist_lit.checkpoint import CheckpointError, load_model
+from mnist_lit.model import NUM_CLASSES, MNISTClassifier
+from mnist_lit.runs import CONFIG_NAME, best_checkpoint, read_config
+
+RESULTS_NAME = "cv_results.csv"  # written by `cv` (mnist_lit.tuning.cv_main), a row per finished fold
+ENSEMBLE_LOGS = "ensemble"  # cv_N/ensemble/version_M: the logs of test/predict runs of the ensemble
+
+
+def is_cv_run(path: str | Path | None) -> bool:
+    """Whether ``path`` is a folder made by ``cv`` (it holds ``cv_results.csv`` or ``fold_k`` folders)."""
+    if path is None or not Path(path).is_dir():
+        return False
+    folder = Path(path)
+    return (folder / RESULTS_NAME).is_file() or any(p.is_dir() for p in folder.glob("fold_[0-9]*"))
+
+
+def member_checkpoints(folder: str | Path) -> list[Path]:
+    """The best checkpoint (by ``val_acc``) of every fold of the finished cv run ``folder``, fold 0 first.
+
+    Raises:
+        CheckpointError: the run has not finished all of its ``num_folds`` folds (``cv_results.csv``
+            and fold 0's ``config.yaml``), or a fold kept no checkpoint.
+    """
+    folder = Path(folder)
+    finished = []
+    if (folder / RESULTS_NAME).is_file():
+        with open(folder / RESULTS_NAME, newline="") as handle:
+            finished = sorted({int(row["fold"]) for row in csv.DictReader(handle) if (row.get("fold") or "").isdigit()})
+    num_folds = (read_config(folder / "fold_0" / CONFIG_NAME).get("data") or {}).get("num_folds")
+    if not finished or not isinstance(num_folds, int) or finished != list(range(num_folds)):
+        done = ", ".join(map(str, finished)) or "none"
+        raise CheckpointError(f"{folder}: an unfinished cv run (folds finished: {done} of "
+                              f"{num_folds if isinstance(num_folds, int) else 'an unknown number'}); an ensemble "
+                              "needs every fold: run cv to the end, or give one fold's .ckpt file")
+    members = []
+    for fold in finished:
+        best = best_checkpoint(folder / f"fold_{fold}")
+        if best is None:
+            raise CheckpointError(f"{folder / f'fold_{fold}'}: no checkpoint kept (was cv run with checkpointing "
+                                  "off?); an ensemble needs each fold's model: run cv again with checkpoints")
+        members.append(best)
+    return members
+
+
+class EnsembleClassifier(MNISTClassifier):
+    """The mean of several trained :class:`MNISTClassifier` models' probabilities, as one LightningModule.
+
+    Build it with :meth:`from_members` (or :func:`load_ensemble`). Input: uint8 pixels (N, 1, 28, 28) as
+    for each member. :meth:`probabilities` is float32 (N, 10), the mean over members; :meth:`forward`
+    returns its logarithm as logits (so ``softmax(logits)`` gives the mean back, and cross-entropy on them
+    is the ensemble's negative log-likelihood). Testing logs ``test_acc``/``test_loss`` of the ensemble
+    and ``member{k}_test_acc`` of each member on the same images. Its hyperparameters are member 0's.
+    """
+
+    members: nn.ModuleList
+
+    @classmethod
+    def from_members(cls, members: Sequence[MNISTClassifier]) -> EnsembleClassifier:
+        """The ensemble of ``members`` (at least one, all of one data set), in eval mode.
+
+        Raises:
+            CheckpointError: no members, or members trained on different data sets.
+        """
+        if not members:
+            raise CheckpointError("an ensemble needs at least one model")
+        datasets = sorted({m.hparams.dataset for m in members})
+        if len(datasets) > 1:
+            raise CheckpointError(f"the ensemble's models were trained on different data sets ({', '.join(datasets)}); "
+                                  "use models of one data set")
+        ensemble = cls(**dict(members[0].hparams))  # MNISTClassifier's own __init__: its hyperparameters only
+        del ensemble.net  # the members do the work
+        ensemble.members = nn.ModuleList(members)
+        ensemble.member_test_acc = nn.ModuleList(MulticlassAccuracy(NUM_CLASSES, average="micro") for _ in members)
+        return ensemble.eval()
+
+    def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Mean of the members' probabilities: float32 (N, 10), rows sum to 1, for uint8 pixels (N, 1, 28, 28)."""
+        return torch.stack([member.probabilities(pixels) for member in self.members]).mean(dim=0)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Logits float32 (N, 10): ``log`` of :meth:`probabilities` (floored at the smallest float32)."""
+        return self.probabilities(pixels).clamp_min(torch.finfo(torch.float32).tiny).log()
+
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """The ensemble's logits (B, 10) and metrics, plus each member's accuracy on the batch."""
+        logits = super().test_step(batch, batch_idx)
+        images, labels = batch
+        for k, (member, metric) in enumerate(zip(self.members, self.member_test_acc)):
+            metric.update(member(images).detach(), labels)
+            self.log(f"member{k}_test_acc", metric, on_step=False, on_epoch=True)
+        return logits
+
+
+def load_ensemble(folder: str | Path) -> tuple[EnsembleClassifier, list[Path], dict[str, Any]]:
+    """The ensemble of a finished cv run: (model on the CPU in eval mode, member checkpoint paths, fold 0's
+    checkpoint dict).
+
+    Raises:
+        CheckpointError: see :func:`member_checkpoints`, :func:`mnist_lit.checkpoint.load_model` and
+            :meth:`EnsembleClassifier.from_members`.
+    """
+    paths = member_checkpoints(folder)
+    loaded = [load_model(path) for path in paths]
+    return EnsembleClassifier.from_members([model for model, _ in loaded]), paths, loaded[0][1]
+
+
+def load_trained(path: str | Path) -> tuple[MNISTClassifier, dict[str, Any]]:
+    """What ``export`` and ``serve`` load: a checkpoint file's model (:func:`mnist_lit.checkpoint.load_model`)
+    or, for a cv run folder, its ensemble with fold 0's checkpoint dict (for the data settings).
+
+    Raises:
+        CheckpointError: see :func:`mnist_lit.checkpoint.load_model` and :func:`load_ensemble`.
+    """
+    if is_cv_run(path):
+        model, paths, checkpoint = load_ensemble(path)
+        print(describe(path, paths), file=sys.stderr)
+        return model, checkpoint
+    return load_model(path)
+
+
+def describe(folder: str | Path, paths: Sequence[Path]) -> str:
+    """One line naming the ensemble's members."""
+    names = ", ".join(str(p.relative_to(Path(folder))) if p.is_relative_to(Path(folder)) else str(p) for p in paths)
+    return f"Ensemble of {len(paths)} models from {folder} (mean of their probabilities): {names}"
+
+
+def ensemble_logger(folder: Path) -> dict[str, Any]:
+    """The TensorBoard logger of ``test``/``predict`` runs of the ensemble: ``folder/ensemble/version_M``."""
+    return {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+            "init_args": {"save_dir": str(folder), "name": ENSEMBLE_LOGS, "version": None, "default_hp_metric": False}}
+
+
+def settle_cli(parser: Any, argv: list[str], subcommand: str, config: Any) -> tuple[Any, EnsembleClassifier]:
+    """For ``test``/``predict``/``validate --ckpt_path CV_RUN``: the parsed configuration to run with and the
+    ensemble. Called by :class:`mnist_lit.cli.MNISTLightningCLI` before anything is built.
+
+    Without ``--config``, the settings come from fold 0's ``config.yaml`` and the logs go to
+    ``CV_RUN/ensemble/version_M`` (unless ``--trainer.logger`` is given); ``ckpt_path`` is cleared, as the
+    model is the ensemble itself.
+
+    Raises:
+        CheckpointError: ``validate`` (no held-out data), or see :func:`load_ensemble` and
+            :func:`mnist_lit.run_settings.check_eval`.
+    """
+    folder = Path(config[subcommand].ckpt_path)
+    if subcommand == "validate":
+        raise CheckpointError(f"validate --ckpt_path {folder}: every training image trained all but one of its fold "
+                              "models, so the ensemble has no held-out validation data; use test, or validate one "
+                              "fold's checkpoint")
+    model, paths, first = load_ensemble(folder)
+    if not config[subcommand].get("config"):
+        at = argv.index(subcommand) + 1
+        base = run_settings.base_config(paths[0], first)
+        logger = []
+        if "logger" not in run_settings.explicit_flags(argv, "trainer"):
+            logger = [f"--trainer.logger={json.dumps(ensemble_logger(folder))}"]
+        config = parser.parse_args([*argv[:at], *(["--config", base] if base else []), *argv[at:], *logger])
+    config[subcommand].ckpt_path = None
+    run_settings.check_eval(subcommand, folder, first, config[subcommand].data)
+    print(describe(folder, paths), file=sys.stderr)
+    return config, model
