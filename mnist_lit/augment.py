@@ -27,9 +27,8 @@ class TrainAugmentation(Callback):
 
     torchvision v2 draws one set of random parameters per call, so a batch given as a whole would get
     one distortion. Here the batch (already shuffled) is cut into groups of ``images_per_draw`` images
-    and each group gets its own draw: ``1`` gives every image its own, at about 0.7 ms CPU per image for
-    the affine alone (5 s per epoch of 7,000 images on one core, more than the training step itself);
-    ``8`` costs a sixth of that. Figures: ``docs/best.md``.
+    and each group gets its own draw: ``1`` gives every image its own, at the highest CPU cost (one
+    transform call per image); larger groups cost proportionally fewer calls. Measured costs: ``docs/best.md``.
 
     Args:
         degrees: rotation drawn from [-degrees, degrees] (0: none).
