@@ -12,7 +12,7 @@ Measures, on the same data, batch size (128), optimizer and thread count:
   (d) peak resident memory (RSS) of a `fit` subprocess on the whole data set;
   (e) prediction throughput on the test set (images/s) with `Trainer.predict`.
 (a), (b) and (b2) take turns, --repeats times. Prints medians and the ratios the project's targets are stated
-in (README "Performance"), and each turn's ratios: train epoch (a)/(b) and fit (a)/(b2).
+in (docs/performance.md), and each turn's ratios: train epoch (a)/(b) and fit (a)/(b2).
 """
 
 from __future__ import annotations

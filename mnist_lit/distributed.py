@@ -78,7 +78,7 @@ def eval_sampler(dataset: Dataset, trainer) -> Sampler | None:
 
     Args:
         dataset: a sized evaluation data set (validation, test or predict).
-        trainer: the attached ``lightning.pytorch.Trainer`` or ``None``.
+        trainer (lightning.pytorch.Trainer | None): the attached Trainer, or ``None``.
 
     Returns:
         ``UnrepeatedDistributedSampler(dataset, num_replicas=W, rank=r, shuffle=False)`` when the
@@ -156,7 +156,7 @@ def check_launch(trainer, independent_ok: bool = False) -> None:
       launcher or SLURM; ``torchrun``'s agent opens its own) and the port (``MASTER_PORT``) is taken.
 
     Args:
-        trainer: the instantiated ``lightning.pytorch.Trainer`` (nothing launched yet).
+        trainer (lightning.pytorch.Trainer): the instantiated Trainer (nothing launched yet).
         independent_ok: one process configured (``devices × num_nodes == 1``) under a launcher of many is
             one of many independent workers (``srun -n 4 ... tune``, a fold per task), not a mismatch.
 

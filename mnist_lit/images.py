@@ -45,7 +45,7 @@ BOX_SIDE = 20
 CENTRE = 14.0
 #: Pictures with more pixels than this (width x height, read from the header) are refused before
 #: decoding: 64 megapixels, above 48 MP phone photos. Decoding and converting an RGBA picture takes
-#: up to about 13 bytes a pixel at its peak, so up to ~0.8 GB at this limit (figures: docs/limits.md).
+#: up to about 13 bytes a pixel at its peak, so up to ~0.8 GB at this limit (figures: docs/troubleshooting.md).
 MAX_IMAGE_PIXELS = 64_000_000
 #: Pictures are shrunk (area averaging) so that their longest side is at most this many pixels
 #: before the ink is analysed: enough for a digit filling 1/10 of the picture to keep ~100 px.

@@ -1,6 +1,6 @@
 """The bounds on memory, time and work that hostile or unlucky input cannot get past, in one place.
 
-The README's "Limits" table lists these numbers (and docs/limits.md says what each one protects);
+docs/troubleshooting.md ("Limits") lists these numbers and says what each one protects;
 ``serve``'s request and picture limits live in :mod:`mnist_lit.serve.app` beside their flags.
 """
 

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-#: Single-digit kinds: name -> one line on what it shows (the README table uses these lines).
+#: Single-digit kinds: name -> one line on what it shows (docs/pictures.md's table uses these lines).
 DIGIT_KINDS = {
     "table_paper": "paper on a darker wooden or cloth table, lit unevenly",
     "shadow": "a hard shadow across the paper and a strong lighting gradient",

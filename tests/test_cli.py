@@ -154,7 +154,7 @@ def test_deterministic_runs_keep_deterministic_algorithms_without_the_nan_fill(m
 
 
 def test_bf16_mixed_precision_trains_through_every_callback(tmp_path, mnist_dir):
-    """`--trainer.precision bf16-mixed` (README "Several GPUs"; on a CPU too): convolutions and matrix products in
+    """`--trainer.precision bf16-mixed` (docs/scaling.md "Several GPUs"; on a CPU too): convolutions and matrix products in
     bfloat16 under autocast, weights kept in float32; the callbacks take the bfloat16 logits."""
     out = run_cli("fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
                   "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "20",

@@ -55,7 +55,7 @@ def test_photo_kinds_numbers_and_no_digit_pictures(probs_fn, test_digits, tmp_pa
     print("measured:", {k: round(v, 4) for k, v in result.items()})
     assert result["originals"] > 0.9
     # The targets where this build meets them (every kind but shadow >= 0.90 x the originals, false
-    # refusals <= 1% of real test digits); regression floors where it does not yet (README table,
+    # refusals <= 1% of real test digits); regression floors where it does not yet (the tables of
     # docs/pictures.md): shadow >= 0.70 x (target 0.90), numbers >= 0.65 (target 0.80), no-digit pictures
     # refused >= 0.55 (target 0.90).
     for kind in DIGIT_KINDS:

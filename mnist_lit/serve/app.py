@@ -72,7 +72,7 @@ DRAIN_BYTES = 64 * 2**20
 #: Largest picture accepted, width x height pixels (checked from the header before decoding): 25 MP,
 #: which a 5 MB compressed file can claim (``--max_image_pixels``). Decoding and reading an RGBA picture
 #: takes up to about 13 bytes a pixel at its peak, so ~0.33 GB at 25 MP;
-#: :data:`mnist_lit.limits.MAX_CONCURRENT_PREDICTIONS` of them run at a time (docs/limits.md).
+#: :data:`mnist_lit.limits.MAX_CONCURRENT_PREDICTIONS` of them run at a time (docs/troubleshooting.md).
 MAX_IMAGE_PIXELS = 25_000_000
 
 
