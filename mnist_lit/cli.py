@@ -48,6 +48,7 @@ class ArgumentParser(LightningArgumentParser):
     is some 60 lines of options, which buried the one-line error below it (``--help`` still lists them all)."""
 
     def print_usage(self, file=None) -> None:
+        """Print the first line of the usage only (the full list of options is in ``--help``)."""
         lines = self.format_usage().splitlines()
         self._print_message(lines[0] + (" ...\n" if len(lines) > 1 else "\n"), file or sys.stdout)
 
@@ -239,6 +240,8 @@ class MNISTLightningCLI(LightningCLI):
         self.failed_files = sum(getattr(callback, "failed_files", 0) for callback in self.trainer.callbacks)
 
     def after_fit(self) -> None:
+        """Test the best checkpoint (else the last weights) unless ``--test_after_fit false`` or the fit was
+        interrupted, and print ``Test accuracy: ACC (test_loss LOSS, CKPT)``."""
         if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
             return
         callback = self.trainer.checkpoint_callback

@@ -209,6 +209,7 @@ def write_cv_tables(run_dir: Path, results: list[dict[str, Any]]) -> torch.Tenso
 
 
 def print_cv_summary(run_dir: Path, results: list[dict[str, Any]], accs: torch.Tensor) -> None:
+    """Print the per-fold table, the mean ± sample std of ``accs`` and the ensemble command."""
     print(f"\n{'fold':>4}  {'train':>6}  {'val':>6}  val_acc")
     for r in results:
         print(f"{r['fold']:>4}  {r['train_size']:>6}  {r['val_size']:>6}  {r['val_acc']:.4f}")
@@ -436,6 +437,7 @@ def signals_interrupt() -> Iterator[dict[str, int]]:
 
 
 def tune_options(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``tune`` (search space file, trials, storage, study name, report) to ``p``."""
     p.add_argument("--tune_config", default="configs/tune.yaml",
                    help="Search space, trials, pruner (default: configs/tune.yaml).")
     p.add_argument("--n_trials", type=int, default=None,
