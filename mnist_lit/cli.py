@@ -120,6 +120,9 @@ class MNISTLightningCLI(LightningCLI):
                                                overwrite=True)
         if config.get("finetune_from"):
             self.finetune_checkpoint = load_checkpoint(config.finetune_from)
+            notice = run_settings.check_finetune(config.finetune_from, self.finetune_checkpoint, config.model, argv)
+            if notice:
+                print(notice, file=sys.stderr)
 
     @staticmethod
     def _settle_dataset(config, argv: list[str]) -> None:

@@ -14,7 +14,8 @@ The rules, applied by :class:`mnist_lit.cli.MNISTLightningCLI` right after parsi
 * ``fit --ckpt_path`` continues the same run only: the command's configuration must equal the run's
   recorded one up to :data:`mnist_lit.runs.RESUMABLE_CHANGES` (:func:`check_resume`); ``last`` picks
   the newest run whose configuration matches (:func:`find_run_to_resume`). New hyperparameters on
-  trained weights is fine-tuning: ``fit --finetune_from CKPT``, a new run.
+  trained weights is fine-tuning: ``fit --finetune_from CKPT``, a new run, with the checkpoint's pixel
+  scale; another data set only when ``--data.dataset`` names it (:func:`check_finetune`).
 """
 
 from __future__ import annotations
@@ -115,6 +116,36 @@ def check_model_flags(ckpt_path: str | Path, checkpoint: Mapping[str, Any], mode
                                   f"trained with model.{name} {hparams[name]!r}; drop the flag (the model's own "
                                   "settings come from its checkpoint)")
     return hparams
+
+
+def check_finetune(ckpt_path: str | Path, checkpoint: Mapping[str, Any], model_config: Mapping[str, Any],
+                   argv: Sequence[str]) -> str | None:
+    """Check that ``fit --finetune_from CKPT`` can use CKPT's weights in this run's model.
+
+    The pixel scale must be the checkpoint's (weights learned on 0-1 pixels answer wrongly on 0-255).
+    Another data set is transfer learning: allowed when the command names it with ``--data.dataset``.
+
+    Returns:
+        a one-line notice for fine-tuning across data sets, else ``None``.
+
+    Raises:
+        CheckpointError: another ``pixel_scale``; another data set not set by ``--data.dataset``.
+    """
+    hparams = model_hparams(dict(checkpoint))
+    trained_scale, scale = hparams.get("pixel_scale", "unit"), model_config.get("pixel_scale")
+    if scale != trained_scale:
+        raise CheckpointError(f"--finetune_from {ckpt_path}: its weights were trained with model.pixel_scale "
+                              f"{trained_scale!r}, this run's model has {scale!r}; add --model.pixel_scale "
+                              f"{trained_scale} (weights learned on one pixel range answer wrongly on the other)")
+    trained_set, dataset = hparams.get("dataset", "mnist"), model_config.get("dataset")
+    if trained_set == dataset:
+        return None
+    if "dataset" not in explicit_flags(argv, "data"):
+        raise CheckpointError(f"--finetune_from {ckpt_path}: a {trained_set} model; this run trains on {dataset}; "
+                              f"to fine-tune across data sets (transfer learning) say so with --data.dataset "
+                              f"{dataset}, or train on {trained_set}")
+    return (f"Fine-tuning a {trained_set} model's weights on {dataset} (transfer learning): its outputs now mean "
+            f"{dataset}'s classes")
 
 
 def check_eval(subcommand: str, ckpt_path: str | Path, checkpoint: Mapping[str, Any], data_config: Mapping[str, Any]
