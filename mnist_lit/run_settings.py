@@ -29,7 +29,6 @@ from mnist_lit.checkpoint import CheckpointError, model_hparams
 from mnist_lit.runs import (
     CONFIG_NAME,
     LAST_NAME,
-    SPLIT_KEYS,
     differences,
     logger_root,
     newest_checkpoint,
@@ -148,13 +147,22 @@ def check_finetune(ckpt_path: str | Path, checkpoint: Mapping[str, Any], model_c
             f"{dataset}'s classes")
 
 
+def split_keys_in_use(data: Mapping[str, Any]) -> set[str]:
+    """The data settings that choose the validation images under ``data``'s split: ``num_folds``, ``fold``
+    and ``split_seed`` for K-fold; else ``num_folds``, ``val_split``, ``split`` and, for ``split: random``
+    only, ``split_seed`` (``tail`` takes the last images in file order, whatever the seed)."""
+    if data.get("num_folds") is not None:
+        return {"num_folds", "fold", "split_seed"}
+    return {"num_folds", "val_split", "split"} | ({"split_seed"} if data.get("split") == "random" else set())
+
+
 def check_eval(subcommand: str, ckpt_path: str | Path, checkpoint: Mapping[str, Any], data_config: Mapping[str, Any]
                ) -> None:
     """Refuse data settings that contradict what the model was trained on, for ``validate``/``test``/``predict``.
 
     Raises:
-        CheckpointError: another data set than the model's; ``validate`` with another split than
-            training's; pictures (``--data.predict_path``, read as digits) for a non-MNIST model.
+        CheckpointError: another data set than the model's; ``validate`` with a split setting that
+            selects other validation images than training's (:func:`split_keys_in_use`); pictures (``--data.predict_path``, read as digits) for a non-MNIST model.
     """
     dataset = model_hparams(dict(checkpoint)).get("dataset", "mnist")
     if data_config.get("dataset") != dataset:
@@ -163,7 +171,7 @@ def check_eval(subcommand: str, ckpt_path: str | Path, checkpoint: Mapping[str, 
                               f"{data_config.get('dataset')}")
     trained = checkpoint.get("datamodule_hyper_parameters") or {}
     if subcommand == "validate":
-        for key in SPLIT_KEYS:
+        for key in split_keys_in_use(trained) | split_keys_in_use(data_config):
             if key in trained and data_config.get(key) != trained[key]:
                 raise CheckpointError(f"validate: data.{key} {data_config.get(key)!r} contradicts the {trained[key]!r} "
                                       f"{ckpt_path} was trained with, so validation would score training images; "

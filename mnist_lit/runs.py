@@ -38,8 +38,6 @@ RESUMABLE_CHANGES = {
 #: Top-level keys that are not part of what a run learns.
 IGNORED_TOP = {"config", "ckpt_path", "test_after_fit", "finetune_from", "subcommand", "verbose",
                "return_predictions", "optimizer", "lr_scheduler"}
-#: Data settings that ``validate`` must share with training (else it scores training images).
-SPLIT_KEYS = ("val_split", "split", "split_seed", "num_folds", "fold")
 
 
 def logger_root(trainer_config: Mapping[str, Any]) -> Path | None:
