@@ -3,8 +3,9 @@
 The rules, applied by :class:`mnist_lit.cli.MNISTLightningCLI` right after parsing:
 
 * ``validate``/``test``/``predict`` need a checkpoint (an untrained network is never what a user
-  means). ``best`` and ``last`` name the newest run's best (by ``val_acc``) or last checkpoint under
-  the logger's folder (:func:`mnist_lit.runs.newest_checkpoint`); ``hpc``, URLs and folders are refused.
+  means). ``best`` and ``last`` name the newest training run's best (by ``val_acc``) or last checkpoint
+  under the logger's folder (:func:`mnist_lit.runs.newest_checkpoint`), and when that run has none yet,
+  the error says so (never an older run's model); ``hpc``, URLs and folders are refused.
 * Without ``--config``, a command on a checkpoint starts from the settings of the run that wrote it:
   its ``config.yaml`` next to ``checkpoints/``, else the checkpoint's saved datamodule
   hyperparameters (:func:`base_config`). Flags on the command line override them.
@@ -50,8 +51,8 @@ def resolve_ckpt_path(subcommand: str, ckpt_path: str | None, trainer_config: Ma
 
     Raises:
         CheckpointError: no ``--ckpt_path`` outside ``fit``; ``best`` with ``fit``; ``hpc``,
-            ``registry`` or a URL; ``best``/``last`` with no run that has one (the message lists
-            the folder looked in).
+            ``registry`` or a URL; ``best``/``last`` when the newest training run has none (named), or
+            when there is no training run (the message lists the folder looked in).
     """
     value = None if ckpt_path is None else str(ckpt_path)
     if value is None:
@@ -73,7 +74,13 @@ def resolve_ckpt_path(subcommand: str, ckpt_path: str | None, trainer_config: Ma
     if root is None:
         raise CheckpointError(f"--ckpt_path {value}: the logger keeps no lightning_logs/version_N folders to look in; "
                               "give the .ckpt file")
-    found, looked = newest_checkpoint(root, value)
+    found, run_dir, looked = newest_checkpoint(root, value)
+    if found is None and run_dir is not None:  # never silently an older run's model
+        if value == "best" and (run_dir / "checkpoints" / LAST_NAME).is_file():
+            raise CheckpointError(f"--ckpt_path best: the newest run, {run_dir}, has no best checkpoint (by val_acc) "
+                                  "yet; use --ckpt_path last or give a .ckpt file")
+        raise CheckpointError(f"--ckpt_path {value}: the newest run, {run_dir}, has no checkpoint yet (stopped or "
+                              "still running before its first one); give the .ckpt file of another run")
     if found is None:
         where = f"{len(looked)} run folders under {root}/" if looked else f"{root}/ (no version_N folders)"
         raise CheckpointError(f"--ckpt_path {value}: no {value} checkpoint found in {where}; train first (fit) or "

@@ -383,7 +383,7 @@ def test_best_never_falls_back_to_an_older_run(tmp_path, mnist_dir):
     assert proc.returncode == 143, stderr[-2000:]
     assert [p.name for p in (run_b / "checkpoints").iterdir()] == ["last.ckpt"]
     expected = (f"error: --ckpt_path best: the newest run, {Path('lightning_logs') / 'version_1'}, has no best "
-                "checkpoint yet (no validation finished); use --ckpt_path last or give a .ckpt file")
+                "checkpoint (by val_acc) yet; use --ckpt_path last or give a .ckpt file")
     assert one_error_line(run_cli("test", "--ckpt_path", "best", cwd=tmp_path, check=False)) == expected
     last = run_cli("test", "--ckpt_path", "last", cwd=tmp_path)  # makes version_2, an evaluation folder
     assert f"Using checkpoint {Path('lightning_logs') / 'version_1' / 'checkpoints' / 'last.ckpt'}" in last.stderr
