@@ -432,8 +432,8 @@ class MetricsHistory(Callback):
     values left out); ``step`` is the global step (optimizer steps taken) at the epoch's end; ``lr`` is the first parameter group's learning rate during the epoch. The file is
     rewritten atomically after every training epoch, test and validate, so a stopped run keeps the epochs
     it finished; a resumed fit (``trainer.ckpt_path`` set) keeps the run's epochs up to its checkpoint and
-    appends the ones it trains. ``learning_curves.png`` (train against val loss and accuracy per epoch, test as dashed
-    lines) is drawn at the end of fit and of every test. Rank 0 only.
+    appends the ones it trains. ``learning_curves.png`` (train against val loss and accuracy per epoch,
+    test as dashed lines) is drawn at the end of fit and of every test. Rank 0 only.
 
     Args:
         filename: name of the JSON file.
