@@ -32,9 +32,10 @@ def fit_args(data_dir: Path, *extra: str) -> list[str]:
 
 
 def metric(stdout: str, name: str) -> float:
-    """A metric from Lightning's results table (``test_acc  0.9667...``)."""
-    line = next(line for line in stdout.splitlines() if line.split() and line.split()[0] == name)
-    return float(line.split()[1])
+    """A metric from Lightning's results table: plain (``test_acc  0.9667...``) or, when ``rich`` is installed,
+    drawn with box characters (``│ test_acc │ 0.9667... │``)."""
+    rows = (line.translate(str.maketrans("│┃", "  ")).split() for line in stdout.splitlines())
+    return float(next(cells[1] for cells in rows if cells and cells[0] == name))
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
