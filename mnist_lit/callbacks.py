@@ -431,8 +431,9 @@ class MetricsHistory(Callback):
     Values are the trainer's ``callback_metrics`` (epoch aggregates, already reduced over ranks; ``*_step``
     values left out); ``step`` is the global step (optimizer steps taken) at the epoch's end; ``lr`` is the first parameter group's learning rate during the epoch. The file is
     rewritten atomically after every training epoch, test and validate, so a stopped run keeps the epochs
-    it finished. ``learning_curves.png`` (train against val loss and accuracy per epoch, test as dashed
-    lines) is drawn at the end of fit and of every test. Rank 0 only.
+    it finished; a resumed fit (``trainer.ckpt_path`` set) keeps the run's epochs up to its checkpoint and
+    appends the ones it trains. ``learning_curves.png`` (train against val loss and accuracy per epoch,
+    test as dashed lines) is drawn at the end of fit and of every test. Rank 0 only.
 
     Args:
         filename: name of the JSON file.
@@ -443,6 +444,7 @@ class MetricsHistory(Callback):
         self.filename, self.curves_filename = filename, curves_filename
         self._record: dict = {"epochs": []}
         self._lr: float | None = None
+        self._trained = True  # False while a resumed fit has not started training (nothing left to train)
 
     @staticmethod
     def _metrics(trainer, prefix: str) -> dict[str, float | None]:
@@ -459,15 +461,24 @@ class MetricsHistory(Callback):
             plots.save_png(plots.figure_to_array(fig), folder / self.curves_filename)
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        # A fit resumed from a checkpoint continues its run folder (mnist_lit.resume): start from the run's
+        # record, so a resumed run appends its epochs, and one with nothing left to train keeps them all.
+        path = run_dir(trainer) / self.filename
         self._record = {"epochs": []}
+        if trainer.ckpt_path and path.is_file():
+            try:
+                self._record = {"epochs": [], **json.loads(path.read_text())}
+            except (OSError, ValueError):
+                pass  # unreadable: the resumed run records from here on
+        self._trained = False
 
     def on_train_start(self, trainer, pl_module) -> None:
-        # A fit resumed from a checkpoint continues its run folder (mnist_lit.resume): keep the epochs it
-        # finished before that checkpoint. Here, unlike in on_fit_start, current_epoch is already restored.
-        path = run_dir(trainer) / self.filename
-        if trainer.ckpt_path and path.is_file():
-            finished = json.loads(path.read_text()).get("epochs", [])
-            self._record["epochs"] = [e for e in finished if e["epoch"] < trainer.current_epoch]
+        # Here, unlike in on_fit_start, current_epoch is restored: drop what was logged after the checkpoint.
+        self._trained = True
+        self._keep_epochs_before(trainer.current_epoch)
+
+    def _keep_epochs_before(self, epoch: int) -> None:
+        self._record["epochs"] = [e for e in self._record["epochs"] if e.get("epoch", epoch) < epoch]
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
@@ -481,6 +492,8 @@ class MetricsHistory(Callback):
             self._write(trainer, curves=False)
 
     def on_fit_end(self, trainer, pl_module) -> None:
+        if not self._trained:  # resumed at max_epochs: the epochs up to the checkpoint only
+            self._keep_epochs_before(trainer.current_epoch)
         if trainer.is_global_zero and self._record["epochs"]:
             self._write(trainer, curves=True)
 

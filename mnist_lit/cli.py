@@ -35,6 +35,7 @@ from mnist_lit.callbacks import (
 from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, check_compatible, check_hparams, load_checkpoint
 from mnist_lit.command_line import prepare_argv
 from mnist_lit.data import DataError, MNISTDataModule
+from mnist_lit.data_identity import check_same_data
 from mnist_lit.distributed import EndRanksOnFailure, LaunchError, check_launch, per_device_batch_size
 from mnist_lit.model import HyperparameterError, MNISTClassifier
 from mnist_lit.precision import check_precision
@@ -118,12 +119,16 @@ class MNISTLightningCLI(LightningCLI):
                 self.save_config_kwargs.update(overwrite=True)  # the same configuration, written again
         if config.ckpt_path:
             run_settings.check_resume(config.ckpt_path, self.checkpoint, command)
+            check_same_data(config.ckpt_path, self.checkpoint, config.data)  # data_dir may move, not change
             self.run_version = run_settings.resumed_version(config.ckpt_path, root)
             if self.run_version is not None:  # the first run's config.yaml stays as it is
                 self.save_config_kwargs.update(config_filename=f"config_resume_step{self.checkpoint['global_step']}.yaml",
                                                overwrite=True)
         if config.get("finetune_from"):
             self.finetune_checkpoint = load_checkpoint(config.finetune_from)
+            notice = run_settings.check_finetune(config.finetune_from, self.finetune_checkpoint, config.model, argv)
+            if notice:
+                print(notice, file=sys.stderr)
 
     @staticmethod
     def _settle_dataset(config, argv: list[str]) -> None:

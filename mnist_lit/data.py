@@ -470,6 +470,16 @@ class MNISTDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.data_train = self.data_val = self.data_test = self.data_predict = None
         self.train_idx = self.val_idx = None
+        self._train_identity: dict | None = None
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: which training data this is, so that a resume on other data is
+        refused (:mod:`mnist_lit.data_identity`); computed once (a SHA-256 of the decoded training split)."""
+        if self._train_identity is None:
+            from mnist_lit.data_identity import train_data_identity  # it imports this module
+
+            self._train_identity = train_data_identity(self.hparams.data_dir, self.hparams.dataset)
+        return {"train_data": self._train_identity}
 
     def prepare_data(self) -> None:
         """Download the missing files, if any, then check all four. Runs on one process per node.

@@ -3,8 +3,9 @@
 The rules, applied by :class:`mnist_lit.cli.MNISTLightningCLI` right after parsing:
 
 * ``validate``/``test``/``predict`` need a checkpoint (an untrained network is never what a user
-  means). ``best`` and ``last`` name the newest run's best (by ``val_acc``) or last checkpoint under
-  the logger's folder (:func:`mnist_lit.runs.newest_checkpoint`); ``hpc``, URLs and folders are refused.
+  means). ``best`` and ``last`` name the newest training run's best (by ``val_acc``) or last checkpoint
+  under the logger's folder (:func:`mnist_lit.runs.newest_checkpoint`), and when that run has none yet,
+  the error says so (never an older run's model); ``hpc``, URLs and folders are refused.
 * Without ``--config``, a command on a checkpoint starts from the settings of the run that wrote it:
   its ``config.yaml`` next to ``checkpoints/``, else the checkpoint's saved datamodule
   hyperparameters (:func:`base_config`). Flags on the command line override them.
@@ -14,7 +15,8 @@ The rules, applied by :class:`mnist_lit.cli.MNISTLightningCLI` right after parsi
 * ``fit --ckpt_path`` continues the same run only: the command's configuration must equal the run's
   recorded one up to :data:`mnist_lit.runs.RESUMABLE_CHANGES` (:func:`check_resume`); ``last`` picks
   the newest run whose configuration matches (:func:`find_run_to_resume`). New hyperparameters on
-  trained weights is fine-tuning: ``fit --finetune_from CKPT``, a new run.
+  trained weights is fine-tuning: ``fit --finetune_from CKPT``, a new run, with the checkpoint's pixel
+  scale; another data set only when ``--data.dataset`` names it (:func:`check_finetune`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from mnist_lit.checkpoint import CheckpointError, model_hparams
 from mnist_lit.runs import (
     CONFIG_NAME,
     LAST_NAME,
-    SPLIT_KEYS,
     differences,
     logger_root,
     newest_checkpoint,
@@ -50,8 +51,8 @@ def resolve_ckpt_path(subcommand: str, ckpt_path: str | None, trainer_config: Ma
 
     Raises:
         CheckpointError: no ``--ckpt_path`` outside ``fit``; ``best`` with ``fit``; ``hpc``,
-            ``registry`` or a URL; ``best``/``last`` with no run that has one (the message lists
-            the folder looked in).
+            ``registry`` or a URL; ``best``/``last`` when the newest training run has none (named), or
+            when there is no training run (the message lists the folder looked in).
     """
     value = None if ckpt_path is None else str(ckpt_path)
     if value is None:
@@ -73,7 +74,13 @@ def resolve_ckpt_path(subcommand: str, ckpt_path: str | None, trainer_config: Ma
     if root is None:
         raise CheckpointError(f"--ckpt_path {value}: the logger keeps no lightning_logs/version_N folders to look in; "
                               "give the .ckpt file")
-    found, looked = newest_checkpoint(root, value)
+    found, run_dir, looked = newest_checkpoint(root, value)
+    if found is None and run_dir is not None:  # never silently an older run's model
+        if value == "best" and (run_dir / "checkpoints" / LAST_NAME).is_file():
+            raise CheckpointError(f"--ckpt_path best: the newest run, {run_dir}, has no best checkpoint (by val_acc) "
+                                  "yet; use --ckpt_path last or give a .ckpt file")
+        raise CheckpointError(f"--ckpt_path {value}: the newest run, {run_dir}, has no checkpoint yet (stopped or "
+                              "still running before its first one); give the .ckpt file of another run")
     if found is None:
         where = f"{len(looked)} run folders under {root}/" if looked else f"{root}/ (no version_N folders)"
         raise CheckpointError(f"--ckpt_path {value}: no {value} checkpoint found in {where}; train first (fit) or "
@@ -117,13 +124,52 @@ def check_model_flags(ckpt_path: str | Path, checkpoint: Mapping[str, Any], mode
     return hparams
 
 
+def check_finetune(ckpt_path: str | Path, checkpoint: Mapping[str, Any], model_config: Mapping[str, Any],
+                   argv: Sequence[str]) -> str | None:
+    """Check that ``fit --finetune_from CKPT`` can use CKPT's weights in this run's model.
+
+    The pixel scale must be the checkpoint's (weights learned on 0-1 pixels answer wrongly on 0-255).
+    Another data set is transfer learning: allowed when the command names it with ``--data.dataset``.
+
+    Returns:
+        a one-line notice for fine-tuning across data sets, else ``None``.
+
+    Raises:
+        CheckpointError: another ``pixel_scale``; another data set not set by ``--data.dataset``.
+    """
+    hparams = model_hparams(dict(checkpoint))
+    trained_scale, scale = hparams.get("pixel_scale", "unit"), model_config.get("pixel_scale")
+    if scale != trained_scale:
+        raise CheckpointError(f"--finetune_from {ckpt_path}: its weights were trained with model.pixel_scale "
+                              f"{trained_scale!r}, this run's model has {scale!r}; add --model.pixel_scale "
+                              f"{trained_scale} (weights learned on one pixel range answer wrongly on the other)")
+    trained_set, dataset = hparams.get("dataset", "mnist"), model_config.get("dataset")
+    if trained_set == dataset:
+        return None
+    if "dataset" not in explicit_flags(argv, "data"):
+        raise CheckpointError(f"--finetune_from {ckpt_path}: a {trained_set} model; this run trains on {dataset}; "
+                              f"to fine-tune across data sets (transfer learning) say so with --data.dataset "
+                              f"{dataset}, or train on {trained_set}")
+    return (f"Fine-tuning a {trained_set} model's weights on {dataset} (transfer learning): its outputs now mean "
+            f"{dataset}'s classes")
+
+
+def split_keys_in_use(data: Mapping[str, Any]) -> set[str]:
+    """The data settings that choose the validation images under ``data``'s split: ``num_folds``, ``fold``
+    and ``split_seed`` for K-fold; else ``num_folds``, ``val_split``, ``split`` and, for ``split: random``
+    only, ``split_seed`` (``tail`` takes the last images in file order, whatever the seed)."""
+    if data.get("num_folds") is not None:
+        return {"num_folds", "fold", "split_seed"}
+    return {"num_folds", "val_split", "split"} | ({"split_seed"} if data.get("split") == "random" else set())
+
+
 def check_eval(subcommand: str, ckpt_path: str | Path, checkpoint: Mapping[str, Any], data_config: Mapping[str, Any]
                ) -> None:
     """Refuse data settings that contradict what the model was trained on, for ``validate``/``test``/``predict``.
 
     Raises:
-        CheckpointError: another data set than the model's; ``validate`` with another split than
-            training's; pictures (``--data.predict_path``, read as digits) for a non-MNIST model.
+        CheckpointError: another data set than the model's; ``validate`` with a split setting that
+            selects other validation images than training's (:func:`split_keys_in_use`); pictures (``--data.predict_path``, read as digits) for a non-MNIST model.
     """
     dataset = model_hparams(dict(checkpoint)).get("dataset", "mnist")
     if data_config.get("dataset") != dataset:
@@ -132,7 +178,7 @@ def check_eval(subcommand: str, ckpt_path: str | Path, checkpoint: Mapping[str, 
                               f"{data_config.get('dataset')}")
     trained = checkpoint.get("datamodule_hyper_parameters") or {}
     if subcommand == "validate":
-        for key in SPLIT_KEYS:
+        for key in split_keys_in_use(trained) | split_keys_in_use(data_config):
             if key in trained and data_config.get(key) != trained[key]:
                 raise CheckpointError(f"validate: data.{key} {data_config.get(key)!r} contradicts the {trained[key]!r} "
                                       f"{ckpt_path} was trained with, so validation would score training images; "

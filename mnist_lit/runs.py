@@ -38,8 +38,6 @@ RESUMABLE_CHANGES = {
 #: Top-level keys that are not part of what a run learns.
 IGNORED_TOP = {"config", "ckpt_path", "test_after_fit", "finetune_from", "subcommand", "verbose",
                "return_predictions", "optimizer", "lr_scheduler"}
-#: Data settings that ``validate`` must share with training (else it scores training images).
-SPLIT_KEYS = ("val_split", "split", "split_seed", "num_folds", "fold")
 
 
 def logger_root(trainer_config: Mapping[str, Any]) -> Path | None:
@@ -112,18 +110,28 @@ def best_checkpoint(run_dir: Path) -> Path | None:
     return max(scored)[1] if scored else None
 
 
-def newest_checkpoint(root: Path, which: str) -> tuple[Path | None, list[Path]]:
-    """For ``--ckpt_path best`` or ``last`` outside ``fit``: the newest run under ``root`` that has one.
+def is_training_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` is a ``fit`` run's folder: it has ``checkpoints/``, or its ``config.yaml`` names no
+    ``ckpt_path`` (the folders of ``validate``/``test``/``predict`` always name one and hold no checkpoints)."""
+    if (run_dir / "checkpoints").is_dir():
+        return True
+    config = read_config(run_dir / CONFIG_NAME)
+    return bool(config) and not config.get("ckpt_path")
+
+
+def newest_checkpoint(root: Path, which: str) -> tuple[Path | None, Path | None, list[Path]]:
+    """For ``--ckpt_path best`` or ``last`` outside ``fit``: that checkpoint of the newest training run under
+    ``root`` (:func:`is_training_run`), never an older run's when the newest has none yet.
 
     Returns:
-        (the checkpoint or ``None``, the run folders looked at).
+        (the checkpoint or ``None``, the newest training run folder or ``None``, the run folders looked at).
     """
     looked = run_folders(root)
-    for run_dir in looked:
-        found = best_checkpoint(run_dir) if which == "best" else run_dir / "checkpoints" / LAST_NAME
-        if found is not None and found.is_file():
-            return found, looked
-    return None, looked
+    run_dir = next((r for r in looked if is_training_run(r)), None)
+    if run_dir is None:
+        return None, None, looked
+    found = best_checkpoint(run_dir) if which == "best" else run_dir / "checkpoints" / LAST_NAME
+    return (found if found is not None and found.is_file() else None), run_dir, looked
 
 
 def claim_version(root: Path) -> int:

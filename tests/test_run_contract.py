@@ -5,7 +5,10 @@ one line; runs never share or rewrite each other's folders; SIGTERM saves last.c
 from __future__ import annotations
 
 import csv
+import gzip
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,9 +32,10 @@ def fit_args(data_dir: Path, *extra: str) -> list[str]:
 
 
 def metric(stdout: str, name: str) -> float:
-    """A metric from Lightning's results table (``test_acc  0.9667...``)."""
-    line = next(line for line in stdout.splitlines() if line.split() and line.split()[0] == name)
-    return float(line.split()[1])
+    """A metric from Lightning's results table: plain (``test_acc  0.9667...``) or, when ``rich`` is installed,
+    drawn with box characters (``│ test_acc │ 0.9667... │``)."""
+    rows = (line.translate(str.maketrans("│┃", "  ")).split() for line in stdout.splitlines())
+    return float(next(cells[1] for cells in rows if cells and cells[0] == name))
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -249,3 +253,149 @@ def test_load_checkpoint_verifies_the_checksum_of_a_tensor_change(trained_run, t
     torch.save(checkpoint, tmp_path / "edited.ckpt")  # plain torch.save: the old checksum travels along
     with pytest.raises(Exception, match="damaged: checksum mismatch"):
         load_checkpoint(tmp_path / "edited.ckpt")
+
+
+# --- Defects found by a fresh-user review of the above (issue 15, second round) ---------------------------------
+
+def metrics_history(run_dir: Path) -> list[dict]:
+    """The per-epoch records of a run's ``metrics.json``."""
+    return json.loads((run_dir / "metrics.json").read_text())["epochs"]
+
+
+def sigterm_handled(pid: int) -> bool:
+    """Whether the process catches SIGTERM (bit 15 of SigCgt in /proc/PID/status): Lightning installs its
+    handler right before training starts, so a SIGTERM from then on is turned into a saved last.ckpt."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def test_resume_keeps_the_history_and_never_resumes_into_an_evaluation_folder(tmp_path, mnist_dir):
+    """A finished run resumed again keeps its metrics.json epochs; a resume that trains further appends to them;
+    `fit --ckpt_path last` skips the folder a `test` made (its config.yaml names a ckpt_path)."""
+    args = fit_args(mnist_dir, "--test_after_fit", "false")
+    run_cli(*args, cwd=tmp_path)
+    run_dir = version_dirs(tmp_path)[0]
+    first = metrics_history(run_dir)
+    assert [e["epoch"] for e in first] == [0] and first[0]["step"] == 20
+    run_cli("test", "--ckpt_path", "last", cwd=tmp_path)  # makes version_1, an evaluation folder
+    again = run_cli(*args[:-2], "--ckpt_path", "last", cwd=tmp_path)  # max_epochs reached: nothing to train
+    assert f"Resuming {run_dir.relative_to(tmp_path)} from" in again.stderr
+    assert not (tmp_path / "lightning_logs" / "version_1" / "checkpoints").exists()
+    assert metrics_history(run_dir) == first  # was emptied by the test after fit
+    recorded_test = json.loads((run_dir / "metrics.json").read_text())["test"]["test_acc"]
+    assert round(recorded_test, 4) == printed_test_acc(again.stdout)
+    run_cli(*args, "--ckpt_path", "last", "--trainer.max_epochs", "2", cwd=tmp_path)
+    history = metrics_history(run_dir)
+    assert [e["epoch"] for e in history] == [0, 1] and history[0] == first[0] and history[1]["step"] == 40
+
+
+def copy_run(workdir: Path, to: Path) -> Path:
+    """A copy of a run's working folder (lightning_logs/...), so a test may resume it without changing the original."""
+    shutil.copytree(workdir / "lightning_logs", to / "lightning_logs")
+    return to
+
+
+def test_resume_refuses_other_data_but_follows_the_same_data_elsewhere(raw_run, mnist_dir, tmp_path):
+    """data_dir may change on resume (the same files moved, even decompressed); other data may not."""
+    workdir = copy_run(raw_run["workdir"], tmp_path / "work")
+    other = tmp_path / "other" / "MNIST" / "raw"  # another MNIST subset of the same size: the test images
+    other.mkdir(parents=True)
+    for stem in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+        shutil.copy(mnist_dir / "MNIST" / "raw" / f"t10k-{stem}.gz", other / f"t10k-{stem}.gz")
+        shutil.copy(mnist_dir / "MNIST" / "raw" / f"t10k-{stem}.gz", other / f"train-{stem}.gz")
+    last = workdir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    for ckpt_path in ("last", str(last)):
+        line = one_error_line(run_cli(*fit_args(tmp_path / "other", "--model.pixel_scale", "raw", "--ckpt_path",
+                                                ckpt_path), cwd=workdir, check=False))
+        assert "was trained on 10,000 mnist training images" in line and str(mnist_dir) in line, line
+        assert f"{tmp_path / 'other'} holds 10,000 other training images" in line, line
+    empty = tmp_path / "empty"  # a download would bring the official 60,000 images, not the run's 10,000
+    line = one_error_line(run_cli(*fit_args(empty, "--model.pixel_scale", "raw", "--ckpt_path", "last",
+                                            "--data.download", "true"), cwd=workdir, check=False,
+                                  env=no_network_env(tmp_path)))
+    assert f"{empty} holds no mnist training files" in line and "not the official set" in line, line
+    assert not empty.exists() and not (tmp_path / "connections.log").exists()
+    assert last.read_bytes() == before and len(version_dirs(workdir)) == 1
+    moved = tmp_path / "moved" / "MNIST" / "raw"  # the same data, moved and decompressed
+    moved.mkdir(parents=True)
+    for source in (mnist_dir / "MNIST" / "raw").glob("*.gz"):
+        (moved / source.stem).write_bytes(gzip.decompress(source.read_bytes()))
+    resumed = run_cli(*fit_args(tmp_path / "moved", "--model.pixel_scale", "raw", "--ckpt_path", "last",
+                                "--trainer.max_epochs", "2", "--test_after_fit", "false"), cwd=workdir)
+    assert "Resuming lightning_logs/version_0 from" in resumed.stderr
+    assert load_checkpoint(last)["global_step"] == 40
+
+
+def test_finetune_refuses_another_pixel_scale_and_asks_for_another_dataset(raw_run, mnist_dir, tmp_path):
+    ckpt = str(raw_run["last"])
+    line = one_error_line(run_cli(*fit_args(mnist_dir, "--finetune_from", ckpt), cwd=tmp_path, check=False))
+    assert f"--finetune_from {ckpt}: its weights were trained with model.pixel_scale 'raw'" in line, line
+    assert "this run's model has 'unit'" in line and "add --model.pixel_scale raw" in line, line
+    fashion = tmp_path / "fashion.yaml"  # a config of one's own that trains on Fashion-MNIST
+    fashion.write_text(f"data:\n  dataset: fashion_mnist\n  data_dir: {FASHION_DIR}\n")
+    line = one_error_line(run_cli(*fit_args(mnist_dir, "--config", str(fashion), "--model.pixel_scale", "raw",
+                                            "--finetune_from", ckpt), cwd=tmp_path, check=False))
+    assert "a mnist model; this run trains on fashion_mnist" in line and "--data.dataset fashion_mnist" in line, line
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_finetune_across_data_sets_when_asked_explicitly(raw_run, tmp_path):
+    tuned = run_cli(*fit_args(FASHION_DIR, "--data.dataset", "fashion_mnist", "--model.pixel_scale", "raw",
+                              "--finetune_from", str(raw_run["last"]), "--test_after_fit", "false"), cwd=tmp_path)
+    notice = [line for line in tuned.stderr.splitlines() if "transfer learning" in line]
+    expected = ("Fine-tuning a mnist model's weights on fashion_mnist (transfer learning): its outputs now mean "
+                "fashion_mnist's classes")
+    assert notice == [expected], tuned.stderr[-2000:]
+    tuned_ckpt = load_checkpoint(version_dirs(tmp_path)[-1] / "checkpoints" / "last.ckpt")
+    assert tuned_ckpt["hyper_parameters"]["dataset"] == "fashion_mnist" and tuned_ckpt["class_names"][9] == "Ankle boot"
+
+
+def test_validate_accepts_a_split_seed_only_where_it_changes_nothing(raw_run, mnist_dir, tmp_path):
+    ckpt = str(raw_run["last"])
+    plain = run_cli("validate", "--ckpt_path", ckpt, cwd=tmp_path)
+    seeded = run_cli("validate", "--ckpt_path", ckpt, "--data.split_seed", "7", cwd=tmp_path)  # split tail: no effect
+    assert metric(seeded.stdout, "val_acc") == metric(plain.stdout, "val_acc")
+    assert metric(seeded.stdout, "val_count") == 256
+    (tmp_path / "random").mkdir()
+    run_cli(*fit_args(mnist_dir, "--data.split", "random", "--test_after_fit", "false"), cwd=tmp_path / "random")
+    random_ckpt = str(version_dirs(tmp_path / "random")[-1] / "checkpoints" / "last.ckpt")
+    line = one_error_line(run_cli("validate", "--ckpt_path", random_ckpt, "--data.split_seed", "7", cwd=tmp_path,
+                                  check=False))
+    assert "data.split_seed 7 contradicts the 42" in line, line
+    run_cli("validate", "--ckpt_path", random_ckpt, "--data.split_seed", "42", cwd=tmp_path)  # the same seed
+
+
+def test_best_never_falls_back_to_an_older_run(tmp_path, mnist_dir):
+    """Run B, stopped by SIGTERM before its first validation, holds only last.ckpt: `best` names B and says what
+    to do instead of testing run A's model; `last` is B's file; evaluation folders in between change nothing."""
+    run_cli(*fit_args(mnist_dir, "--test_after_fit", "false"), cwd=tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_lit", *fit_args(mnist_dir, "--model.lr", "0.002")],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and not sigterm_handled(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    run_b = tmp_path / "lightning_logs" / "version_1"
+    assert proc.returncode == 143, stderr[-2000:]
+    assert [p.name for p in (run_b / "checkpoints").iterdir()] == ["last.ckpt"]
+    expected = (f"error: --ckpt_path best: the newest run, {Path('lightning_logs') / 'version_1'}, has no best "
+                "checkpoint (by val_acc) yet; use --ckpt_path last or give a .ckpt file")
+    assert one_error_line(run_cli("test", "--ckpt_path", "best", cwd=tmp_path, check=False)) == expected
+    last = run_cli("test", "--ckpt_path", "last", cwd=tmp_path)  # makes version_2, an evaluation folder
+    assert f"Using checkpoint {Path('lightning_logs') / 'version_1' / 'checkpoints' / 'last.ckpt'}" in last.stderr
+    assert one_error_line(run_cli("test", "--ckpt_path", "best", cwd=tmp_path, check=False)) == expected
+
+
+def test_a_checkpoint_alone_tests_as_in_its_run(raw_run, tmp_path):
+    """A checkpoint copied out of its run folder (no config.yaml beside it) takes the settings saved in it."""
+    alone = tmp_path / "alone" / "model.ckpt"
+    alone.parent.mkdir()
+    shutil.copy(raw_run["last"], alone)
+    tested = run_cli("test", "--ckpt_path", str(alone), cwd=tmp_path, env=no_network_env(tmp_path))
+    assert round(metric(tested.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
+    assert not (tmp_path / "connections.log").exists()
