@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,22 @@ def printed_test_line(stdout: str) -> str:
 def printed_test_acc(stdout: str) -> float:
     """The test accuracy in :func:`printed_test_line`."""
     return float(printed_test_line(stdout).split()[2])
+
+
+def printed_metrics(stdout: str) -> dict[str, float]:
+    """The metrics of Lightning's results table (``validate``/``test``), e.g. ``{"test_acc": 0.9519...}``.
+
+    Reads the plain table and, when ``rich`` is installed (Keras, from the ``bench`` extra, brings it), the
+    boxed one (``│ test_acc │ 0.9519 │``)."""
+    return {name: float(value) for name, value in
+            re.findall(r"^[\s│┃|]*(\w+_(?:acc|loss|count))[\s│┃|]+([-+0-9.eE]+)[\s│┃|]*$", stdout, flags=re.MULTILINE)}
+
+
+def printed_metric(stdout: str, name: str) -> float:
+    """One metric of Lightning's results table (:func:`printed_metrics`); fails naming it when it is not printed."""
+    metrics = printed_metrics(stdout)
+    assert name in metrics, f"{name} not printed:\n{stdout[-3000:]}"
+    return metrics[name]
 
 
 def stop_process(proc: subprocess.Popen, timeout: float) -> None:

@@ -11,16 +11,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from conftest import CONFIG, printed_test_acc, run_cli, version_dirs
-
-
-def metric_from(stdout: str, name: str) -> float:
-    """The value of `name` in Lightning's printed results table (`   test_acc    0.97  `)."""
-    for line in stdout.splitlines():
-        cells = line.replace("│", " ").replace("|", " ").split()
-        if len(cells) == 2 and cells[0] == name:
-            return float(cells[1])
-    raise AssertionError(f"{name} not printed:\n{stdout[-3000:]}")
+from conftest import CONFIG, printed_metric, printed_test_acc, run_cli, version_dirs
 
 
 def test_fit_trains_the_recipe_and_reports_test_accuracy(trained_run):
@@ -52,7 +43,7 @@ def test_test_and_predict_in_new_processes_reproduce_the_test_accuracy(trained_r
     common = ("--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
               "--ckpt_path", ckpt)
     tested = run_cli("test", *common, cwd=workdir)
-    assert round(metric_from(tested.stdout, "test_acc"), 4) == round(trained_run["test_acc"], 4)
+    assert round(printed_metric(tested.stdout, "test_acc"), 4) == round(trained_run["test_acc"], 4)
 
     predicted = run_cli("predict", *common, cwd=workdir, env={"TQDM_DISABLE": "0"}, merged=True)  # with its bar
     bar_end, report = predicted.stdout.rindex("Predicting DataLoader 0: 100%"), predicted.stdout.index("Wrote 10000")
@@ -74,7 +65,7 @@ def test_validate_reports_val_acc(trained_run, mnist_dir):
     out = run_cli("validate", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
                   "--ckpt_path", str(trained_run["best_ckpt"]), cwd=trained_run["workdir"])
     best_val_acc = float(trained_run["best_ckpt"].stem.split("val_acc")[1])
-    assert round(metric_from(out.stdout, "val_acc"), 4) == best_val_acc
+    assert round(printed_metric(out.stdout, "val_acc"), 4) == best_val_acc
 
 
 def test_print_config_shows_the_recipe(tmp_path):

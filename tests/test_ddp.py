@@ -7,13 +7,12 @@ on the real MNIST subset (10,000 train + 10,000 test images).
 from __future__ import annotations
 
 import csv
-import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import CONFIG, REPO, printed_test_line, run_cli, version_dirs
+from conftest import CONFIG, REPO, printed_metrics, printed_test_line, run_cli, version_dirs
 from mnist_lit.data import DataError, load_split
 from mnist_lit.distributed import per_device_batch_size
 from mnist_lit.checkpoint import load_model
@@ -26,14 +25,6 @@ def ddp_args(mnist_dir: Path, devices: int) -> list[str]:
     return ["--config", str(CONFIG), "--config", str(DDP_CONFIG), "--data.data_dir", str(mnist_dir),
             "--data.download", "false", "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),
             "--trainer.strategy", "ddp", "--trainer.enable_progress_bar", "false"]
-
-
-def printed_metrics(stdout: str) -> dict[str, float]:
-    """The metrics of Lightning's results table (``validate``/``test``), e.g. ``{"test_acc": 0.9519...}``.
-
-    Reads the plain table and, when ``rich`` is installed, the boxed one (``│ test_acc │ 0.9519 │``)."""
-    return {name: float(value) for name, value in
-            re.findall(r"^[\s│┃|]*((?:val|test)_\w+)[\s│┃|]+([-+0-9.eE]+)[\s│┃|]*$", stdout, flags=re.MULTILINE)}
 
 
 def test_global_batch_is_split_over_processes():

@@ -18,9 +18,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import CONFIG, REPO, printed_test_acc, run_cli, version_dirs
+from conftest import CONFIG, REPO, printed_metrics, printed_test_acc, run_cli, version_dirs
 from mnist_lit.distributed import EndRanksOnFailure, free_port
-from test_ddp import printed_metrics
 
 MULTINODE = REPO / "configs" / "multinode.yaml"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]

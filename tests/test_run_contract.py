@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CONFIG, printed_test_acc, run_cli, version_dirs
+from conftest import CONFIG, printed_metric, printed_test_acc, run_cli, version_dirs
 from mnist_lit.checkpoint import CHECKSUM_KEY, load_checkpoint
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -29,13 +29,6 @@ SHORT = ("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "20", "--
 
 def fit_args(data_dir: Path, *extra: str) -> list[str]:
     return ["fit", "--config", str(CONFIG), "--data.data_dir", str(data_dir), "--data.download", "false", *SHORT, *extra]
-
-
-def metric(stdout: str, name: str) -> float:
-    """A metric from Lightning's results table: plain (``test_acc  0.9667...``) or, when ``rich`` is installed,
-    drawn with box characters (``│ test_acc │ 0.9667... │``)."""
-    rows = (line.translate(str.maketrans("│┃", "  ")).split() for line in stdout.splitlines())
-    return float(next(cells[1] for cells in rows if cells and cells[0] == name))
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -74,10 +67,10 @@ def raw_run(tmp_path_factory, mnist_dir):
 def test_raw_pixel_run_tests_right_from_the_checkpoint_alone_or_with_the_recipe_config(raw_run, mnist_dir, tmp_path):
     ckpt = str(raw_run["last"])
     alone = run_cli("test", "--ckpt_path", ckpt, cwd=tmp_path, env=no_network_env(tmp_path))
-    assert round(metric(alone.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
+    assert round(printed_metric(alone.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
     with_config = run_cli("test", "--config", str(CONFIG), "--ckpt_path", ckpt, "--data.data_dir", str(mnist_dir),
                           "--data.download", "false", cwd=tmp_path)
-    assert round(metric(with_config.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
+    assert round(printed_metric(with_config.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
     assert load_checkpoint(ckpt)["hyper_parameters"]["pixel_scale"] == "raw"
     assert not (tmp_path / "connections.log").exists()
 
@@ -85,9 +78,9 @@ def test_raw_pixel_run_tests_right_from_the_checkpoint_alone_or_with_the_recipe_
 def test_validate_test_predict_after_an_offline_fit_need_only_the_checkpoint(raw_run, mnist_dir, tmp_path):
     ckpt, env = str(raw_run["last"]), no_network_env(tmp_path)
     validated = run_cli("validate", "--ckpt_path", ckpt, cwd=tmp_path, env=env)
-    assert metric(validated.stdout, "val_count") == 256  # the run's own settings: limit_val_batches 2 of 128
+    assert printed_metric(validated.stdout, "val_count") == 256  # the run's own settings: limit_val_batches 2 of 128
     validated = run_cli("validate", "--ckpt_path", ckpt, "--trainer.limit_val_batches", "1.0", cwd=tmp_path, env=env)
-    assert metric(validated.stdout, "val_count") == 3000  # a flag overrides: the run's whole 30% holdout
+    assert printed_metric(validated.stdout, "val_count") == 3000  # a flag overrides: the run's whole 30% holdout
     run_cli("predict", "--ckpt_path", ckpt, cwd=tmp_path, env=env)
     rows = list(csv.DictReader((version_dirs(tmp_path)[-1] / "predictions.csv").open()))
     assert len(rows) == 10_000
@@ -116,7 +109,7 @@ def test_fashion_run_tests_from_its_checkpoint_and_is_refused_on_mnist(tmp_path,
     ckpt = str(version_dirs(tmp_path)[-1] / "checkpoints" / "last.ckpt")
     assert load_checkpoint(ckpt)["class_names"][9] == "Ankle boot"
     tested = run_cli("test", "--ckpt_path", ckpt, cwd=tmp_path)
-    assert round(metric(tested.stdout, "test_acc"), 4) == round(printed_test_acc(fitted.stdout), 4)
+    assert round(printed_metric(tested.stdout, "test_acc"), 4) == round(printed_test_acc(fitted.stdout), 4)
     line = one_error_line(run_cli("test", "--config", str(CONFIG), "--ckpt_path", ckpt, "--data.data_dir",
                                   str(mnist_dir), "--data.download", "false", cwd=tmp_path, check=False))
     assert "a fashion_mnist model, but the data is mnist" in line
@@ -130,10 +123,10 @@ def test_best_and_last_resolve_to_the_newest_run_in_a_new_process(trained_run):
     best = run_cli("test", "--ckpt_path", "best", cwd=workdir)
     assert f"Using checkpoint {Path('lightning_logs') / 'version_0' / 'checkpoints' / trained_run['best_ckpt'].name}" \
         in best.stderr
-    assert round(metric(best.stdout, "test_acc"), 4) == round(trained_run["test_acc"], 4)
+    assert round(printed_metric(best.stdout, "test_acc"), 4) == round(trained_run["test_acc"], 4)
     last = run_cli("test", "--ckpt_path", "last", cwd=workdir)
     explicit = run_cli("test", "--ckpt_path", str(trained_run["last_ckpt"]), cwd=workdir)
-    assert metric(last.stdout, "test_acc") == metric(explicit.stdout, "test_acc")
+    assert printed_metric(last.stdout, "test_acc") == printed_metric(explicit.stdout, "test_acc")
 
 
 def test_no_or_unsupported_ckpt_path_is_one_line(tmp_path):
@@ -357,8 +350,8 @@ def test_validate_accepts_a_split_seed_only_where_it_changes_nothing(raw_run, mn
     ckpt = str(raw_run["last"])
     plain = run_cli("validate", "--ckpt_path", ckpt, cwd=tmp_path)
     seeded = run_cli("validate", "--ckpt_path", ckpt, "--data.split_seed", "7", cwd=tmp_path)  # split tail: no effect
-    assert metric(seeded.stdout, "val_acc") == metric(plain.stdout, "val_acc")
-    assert metric(seeded.stdout, "val_count") == 256
+    assert printed_metric(seeded.stdout, "val_acc") == printed_metric(plain.stdout, "val_acc")
+    assert printed_metric(seeded.stdout, "val_count") == 256
     (tmp_path / "random").mkdir()
     run_cli(*fit_args(mnist_dir, "--data.split", "random", "--test_after_fit", "false"), cwd=tmp_path / "random")
     random_ckpt = str(version_dirs(tmp_path / "random")[-1] / "checkpoints" / "last.ckpt")
@@ -397,5 +390,5 @@ def test_a_checkpoint_alone_tests_as_in_its_run(raw_run, tmp_path):
     alone.parent.mkdir()
     shutil.copy(raw_run["last"], alone)
     tested = run_cli("test", "--ckpt_path", str(alone), cwd=tmp_path, env=no_network_env(tmp_path))
-    assert round(metric(tested.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
+    assert round(printed_metric(tested.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
     assert not (tmp_path / "connections.log").exists()
