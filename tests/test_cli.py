@@ -72,7 +72,8 @@ def test_print_config_shows_the_recipe(tmp_path):
     out = run_cli("fit", "--config", str(CONFIG), "--print_config", cwd=tmp_path)
     config = yaml.safe_load(out.stdout)
     assert config["model"] == {"lr": 0.001, "rho": 0.9, "eps": 1e-07, "dropout1": 0.25, "dropout2": 0.5,
-                               "pixel_scale": "unit", "dataset": "mnist"}
+                               "pixel_scale": "unit", "dataset": "mnist", "label_smoothing": 0.0, "weight_decay": 0.0,
+                               "lr_schedule": "constant", "warmup_fraction": 0.3}  # the recipe: every extra off
     assert config["data"]["split"] == "tail" and config["data"]["val_split"] == 0.3
     assert not (tmp_path / "lightning_logs").exists()
 

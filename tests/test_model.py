@@ -84,7 +84,8 @@ def test_dropout_rates_are_hyperparameters():
     model = MNISTClassifier(dropout1=0.1, dropout2=0.2)
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.1, 0.2]
     assert dict(model.hparams) == {"lr": 1e-3, "rho": 0.9, "eps": 1e-7, "dropout1": 0.1, "dropout2": 0.2,
-                                   "pixel_scale": "unit", "dataset": "mnist"}
+                                   "pixel_scale": "unit", "dataset": "mnist", "label_smoothing": 0.0,
+                                   "weight_decay": 0.0, "lr_schedule": "constant", "warmup_fraction": 0.3}
 
 
 def test_the_module_scales_its_own_uint8_input(mnist_dir):
