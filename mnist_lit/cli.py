@@ -33,7 +33,7 @@ from mnist_lit.callbacks import (
     ValPredictionGrid,
 )
 from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, check_compatible, check_hparams, load_checkpoint
-from mnist_lit.command_line import prepare_argv
+from mnist_lit.command_line import EXTRA_COMMANDS, PROG, prepare_argv
 from mnist_lit.data import DataError, MNISTDataModule
 from mnist_lit.distributed import EndRanksOnFailure, LaunchError, check_launch, per_device_batch_size
 from mnist_lit.model import HyperparameterError, MNISTClassifier
@@ -255,19 +255,6 @@ class MNISTLightningCLI(LightningCLI):
 #: Callbacks that write into a run folder or need a logger; dropped with ``--trainer.logger false``.
 NEED_A_LOGGER = (LearningRateMonitor, TrainValLayout, HParamsLogger, GraphLogger, ValPredictionGrid,
                  ConfusionMatrixLogger, ConfidentErrors, MetricsHistory)
-
-
-PROG = "python -m mnist_lit"  # the name usage lines and tips give the program (the extra commands' too)
-
-#: Commands beyond LightningCLI's own: name -> "module:function", called with the arguments after the name.
-#: They build their runs with :func:`build_cli` (``run=False``), so all fit flags work the same there.
-EXTRA_COMMANDS = {
-    "cv": "mnist_lit.tuning:cv_main",
-    "lr_find": "mnist_lit.tuning:lr_find_main",
-    "tune": "mnist_lit.tuning:tune_main",
-    "export": "mnist_lit.export:export_main",
-    "serve": "mnist_lit.serve.app:serve_main",
-}
 
 
 def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequence = ()) -> MNISTLightningCLI:
