@@ -41,6 +41,7 @@ from mnist_lit.precision import check_precision
 from mnist_lit.quiet import hide_unactionable_messages
 from mnist_lit.runs import claim_version, logger_root, release_unused, version_of
 from mnist_lit.signals import SIGTERM_EXIT_STATUS, SigtermCheckpoint
+from mnist_lit.tensorboard_writer import use_tensorboard_stub
 
 
 class ArgumentParser(LightningArgumentParser):
@@ -296,6 +297,7 @@ def main(args: list[str] | None = None) -> None:
     else:
         args = argv
     hide_unactionable_messages(argv)
+    use_tensorboard_stub(argv)  # no TensorFlow import (seconds) when it is installed: mnist_lit.tensorboard_writer
     if "--data.pixel_scale" in argv or any(arg.startswith("--data.pixel_scale=") for arg in argv):
         print("error: --data.pixel_scale moved into the model, which scales its own uint8 input and saves the "
               "setting in its checkpoints: use --model.pixel_scale", file=sys.stderr)

@@ -6,10 +6,12 @@ process imported, and checks that list; timings are in benchmarks/bench_startup.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 
+import pytest
 from conftest import CONFIG, REPO
 
 HEAVY = {"torch", "lightning", "torchvision", "matplotlib", "tensorboard", "optuna", "fastapi", "onnx", "cv2", "PIL"}
@@ -69,3 +71,24 @@ def test_fit_help_imports_no_optional_heavy_module(tmp_path):
     out, imported = run_traced("fit", "--help", cwd=tmp_path)
     assert out.returncode == 0 and "--model.lr" in out.stdout
     assert not {"tensorboard", "cv2", "optuna", "fastapi", "onnx"} & imported
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                    reason="TensorFlow not installed (pip install -e '.[bench]'): nothing to keep out")
+def test_fit_with_tensorflow_installed_does_not_import_it(tmp_path, mnist_dir):
+    """TensorBoard would import all of TensorFlow (seconds) to write the event files (mnist_lit.tensorboard_writer)."""
+    out, imported = run_traced("fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download",
+                               "false", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                               "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "tensorboard" in imported and "tensorflow" not in imported
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0")).Reload()
+    assert [e.step for e in events.Scalars("val_acc")] == [1] and "val_predictions" in events.Tags()["images"]
+
+
+def test_stub_is_not_forced_for_remote_log_folders():
+    from mnist_lit.tensorboard_writer import use_tensorboard_stub
+
+    assert use_tensorboard_stub(["fit", "--trainer.logger.init_args.save_dir", "gs://bucket/runs"]) is False
