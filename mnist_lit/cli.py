@@ -37,7 +37,7 @@ from mnist_lit.command_line import EXTRA_COMMANDS, PROG, prepare_argv
 from mnist_lit.data import DataError, MNISTDataModule
 from mnist_lit.distributed import EndRanksOnFailure, LaunchError, check_launch, per_device_batch_size
 from mnist_lit.model import HyperparameterError, MNISTClassifier
-from mnist_lit.precision import check_precision
+from mnist_lit.precision import bf16_cpu_notice, check_precision
 from mnist_lit.quiet import hide_unactionable_messages
 from mnist_lit.runs import claim_version, logger_root, release_unused, version_of
 from mnist_lit.signals import SIGTERM_EXIT_STATUS, SigtermCheckpoint
@@ -180,6 +180,9 @@ class MNISTLightningCLI(LightningCLI):
         check_launch(trainer, independent_ok=self.subcommand is None)
         if torch.are_deterministic_algorithms_enabled():
             torch.utils.deterministic.fill_uninitialized_memory = False
+        notice = bf16_cpu_notice(trainer.precision, trainer.strategy.root_device.type == "cpu")
+        if notice and trainer.is_global_zero:
+            print(notice, file=sys.stderr)
         return trainer
 
     def after_instantiate_classes(self) -> None:
