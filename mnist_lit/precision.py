@@ -51,7 +51,7 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
 
 def bf16_cpu_notice(precision: object, on_cpu: bool) -> str | None:
     """The one-line notice for a bfloat16 run on a CPU without bfloat16 hardware, where PyTorch emulates it
-    (a fit of configs/fast.yaml took over 3x the float32 time on an AVX2 CPU: docs/performance.md), else None."""
+    (a fit of configs/fast.yaml took 11x the float32 time on an AVX2 CPU, under load: docs/performance.md), else None."""
     if not on_cpu or "bf16" not in str(precision) or cpu_has_bf16() is not False:
         return None
     return (f"note: --trainer.precision {precision} on a CPU without AMX or AVX-512 BF16: bfloat16 is emulated "
