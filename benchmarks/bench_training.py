@@ -10,7 +10,9 @@ Measures, on the same data, batch size (128), optimizer and thread count:
        (its fit time counts loading the arrays, as mnist_lit's counts reading the files);
   (c) the data path alone: batches/s of the project's train loader vs torchvision's MNIST with ToTensor();
   (d) peak resident memory (RSS) of a `fit` subprocess on the whole data set;
-  (e) prediction throughput on the test set (images/s) with `Trainer.predict`.
+  (e) prediction throughput on the test set (images/s) with `Trainer.predict`;
+  (f) distance to the limit: FLOPs per training image (forward + backward, FlopCounterMode), the FLOP/s of
+      (a)'s median train epoch, and the CPU's float32 peak (cores x clock x FLOPs/cycle, formula printed).
 (a), (b) and (b2) take turns, --repeats times. Prints medians and the ratios the project's targets are stated
 in (docs/performance.md), and each turn's ratios: train epoch (a)/(b) and fit (a)/(b2).
 """
@@ -34,6 +36,9 @@ from lightning.pytorch import Callback, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from flops import flops_per_image, peak_flops  # noqa: E402  (benchmarks/flops.py)
 
 from mnist_lit.allocator import keep_freed_memory  # noqa: E402
 from mnist_lit.cli import build_cli  # noqa: E402
@@ -269,6 +274,7 @@ def main() -> None:
                      f"`python -m mnist_lit fit --data.data_dir {args.data_dir} --data.dataset {args.dataset} --data.download true`, "
                      "or copy the files there)")
     warn_if_busy()
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     print(f"data: {args.dataset} from {args.data_dir}: {len(labels)} training images "
           f"({len(split_indices(len(labels), 0.3, 'tail')[0])} train / the rest val), {len(test_labels)} test; "
           f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs, "
@@ -302,6 +308,9 @@ def main() -> None:
         data = bench_data_path(args, work / "tv")
 
     med = statistics.median
+    n_train = len(split_indices(len(labels), 0.3, "tail")[0])
+    per_image, peak = flops_per_image()["total"], peak_flops(threads)
+    achieved = per_image * n_train / med(ours["train_seconds"])
     rows = [("(a) mnist_lit train epoch, median s", med(ours["train_seconds"])),
             ("(b) hand-written loop train epoch, median s", med(hand["train_seconds"])),
             ("    ratio (a)/(b), target <= 1.10", med(ours["train_seconds"]) / med(hand["train_seconds"])),
@@ -322,12 +331,17 @@ def main() -> None:
              ("    ratio, target >= 10", data["ours_batches_per_s"] / data["torchvision_batches_per_s"]),
              ("(d) peak RSS of a 1-epoch fit, MiB (target <= 2048)", rss_mib),
              ("(e) predict on the test set, images/s (target >= 5000)", ours["predict_images_per_s"]),
+             ("(f) FLOPs per training image, forward + backward, millions", per_image / 1e6),
+             (f"(f) achieved in (a)'s train epoch ({n_train} images), GFLOP/s", achieved / 1e9),
+             ("(f) float32 peak, GFLOP/s (formula below)", peak["peak"] / 1e9),
+             ("    achieved / peak, %", 100 * achieved / peak["peak"] if peak["peak"] else float("nan")),
              ("test_acc mnist_lit", ours["test_acc"]), ("test_acc hand-written loop", hand["test_acc"])]
     if keras:
         rows.append(("test_acc Keras/TensorFlow", keras["test_acc"]))
     print()
     for name, value in rows:
         print(f"{name:<62} {value:10.3f}")
+    print(f"(f) peak: {peak['formula']}; clock from {peak['clock_source']}; CPU capability {peak['capability']}")
     print("train epoch (a)/(b) in each turn: " + ", ".join(f"{r:.2f}" for r in ours["turn_train_ratios"]))
     if keras:
         print("fit (a)/(b2) in each turn: " + ", ".join(f"{r:.2f}" for r in keras["turn_fit_ratios"]))

@@ -1,4 +1,4 @@
-from mnist_lit.cli import main
+from mnist_lit.launch import main
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -18,12 +19,12 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
-from matplotlib.figure import Figure
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mnist_lit import plots
 from mnist_lit.atomic import write_text
-from mnist_lit.pictures import PictureDigits, read_digits
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -279,6 +280,8 @@ class ValPredictionGrid(Callback):
             self._sample = (batch[0][: self.num_images].cpu(), batch[1][: self.num_images].cpu(), preds.cpu())
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        from mnist_lit import plots  # matplotlib: imported when a plot is drawn, not by `fit --help`
+
         writer = tensorboard_writer(trainer)
         if self._sample is None or writer is None:
             return
@@ -320,6 +323,8 @@ class ConfusionMatrixLogger(Callback):
             self._matrices[stage].update(_logits(outputs, type(self).__name__), batch[1])
 
     def _finish(self, stage: str, trainer) -> None:
+        from mnist_lit import plots  # matplotlib: imported when a plot is drawn, not by `fit --help`
+
         if stage not in self._matrices:
             return
         matrix = self._matrices.pop(stage).compute().cpu()  # a collective under DDP: every rank calls it
@@ -402,6 +407,8 @@ class ConfidentErrors(Callback):
             self._top = self._keep_top([self._top, found])
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
+        from mnist_lit import plots  # matplotlib: imported when a plot is drawn, not by `fit --help`
+
         parts = [self._top]
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             parts = [None] * trainer.world_size
@@ -453,6 +460,8 @@ class MetricsHistory(Callback):
         return {name: value if math.isfinite(value) else None for name, value in sorted(values.items())}
 
     def _write(self, trainer, curves: bool) -> None:
+        from mnist_lit import plots  # matplotlib: imported when a plot is drawn, not by `fit --help`
+
         folder = run_dir(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         write_text(folder / self.filename, json.dumps(self._record, indent=2) + "\n")
@@ -523,6 +532,8 @@ def picture_rows(indices, batch, probs: torch.Tensor) -> list[list]:
     """One row ``[index, *PICTURE_COLUMNS values]`` per file of a :class:`mnist_lit.pictures.PictureFiles` batch
     ``(crops, files, errors, counts, quads)``, whose crops' probabilities float32 (sum K, 10) are ``probs``;
     the number is read and refused by :func:`mnist_lit.pictures.verdict.read_digits`."""
+    from mnist_lit.pictures import PictureDigits, read_digits  # OpenCV, when pictures are predicted
+
     _, files, errors, counts, quads = batch
     rows, start = [], 0
     for index, file, error, count, quad in zip(indices, files, errors, counts, quads):

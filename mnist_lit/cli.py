@@ -33,15 +33,16 @@ from mnist_lit.callbacks import (
     ValPredictionGrid,
 )
 from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, check_compatible, check_hparams, load_checkpoint
-from mnist_lit.command_line import prepare_argv
+from mnist_lit.command_line import EXTRA_COMMANDS, PROG, prepare_argv
 from mnist_lit.data import DataError, MNISTDataModule
 from mnist_lit.data_identity import check_same_data
 from mnist_lit.distributed import EndRanksOnFailure, LaunchError, check_launch, per_device_batch_size
 from mnist_lit.model import HyperparameterError, MNISTClassifier
-from mnist_lit.precision import check_precision
+from mnist_lit.precision import bf16_cpu_notice, check_precision
 from mnist_lit.quiet import hide_unactionable_messages
 from mnist_lit.runs import claim_version, logger_root, release_unused, version_of
 from mnist_lit.signals import SIGTERM_EXIT_STATUS, SigtermCheckpoint
+from mnist_lit.tensorboard_writer import use_tensorboard_stub
 
 
 class ArgumentParser(LightningArgumentParser):
@@ -184,6 +185,9 @@ class MNISTLightningCLI(LightningCLI):
         check_launch(trainer, independent_ok=self.subcommand is None)
         if torch.are_deterministic_algorithms_enabled():
             torch.utils.deterministic.fill_uninitialized_memory = False
+        notice = bf16_cpu_notice(trainer.precision, trainer.strategy.root_device.type == "cpu")
+        if notice and trainer.is_global_zero:
+            print(notice, file=sys.stderr)
         return trainer
 
     def after_instantiate_classes(self) -> None:
@@ -262,19 +266,6 @@ NEED_A_LOGGER = (LearningRateMonitor, TrainValLayout, HParamsLogger, GraphLogger
                  ConfusionMatrixLogger, ConfidentErrors, MetricsHistory)
 
 
-PROG = "python -m mnist_lit"  # the name usage lines and tips give the program (the extra commands' too)
-
-#: Commands beyond LightningCLI's own: name -> "module:function", called with the arguments after the name.
-#: They build their runs with :func:`build_cli` (``run=False``), so all fit flags work the same there.
-EXTRA_COMMANDS = {
-    "cv": "mnist_lit.tuning:cv_main",
-    "lr_find": "mnist_lit.tuning:lr_find_main",
-    "tune": "mnist_lit.tuning:tune_main",
-    "export": "mnist_lit.export:export_main",
-    "serve": "mnist_lit.serve.app:serve_main",
-}
-
-
 def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequence = ()) -> MNISTLightningCLI:
     """The project's LightningCLI. ``run=False`` parses ``args`` as ``fit`` would and instantiates
     ``cli.trainer``/``cli.model``/``cli.datamodule`` without running anything; ``callbacks`` are added
@@ -314,6 +305,7 @@ def main(args: list[str] | None = None) -> None:
     else:
         args = argv
     hide_unactionable_messages(argv)
+    use_tensorboard_stub(argv)  # no TensorFlow import (seconds) when it is installed: mnist_lit.tensorboard_writer
     if "--data.pixel_scale" in argv or any(arg.startswith("--data.pixel_scale=") for arg in argv):
         print("error: --data.pixel_scale moved into the model, which scales its own uint8 input and saves the "
               "setting in its checkpoints: use --model.pixel_scale", file=sys.stderr)

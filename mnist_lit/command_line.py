@@ -11,10 +11,29 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
 from mnist_lit.yaml_limits import ConfigLimitError, check_config_file, check_yaml
+
+PROG = "python -m mnist_lit"  # the name usage lines and tips give the program (the extra commands' too)
+
+#: LightningCLI's own commands (:class:`lightning.pytorch.cli.LightningCLI` ``subcommands()``).
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+#: Commands beyond LightningCLI's own: name -> "module:function", called with the arguments after the name.
+#: They build their runs with :func:`mnist_lit.cli.build_cli` (``run=False``), so all fit flags work the same there.
+EXTRA_COMMANDS = {
+    "cv": "mnist_lit.tuning:cv_main",
+    "lr_find": "mnist_lit.tuning:lr_find_main",
+    "tune": "mnist_lit.tuning:tune_main",
+    "export": "mnist_lit.export:export_main",
+    "serve": "mnist_lit.serve.app:serve_main",
+}
+
+#: Commands whose options include every fit flag, ``--config`` among them.
+FIT_FLAG_COMMANDS = (*LIGHTNING_COMMANDS, "cv", "lr_find", "tune")
 
 #: One line per command for the list shown when no command is given.
 SUMMARIES = {
@@ -86,6 +105,20 @@ def no_command_usage(prog: str, commands: Sequence[str]) -> str:
     lines = [f"usage: {prog} COMMAND [options]  ({prog} COMMAND --help lists its options)", "commands:"]
     lines += [f"  {name:<{width}}  {SUMMARIES.get(name, '')}".rstrip() for name in commands]
     return "\n".join(lines)
+
+
+def missing_config(argv: Sequence[str]) -> str | None:
+    """The first ``--config`` value that is neither a file nor inline YAML settings (jsonargparse accepts both), else None."""
+    for path in config_paths(argv):
+        if Path(path).is_file():
+            continue
+        try:
+            inline = yaml.safe_load(path)
+        except yaml.YAMLError:
+            inline = None
+        if not isinstance(inline, dict):
+            return path
+    return None
 
 
 def prepare_argv(argv: Sequence[str], commands: Sequence[str], prog: str) -> list[str]:

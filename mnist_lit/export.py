@@ -35,7 +35,7 @@ from lightning.pytorch.core.module import _jit_is_scripting
 from torch import nn
 
 from mnist_lit.atomic import atomic_write
-from mnist_lit.cli import PROG
+from mnist_lit.command_line import PROG
 from mnist_lit.data import IMAGE_SIDE, RAW_FILES, find_raw_file, load_split, raw_folder
 from mnist_lit.ensemble import load_trained  # a checkpoint, or a cv run folder as one ensemble model
 from mnist_lit.model import MNISTClassifier

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
-from tensorboard.compat.proto import event_pb2
-from tensorboard.summary.writer.record_writer import RecordWriter
+from typing import TYPE_CHECKING
 
 from mnist_lit.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from tensorboard.compat.proto import event_pb2
 
 
 def trim_event_files(log_dir: str | Path, step: int, saved_at: float | None = None) -> int:
@@ -43,6 +44,11 @@ def trim_event_files(log_dir: str | Path, step: int, saved_at: float | None = No
     Returns:
         The number of events removed.
     """
+    # TensorBoard's reader and writer: only a resumed run needs them, not every command that imports the CLI.
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
     def kept(event: event_pb2.Event) -> bool:
         return event.step < step or (event.step == step and saved_at is not None and event.wall_time <= saved_at)
 

@@ -26,13 +26,15 @@ import sys
 import traceback
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import torch
 import yaml
 
 from mnist_lit.atomic import atomic_write, write_text
-from mnist_lit.cli import PROG, build_cli
+from mnist_lit.command_line import PROG
+
+if TYPE_CHECKING:
+    import torch
 
 #: What the extra commands accept beyond their own options.
 FIT_FLAGS_NOTE = ("All fit flags are accepted too (--config, --data.*, --model.*, --trainer.*, --seed_everything); "
@@ -95,6 +97,13 @@ def logger_flag(run_dir: Path, version: str) -> str:
     logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
               "init_args": {"save_dir": str(run_dir), "name": "", "version": version}}
     return f"--trainer.logger={json.dumps(logger)}"
+
+
+def build_cli(*args, **kwargs):
+    """:func:`mnist_lit.cli.build_cli`, imported when a run is built: these commands' ``--help`` needs no Lightning."""
+    from mnist_lit.cli import build_cli as build
+
+    return build(*args, **kwargs)
 
 
 def parse_command(prog: str, description: str, add_options: Callable[[argparse.ArgumentParser], None],
@@ -197,6 +206,8 @@ def read_fold_results(run_dir: Path, folds: int) -> list[dict[str, Any]]:
 
 def write_cv_tables(run_dir: Path, results: list[dict[str, Any]]) -> torch.Tensor:
     """Write ``cv_results.csv`` and ``folds.csv`` for the finished ``results``; returns their val_acc (float64)."""
+    import torch  # here, not at the top: `cv --help` and its usage errors need no torch (mnist_lit.launch)
+
     rows = [[r["fold"], r["train_size"], r["val_size"], f"{r['val_acc']:.6f}", r["log_dir"]] for r in results]
     accs = torch.tensor([float(row[3]) for row in rows], dtype=torch.float64)
     summary = [["mean", "", "", f"{accs.mean():.6f}", ""]]

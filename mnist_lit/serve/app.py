@@ -42,7 +42,7 @@ from PIL import Image
 
 from mnist_lit.allocator import return_freed_memory
 from mnist_lit.checkpoint import CheckpointError
-from mnist_lit.cli import PROG
+from mnist_lit.command_line import PROG
 from mnist_lit.data import DataError
 from mnist_lit.ensemble import load_trained  # a checkpoint, or a cv run folder as one ensemble model
 from mnist_lit.images import ImageError, ImageTooLargeError

@@ -1,0 +1,80 @@
+"""Start-up as users feel it: whole-process times of answers that need no training, against a bare ``import torch``.
+
+    python benchmarks/bench_startup.py [--runs 7]
+
+Runs each command ``--runs`` times, interleaved (one of each, then again), so that load on a shared
+machine affects all of them alike; prints the median wall time of each and its ratio to
+``python -c "import torch"`` measured in the same rounds, the load average before and after, and
+which packages cost most in ``fit --help`` (``python -X importtime``, cumulative microseconds of
+top-level packages). Issue 20's target: ``--help`` <= 1.35 x ``import torch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+COMMANDS = {
+    "import torch": [sys.executable, "-c", "import torch"],
+    # the floor of every Lightning command: Lightning imports torchmetrics, torchvision's models, torch._dynamo
+    "import lightning.pytorch.cli": [sys.executable, "-c", "import lightning.pytorch.cli"],
+    "--help": [sys.executable, "-m", "mnist_lit", "--help"],
+    "fit --help": [sys.executable, "-m", "mnist_lit", "fit", "--help"],
+    "fit --config missing.yaml": [sys.executable, "-m", "mnist_lit", "fit", "--config", "missing.yaml"],
+}
+
+
+def wall_time(command: list[str], env: dict[str, str]) -> float:
+    """Seconds from start to exit of ``command`` (output discarded)."""
+    start = time.perf_counter()
+    subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def import_costs(command: list[str], env: dict[str, str], top: int = 12) -> list[tuple[str, float]]:
+    """The ``top`` top-level packages by cumulative import time (seconds) in one run of ``command``."""
+    proc = subprocess.run([command[0], "-X", "importtime", *command[1:]], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    costs: dict[str, float] = {}
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and "cumulative" not in line:
+            _, cumulative, name = line.split("|")
+            name = name.strip()
+            if "." not in name and not name.startswith("_"):  # a package's first import (nested ones overlap)
+                costs[name] = costs.get(name, 0.0) + int(cumulative) / 1e6
+    return sorted(costs.items(), key=lambda item: -item[1])[:top]
+
+
+def main() -> None:
+    """Measure and print; see the module docstring."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="rounds of every command (default 7)")
+    args = parser.parse_args()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average before: "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    times: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    for _ in range(args.runs):
+        for name, command in COMMANDS.items():
+            times[name].append(wall_time(command, env))
+    base = statistics.median(times["import torch"])
+    print(f"{'command':<28} {'median s':>9} {'x import torch':>15}   (all runs, s)")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:<28} {median:9.3f} {median / base:15.2f}   ({' '.join(f'{v:.2f}' for v in values)})")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("largest package imports of fit --help (cumulative s, one run; a package's time includes those it imports):")
+    for name, seconds in import_costs(COMMANDS["fit --help"], env):
+        print(f"  {name:<30} {seconds:6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Distance to the hardware's limit: the model's FLOPs per training image and the CPU's float32 peak.
+
+Used by bench_training.py; ``python benchmarks/flops.py`` prints both for this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mnist_lit.model import MNISTClassifier  # noqa: E402
+
+#: float32 FLOPs per cycle per core by vector instruction set: 2 FMA units x lanes x 2 (an FMA is a multiply
+#: and an add). AVX-512: 16 float32 lanes; AVX2: 8. (Intel's and AMD's optimisation manuals; a core with one
+#: 512-bit FMA unit, or Zen 4's 512-bit ops split in two, peaks at half the AVX-512 figure.)
+FLOPS_PER_CYCLE = {"AVX512": 2 * 16 * 2, "AVX2": 2 * 8 * 2, "DEFAULT": 2 * 4 * 2}
+
+
+def flops_per_image(batch_size: int = 128) -> dict[str, float]:
+    """FLOPs of one training step per image (forward + backward, cross-entropy loss), counted by
+    :class:`torch.utils.flop_counter.FlopCounterMode` on a batch of ``batch_size`` uint8 images.
+    The counter counts convolutions and matrix products (2 FLOPs per multiply-add); pooling, ReLU,
+    dropout and the optimizer's elementwise update are not counted (a few percent at most here)."""
+    model = MNISTClassifier()
+    model.train()
+    images = torch.randint(0, 256, (batch_size, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (batch_size,))
+    with FlopCounterMode(display=False) as forward_counter:
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+    with FlopCounterMode(display=False) as backward_counter:
+        loss.backward()
+    forward, backward = forward_counter.get_total_flops(), backward_counter.get_total_flops()
+    return {"forward": forward / batch_size, "backward": backward / batch_size,
+            "total": (forward + backward) / batch_size}
+
+
+def cpu_clock_ghz() -> tuple[float, str]:
+    """(GHz, where it came from): the highest ``cpu MHz`` in /proc/cpuinfo (the current clock of each CPU,
+    which a VM often reports as the nominal one), else 0 with the reason."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            mhz = [float(line.split(":")[1]) for line in info if line.startswith("cpu MHz")]
+    except OSError as err:
+        return 0.0, f"no /proc/cpuinfo ({err.strerror})"
+    if not mhz:
+        return 0.0, "no 'cpu MHz' in /proc/cpuinfo"
+    return max(mhz) / 1000, "/proc/cpuinfo 'cpu MHz' (current clock; turbo may be higher)"
+
+
+def peak_flops(cores: int | None = None) -> dict[str, object]:
+    """The float32 peak of ``cores`` cores (default: torch's intra-op threads): cores x clock x FLOPs/cycle,
+    FLOPs/cycle from :data:`FLOPS_PER_CYCLE` for ``torch.backends.cpu.get_cpu_capability()``."""
+    cores = cores or torch.get_num_threads()
+    capability = torch.backends.cpu.get_cpu_capability()
+    isa = "AVX512" if capability.startswith("AVX512") else capability if capability in FLOPS_PER_CYCLE else "DEFAULT"
+    per_cycle = FLOPS_PER_CYCLE[isa]
+    ghz, source = cpu_clock_ghz()
+    return {"peak": cores * ghz * 1e9 * per_cycle, "cores": cores, "ghz": ghz, "clock_source": source,
+            "per_cycle": per_cycle, "capability": capability,
+            "formula": f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle ({isa} FMA: 2 units x "
+                       f"{per_cycle // 4} float32 x 2) = {cores * ghz * per_cycle:.1f} GFLOP/s"}
+
+
+if __name__ == "__main__":
+    counts = flops_per_image()
+    peak = peak_flops()
+    print(f"FLOPs per training image: forward {counts['forward'] / 1e6:.2f} M + backward "
+          f"{counts['backward'] / 1e6:.2f} M = {counts['total'] / 1e6:.2f} M")
+    print(f"float32 peak ({os.cpu_count()} CPUs, torch {torch.get_num_threads()} threads, clock from "
+          f"{peak['clock_source']}): {peak['formula']}")

@@ -1,0 +1,52 @@
+"""Entry point of ``python -m mnist_lit`` and ``mnist-lit``: answer what needs no model before importing one.
+
+Importing Lightning costs about twice a bare ``import torch`` (Lightning imports torchmetrics, which imports
+torchvision's models and ``torch._dynamo``). The top-level ``--help``, a missing or unknown command, a
+``--config`` file that does not exist, and ``--help`` of ``cv``/``lr_find``/``tune`` are answered here
+without it; everything else goes to :func:`mnist_lit.cli.main`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+from mnist_lit.command_line import (EXTRA_COMMANDS, FIT_FLAG_COMMANDS, LIGHTNING_COMMANDS, PROG, missing_config,
+                                    no_command_usage, prepare_argv)
+
+COMMANDS = (*LIGHTNING_COMMANDS, *EXTRA_COMMANDS)
+HELP_FLAGS = {"-h", "--help"}
+
+
+def top_level_help() -> str:
+    """What ``python -m mnist_lit --help`` prints: the commands, and where each one's options are listed."""
+    return (f"{no_command_usage(PROG, COMMANDS)}\n\n"
+            f"Each command lists its options with --help ({PROG} fit --help). --config FILE may come before or after "
+            f"the command.\n")
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Run the command line ``args`` (default ``sys.argv[1:]``); exits 0 after a help text, 2 with one ``error:``
+    line on a usage error (no or unknown command, a ``--config`` file that does not exist)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if (not argv or argv[0].startswith("-")) and HELP_FLAGS & set(argv) and not set(COMMANDS) & set(argv):
+        sys.stdout.write(top_level_help())
+        sys.exit(0)
+    prepared = prepare_argv(argv, COMMANDS, PROG)  # no command: lists them and exits 2; oversized configs
+    command = prepared[0] if prepared else ""
+    if not command.startswith("-") and command not in COMMANDS:
+        print(f"usage: {PROG} COMMAND ...\nerror: unknown command {command!r}: choose from {', '.join(COMMANDS)} "
+              f"({PROG} COMMAND --help)", file=sys.stderr)
+        sys.exit(2)
+    missing = missing_config(prepared) if command in FIT_FLAG_COMMANDS else None
+    if missing is not None and not HELP_FLAGS & set(prepared):
+        print(f"usage: {PROG} {command} [--config FILE] [options]\n"
+              f"error: --config {missing}: no such file ({PROG} {command} --help lists the options)", file=sys.stderr)
+        sys.exit(2)
+    if command in EXTRA_COMMANDS and HELP_FLAGS & set(prepared[1:]):
+        module, function = EXTRA_COMMANDS[command].split(":")  # argparse prints the help and exits 0
+        getattr(importlib.import_module(module), function)(prepared[1:])
+    from mnist_lit.cli import main as cli_main  # Lightning, the model and the data: for a real run
+
+    cli_main(None if args is None else list(args))

@@ -1,0 +1,94 @@
+"""Start-up: what ``python -m mnist_lit`` imports for answers that need no model (mnist_lit.launch).
+
+Each test runs the real command with ``python -X importtime``, which lists on stderr every module the
+process imported, and checks that list; timings are in benchmarks/bench_startup.py, not here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import CONFIG, REPO
+
+HEAVY = {"torch", "lightning", "torchvision", "matplotlib", "tensorboard", "optuna", "fastapi", "onnx", "cv2", "PIL"}
+
+
+def run_traced(*args: str, cwd) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run ``python -X importtime -m mnist_lit ARGS``; returns the process and the top-level packages it imported."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "mnist_lit", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    proc.stderr = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
+    return proc, imported
+
+
+def test_top_level_help_lists_every_command_without_torch(tmp_path):
+    out, imported = run_traced("--help", cwd=tmp_path)
+    assert out.returncode == 0 and out.stderr == ""
+    listed = [line.split()[0] for line in out.stdout.splitlines() if line.startswith("  ")]
+    assert listed == ["fit", "validate", "test", "predict", "cv", "lr_find", "tune", "export", "serve"]
+    assert "mnist_lit" in imported and not HEAVY & imported, HEAVY & imported
+
+
+def test_missing_config_file_is_one_error_line_before_any_import(tmp_path):
+    out, imported = run_traced("fit", "--config", "missing.yaml", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: --config missing.yaml: no such file (python -m mnist_lit fit --help lists the options)"]
+    assert not HEAVY & imported, HEAVY & imported
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_config_folder_or_second_missing_config_is_refused_too(tmp_path):
+    out, _ = run_traced("cv", "--config", str(CONFIG), "--config", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.splitlines()[-1].startswith(f"error: --config {tmp_path}: no such file")
+
+
+def test_inline_yaml_config_still_reaches_lightning(tmp_path):
+    """jsonargparse takes ``--config`` as a file or as YAML settings: the latter is not a missing file."""
+    out, imported = run_traced("fit", "--config", str(CONFIG), "--config", "{trainer: {max_epochs: 7}}",
+                               "--print_config", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "max_epochs: 7" in out.stdout and "lightning" in imported
+
+
+def test_extra_commands_help_without_lightning(tmp_path):
+    for command in ("cv", "lr_find", "tune"):
+        out, imported = run_traced(command, "--help", cwd=tmp_path)
+        assert out.returncode == 0 and out.stdout.startswith(f"usage: python -m mnist_lit {command}")
+        assert not HEAVY & imported, (command, HEAVY & imported)
+
+
+def test_fit_help_imports_no_optional_heavy_module(tmp_path):
+    """``fit --help`` needs Lightning (its options come from the model's and DataModule's signatures), and
+    Lightning brings torchmetrics, torchvision and matplotlib; TensorBoard, OpenCV, Optuna, FastAPI, ONNX stay out."""
+    out, imported = run_traced("fit", "--help", cwd=tmp_path)
+    assert out.returncode == 0 and "--model.lr" in out.stdout
+    assert not {"tensorboard", "cv2", "optuna", "fastapi", "onnx"} & imported
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                    reason="TensorFlow not installed (pip install -e '.[bench]'): nothing to keep out")
+def test_fit_with_tensorflow_installed_does_not_import_it(tmp_path, mnist_dir):
+    """TensorBoard would import all of TensorFlow (seconds) to write the event files (mnist_lit.tensorboard_writer)."""
+    out, imported = run_traced("fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download",
+                               "false", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                               "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "tensorboard" in imported and "tensorflow" not in imported
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0")).Reload()
+    assert [e.step for e in events.Scalars("val_acc")] == [1] and "val_predictions" in events.Tags()["images"]
+
+
+def test_stub_is_not_forced_for_remote_log_folders():
+    from mnist_lit.tensorboard_writer import use_tensorboard_stub
+
+    assert use_tensorboard_stub(["fit", "--trainer.logger.init_args.save_dir", "gs://bucket/runs"]) is False
