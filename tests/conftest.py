@@ -103,3 +103,10 @@ def served_model(trained_run, tmp_path_factory):
 
     with serve(trained_run["best_ckpt"], tmp_path_factory.mktemp("serve")) as server:
         yield server
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that need the trained run (a full recipe fit, about a minute on 2 cores) are ``slow``."""
+    for item in items:
+        if "trained_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from mnist_lit.allocator import user_chose_allocator
 
 # Twenty training steps of the tutorial's network on real MNIST, in a fresh interpreter; prints the
@@ -52,6 +54,7 @@ def median_run(mnist_dir, mode: str, runs: int = 3) -> dict:
     return results[runs // 2]
 
 
+@pytest.mark.slow
 def test_training_steps_reuse_memory_instead_of_faulting_it_in(mnist_dir):
     tuned = median_run(mnist_dir, "tuned")
     default = median_run(mnist_dir, "default")
@@ -61,6 +64,7 @@ def test_training_steps_reuse_memory_instead_of_faulting_it_in(mnist_dir):
     assert tuned["faults"] < 250 * 10, tuned  # under 250 page faults a step (glibc's defaults: about 7,000 here)
 
 
+@pytest.mark.slow
 def test_an_allocator_the_user_chose_is_left_alone(mnist_dir):
     assert run_steps(mnist_dir, "tuned", MALLOC_ARENA_MAX="2")["applied"] is False
     assert user_chose_allocator({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1048576"})

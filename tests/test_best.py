@@ -131,6 +131,7 @@ def test_one_cycle_factor_is_pytorchs_one_cycle_curve():
     assert one_cycle_factor(500, 100, 0.3) == one_cycle_factor(99, 100, 0.3) == pytest.approx(4e-6)  # held at the end
 
 
+@pytest.mark.slow
 def test_best_yaml_trains_end_to_end(tmp_path, mnist_dir):
     """`fit --config configs/best.yaml` with limited batches: augmentation on, the one-cycle learning rate in the
     logs, a checkpoint tested; its settings recorded in the run's config.yaml and its checkpoint."""
@@ -165,6 +166,7 @@ def cv_run(tmp_path_factory, mnist_dir):
     return workdir / "lightning_logs" / "cv_0", workdir
 
 
+@pytest.mark.slow
 def test_ensemble_probabilities_are_the_members_mean(cv_run, mnist_dir):
     folder, _ = cv_run
     ensemble, paths, _ = load_ensemble(folder)
@@ -182,6 +184,7 @@ def test_ensemble_probabilities_are_the_members_mean(cv_run, mnist_dir):
     assert isinstance(ensemble, EnsembleClassifier) and not ensemble.training
 
 
+@pytest.mark.slow
 def test_ensemble_test_and_predict_from_the_cv_folder(cv_run, mnist_dir):
     """`test --ckpt_path CV_RUN` prints the accuracy of the mean probabilities on all 10,000 test images and each
     member's; `predict` writes the mean probabilities; both log into CV_RUN/ensemble/."""
@@ -209,6 +212,7 @@ def test_ensemble_test_and_predict_from_the_cv_folder(cv_run, mnist_dir):
     assert torch.allclose(written, probs[:256], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_ensemble_refusals_are_one_line(cv_run, tmp_path):
     folder, workdir = cv_run
     proc = run_cli("validate", "--ckpt_path", str(folder), cwd=workdir, check=False)
@@ -225,6 +229,7 @@ def test_ensemble_refusals_are_one_line(cv_run, tmp_path):
         "to the end, or give one fold's .ckpt file")
 
 
+@pytest.mark.slow
 def test_ensemble_exports_as_one_model(cv_run, tmp_path, mnist_dir):
     """`export --ckpt_path CV_RUN`: the ONNX file computes the mean probabilities (export checks it too)."""
     onnxruntime = pytest.importorskip("onnxruntime")
@@ -243,6 +248,7 @@ def test_ensemble_exports_as_one_model(cv_run, tmp_path, mnist_dir):
 
 # ---------------------------------------------------------------------------------------------- tune
 
+@pytest.mark.slow
 def test_tune_best_searches_the_new_options(tmp_path, mnist_dir):
     """`tune --config configs/best.yaml --tune_config configs/tune_best.yaml`, 2 tiny trials: each trial ran
     with its suggested augmentation and model values, and best_config.yaml holds the best trial's."""

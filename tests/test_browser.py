@@ -17,6 +17,8 @@ from conftest import REPO
 from mnist_lit.data import load_split
 from serving import first_of_each_digit, user_drawing_png
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # its served model trains first
+
 
 ARTIFACTS = REPO / "artifacts" / "browser"
 CANVAS_SIDE = 280  # CSS px of the page's canvas: 10 px per MNIST pixel
@@ -81,6 +83,7 @@ def wait_for_answer(driver, click) -> str:
     return body.get_attribute("data-state")
 
 
+@pytest.mark.slow
 def test_drawn_real_digits_are_predicted(served_model, browser, mnist_dir):
     images, labels = load_split(mnist_dir, "test")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ for i in range(1, 10_000):  # ~64 MB each, alternately all 1.0 and all 2.0, unti
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_saves_never_leaves_a_partial_checkpoint(tmp_path):
     path = tmp_path / "last.ckpt"
     proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], stdout=subprocess.PIPE, text=True)
@@ -135,6 +136,7 @@ def test_load_checkpoint_refuses_plain_pickles(tmp_path):
     assert not (tmp_path / "PWNED").exists()
 
 
+@pytest.mark.slow
 def test_text_file_and_folder_as_checkpoint_get_one_line_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("hello\n")
     for ckpt, expected in ((tmp_path / "notes.txt", "a text file (first line: 'hello'), not a checkpoint"),
@@ -144,6 +146,7 @@ def test_text_file_and_folder_as_checkpoint_get_one_line_errors(tmp_path):
         assert expected in proc.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_out_of_range_hyperparameter_is_one_line_error(tmp_path):
     proc = run_cli("fit", "--config", str(CONFIG), "--model.lr", "-1", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

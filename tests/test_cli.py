@@ -8,9 +8,9 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
-
 from conftest import CONFIG, printed_metric, printed_test_acc, run_cli, version_dirs
 
 
@@ -38,6 +38,7 @@ def test_checkpoint_loads_with_weights_only_and_holds_plain_hyperparameters(trai
     assert last["epoch"] == 4 and last["global_step"] == 5 * 55  # ceil(7000 / 128) = 55 steps an epoch
 
 
+@pytest.mark.slow
 def test_test_and_predict_in_new_processes_reproduce_the_test_accuracy(trained_run, mnist_dir):
     workdir, ckpt = trained_run["workdir"], str(trained_run["best_ckpt"])
     common = ("--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
@@ -61,6 +62,7 @@ def test_test_and_predict_in_new_processes_reproduce_the_test_accuracy(trained_r
     assert f"-> predicted digit {first['pred']} (label 7)" in predicted.stdout  # the tutorial's print
 
 
+@pytest.mark.slow
 def test_validate_reports_val_acc(trained_run, mnist_dir):
     out = run_cli("validate", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
                   "--ckpt_path", str(trained_run["best_ckpt"]), cwd=trained_run["workdir"])
@@ -68,6 +70,7 @@ def test_validate_reports_val_acc(trained_run, mnist_dir):
     assert round(printed_metric(out.stdout, "val_acc"), 4) == best_val_acc
 
 
+@pytest.mark.slow
 def test_print_config_shows_the_recipe(tmp_path):
     out = run_cli("fit", "--config", str(CONFIG), "--print_config", cwd=tmp_path)
     config = yaml.safe_load(out.stdout)
@@ -78,6 +81,7 @@ def test_print_config_shows_the_recipe(tmp_path):
     assert not (tmp_path / "lightning_logs").exists()
 
 
+@pytest.mark.slow
 def test_console_script_runs_the_same_cli(tmp_path):
     script = shutil.which("mnist-lit", path=str(Path(sys.executable).parent))
     assert script, "the mnist-lit console script is not installed next to the interpreter"
@@ -87,6 +91,7 @@ def test_console_script_runs_the_same_cli(tmp_path):
     assert out.returncode == 0 and yaml.safe_load(out.stdout)["trainer"]["max_epochs"] == 5
 
 
+@pytest.mark.slow
 def test_missing_data_gives_one_clear_line(tmp_path):
     out = run_cli("fit", "--config", str(CONFIG), "--data.data_dir", str(tmp_path / "nowhere"),
                   "--data.download", "false", cwd=tmp_path, check=False)
@@ -98,6 +103,7 @@ def test_missing_data_gives_one_clear_line(tmp_path):
     assert not list((tmp_path / "lightning_logs").glob("*/checkpoints/*.ckpt"))
 
 
+@pytest.mark.slow
 def test_unknown_key_and_wrong_type_are_refused_before_training(tmp_path, mnist_dir):
     unknown = run_cli("fit", "--config", str(CONFIG), "--data.batch_sise", "64", cwd=tmp_path, check=False)
     assert unknown.returncode != 0 and "batch_sise" in unknown.stderr
@@ -114,6 +120,7 @@ def test_unknown_key_and_wrong_type_are_refused_before_training(tmp_path, mnist_
     assert not (tmp_path / "lightning_logs").exists()
 
 
+@pytest.mark.slow
 def test_lightning_misconfiguration_is_one_line_and_progress_bar_off_still_works(tmp_path, mnist_dir):
     """configs/mnist.yaml carries a TQDMProgressBar (refresh_rate 20): a second bar is Lightning's refusal,
     shown as one line; --trainer.enable_progress_bar false turns the configured bar off instead of failing."""
@@ -130,6 +137,7 @@ def test_lightning_misconfiguration_is_one_line_and_progress_bar_off_still_works
     assert json.loads((version_dirs(tmp_path)[0] / "metrics.json").read_text())["epochs"][0]["val_count"] == 256
 
 
+@pytest.mark.slow
 def test_deterministic_runs_keep_deterministic_algorithms_without_the_nan_fill(mnist_dir, tmp_path):
     """`deterministic: true` turns on PyTorch's deterministic algorithms; the CLI turns off only their debugging
     aid of filling every new tensor with NaN (0.5 ms of a 20 ms CPU step); runs stay reproducible
@@ -145,6 +153,7 @@ def test_deterministic_runs_keep_deterministic_algorithms_without_the_nan_fill(m
         assert out.stdout.split("\n")[-2] == expected, out.stdout[-500:]
 
 
+@pytest.mark.slow
 def test_bf16_mixed_precision_trains_through_every_callback(tmp_path, mnist_dir):
     """`--trainer.precision bf16-mixed` (docs/scaling.md "Several GPUs"; on a CPU too): convolutions and matrix products in
     bfloat16 under autocast, weights kept in float32; the callbacks take the bfloat16 logits."""

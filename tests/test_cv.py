@@ -25,6 +25,7 @@ def read_csv(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_cv_three_folds_on_real_subset(tmp_path, mnist_dir):
     """3-fold CV, 1 epoch: folds partition the training file, are stratified, and the summary is right."""
     proc = run_cli("cv", "--config", str(CONFIG), "--folds", "3", "--trainer.max_epochs", "1",
@@ -131,6 +132,7 @@ def cv_processes(*argv_lists: list[str], cwd) -> list[subprocess.CompletedProces
     return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outputs)]
 
 
+@pytest.mark.slow
 def test_folds_as_separate_jobs_match_one_process(tmp_path, mnist_dir):
     """`cv --folds 3 --fold I` in three processes (two of them at once) + `--collect` == `cv --folds 3`."""
     whole = run_cli("cv", "--folds", "3", *fold_flags(mnist_dir), cwd=tmp_path)
@@ -166,6 +168,7 @@ def test_folds_as_separate_jobs_match_one_process(tmp_path, mnist_dir):
     assert (jobs_dir / "fold_1" / "fold_result.json").is_file()  # kept
 
 
+@pytest.mark.slow
 def test_collect_refuses_folds_trained_with_different_settings(tmp_path, mnist_dir):
     tiny = [*fold_flags(mnist_dir), "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]
     for proc in cv_processes(["--folds", "2", "--fold", "0", *tiny],

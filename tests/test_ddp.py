@@ -17,6 +17,8 @@ from mnist_lit.data import DataError, load_split
 from mnist_lit.distributed import per_device_batch_size
 from mnist_lit.checkpoint import load_model
 
+pytestmark = pytest.mark.ddp
+
 DDP_CONFIG = REPO / "configs" / "ddp.yaml"
 
 
@@ -35,6 +37,7 @@ def test_global_batch_is_split_over_processes():
         per_device_batch_size(128, 3, training=True)
 
 
+@pytest.mark.slow
 def test_fit_refuses_a_batch_the_processes_do_not_divide(tmp_path, mnist_dir):
     proc = run_cli("fit", *ddp_args(mnist_dir, 3), "--trainer.max_epochs", "1", cwd=tmp_path, check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -44,6 +47,7 @@ def test_fit_refuses_a_batch_the_processes_do_not_divide(tmp_path, mnist_dir):
     assert not (tmp_path / "lightning_logs").exists()  # refused before any process or folder was made
 
 
+@pytest.mark.slow
 def test_fit_on_two_processes(tmp_path, mnist_dir, trained_run):
     # Global batch 32 = 16 per process, so that one epoch of 7,000 images reaches >= 0.93.
     proc = run_cli("fit", *ddp_args(mnist_dir, 2), "--trainer.max_epochs", "1", "--data.batch_size", "32",
@@ -74,6 +78,7 @@ def test_fit_on_two_processes(tmp_path, mnist_dir, trained_run):
     assert round((preds == labels).float().mean().item(), 4) == test_acc
 
 
+@pytest.mark.slow
 def test_validate_same_on_one_and_two_processes(tmp_path, mnist_dir, trained_run):
     ckpt = str(trained_run["best_ckpt"])
     one = printed_metrics(run_cli("validate", *ddp_args(mnist_dir, 1), "--ckpt_path", ckpt, cwd=tmp_path).stdout)
@@ -83,6 +88,7 @@ def test_validate_same_on_one_and_two_processes(tmp_path, mnist_dir, trained_run
     assert abs(one["val_loss"] - two["val_loss"]) < 1e-4
 
 
+@pytest.mark.slow
 def test_test_on_three_processes_counts_each_image_once(tmp_path, mnist_dir, trained_run):
     # Global batch 99 = 33 per process; 10,000 images don't split evenly: rank 0 gets 3,334 images
     # (102 batches), ranks 1-2 get 3,333 (101 batches). A padding sampler would count 10,002.
@@ -93,6 +99,7 @@ def test_test_on_three_processes_counts_each_image_once(tmp_path, mnist_dir, tra
     assert round(metrics["test_acc"], 4) == trained_run["test_acc"]  # single process, same checkpoint
 
 
+@pytest.mark.slow
 def test_predict_on_two_processes_writes_each_image_once(tmp_path, mnist_dir, trained_run):
     run_cli("predict", *ddp_args(mnist_dir, 2), "--ckpt_path", str(trained_run["best_ckpt"]), cwd=tmp_path)
     (run_dir,) = version_dirs(tmp_path)

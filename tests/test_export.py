@@ -46,6 +46,7 @@ def run_torchscript(path, pixels: torch.Tensor) -> torch.Tensor:
         return module(pixels)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt, suffix, run", [("onnx", "onnx", run_onnx), ("torchscript", "pt", run_torchscript)])
 def test_export_matches_pytorch_on_real_test_images(trained_run, mnist_dir, test_images, torch_probabilities,
                                                     tmp_path, fmt, suffix, run):
@@ -73,6 +74,7 @@ def test_export_matches_pytorch_on_real_test_images(trained_run, mnist_dir, test
     assert float(reported.group(3)) == pytest.approx(exported_acc, abs=5e-5)
 
 
+@pytest.mark.slow
 def test_export_without_test_data_fails_and_keeps_the_old_file(trained_run, tmp_path):
     output = tmp_path / "model.onnx"
     output.write_bytes(b"previous export")
@@ -85,6 +87,7 @@ def test_export_without_test_data_fails_and_keeps_the_old_file(trained_run, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
+@pytest.mark.slow
 def test_output_under_a_file_is_refused_before_exporting(trained_run, tmp_path):
     (tmp_path / "notes.txt").write_text("not a folder\n")
     proc = run_cli("export", "--ckpt_path", str(trained_run["best_ckpt"]), "--format", "torchscript",

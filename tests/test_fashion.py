@@ -19,6 +19,7 @@ def fashion_dir() -> Path:
     return FASHION_DIR
 
 
+@pytest.mark.slow
 def test_one_full_size_epoch_on_fashion_mnist(tmp_path, fashion_dir):
     proc = run_cli("fit", "--config", str(REPO / "configs" / "fashion_mnist.yaml"), "--data.data_dir", str(fashion_dir),
                    "--trainer.max_epochs", "1", cwd=tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from conftest import CONFIG, REPO, run_cli
 
@@ -14,6 +15,7 @@ def test_fast_config_is_the_recipe_in_bf16():
     assert fast == recipe  # a change to configs/mnist.yaml must be made here too
 
 
+@pytest.mark.slow
 def test_fast_config_parses_as_fit_reads_it(tmp_path, mnist_dir):
     out = run_cli("fit", "--config", str(FAST), "--data.data_dir", str(mnist_dir), "--data.download", "false",
                   "--print_config", cwd=tmp_path)
@@ -33,6 +35,7 @@ def test_cpu_bf16_flags_are_read_from_cpuinfo(tmp_path):
     assert bf16_cpu_notice("32-true", on_cpu=True) is None and bf16_cpu_notice("bf16-mixed", on_cpu=False) is None
 
 
+@pytest.mark.slow
 def test_bf16_fit_on_a_cpu_without_bf16_says_it_is_emulated(tmp_path, mnist_dir):
     from mnist_lit.precision import cpu_has_bf16
 

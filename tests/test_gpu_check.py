@@ -7,11 +7,14 @@ import re
 import subprocess
 import sys
 
+import pytest
 import torch
-
 from conftest import REPO
 
+pytestmark = pytest.mark.gpu
 
+
+@pytest.mark.slow
 def test_gpu_check_falls_back_to_the_cpu(tmp_path, mnist_dir):
     assert not torch.cuda.is_available()  # this test is the CPU fallback; on a GPU machine run the script itself
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--data_dir", str(mnist_dir),

@@ -56,6 +56,7 @@ def _pil(digit: torch.Tensor) -> Image.Image:
     return Image.frombytes("L", (28, 28), digit.reshape(28, 28).numpy().tobytes())
 
 
+@pytest.mark.slow
 def test_user_pictures_are_recognised_nearly_as_well_as_the_originals(model, test_digits, tmp_path):
     images, labels = test_digits
     accuracy = accuracy_by_kind(model, images, labels, tmp_path)
@@ -196,6 +197,7 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_predict_cli_on_a_folder_with_bad_files(trained_run, model, test_digits, tmp_path):
     images, labels = test_digits
     pics = tmp_path / "pics"

@@ -66,6 +66,7 @@ def data_dir_with(tmp_path: Path, mnist_dir: Path, stem: str, source: Path) -> P
 
 # ---------------------------------------------------------------- IDX files
 
+@pytest.mark.slow
 def test_gzip_bomb_is_refused_from_its_first_bytes_in_the_memory_of_a_normal_start(bomb, tmp_path, mnist_dir):
     assert bomb.stat().st_size < 2 * 2**20
     data_dir = data_dir_with(tmp_path, mnist_dir, "train-images-idx3-ubyte", bomb)
@@ -83,6 +84,7 @@ def test_gzip_bomb_is_refused_from_its_first_bytes_in_the_memory_of_a_normal_sta
     assert not list(tmp_path.glob("lightning_logs/*/checkpoints/*"))
 
 
+@pytest.mark.slow
 def test_bomb_behind_a_valid_header_stops_inflating_where_the_header_ends(tmp_path, mnist_dir):
     # 10,000 images announced (as many as the labels), then 1 GiB of zeros: the read stops 1 byte past 7,840,016.
     bomb = write_gzip(tmp_path / "valid_header.gz", struct.pack(">IIII", 2051, 10_000, 28, 28), BOMB_BYTES)
@@ -168,6 +170,7 @@ def silent_server():
 NO_PROXY = {"http_proxy": "", "https_proxy": "", "HTTP_PROXY": "", "HTTPS_PROXY": "", "no_proxy": "127.0.0.1"}
 
 
+@pytest.mark.slow
 def test_endless_body_is_cut_at_the_known_size(endless_server, tmp_path):
     mirrors = f"[{endless_server}/endless/, {endless_server}/huge/]"
     run = run_measured(*fit_args(tmp_path / "data", "--data.mirrors", mirrors), cwd=tmp_path, env=NO_PROXY)
@@ -182,6 +185,7 @@ def test_endless_body_is_cut_at_the_known_size(endless_server, tmp_path):
     assert not list((tmp_path / "data" / "MNIST" / "raw").iterdir())  # nothing half-written
 
 
+@pytest.mark.slow
 def test_mirrors_that_never_answer_fail_in_under_a_minute_with_default_settings(silent_server, tmp_path):
     port, connected = silent_server
     mirrors = f"[http://127.0.0.1:{port}/a/, http://127.0.0.1:{port}/b/, http://127.0.0.1:{port}/c/]"
@@ -199,6 +203,7 @@ def test_mirrors_that_never_answer_fail_in_under_a_minute_with_default_settings(
     assert len(connected) == 2 and run.stderr.count("Download failed:") == 2
 
 
+@pytest.mark.slow
 def test_offline_says_in_a_few_lines_where_the_files_go_and_the_command_that_uses_them(tmp_path):
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
@@ -239,6 +244,7 @@ def big_picture(mnist_dir) -> tuple[int, bytes]:
     return int(labels[0]), big_rgba_png(images[0])
 
 
+@pytest.mark.slow
 def test_serve_burst_of_24_megapixel_uploads_stays_bounded(trained_run, big_picture, tmp_path):
     from measure import peak_rss_mib, rss_mib
     from serving import http, serve
@@ -293,6 +299,7 @@ def test_serve_burst_of_24_megapixel_uploads_stays_bounded(trained_run, big_pict
     assert end_rss < start_rss + 300, (start_rss, peak, end_rss)
 
 
+@pytest.mark.slow
 def test_serve_pixel_limit_is_configurable_and_answered_413(trained_run, big_picture, tmp_path):
     from serving import http, serve
 
@@ -327,6 +334,7 @@ def test_no_command_lists_all_nine(tmp_path):
     assert listed == ["fit", "validate", "test", "predict", "cv", "lr_find", "tune", "export", "serve"]
 
 
+@pytest.mark.slow
 def test_config_before_the_command_is_read_as_after_it(tmp_path):
     out = run_cli("--config", str(CONFIG), "fit", "--trainer.max_epochs", "3", "--print_config", cwd=tmp_path)
     config = yaml.safe_load(out.stdout)
@@ -340,6 +348,7 @@ def test_config_before_the_command_is_read_as_after_it(tmp_path):
     assert line.startswith("error: mnist data not found: put ")
 
 
+@pytest.mark.slow
 def test_hostile_yaml_fails_fast_in_one_line(tmp_path):
     laughs = billion_laughs(tmp_path / "laughs.yaml")
     assert laughs.stat().st_size < 1300
@@ -401,6 +410,7 @@ def test_kaggle_file_names_are_found_and_nothing_is_downloaded(tmp_path, mnist_d
         "train-images-idx3.ubyte, train-labels.idx1-ubyte) or set --data.download true")
 
 
+@pytest.mark.slow
 def test_export_to_a_folder_is_one_line(trained_run, tmp_path):
     out = run_cli("export", "--ckpt_path", str(trained_run["best_ckpt"]), "--format", "onnx", "--output",
                   str(tmp_path), cwd=tmp_path, check=False)
@@ -409,6 +419,7 @@ def test_export_to_a_folder_is_one_line(trained_run, tmp_path):
                                        f"{tmp_path / 'model.onnx'}"]
 
 
+@pytest.mark.slow
 def test_precision_64_true_trains_and_16_true_is_one_line(tmp_path, mnist_dir):
     short = ["--data.data_dir", str(mnist_dir), "--data.download", "false", "--trainer.max_epochs", "1",
              "--trainer.limit_train_batches", "20", "--trainer.limit_val_batches", "2"]
@@ -422,6 +433,7 @@ def test_precision_64_true_trains_and_16_true_is_one_line(tmp_path, mnist_dir):
     assert printed_test_acc(double.stdout) >= 0.80  # 20 steps of 128 real images, as bf16-mixed in test_cli; chance 0.1
 
 
+@pytest.mark.slow
 def test_messages_users_cannot_act_on_are_not_printed(tmp_path, mnist_dir):
     short = ["--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
              "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2"]

@@ -21,6 +21,8 @@ import torch
 from conftest import CONFIG, REPO, printed_metrics, printed_test_acc, run_cli, version_dirs
 from mnist_lit.distributed import EndRanksOnFailure, free_port
 
+pytestmark = pytest.mark.ddp
+
 MULTINODE = REPO / "configs" / "multinode.yaml"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
@@ -77,6 +79,7 @@ def our_errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
+@pytest.mark.slow
 def test_fit_on_two_torchrun_nodes_then_test_on_one_process(tmp_path, mnist_dir):
     tag = uuid.uuid4().hex
     node0, node1 = two_nodes(["fit", *small_fit(mnist_dir)], tmp_path, tag, timeout=300)
@@ -98,6 +101,7 @@ def test_fit_on_two_torchrun_nodes_then_test_on_one_process(tmp_path, mnist_dir)
     assert pids_with_tag(tag) == []
 
 
+@pytest.mark.slow
 def test_wrong_num_nodes_ends_both_nodes_with_one_line(tmp_path, mnist_dir):
     tag = uuid.uuid4().hex
     start = time.monotonic()
@@ -116,6 +120,7 @@ def test_wrong_num_nodes_ends_both_nodes_with_one_line(tmp_path, mnist_dir):
     assert pids_with_tag(tag) == []
 
 
+@pytest.mark.slow
 def test_srun_task_count_mismatch_is_one_line(tmp_path, mnist_dir):
     """What SLURM's srun sets for 2 nodes x 1 task; this process is task 0 and is told num_nodes 1."""
     slurm = {"SLURM_NTASKS": "2", "SLURM_NNODES": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": "0",
@@ -129,6 +134,7 @@ def test_srun_task_count_mismatch_is_one_line(tmp_path, mnist_dir):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_busy_master_port_ends_every_rank_with_one_line(tmp_path, mnist_dir):
     """Issue 16: MASTER_PORT held by another program; Lightning's own launcher, 2 CPU processes."""
     import socket

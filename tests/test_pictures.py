@@ -48,6 +48,7 @@ def probs_fn(trained_run):
     return model.probabilities  # uint8 (K, 1, 28, 28) -> float32 (K, 10), the model's own scaling
 
 
+@pytest.mark.slow
 def test_photo_kinds_numbers_and_no_digit_pictures(probs_fn, test_digits, tmp_path):
     images, labels = test_digits
     result = measure(probs_fn, images, labels, tmp_path, SEED, per_kind=24, numbers=24, no_digits=30,
@@ -127,6 +128,7 @@ def _read_csv(path):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_predict_cli_on_digits_numbers_and_no_digit_pictures(trained_run, probs_fn, test_digits, tmp_path):
     images, labels = test_digits
     pics = tmp_path / "pics"

@@ -13,11 +13,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 import torch
+from conftest import CONFIG, printed_test_acc, run_cli, version_dirs
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util import tensor_util
-
-from conftest import CONFIG, printed_test_acc, run_cli, version_dirs
 
 STEPS_PER_EPOCH = 71  # ceil(9,000 training images / batch_size 128)
 LOG_EVERY = 10  # --trainer.log_every_n_steps: train_loss_step at steps 9, 19, ...
@@ -51,6 +51,7 @@ def max_logged_step(run_dir: Path, tag: str) -> int:
     return max(steps, default=-1)
 
 
+@pytest.mark.slow
 def test_sigkill_in_epoch_2_then_resume_from_last(tmp_path, mnist_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     log = open(tmp_path / "killed_run.log", "w")
@@ -116,6 +117,7 @@ def scalars(run_dir: Path) -> dict[tuple[str, int], float]:
             for step, value in values if not math.isnan(value)}
 
 
+@pytest.mark.slow
 def test_two_seeded_runs_give_identical_metrics_and_weights(tmp_path, mnist_dir):
     args = ["fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
             "--data.split", "random", "--trainer.max_epochs", "1",

@@ -64,6 +64,7 @@ def raw_run(tmp_path_factory, mnist_dir):
     return {"workdir": workdir, "last": run_dir / "checkpoints" / "last.ckpt", "test_acc": printed_test_acc(proc.stdout)}
 
 
+@pytest.mark.slow
 def test_raw_pixel_run_tests_right_from_the_checkpoint_alone_or_with_the_recipe_config(raw_run, mnist_dir, tmp_path):
     ckpt = str(raw_run["last"])
     alone = run_cli("test", "--ckpt_path", ckpt, cwd=tmp_path, env=no_network_env(tmp_path))
@@ -75,6 +76,7 @@ def test_raw_pixel_run_tests_right_from_the_checkpoint_alone_or_with_the_recipe_
     assert not (tmp_path / "connections.log").exists()
 
 
+@pytest.mark.slow
 def test_validate_test_predict_after_an_offline_fit_need_only_the_checkpoint(raw_run, mnist_dir, tmp_path):
     ckpt, env = str(raw_run["last"]), no_network_env(tmp_path)
     validated = run_cli("validate", "--ckpt_path", ckpt, cwd=tmp_path, env=env)
@@ -88,6 +90,7 @@ def test_validate_test_predict_after_an_offline_fit_need_only_the_checkpoint(raw
     assert not (tmp_path / "connections.log").exists()  # the guard would have recorded any connection
 
 
+@pytest.mark.slow
 def test_flags_that_contradict_the_model_are_refused(raw_run, tmp_path):
     ckpt = str(raw_run["last"])
     line = one_error_line(run_cli("test", "--ckpt_path", ckpt, "--model.pixel_scale", "unit", cwd=tmp_path, check=False))
@@ -103,6 +106,7 @@ def test_flags_that_contradict_the_model_are_refused(raw_run, tmp_path):
     assert "use --model.pixel_scale" in line
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_fashion_run_tests_from_its_checkpoint_and_is_refused_on_mnist(tmp_path, mnist_dir):
     fitted = run_cli(*fit_args(FASHION_DIR, "--data.dataset", "fashion_mnist"), cwd=tmp_path)
@@ -118,6 +122,7 @@ def test_fashion_run_tests_from_its_checkpoint_and_is_refused_on_mnist(tmp_path,
     assert "reads pictures as digits" in line
 
 
+@pytest.mark.slow
 def test_best_and_last_resolve_to_the_newest_run_in_a_new_process(trained_run):
     workdir = trained_run["workdir"]
     best = run_cli("test", "--ckpt_path", "best", cwd=workdir)
@@ -129,6 +134,7 @@ def test_best_and_last_resolve_to_the_newest_run_in_a_new_process(trained_run):
     assert printed_metric(last.stdout, "test_acc") == printed_metric(explicit.stdout, "test_acc")
 
 
+@pytest.mark.slow
 def test_no_or_unsupported_ckpt_path_is_one_line(tmp_path):
     for command in ("test", "validate", "predict"):
         line = one_error_line(run_cli(command, "--config", str(CONFIG), cwd=tmp_path, check=False))
@@ -141,6 +147,7 @@ def test_no_or_unsupported_ckpt_path_is_one_line(tmp_path):
     assert not (tmp_path / "lightning_logs").exists()  # nothing written before a configuration error
 
 
+@pytest.mark.slow
 def test_damaged_and_foreign_files_each_get_their_own_diagnosis(trained_run, tmp_path):
     data = bytearray(trained_run["last_ckpt"].read_bytes())
     data[len(data) // 2] ^= 0x01  # one flipped bit in the middle: tensor data
@@ -164,6 +171,7 @@ def test_damaged_and_foreign_files_each_get_their_own_diagnosis(trained_run, tmp
     assert CHECKSUM_KEY in load_checkpoint(trained_run["last_ckpt"])
 
 
+@pytest.mark.slow
 def test_resume_continues_only_the_same_run(tmp_path, mnist_dir):
     """Run A finishes; run B (another lr) is killed before its first checkpoint; B again with --ckpt_path last
     trains in B's folder and leaves A's byte-identical; resuming with another lr is refused, naming it."""
@@ -196,6 +204,7 @@ def test_resume_continues_only_the_same_run(tmp_path, mnist_dir):
     assert "Fine-tuning: a new run" in tuned.stderr and len(version_dirs(tmp_path)) == 3
 
 
+@pytest.mark.slow
 def test_two_fits_started_together_get_two_folders_and_logger_false_twice(tmp_path, mnist_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     args = [sys.executable, "-m", "mnist_lit", *fit_args(mnist_dir, "--test_after_fit", "false")]
@@ -216,6 +225,7 @@ def test_two_fits_started_together_get_two_folders_and_logger_false_twice(tmp_pa
     assert not (no_logger / "config.yaml").exists() and not (no_logger / "lightning_logs").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path, mnist_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     args = fit_args(mnist_dir, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "40")
@@ -263,6 +273,7 @@ def sigterm_handled(pid: int) -> bool:
     return bool(caught & (1 << (signal.SIGTERM - 1)))
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_history_and_never_resumes_into_an_evaluation_folder(tmp_path, mnist_dir):
     """A finished run resumed again keeps its metrics.json epochs; a resume that trains further appends to them;
     `fit --ckpt_path last` skips the folder a `test` made (its config.yaml names a ckpt_path)."""
@@ -289,6 +300,7 @@ def copy_run(workdir: Path, to: Path) -> Path:
     return to
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_data_but_follows_the_same_data_elsewhere(raw_run, mnist_dir, tmp_path):
     """data_dir may change on resume (the same files moved, even decompressed); other data may not."""
     workdir = copy_run(raw_run["workdir"], tmp_path / "work")
@@ -321,6 +333,7 @@ def test_resume_refuses_other_data_but_follows_the_same_data_elsewhere(raw_run, 
     assert load_checkpoint(last)["global_step"] == 40
 
 
+@pytest.mark.slow
 def test_finetune_refuses_another_pixel_scale_and_asks_for_another_dataset(raw_run, mnist_dir, tmp_path):
     ckpt = str(raw_run["last"])
     line = one_error_line(run_cli(*fit_args(mnist_dir, "--finetune_from", ckpt), cwd=tmp_path, check=False))
@@ -334,6 +347,7 @@ def test_finetune_refuses_another_pixel_scale_and_asks_for_another_dataset(raw_r
     assert not (tmp_path / "lightning_logs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_finetune_across_data_sets_when_asked_explicitly(raw_run, tmp_path):
     tuned = run_cli(*fit_args(FASHION_DIR, "--data.dataset", "fashion_mnist", "--model.pixel_scale", "raw",
@@ -346,6 +360,7 @@ def test_finetune_across_data_sets_when_asked_explicitly(raw_run, tmp_path):
     assert tuned_ckpt["hyper_parameters"]["dataset"] == "fashion_mnist" and tuned_ckpt["class_names"][9] == "Ankle boot"
 
 
+@pytest.mark.slow
 def test_validate_accepts_a_split_seed_only_where_it_changes_nothing(raw_run, mnist_dir, tmp_path):
     ckpt = str(raw_run["last"])
     plain = run_cli("validate", "--ckpt_path", ckpt, cwd=tmp_path)
@@ -361,6 +376,7 @@ def test_validate_accepts_a_split_seed_only_where_it_changes_nothing(raw_run, mn
     run_cli("validate", "--ckpt_path", random_ckpt, "--data.split_seed", "42", cwd=tmp_path)  # the same seed
 
 
+@pytest.mark.slow
 def test_best_never_falls_back_to_an_older_run(tmp_path, mnist_dir):
     """Run B, stopped by SIGTERM before its first validation, holds only last.ckpt: `best` names B and says what
     to do instead of testing run A's model; `last` is B's file; evaluation folders in between change nothing."""
@@ -384,6 +400,7 @@ def test_best_never_falls_back_to_an_older_run(tmp_path, mnist_dir):
     assert one_error_line(run_cli("test", "--ckpt_path", "best", cwd=tmp_path, check=False)) == expected
 
 
+@pytest.mark.slow
 def test_a_checkpoint_alone_tests_as_in_its_run(raw_run, tmp_path):
     """A checkpoint copied out of its run folder (no config.yaml beside it) takes the settings saved in it."""
     alone = tmp_path / "alone" / "model.ckpt"

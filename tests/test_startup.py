@@ -50,6 +50,7 @@ def test_config_folder_or_second_missing_config_is_refused_too(tmp_path):
     assert out.returncode == 2 and out.stderr.splitlines()[-1].startswith(f"error: --config {tmp_path}: no such file")
 
 
+@pytest.mark.slow
 def test_inline_yaml_config_still_reaches_lightning(tmp_path):
     """jsonargparse takes ``--config`` as a file or as YAML settings: the latter is not a missing file."""
     out, imported = run_traced("fit", "--config", str(CONFIG), "--config", "{trainer: {max_epochs: 7}}",
@@ -65,6 +66,7 @@ def test_extra_commands_help_without_lightning(tmp_path):
         assert not HEAVY & imported, (command, HEAVY & imported)
 
 
+@pytest.mark.slow
 def test_fit_help_imports_no_optional_heavy_module(tmp_path):
     """``fit --help`` needs Lightning (its options come from the model's and DataModule's signatures), and
     Lightning brings torchmetrics, torchvision and matplotlib; TensorBoard, OpenCV, Optuna, FastAPI, ONNX stay out."""
@@ -75,6 +77,7 @@ def test_fit_help_imports_no_optional_heavy_module(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
                     reason="TensorFlow not installed (pip install -e '.[bench]'): nothing to keep out")
+@pytest.mark.slow
 def test_fit_with_tensorflow_installed_does_not_import_it(tmp_path, mnist_dir):
     """TensorBoard would import all of TensorFlow (seconds) to write the event files (mnist_lit.tensorboard_writer)."""
     out, imported = run_traced("fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download",

@@ -181,6 +181,7 @@ def get_json(url: str, body: dict | None = None):
         return json.loads(response.read())
 
 
+@pytest.mark.slow
 def test_tensorboard_server_serves_the_run(run, tmp_path):
     log = tmp_path / "tensorboard.log"
     # Serve a copy of the finished run alone: other tests add runs (test, predict) to the shared workdir.
@@ -225,6 +226,7 @@ def without_report_callbacks(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_callbacks_do_not_change_training(mnist_dir, tmp_path):
     """Same seed with and without the callbacks: identical weights after 2 epochs and identical test accuracy
     (a callback drawing random numbers or switching modes during epoch 1's validation would change epoch 2)."""
@@ -250,6 +252,7 @@ def test_callbacks_do_not_change_training(mnist_dir, tmp_path):
     assert confusion_matrix(with_dir / "confusion_matrix_test.csv").sum() == 4 * 128  # limit_test_batches
 
 
+@pytest.mark.slow
 def test_standalone_test_gets_its_own_report(run, tmp_path):
     """`test --ckpt_path` alone (the first 10 batches of the test set): its own run folder, HPARAMS and report."""
     run_cli("test", "--config", str(CONFIG), "--data.data_dir", run["config"]["data"]["data_dir"],

@@ -27,6 +27,7 @@ def data_flags(mnist_dir) -> list[str]:
     return ["--data.data_dir", str(mnist_dir), "--data.download", "false", "--trainer.enable_progress_bar", "false"]
 
 
+@pytest.mark.slow
 def test_four_trial_search_and_its_best_config_fits(tmp_path, mnist_dir):
     """4 trials of 1 epoch; the best YAML is a config `fit --config` runs with the best values."""
     tune_config = yaml.safe_load(TUNE_CONFIG.read_text())
@@ -88,6 +89,7 @@ def test_four_trial_search_and_its_best_config_fits(tmp_path, mnist_dir):
     assert (fit_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_lr_find_prints_a_suggestion_and_saves_the_plot(tmp_path, mnist_dir):
     proc = run_cli("lr_find", "--config", str(CONFIG), "--num_training", "20", "--min_lr", "1e-5", "--max_lr", "1",
                    *data_flags(mnist_dir), cwd=tmp_path)
@@ -179,6 +181,7 @@ def check_shared_study(tmp_path, storage, flag: str, workers: list[subprocess.Co
     assert yaml.safe_load((run_dir / "best_config.yaml").read_text()) == best_config
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_journal_study(tmp_path, mnist_dir):
     import optuna
 
@@ -235,11 +238,13 @@ def postgres(tmp_path_factory):
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_postgresql_study(tmp_path, mnist_dir, postgres):
     workers = finish(start_workers(tiny_tune_args(tmp_path, mnist_dir, postgres), tmp_path, 2))
     check_shared_study(tmp_path, postgres, postgres, workers)
 
 
+@pytest.mark.slow
 def test_workers_opening_a_new_postgresql_database_together(postgres):
     """Six workers create Optuna's tables in a new database at once (PostgreSQL's CREATE TABLE race)."""
     import psycopg
@@ -261,6 +266,7 @@ def test_workers_opening_a_new_postgresql_database_together(postgres):
     assert [p.returncode for p in procs] == [0] * 6, errors
 
 
+@pytest.mark.slow
 def test_interrupted_worker_loses_only_its_trial_and_the_study_continues(tmp_path, mnist_dir):
     """SIGTERM (a scheduler's preemption) during trial 1; a worker started again completes the study."""
     import optuna
@@ -298,6 +304,7 @@ def test_interrupted_worker_loses_only_its_trial_and_the_study_continues(tmp_pat
         assert [r["state"] for r in csv.DictReader(f)] == ["COMPLETE", "INTERRUPTED", states[2]]
 
 
+@pytest.mark.slow
 def test_failing_trials_print_one_line_each(tmp_path, mnist_dir):
     """Issue 16: batch_size choices [0]; each trial fails with one line, no traceback unless --verbose."""
     space = {**TINY_SPACE, "search_space": {"data.batch_size": {"type": "categorical", "choices": [0]}}}
