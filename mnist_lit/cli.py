@@ -93,6 +93,7 @@ class MNISTLightningCLI(LightningCLI):
                 at = argv.index(subcommand) + 1
                 self.config = parser.parse_args([*argv[:at], "--config", base, *argv[at:]])
                 config = self.config[subcommand]
+                self._evaluate_in_a_new_folder(config, argv)
             if ckpt_path != config.get("ckpt_path"):
                 print(f"Using checkpoint {ckpt_path}", file=sys.stderr)
         config.ckpt_path = ckpt_path
@@ -100,6 +101,17 @@ class MNISTLightningCLI(LightningCLI):
             self._settle_fit(config, argv)
         else:
             run_settings.check_eval(subcommand, ckpt_path, self.checkpoint, config.data)
+            if subcommand == "validate" and self.checkpoint is not None:  # its validation images: the run's own
+                check_same_data(ckpt_path, self.checkpoint, config.data, "validate")
+
+    @staticmethod
+    def _evaluate_in_a_new_folder(config, argv: list[str]) -> None:
+        """A run whose logger writes into a fixed folder (a ``cv`` fold: ``cv_N/fold_k``) is evaluated in a new
+        ``lightning_logs/version_N`` instead, never into the fold's own folder, unless ``--trainer.logger`` is given."""
+        init = getattr(config.trainer.get("logger"), "init_args", None)
+        if init is not None and isinstance(init.get("version"), str) and \
+                not any(arg.startswith("--trainer.logger") for arg in argv):
+            init.save_dir, init.name, init.version = ".", "lightning_logs", None
 
     def _settle_fit(self, config, argv: list[str]) -> None:
         """``model.dataset`` follows ``data.dataset``; a resume must be the same run; fine-tuning is a new run."""

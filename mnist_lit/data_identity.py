@@ -50,8 +50,11 @@ def train_data_identity(data_dir: str | Path, dataset: str) -> dict[str, Any]:
             "official": len(labels) == OFFICIAL_COUNTS["train"], "sha256": digest.hexdigest()}
 
 
-def check_same_data(ckpt_path: str | Path, checkpoint: Mapping[str, Any], data_config: Mapping[str, Any]) -> None:
-    """Refuse ``fit --ckpt_path CKPT`` whose ``data_dir`` holds other training data than the run's.
+def check_same_data(ckpt_path: str | Path, checkpoint: Mapping[str, Any], data_config: Mapping[str, Any],
+                    command: str = "fit") -> None:
+    """Refuse ``fit --ckpt_path CKPT`` (resume) or ``validate --ckpt_path CKPT`` whose ``data_dir`` holds other
+    training data than the run's: a resume would continue on other data, and validate would score images the
+    run trained on (its validation images are a part of the training file).
 
     Reads the training files of ``data_config`` (``data_dir``, ``dataset``, ``download``). Missing files
     are fine when ``download`` is on and the run trained on the official set (a download brings exactly
@@ -66,7 +69,10 @@ def check_same_data(ckpt_path: str | Path, checkpoint: Mapping[str, Any], data_c
     if not recorded:
         return  # a checkpoint from before the record: nothing to compare
     data_dir, dataset = data_config["data_dir"], data_config["dataset"]
-    trained = (f"cannot resume {ckpt_path}: its run was trained on {recorded['train_images']:,} "
+    verb = "resume" if command == "fit" else command
+    advice = (f"or start a new run from these weights with --finetune_from {ckpt_path}" if command == "fit" else
+              "or use test, which evaluates on any test set")
+    trained = (f"cannot {verb} {ckpt_path}: its run was trained on {recorded['train_images']:,} "
                f"{recorded['dataset']} training images from {recorded['data_dir']}")
     folder = raw_folder(data_dir, dataset)
     if any(find_raw_file(folder, stem) is None for stem in RAW_FILES["train"]):
@@ -81,5 +87,4 @@ def check_same_data(ckpt_path: str | Path, checkpoint: Mapping[str, Any], data_c
     if current["sha256"] != recorded["sha256"] or current["dataset"] != recorded["dataset"]:
         raise CheckpointError(f"{trained} (sha256 {recorded['sha256'][:12]}), but {data_dir} holds "
                               f"{current['train_images']:,} other training images (sha256 {current['sha256'][:12]}); "
-                              "point --data.data_dir at the run's data (it may move, not change), or start a new run "
-                              f"from these weights with --finetune_from {ckpt_path}")
+                              f"point --data.data_dir at the run's data (it may move, not change), {advice}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import shutil
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 import yaml
 from lightning.pytorch import Callback, Trainer
 
-from conftest import REPO, printed_test_acc, run_cli
+from conftest import REPO, printed_metrics, printed_test_acc, run_cli
 from mnist_lit.augment import TrainAugmentation
 from mnist_lit.checkpoint import load_model
 from mnist_lit.cli import main
@@ -198,7 +197,7 @@ def test_ensemble_test_and_predict_from_the_cv_folder(cv_run, mnist_dir):
 
     proc = run_cli("test", "--ckpt_path", str(folder), "--trainer.enable_progress_bar", "false", cwd=workdir)
     assert f"Ensemble of 2 models from {folder}" in proc.stderr
-    printed = dict(re.findall(r"(\w+_acc|test_acc)\s+([0-9.]+)", proc.stdout))
+    printed = printed_metrics(proc.stdout)
     assert float(printed["test_acc"]) == pytest.approx(accuracy, abs=1e-4)
     assert [float(printed[f"member{k}_test_acc"]) for k in range(2)] == pytest.approx(member_accs, abs=1e-4)
     assert (folder / "ensemble" / "version_0" / "confusion_matrix_test.csv").is_file()
@@ -210,6 +209,22 @@ def test_ensemble_test_and_predict_from_the_cv_folder(cv_run, mnist_dir):
     assert len(rows) == 256
     written = torch.tensor([[float(r[f"prob_{d}"]) for d in range(10)] for r in rows])
     assert torch.allclose(written, probs[:256], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_one_folds_checkpoint_is_evaluated_in_a_new_run_folder(cv_run):
+    """A fold's config.yaml logs into cv_N/fold_k: `test` of that fold's checkpoint must not write there
+    (it crashed on the fold's config.yaml) but into a new lightning_logs/version_N, as for any run."""
+    folder, workdir = cv_run
+    fold = folder / "fold_0"
+    ckpt = next((fold / "checkpoints").glob("epoch*.ckpt"))
+    before = sorted(p.name for p in fold.iterdir())
+    proc = run_cli("test", "--ckpt_path", str(ckpt), "--trainer.limit_test_batches", "2",
+                   "--trainer.enable_progress_bar", "false", cwd=workdir)
+    assert 0 < printed_metrics(proc.stdout)["test_acc"] <= 1
+    assert sorted(p.name for p in fold.iterdir()) == before
+    new = workdir / "lightning_logs" / "version_0"
+    assert (new / "config.yaml").is_file() and str(ckpt) in (new / "config.yaml").read_text()
 
 
 @pytest.mark.slow

@@ -334,6 +334,24 @@ def test_resume_refuses_other_data_but_follows_the_same_data_elsewhere(raw_run, 
 
 
 @pytest.mark.slow
+def test_validate_refuses_other_training_data(raw_run, mnist_dir, tmp_path):
+    """validate scores the run's held-out part of its training file: on another training file it would score
+    images the model trained on, a silently higher val_acc. Refused; the same data elsewhere still validates."""
+    ckpt = str(raw_run["last"])
+    other = tmp_path / "other" / "MNIST" / "raw"  # same size and format: the test images as a training file
+    other.mkdir(parents=True)
+    for stem in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+        for split in ("t10k", "train"):
+            shutil.copy(mnist_dir / "MNIST" / "raw" / f"t10k-{stem}.gz", other / f"{split}-{stem}.gz")
+    line = one_error_line(run_cli("validate", "--ckpt_path", ckpt, "--data.data_dir", str(tmp_path / "other"),
+                                  cwd=tmp_path, check=False))
+    assert line.startswith(f"error: cannot validate {ckpt}: its run was trained on 10,000 mnist training images"), line
+    assert "or use test, which evaluates on any test set" in line, line
+    same = run_cli("validate", "--ckpt_path", ckpt, "--data.data_dir", str(mnist_dir), cwd=tmp_path)
+    assert 0 < printed_metric(same.stdout, "val_acc") <= 1
+
+
+@pytest.mark.slow
 def test_finetune_refuses_another_pixel_scale_and_asks_for_another_dataset(raw_run, mnist_dir, tmp_path):
     ckpt = str(raw_run["last"])
     line = one_error_line(run_cli(*fit_args(mnist_dir, "--finetune_from", ckpt), cwd=tmp_path, check=False))
