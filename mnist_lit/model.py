@@ -214,6 +214,20 @@ class MNISTClassifier(LightningModule):
                 self.log(f"{stage}_{name}", metric, on_step=False, on_epoch=True, prog_bar=name != "count")
         return loss, logits
 
+    def on_train_start(self) -> None:
+        """After a resume, set each learning rate to the re-planned schedule's value at the step reached.
+
+        Lightning restores the optimizer with the learning rate it had when saved (the end of the old
+        curve, near 0, when the old run finished), and a ``LambdaLR`` only applies its factor at its next
+        step: without this the first resumed batch would train at the old, finished schedule's rate.
+        """
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                for group, base_lr, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs,
+                                                  scheduler.lr_lambdas):
+                    group["lr"] = base_lr * factor(scheduler.last_epoch)
+
     def on_train_epoch_start(self) -> None:
         self._logged.discard("train")
 

@@ -151,6 +151,14 @@ def test_best_yaml_trains_end_to_end(tmp_path, mnist_dir):
         peak * one_cycle_factor(4, 8, best["model"]["warmup_fraction"]))
     model, _ = load_model(next((run_dir / "checkpoints").glob("epoch*.ckpt")))
     assert model.hparams.label_smoothing == best["model"]["label_smoothing"]
+    # Resumed with more epochs, the curve is re-planned over 16 steps and the first resumed step is on it
+    # (not at the finished 8-step curve's end, near 0, which the restored optimizer holds).
+    run_cli("fit", "--config", str(BEST), "--data.data_dir", str(mnist_dir), "--data.download", "false",
+            "--trainer.max_epochs", "4", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2",
+            "--trainer.enable_progress_bar", "false", "--test_after_fit", "false", "--ckpt_path", "last", cwd=tmp_path)
+    epochs = json.loads((run_dir / "metrics.json").read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2, 3]
+    assert epochs[2]["lr"] == pytest.approx(peak * one_cycle_factor(8, 16, best["model"]["warmup_fraction"]))
 
 
 # ---------------------------------------------------------------------------------------------- ensemble
