@@ -11,8 +11,8 @@ members' probabilities (each member scales its own uint8 input), its prediction 
 
 Members: the best checkpoint by ``val_acc`` of every fold (:func:`mnist_lit.runs.best_checkpoint`, as
 ``--ckpt_path best`` picks within a run), each loaded and verified by :func:`mnist_lit.checkpoint.load_model`.
-A cv run counts as finished when ``cv_results.csv`` lists every fold 0..K-1 (``cv`` writes a fold's row
-after its training ends). Without ``--config``, ``test``/``predict`` take their settings from fold 0's
+A cv run counts as finished when every fold 0..K-1 has its ``fold_K/fold_result.json`` (``cv`` writes it when
+the fold's training ends, also for ``cv --fold K`` jobs before ``--collect``) or a row in ``cv_results.csv``. Without ``--config``, ``test``/``predict`` take their settings from fold 0's
 ``config.yaml`` (the folds differ only in which fold they validated on) and log into
 ``cv_N/ensemble/version_M/``. ``validate`` is refused: every image of the training file trained all but
 one member, so the ensemble has no held-out validation data.
@@ -37,6 +37,7 @@ from mnist_lit.model import NUM_CLASSES, MNISTClassifier
 from mnist_lit.runs import CONFIG_NAME, best_checkpoint, read_config
 
 RESULTS_NAME = "cv_results.csv"  # written by `cv` (mnist_lit.tuning.cv_main), a row per finished fold
+FOLD_RESULT = "fold_result.json"  # fold_K/fold_result.json: written by `cv` when fold K has finished
 ENSEMBLE_LOGS = "ensemble"  # cv_N/ensemble/version_M: the logs of test/predict runs of the ensemble
 
 
@@ -56,22 +57,27 @@ def member_checkpoints(folder: str | Path) -> list[Path]:
             and fold 0's ``config.yaml``), or a fold kept no checkpoint.
     """
     folder = Path(folder)
-    finished = []
-    if (folder / RESULTS_NAME).is_file():
+    finished = {int(p.parent.name.removeprefix("fold_")) for p in folder.glob(f"fold_[0-9]*/{FOLD_RESULT}")}
+    if (folder / RESULTS_NAME).is_file():  # runs from before fold_result.json
         with open(folder / RESULTS_NAME, newline="") as handle:
-            finished = sorted({int(row["fold"]) for row in csv.DictReader(handle) if (row.get("fold") or "").isdigit()})
+            finished |= {int(row["fold"]) for row in csv.DictReader(handle) if (row.get("fold") or "").isdigit()}
+    finished = sorted(finished)
     num_folds = (read_config(folder / "fold_0" / CONFIG_NAME).get("data") or {}).get("num_folds")
-    if not finished or not isinstance(num_folds, int) or finished != list(range(num_folds)):
+    if not isinstance(num_folds, int):
+        raise CheckpointError(f"{folder}: not a usable cv run: {folder / 'fold_0' / CONFIG_NAME} is missing or names no "
+                              "data.num_folds; give one fold's .ckpt file, or run cv again")
+    if finished != list(range(num_folds)):
         done = ", ".join(map(str, finished)) or "none"
         raise CheckpointError(f"{folder}: an unfinished cv run (folds finished: {done} of "
-                              f"{num_folds if isinstance(num_folds, int) else 'an unknown number'}); an ensemble "
+                              f"{num_folds}); an ensemble "
                               "needs every fold: run cv to the end, or give one fold's .ckpt file")
     members = []
     for fold in finished:
         best = best_checkpoint(folder / f"fold_{fold}")
         if best is None:
-            raise CheckpointError(f"{folder / f'fold_{fold}'}: no checkpoint kept (was cv run with checkpointing "
-                                  "off?); an ensemble needs each fold's model: run cv again with checkpoints")
+            raise CheckpointError(f"{folder / f'fold_{fold}'}: no best checkpoint (by val_acc) in its checkpoints/ "
+                                  "(deleted, or cv ran with checkpointing off); an ensemble needs each fold's best "
+                                  "model: train that fold again")
         members.append(best)
     return members
 
@@ -93,7 +99,8 @@ class EnsembleClassifier(MNISTClassifier):
         """The ensemble of ``members`` (at least one, all of one data set), in eval mode.
 
         Raises:
-            CheckpointError: no members, or members trained on different data sets.
+            CheckpointError: no members, or members trained on different data sets or with different
+                hyperparameters (models of different runs).
         """
         if not members:
             raise CheckpointError("an ensemble needs at least one model")
@@ -101,6 +108,14 @@ class EnsembleClassifier(MNISTClassifier):
         if len(datasets) > 1:
             raise CheckpointError(f"the ensemble's models were trained on different data sets ({', '.join(datasets)}); "
                                   "use models of one data set")
+        for k, member in enumerate(members[1:], start=1):
+            differing = sorted(key for key in member.hparams.keys() | members[0].hparams.keys()
+                               if member.hparams.get(key) != members[0].hparams.get(key))
+            if differing:
+                key = differing[0]
+                raise CheckpointError(f"the ensemble's models 0 and {k} were trained with different settings (model.{key} "
+                                      f"{members[0].hparams.get(key)!r} vs {member.hparams.get(key)!r}); an ensemble is "
+                                      "the folds of one cv run: use one run's folds")
         ensemble = cls(**dict(members[0].hparams))  # MNISTClassifier's own __init__: its hyperparameters only
         del ensemble.net  # the members do the work
         ensemble.members = nn.ModuleList(members)

@@ -14,7 +14,7 @@ from lightning.pytorch import Callback, Trainer
 
 from conftest import REPO, printed_metrics, printed_test_acc, run_cli
 from mnist_lit.augment import TrainAugmentation
-from mnist_lit.checkpoint import load_model
+from mnist_lit.checkpoint import CheckpointError, load_model
 from mnist_lit.cli import main
 from mnist_lit.data import MNISTDataModule, load_split
 from mnist_lit.ensemble import EnsembleClassifier, load_ensemble, member_checkpoints
@@ -173,6 +173,15 @@ def cv_run(tmp_path_factory, mnist_dir):
     return workdir / "lightning_logs" / "cv_0", workdir
 
 
+def test_models_of_different_runs_are_no_ensemble():
+    """An ensemble is the folds of one cv run: members trained with other settings are refused, naming one."""
+    same = [MNISTClassifier(lr=1e-3), MNISTClassifier(lr=1e-3)]
+    assert len(EnsembleClassifier.from_members(same).members) == 2
+    with pytest.raises(CheckpointError, match=r"models 0 and 1 were trained with different settings "
+                                              r"\(model.lr 0.001 vs 0.003\)"):
+        EnsembleClassifier.from_members([MNISTClassifier(lr=1e-3), MNISTClassifier(lr=3e-3)])
+
+
 @pytest.mark.slow
 def test_ensemble_probabilities_are_the_members_mean(cv_run, mnist_dir):
     folder, _ = cv_run
@@ -243,6 +252,7 @@ def test_ensemble_refusals_are_one_line(cv_run, tmp_path):
         f"error: validate --ckpt_path {folder}: every training image trained all but one")
     unfinished = tmp_path / "cv_unfinished"
     shutil.copytree(folder, unfinished, ignore=shutil.ignore_patterns("ensemble"))
+    (unfinished / "fold_1" / "fold_result.json").unlink()  # fold 1 not finished: neither its result nor its row
     table = (unfinished / "cv_results.csv").read_text().splitlines()
     (unfinished / "cv_results.csv").write_text("\n".join(line for line in table if not line.startswith("1,")) + "\n")
     proc = run_cli("test", "--ckpt_path", str(unfinished), cwd=workdir, check=False)
