@@ -36,8 +36,21 @@ def run_one(step: str, seed: int, fit_flags: list[str], work_dir: Path, data_dir
     """One ``fit`` in ``work_dir/STEP/seedS``; returns its record (raises if it fails)."""
     folder = work_dir / step / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "mnist_lit", "fit", *fit_flags, "--seed_everything", str(seed),
-               "--data.data_dir", data_dir, "--data.download", "false", "--trainer.enable_progress_bar", "false"]
+    command = [
+        sys.executable,
+        "-m",
+        "mnist_lit",
+        "fit",
+        *fit_flags,
+        "--seed_everything",
+        str(seed),
+        "--data.data_dir",
+        data_dir,
+        "--data.download",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     started = time.perf_counter()
     with open(folder / "fit.log", "w") as log:
@@ -47,17 +60,28 @@ def run_one(step: str, seed: int, fit_flags: list[str], work_dir: Path, data_dir
     output = (folder / "fit.log").read_text()
     found = TEST_LINE.search(output)
     if os.waitstatus_to_exitcode(status) != 0 or found is None:
-        raise SystemExit(f"error: {step} seed {seed} failed (exit {os.waitstatus_to_exitcode(status)}); "
-                         f"see {folder / 'fit.log'}")
+        raise SystemExit(
+            f"error: {step} seed {seed} failed (exit {os.waitstatus_to_exitcode(status)}); see {folder / 'fit.log'}"
+        )
     ckpt = found.group(3)
     val = VAL_ACC.search(Path(ckpt).name)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    return {"step": step, "seed": seed, "val_acc": float(val.group(1)) if val else None,
-            "test_acc": float(found.group(1)), "test_loss": float(found.group(2)),
-            "ckpt": str((folder / ckpt).resolve()), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-            "wall_s": round(wall, 1), "load_avg_1min": os.getloadavg()[0],
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "commit": commit,
-            "command": " ".join(["python -m mnist_lit fit", *fit_flags, "--seed_everything", str(seed)])}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "step": step,
+        "seed": seed,
+        "val_acc": float(val.group(1)) if val else None,
+        "test_acc": float(found.group(1)),
+        "test_loss": float(found.group(2)),
+        "ckpt": str((folder / ckpt).resolve()),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "wall_s": round(wall, 1),
+        "load_avg_1min": os.getloadavg()[0],
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "commit": commit,
+        "command": " ".join(["python -m mnist_lit fit", *fit_flags, "--seed_everything", str(seed)]),
+    }
 
 
 def summary(path: Path) -> str:
@@ -74,8 +98,10 @@ def summary(path: Path) -> str:
 
     lines = ["| step | seeds | val_acc | test_acc | CPU s per run |", "|---|---|---|---|---|"]
     for step, runs in steps.items():
-        lines.append(f"| {step} | {','.join(str(r['seed']) for r in runs)} | {mean_std([r['val_acc'] for r in runs])} | "
-                     f"{mean_std([r['test_acc'] for r in runs])} | {statistics.mean(r['cpu_s'] for r in runs):.0f} |")
+        lines.append(
+            f"| {step} | {','.join(str(r['seed']) for r in runs)} | {mean_std([r['val_acc'] for r in runs])} | "
+            f"{mean_std([r['test_acc'] for r in runs])} | {statistics.mean(r['cpu_s'] for r in runs):.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -100,8 +126,11 @@ def main() -> None:
         record = run_one(args.step, seed, flags, args.work_dir.resolve(), args.data_dir)
         with open(args.out, "a") as out:
             out.write(json.dumps(record) + "\n")
-        print(f"{args.step} seed {seed}: val_acc {record['val_acc']} test_acc {record['test_acc']} "
-              f"cpu {record['cpu_s']} s wall {record['wall_s']} s", flush=True)
+        print(
+            f"{args.step} seed {seed}: val_acc {record['val_acc']} test_acc {record['test_acc']} "
+            f"cpu {record['cpu_s']} s wall {record['wall_s']} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -21,17 +21,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import torch  # noqa: E402
+import torch
+from photos import DIGIT_KINDS, measure
 
-from mnist_lit.data import load_split  # noqa: E402
-from mnist_lit.checkpoint import load_model  # noqa: E402
-from photos import DIGIT_KINDS, measure  # noqa: E402
+from mnist_lit.checkpoint import load_model
+from mnist_lit.data import load_split
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", required=True)
-    parser.add_argument("--data_dir", default=os.environ.get("MNIST_10K", str(REPO.parent / "shared" / "data" / "mnist-10k")))
+    parser.add_argument(
+        "--data_dir", default=os.environ.get("MNIST_10K", str(REPO.parent / "shared" / "data" / "mnist-10k"))
+    )
     parser.add_argument("--per_kind", type=int, default=100)
     parser.add_argument("--numbers", type=int, default=100)
     parser.add_argument("--no_digits", type=int, default=100)
@@ -42,10 +44,21 @@ def main() -> None:
     images, labels = load_split(args.data_dir, "test")
     model, _ = load_model(args.ckpt_path)
     with tempfile.TemporaryDirectory() as folder:
-        r = measure(model.probabilities, images.numpy(), labels.numpy(), Path(folder), args.seed, args.per_kind, args.numbers,
-                    args.no_digits, args.refusal_digits)
+        r = measure(
+            model.probabilities,
+            images.numpy(),
+            labels.numpy(),
+            Path(folder),
+            args.seed,
+            args.per_kind,
+            args.numbers,
+            args.no_digits,
+            args.refusal_digits,
+        )
     print(f"checkpoint {args.ckpt_path}, seed {args.seed}, {args.per_kind} photos per kind")
-    print(f"| input | accuracy | x originals |\n|---|---|---|\n| untouched 28x28 originals | {r['originals']:.3f} | 1.000 |")
+    print(
+        f"| input | accuracy | x originals |\n|---|---|---|\n| untouched 28x28 originals | {r['originals']:.3f} | 1.000 |"
+    )
     for kind, what in DIGIT_KINDS.items():
         print(f"| {kind}: {what} | {r[kind]:.3f} | {r[kind] / r['originals']:.3f} |")
     print(f"| numbers of 3-5 digits read exactly ({args.numbers}) | {r['numbers']:.3f} | |")

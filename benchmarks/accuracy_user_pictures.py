@@ -21,23 +21,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import torch  # noqa: E402
+import torch
+from user_pictures import accuracy_by_kind
 
-from mnist_lit.data import load_split  # noqa: E402
-from mnist_lit.checkpoint import load_model  # noqa: E402
-from user_pictures import accuracy_by_kind  # noqa: E402
+from mnist_lit.checkpoint import load_model
+from mnist_lit.data import load_split
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", required=True)
-    parser.add_argument("--data_dir", default=os.environ.get("MNIST_10K", str(REPO.parent / "shared" / "data" / "mnist-10k")))
+    parser.add_argument(
+        "--data_dir", default=os.environ.get("MNIST_10K", str(REPO.parent / "shared" / "data" / "mnist-10k"))
+    )
     parser.add_argument("--num_digits", type=int, default=1000)
     args = parser.parse_args()
     torch.set_num_threads(1)  # small tensors; more threads only contend
     images, labels = load_split(args.data_dir, "test")
     step = max(1, len(labels) // args.num_digits)
-    images, labels = images[::step][:args.num_digits], labels[::step][:args.num_digits]
+    images, labels = images[::step][: args.num_digits], labels[::step][: args.num_digits]
     model, _ = load_model(args.ckpt_path)
     with tempfile.TemporaryDirectory() as folder:
         accuracy = accuracy_by_kind(model, images, labels, Path(folder))

@@ -31,9 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_training import bench_keras, keras_python  # noqa: E402  (the Keras run, reused)
+from bench_training import bench_keras, keras_python
 
-from mnist_lit.data import load_split  # noqa: E402
+from mnist_lit.data import load_split
 
 #: The /proc/cpuinfo flags that decide how bfloat16 runs on a CPU (without them PyTorch emulates it).
 BF16_FLAGS = ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "avx2", "fma")
@@ -53,15 +53,27 @@ def cpu_description() -> str:
     except OSError:
         pass
     present = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in BF16_FLAGS)
-    return (f"CPU: {model}, {os.cpu_count()} CPUs; torch.backends.cpu.get_cpu_capability(): "
-            f"{torch.backends.cpu.get_cpu_capability()}; /proc/cpuinfo: {present}")
+    return (
+        f"CPU: {model}, {os.cpu_count()} CPUs; torch.backends.cpu.get_cpu_capability(): "
+        f"{torch.backends.cpu.get_cpu_capability()}; /proc/cpuinfo: {present}"
+    )
 
 
 def run_fit(config: Path, data_dir: str, workdir: Path) -> dict:
     """One ``python -m mnist_lit fit --config CONFIG`` in a new process in ``workdir``: wall seconds and test_acc."""
     workdir.mkdir(parents=True)
-    command = [sys.executable, "-m", "mnist_lit", "fit", "--config", str(config), "--data.data_dir", data_dir,
-               "--data.download", "false"]
+    command = [
+        sys.executable,
+        "-m",
+        "mnist_lit",
+        "fit",
+        "--config",
+        str(config),
+        "--data.data_dir",
+        data_dir,
+        "--data.download",
+        "false",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
     start = time.perf_counter()
     out = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
@@ -83,21 +95,33 @@ def main() -> None:
     args.epochs = 5  # configs/mnist.yaml's, for the Keras run
     data_dir = str(Path(args.data_dir).resolve())
     print(cpu_description())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average before: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average before: "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        runners = {"fit fp32 (configs/mnist.yaml)": lambda i: run_fit(REPO / "configs" / "mnist.yaml", data_dir,
-                                                                       work / f"fp32_{i}"),
-                   "fit bf16 (configs/fast.yaml)": lambda i: run_fit(REPO / "configs" / "fast.yaml", data_dir,
-                                                                      work / f"bf16_{i}")}
+        runners = {
+            "fit fp32 (configs/mnist.yaml)": lambda i: run_fit(
+                REPO / "configs" / "mnist.yaml", data_dir, work / f"fp32_{i}"
+            ),
+            "fit bf16 (configs/fast.yaml)": lambda i: run_fit(
+                REPO / "configs" / "fast.yaml", data_dir, work / f"bf16_{i}"
+            ),
+        }
         python = None if args.skip_keras else keras_python(args, parser)
         if python:
             images, labels = load_split(data_dir, "train")
             test_images, test_labels = load_split(data_dir, "test")
             npz = work / "data.npz"
-            np.savez_compressed(npz, x_train=images[:, 0].numpy(), y_train=labels.numpy(),
-                                x_test=test_images[:, 0].numpy(), y_test=test_labels.numpy())
+            np.savez_compressed(
+                npz,
+                x_train=images[:, 0].numpy(),
+                y_train=labels.numpy(),
+                x_test=test_images[:, 0].numpy(),
+                y_test=test_labels.numpy(),
+            )
 
             def keras(i: int) -> dict:
                 start = time.perf_counter()
@@ -107,11 +131,14 @@ def main() -> None:
             runners["Keras/TF (keras_recipe.py)"] = keras
         runs: dict[str, list[dict]] = {name: [] for name in runners}
         for turn in range(args.repeats):
-            names = list(runners)[turn % len(runners):] + list(runners)[:turn % len(runners)]
+            names = list(runners)[turn % len(runners) :] + list(runners)[: turn % len(runners)]
             for name in names:
                 runs[name].append(runners[name](turn))
-                print(f"  turn {turn}: {name}: {runs[name][-1]['seconds']:.2f} s, "
-                      f"test_acc {runs[name][-1]['test_acc']:.4f}", flush=True)
+                print(
+                    f"  turn {turn}: {name}: {runs[name][-1]['seconds']:.2f} s, "
+                    f"test_acc {runs[name][-1]['test_acc']:.4f}",
+                    flush=True,
+                )
     median = {name: statistics.median(r["seconds"] for r in results) for name, results in runs.items()}
     print(f"\n{'whole process, from start to exit':<34} {'median s':>9}   test_acc of each run")
     for name, results in runs.items():

@@ -32,16 +32,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from mnist_lit.data import load_split  # noqa: E402
+from mnist_lit.data import load_split
 
 
 def png_digits(data_dir: str, count: int) -> list[tuple[bytes, int]]:
     """The first ``count`` official test digits as (PNG bytes, label)."""
     images, labels = load_split(data_dir, "test")
     out = []
-    for pixels, label in zip(images[:count], labels[:count]):
+    for pixels, label in zip(images[:count], labels[:count], strict=False):
         buffer = io.BytesIO()
         Image.fromarray(pixels[0].numpy(), mode="L").save(buffer, "PNG")
         out.append((buffer.getvalue(), int(label)))
@@ -50,10 +50,30 @@ def png_digits(data_dir: str, count: int) -> list[tuple[bytes, int]]:
 
 def train_checkpoint(data_dir: str, workdir: Path) -> Path:
     """A 1-epoch checkpoint of configs/mnist.yaml (about 0.95 test accuracy), trained in ``workdir``."""
-    subprocess.run([sys.executable, "-m", "mnist_lit", "fit", "--config", str(REPO / "configs" / "mnist.yaml"),
-                    "--data.data_dir", data_dir, "--data.download", "false", "--trainer.max_epochs", "1",
-                    "--test_after_fit", "false", "--trainer.enable_progress_bar", "false"],
-                   cwd=workdir, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_lit",
+            "fit",
+            "--config",
+            str(REPO / "configs" / "mnist.yaml"),
+            "--data.data_dir",
+            data_dir,
+            "--data.download",
+            "false",
+            "--trainer.max_epochs",
+            "1",
+            "--test_after_fit",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+        ],
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     return workdir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
 
 
@@ -63,9 +83,25 @@ def start_server(ckpt: Path, workdir: Path, server_args: list[str]) -> tuple[sub
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log = open(workdir / "serve.log", "w")  # noqa: SIM115  (open while the server runs)
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_lit", "serve", "--ckpt_path", str(ckpt), "--host",
-                             "127.0.0.1", "--port", str(port), *server_args], cwd=workdir, stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnist_lit",
+            "serve",
+            "--ckpt_path",
+            str(ckpt),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *server_args,
+        ],
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -120,8 +156,8 @@ def peak_rss_mib(pid: int) -> float:
 def main() -> None:
     """Measure and print; see the module docstring."""
     argv = sys.argv[1:]
-    server_args = argv[argv.index("--") + 1:] if "--" in argv else ["--max_waiting", "32"]
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    server_args = argv[argv.index("--") + 1 :] if "--" in argv else ["--max_waiting", "32"]
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt-path", help="checkpoint to serve (default: train one, 1 epoch)")
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "mnist-10k"))
@@ -131,29 +167,41 @@ def main() -> None:
     args = parser.parse_args(argv)
     data_dir = str(Path(args.data_dir).resolve())
     digits = png_digits(data_dir, args.images)
-    print(f"{os.cpu_count()} CPUs, load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-          f"{len(digits)} test digits as PNG ({statistics.mean(len(b) for b, _ in digits):.0f} bytes on average); "
-          f"server flags: {' '.join(server_args) or '(defaults)'}", flush=True)
+    print(
+        f"{os.cpu_count()} CPUs, load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+        f"{len(digits)} test digits as PNG ({statistics.mean(len(b) for b, _ in digits):.0f} bytes on average); "
+        f"server flags: {' '.join(server_args) or '(defaults)'}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         ckpt = Path(args.ckpt_path) if args.ckpt_path else train_checkpoint(data_dir, work)
         proc, url = start_server(ckpt.resolve(), work, server_args)
         try:
             asyncio.run(load(url, digits[:20], 2, 2.0))  # warm-up: first requests pay lazy imports and allocations
-            print(f"{'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'200':>7} {'503':>6} {'other':>6} "
-                  f"{'right':>7}")
+            print(
+                f"{'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'200':>7} {'503':>6} {'other':>6} "
+                f"{'right':>7}"
+            )
             for clients in args.clients:
                 result = asyncio.run(load(url, digits, clients, args.seconds))
                 lat = sorted(result["latencies"])
                 ok = result["statuses"].get(200, 0)
                 other = sum(n for status, n in result["statuses"].items() if status not in (200, 503))
-                p50, p99 = (lat[len(lat) // 2] * 1e3, lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3) if lat \
+                p50, p99 = (
+                    (lat[len(lat) // 2] * 1e3, lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3)
+                    if lat
                     else (float("nan"), float("nan"))
-                print(f"{clients:>7} {ok / result['elapsed']:8.1f} {p50:8.1f} {p99:8.1f} {ok:7d} "
-                      f"{result['statuses'].get(503, 0):6d} {other:6d} {result['correct'] / max(ok, 1):7.3f}",
-                      flush=True)
-            print(f"server peak RSS (VmHWM): {peak_rss_mib(proc.pid):.0f} MiB; client CPU time "
-                  f"{resource.getrusage(resource.RUSAGE_SELF).ru_utime + resource.getrusage(resource.RUSAGE_SELF).ru_stime:.1f} s")
+                )
+                print(
+                    f"{clients:>7} {ok / result['elapsed']:8.1f} {p50:8.1f} {p99:8.1f} {ok:7d} "
+                    f"{result['statuses'].get(503, 0):6d} {other:6d} {result['correct'] / max(ok, 1):7.3f}",
+                    flush=True,
+                )
+            print(
+                f"server peak RSS (VmHWM): {peak_rss_mib(proc.pid):.0f} MiB; client CPU time "
+                f"{resource.getrusage(resource.RUSAGE_SELF).ru_utime + resource.getrusage(resource.RUSAGE_SELF).ru_stime:.1f} s"
+            )
         finally:
             proc.terminate()
             proc.wait(timeout=30)

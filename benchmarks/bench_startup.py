@@ -41,8 +41,9 @@ def wall_time(command: list[str], env: dict[str, str]) -> float:
 
 def import_costs(command: list[str], env: dict[str, str], top: int = 12) -> list[tuple[str, float]]:
     """The ``top`` top-level packages by cumulative import time (seconds) in one run of ``command``."""
-    proc = subprocess.run([command[0], "-X", "importtime", *command[1:]], cwd=REPO, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [command[0], "-X", "importtime", *command[1:]], cwd=REPO, env=env, capture_output=True, text=True
+    )
     costs: dict[str, float] = {}
     for line in proc.stderr.splitlines():
         if line.startswith("import time:") and "cumulative" not in line:
@@ -59,8 +60,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7, help="rounds of every command (default 7)")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average before: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average before: "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
     for _ in range(args.runs):
         for name, command in COMMANDS.items():

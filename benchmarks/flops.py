@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnist_lit.model import MNISTClassifier  # noqa: E402
+from mnist_lit.model import MNISTClassifier
 
 #: float32 FLOPs per cycle per core by vector instruction set: 2 FMA units x lanes x 2 (an FMA is a multiply
 #: and an add). AVX-512: 16 float32 lanes; AVX2: 8. (Intel's and AMD's optimisation manuals; a core with one
@@ -38,8 +38,11 @@ def flops_per_image(batch_size: int = 128) -> dict[str, float]:
     with FlopCounterMode(display=False) as backward_counter:
         loss.backward()
     forward, backward = forward_counter.get_total_flops(), backward_counter.get_total_flops()
-    return {"forward": forward / batch_size, "backward": backward / batch_size,
-            "total": (forward + backward) / batch_size}
+    return {
+        "forward": forward / batch_size,
+        "backward": backward / batch_size,
+        "total": (forward + backward) / batch_size,
+    }
 
 
 def cpu_clock_ghz() -> tuple[float, str]:
@@ -63,16 +66,26 @@ def peak_flops(cores: int | None = None) -> dict[str, object]:
     isa = "AVX512" if capability.startswith("AVX512") else capability if capability in FLOPS_PER_CYCLE else "DEFAULT"
     per_cycle = FLOPS_PER_CYCLE[isa]
     ghz, source = cpu_clock_ghz()
-    return {"peak": cores * ghz * 1e9 * per_cycle, "cores": cores, "ghz": ghz, "clock_source": source,
-            "per_cycle": per_cycle, "capability": capability,
-            "formula": f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle ({isa} FMA: 2 units x "
-                       f"{per_cycle // 4} float32 x 2) = {cores * ghz * per_cycle:.1f} GFLOP/s"}
+    return {
+        "peak": cores * ghz * 1e9 * per_cycle,
+        "cores": cores,
+        "ghz": ghz,
+        "clock_source": source,
+        "per_cycle": per_cycle,
+        "capability": capability,
+        "formula": f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle ({isa} FMA: 2 units x "
+        f"{per_cycle // 4} float32 x 2) = {cores * ghz * per_cycle:.1f} GFLOP/s",
+    }
 
 
 if __name__ == "__main__":
     counts = flops_per_image()
     peak = peak_flops()
-    print(f"FLOPs per training image: forward {counts['forward'] / 1e6:.2f} M + backward "
-          f"{counts['backward'] / 1e6:.2f} M = {counts['total'] / 1e6:.2f} M")
-    print(f"float32 peak ({os.cpu_count()} CPUs, torch {torch.get_num_threads()} threads, clock from "
-          f"{peak['clock_source']}): {peak['formula']}")
+    print(
+        f"FLOPs per training image: forward {counts['forward'] / 1e6:.2f} M + backward "
+        f"{counts['backward'] / 1e6:.2f} M = {counts['total'] / 1e6:.2f} M"
+    )
+    print(
+        f"float32 peak ({os.cpu_count()} CPUs, torch {torch.get_num_threads()} threads, clock from "
+        f"{peak['clock_source']}): {peak['formula']}"
+    )

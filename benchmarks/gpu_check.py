@@ -20,6 +20,7 @@ checkpoint, the second of two passes timed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -40,10 +41,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=5, help="Epochs per fit (default: 5, the recipe's).")
     parser.add_argument("--limit_train_batches", type=float, default=None, help="Passed to every fit (CPU test).")
     parser.add_argument("--limit_val_batches", type=float, default=None, help="Passed to every fit (CPU test).")
-    parser.add_argument("--limit_test_batches", type=float, default=None,
-                        help="Passed to every fit and to the prediction pass (CPU test).")
-    parser.add_argument("--ddp_devices", type=int, default=None,
-                        help="Processes of the DDP fit (default: the number of GPUs when 2 or more, else none).")
+    parser.add_argument(
+        "--limit_test_batches",
+        type=float,
+        default=None,
+        help="Passed to every fit and to the prediction pass (CPU test).",
+    )
+    parser.add_argument(
+        "--ddp_devices",
+        type=int,
+        default=None,
+        help="Processes of the DDP fit (default: the number of GPUs when 2 or more, else none).",
+    )
     parser.add_argument("--work_dir", default=None, help="Where the fits write lightning_logs (default: a temp dir).")
     return parser.parse_args(argv)
 
@@ -54,10 +63,16 @@ def device_summary() -> tuple[str, int, str]:
 
     if torch.cuda.is_available():
         count = torch.cuda.device_count()
-        return "gpu", count, (f"{torch.cuda.get_device_name(0)} x {count}, torch {torch.__version__}, "
-                              f"CUDA {torch.version.cuda}")
-    return "cpu", 0, f"CPU only ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), " \
-                     f"torch {torch.__version__}"
+        return (
+            "gpu",
+            count,
+            (f"{torch.cuda.get_device_name(0)} x {count}, torch {torch.__version__}, CUDA {torch.version.cuda}"),
+        )
+    return (
+        "cpu",
+        0,
+        f"CPU only ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), torch {torch.__version__}",
+    )
 
 
 def epoch_seconds(run_dir: Path) -> list[float]:
@@ -67,30 +82,53 @@ def epoch_seconds(run_dir: Path) -> list[float]:
     events = EventAccumulator(str(run_dir))
     events.Reload()
     stamps = [event.wall_time for event in events.Scalars("val_acc")]
-    return [b - a for a, b in zip(stamps, stamps[1:])]
+    return [b - a for a, b in itertools.pairwise(stamps)]
 
 
 def run_fit(args: argparse.Namespace, work: Path, name: str, accelerator: str, extra: list[str]) -> dict:
     """One ``fit`` in a new process into ``work/name``; returns wall seconds, epoch seconds, test_acc, best ckpt."""
-    flags = ["--config", str(REPO / "configs" / "mnist.yaml"), "--data.data_dir", args.data_dir,
-             "--data.download", "false", "--data.data_on_device", "true", "--trainer.accelerator", accelerator,
-             "--trainer.max_epochs", str(args.epochs), "--trainer.enable_progress_bar", "false",
-             "--trainer.logger.init_args.save_dir", str(work), "--trainer.logger.init_args.name", name, *extra]
+    flags = [
+        "--config",
+        str(REPO / "configs" / "mnist.yaml"),
+        "--data.data_dir",
+        args.data_dir,
+        "--data.download",
+        "false",
+        "--data.data_on_device",
+        "true",
+        "--trainer.accelerator",
+        accelerator,
+        "--trainer.max_epochs",
+        str(args.epochs),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(work),
+        "--trainer.logger.init_args.name",
+        name,
+        *extra,
+    ]
     for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         if getattr(args, key) is not None:
             flags += [f"--trainer.{key}", str(getattr(args, key))]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "TQDM_DISABLE": "1"}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mnist_lit", "fit", *flags], cwd=work, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnist_lit", "fit", *flags], cwd=work, env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"error: fit {name} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     line = next(line for line in proc.stdout.splitlines() if line.startswith("Test accuracy:"))
     run_dir = max((work / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     epochs = epoch_seconds(run_dir)
-    return {"wall_s": wall, "epoch_s": statistics.median(epochs) if epochs else None, "epochs_timed": len(epochs),
-            "test_acc": float(line.split()[2]), "best_ckpt": line.rsplit(", ", 1)[-1].rstrip(")")}
+    return {
+        "wall_s": wall,
+        "epoch_s": statistics.median(epochs) if epochs else None,
+        "epochs_timed": len(epochs),
+        "test_acc": float(line.split()[2]),
+        "best_ckpt": line.rsplit(", ", 1)[-1].rstrip(")"),
+    }
 
 
 def predict_throughput(args: argparse.Namespace, accelerator: str, ckpt: str) -> float:
@@ -109,9 +147,15 @@ def predict_throughput(args: argparse.Namespace, accelerator: str, ckpt: str) ->
 
     model = MNISTClassifier.load_from_checkpoint(ckpt, map_location="cpu")
     datamodule = MNISTDataModule(data_dir=args.data_dir, download=False, batch_size=1000, data_on_device=True)
-    trainer = Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
-                      enable_checkpointing=False, enable_model_summary=False,
-                      limit_predict_batches=args.limit_test_batches)
+    trainer = Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        limit_predict_batches=args.limit_test_batches,
+    )
     trainer.predict(model, datamodule=datamodule)  # warm-up: CUDA kernels, data on the device
     start = time.perf_counter()
     predictions = trainer.predict(model, datamodule=datamodule)
@@ -125,11 +169,17 @@ def table(summary: str, results: dict) -> str:
         if key in results:
             r = results[key]
             epoch = f"{r['epoch_s']:.2f} s" if r["epoch_s"] is not None else "n/a (1 epoch)"
-            rows.append((f"{results['epochs']}-epoch fit, {label}{r.get('label', '')}: process wall / epoch "
-                         f"(median of {r['epochs_timed']}) / test_acc",
-                         f"{r['wall_s']:.1f} s / {epoch} / {r['test_acc']:.4f}"))
+            rows.append(
+                (
+                    f"{results['epochs']}-epoch fit, {label}{r.get('label', '')}: process wall / epoch "
+                    f"(median of {r['epochs_timed']}) / test_acc",
+                    f"{r['wall_s']:.1f} s / {epoch} / {r['test_acc']:.4f}",
+                )
+            )
     if "predict_images_per_s" in results:
-        rows.append(("test-set prediction (`Trainer.predict`, batch 1000)", f"{results['predict_images_per_s']:,.0f} images/s"))
+        rows.append(
+            ("test-set prediction (`Trainer.predict`, batch 1000)", f"{results['predict_images_per_s']:,.0f} images/s")
+        )
     if "ddp_skipped" in results:
         rows.append(("DDP fit", results["ddp_skipped"]))
     return "\n".join(["| measure | value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows]])
@@ -146,15 +196,29 @@ def main(argv: list[str] | None = None) -> None:
         work = Path(tmp)
         results["fp32"] = run_fit(args, work, "fp32", accelerator, ["--trainer.devices", "1"])
         print(f"fp32: {results['fp32']}", flush=True)
-        results["bf16"] = run_fit(args, work, "bf16", accelerator, ["--trainer.devices", "1",
-                                                                     "--trainer.precision", "bf16-mixed"])
+        results["bf16"] = run_fit(
+            args, work, "bf16", accelerator, ["--trainer.devices", "1", "--trainer.precision", "bf16-mixed"]
+        )
         print(f"bf16-mixed: {results['bf16']}", flush=True)
         results["predict_images_per_s"] = predict_throughput(args, accelerator, results["fp32"]["best_ckpt"])
         if ddp >= 2:
             batch = 128 // ddp * ddp  # the global batch must split evenly over the processes
-            results["ddp"] = run_fit(args, work, "ddp", accelerator,
-                                     ["--config", str(REPO / "configs" / "ddp.yaml"), "--trainer.accelerator",
-                                      accelerator, "--trainer.devices", str(ddp), "--data.batch_size", str(batch)])
+            results["ddp"] = run_fit(
+                args,
+                work,
+                "ddp",
+                accelerator,
+                [
+                    "--config",
+                    str(REPO / "configs" / "ddp.yaml"),
+                    "--trainer.accelerator",
+                    accelerator,
+                    "--trainer.devices",
+                    str(ddp),
+                    "--data.batch_size",
+                    str(batch),
+                ],
+            )
             results["ddp"]["label"] = f" on {ddp} {'GPUs' if accelerator == 'gpu' else 'CPU processes'}, batch {batch}"
         else:
             results["ddp_skipped"] = f"skipped: needs 2 GPUs, found {gpus}"

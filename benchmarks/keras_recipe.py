@@ -18,20 +18,26 @@ import numpy as np
 
 
 def main(npz_path: str, epochs: int, threads: int) -> None:
-    import tensorflow as tf
     import keras
+    import tensorflow as tf
     from keras import layers
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(2),
-        layers.Conv2D(64, 3, activation="relu"), layers.MaxPooling2D(2),
-        layers.Dropout(0.25), layers.Flatten(),
-        layers.Dense(128, activation="relu"), layers.Dropout(0.5),
-        layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Dropout(0.25),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dropout(0.5),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
     start = time.perf_counter()
     data = np.load(npz_path)
@@ -54,9 +60,18 @@ def main(npz_path: str, epochs: int, threads: int) -> None:
     model.fit(x_train, y_train, validation_split=0.3, epochs=epochs, batch_size=128, callbacks=[Timer()])
     end = time.perf_counter()
     test_acc = float(model.evaluate(x_test, y_test, verbose=0)[1])
-    print(json.dumps({"epoch_seconds": epoch_times, "fit_seconds": end - start, "fit_only_seconds": end - fit_start,
-                      "test_acc": test_acc,
-                      "tensorflow": tf.__version__, "keras": keras.__version__}))
+    print(
+        json.dumps(
+            {
+                "epoch_seconds": epoch_times,
+                "fit_seconds": end - start,
+                "fit_only_seconds": end - fit_start,
+                "test_acc": test_acc,
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ GLIBC_DEFAULT_THRESHOLD_BYTES = 128 * 2**10
 def user_chose_allocator(environ: os._Environ | dict = os.environ) -> bool:
     """True when the environment already sets the allocator: a non-empty ``LD_PRELOAD`` (jemalloc,
     TCMalloc), ``GLIBC_TUNABLES`` or a ``MALLOC_*`` variable; :func:`keep_freed_memory` then leaves it alone."""
-    return any((name in ("LD_PRELOAD", "GLIBC_TUNABLES") or name.startswith("MALLOC_")) and value.strip()
-               for name, value in environ.items())
+    return any(
+        (name in ("LD_PRELOAD", "GLIBC_TUNABLES") or name.startswith("MALLOC_")) and value.strip()
+        for name, value in environ.items()
+    )
 
 
 def keep_freed_memory() -> bool:
@@ -56,8 +58,10 @@ def keep_freed_memory() -> bool:
         if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
             return False
         libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-                    and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+        return bool(
+            libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+            and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+        )
     except (ValueError, OSError, AttributeError):  # no confstr name, no libc handle, no mallopt
         return False
 
@@ -77,7 +81,9 @@ def return_freed_memory() -> bool:
         if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
             return False
         libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT_THRESHOLD_BYTES)
-                    and libc.mallopt(M_TRIM_THRESHOLD, GLIBC_DEFAULT_THRESHOLD_BYTES))
+        return bool(
+            libc.mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT_THRESHOLD_BYTES)
+            and libc.mallopt(M_TRIM_THRESHOLD, GLIBC_DEFAULT_THRESHOLD_BYTES)
+        )
     except (ValueError, OSError, AttributeError):
         return False

@@ -47,34 +47,55 @@ class TrainAugmentation(Callback):
             a batch whose images are not uint8 (B, 1, H, W).
     """
 
-    def __init__(self, degrees: float = 0.0, translate: float = 0.0, scale: float = 0.0, shear: float = 0.0,
-                 elastic_alpha: float = 0.0, elastic_sigma: float = 4.0, images_per_draw: int = 8) -> None:
+    def __init__(
+        self,
+        degrees: float = 0.0,
+        translate: float = 0.0,
+        scale: float = 0.0,
+        shear: float = 0.0,
+        elastic_alpha: float = 0.0,
+        elastic_sigma: float = 4.0,
+        images_per_draw: int = 8,
+    ) -> None:
         for name, value, ok, allowed in (
-                ("degrees", degrees, 0 <= degrees < 90, "in [0, 90)"),
-                ("translate", translate, 0 <= translate < 1, "in [0, 1)"),
-                ("scale", scale, 0 <= scale < 1, "in [0, 1)"), ("shear", shear, 0 <= shear < 90, "in [0, 90)"),
-                ("elastic_alpha", elastic_alpha, elastic_alpha >= 0, ">= 0"),
-                ("elastic_sigma", elastic_sigma, elastic_sigma > 0, "> 0"),
-                ("images_per_draw", images_per_draw, images_per_draw >= 1, ">= 1")):
+            ("degrees", degrees, 0 <= degrees < 90, "in [0, 90)"),
+            ("translate", translate, 0 <= translate < 1, "in [0, 1)"),
+            ("scale", scale, 0 <= scale < 1, "in [0, 1)"),
+            ("shear", shear, 0 <= shear < 90, "in [0, 90)"),
+            ("elastic_alpha", elastic_alpha, elastic_alpha >= 0, ">= 0"),
+            ("elastic_sigma", elastic_sigma, elastic_sigma > 0, "> 0"),
+            ("images_per_draw", images_per_draw, images_per_draw >= 1, ">= 1"),
+        ):
             if not ok:
                 raise HyperparameterError(f"augment.{name} must be {allowed}, got {value}")
         self.images_per_draw = int(images_per_draw)
         steps: list[v2.Transform] = []
         if degrees or translate or scale or shear:
-            steps.append(v2.RandomAffine(degrees=degrees, translate=(translate, translate) if translate else None,
-                                         scale=(1 - scale, 1 + scale) if scale else None, shear=shear or None,
-                                         interpolation=v2.InterpolationMode.BILINEAR, fill=0))
+            steps.append(
+                v2.RandomAffine(
+                    degrees=degrees,
+                    translate=(translate, translate) if translate else None,
+                    scale=(1 - scale, 1 + scale) if scale else None,
+                    shear=shear or None,
+                    interpolation=v2.InterpolationMode.BILINEAR,
+                    fill=0,
+                )
+            )
         if elastic_alpha:
-            steps.append(v2.ElasticTransform(alpha=elastic_alpha, sigma=elastic_sigma,
-                                             interpolation=v2.InterpolationMode.BILINEAR, fill=0))
+            steps.append(
+                v2.ElasticTransform(
+                    alpha=elastic_alpha, sigma=elastic_sigma, interpolation=v2.InterpolationMode.BILINEAR, fill=0
+                )
+            )
         #: The torchvision transform applied to each group, or ``None`` (augmentation off).
         self.transform: v2.Transform | None = v2.Compose(steps) if steps else None
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         """A distorted copy of uint8 ``images`` (B, 1, H, W): each group of ``images_per_draw`` its own draw."""
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 1:
-            raise HyperparameterError(f"augment: expected training images uint8 (B, 1, H, W), got {images.dtype} "
-                                      f"{tuple(images.shape)}")
+            raise HyperparameterError(
+                f"augment: expected training images uint8 (B, 1, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
         if self.transform is None:
             return images.clone()
         with torch.no_grad():

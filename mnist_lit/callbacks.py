@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -57,8 +58,9 @@ class PredictionWriter(BasePredictionWriter):
         self._rows = []
         self.failed_files = 0
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
-                           dataloader_idx=0) -> None:
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         probs = prediction["probs"].float().cpu()
         preds = prediction["preds"].cpu()
         indices = batch_indices if batch_indices is not None else range(len(preds))
@@ -66,7 +68,7 @@ class PredictionWriter(BasePredictionWriter):
             self._rows += picture_rows(indices, batch, probs)
             return
         labels = batch[1].cpu() if len(batch) > 1 and torch.is_tensor(batch[1]) else [None] * len(preds)
-        for index, label, pred, row in zip(indices, labels, preds.tolist(), probs.tolist()):
+        for index, label, pred, row in zip(indices, labels, preds.tolist(), probs.tolist(), strict=False):
             self._rows.append([int(index), None if label is None else int(label), pred, row[pred], *row])
 
     def _gathered_rows(self, trainer) -> list[list]:
@@ -101,13 +103,14 @@ class PredictionWriter(BasePredictionWriter):
         writer = csv.writer(table)
         writer.writerow(["index", "label", "pred", "prob", *(f"prob_{d}" for d in range(10))])
         for index, label, pred, prob, *probs in rows:
-            writer.writerow([index, "" if label is None else label, pred, f"{prob:.6f}",
-                             *(f"{p:.6f}" for p in probs)])
+            writer.writerow([index, "" if label is None else label, pred, f"{prob:.6f}", *(f"{p:.6f}" for p in probs)])
         write_text(path, table.getvalue())
         first = rows[0]
         print(f"Wrote {len(rows)} predictions to {path}")
-        print(f"Sample {first[0]} probabilities: [{', '.join(f'{p:.4f}' for p in first[4:])}]"
-              f" -> predicted digit {first[2]}" + ("" if first[1] is None else f" (label {first[1]})"))
+        print(
+            f"Sample {first[0]} probabilities: [{', '.join(f'{p:.4f}' for p in first[4:])}]"
+            f" -> predicted digit {first[2]}" + ("" if first[1] is None else f" (label {first[1]})")
+        )
         sys.stdout.flush()
 
 
@@ -116,7 +119,7 @@ class PredictionWriter(BasePredictionWriter):
 # logits that validation_step/test_step already computed, in eval mode; none draws random numbers.
 
 
-def tensorboard_writer(trainer) -> "torch.utils.tensorboard.SummaryWriter | None":
+def tensorboard_writer(trainer) -> torch.utils.tensorboard.SummaryWriter | None:
     """The ``SummaryWriter`` of the trainer's first ``TensorBoardLogger``; None on ranks other than 0 or without one."""
     if not trainer.is_global_zero:
         return None
@@ -139,8 +142,10 @@ def run_dir(trainer) -> Path:
 
 def _logits(outputs, owner: str) -> torch.Tensor:
     if not torch.is_tensor(outputs) or outputs.ndim != 2:
-        raise TypeError(f"{owner} needs validation_step/test_step to return the logits (B, num_classes), "
-                        f"got {type(outputs).__name__}; return them or remove {owner} from the config")
+        raise TypeError(
+            f"{owner} needs validation_step/test_step to return the logits (B, num_classes), "
+            f"got {type(outputs).__name__}; return them or remove {owner} from the config"
+        )
     return outputs
 
 
@@ -163,8 +168,10 @@ class TrainValLayout(Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         writer = tensorboard_writer(trainer)
         if writer is not None:
-            charts = {name: ["Multiline", [f"^{stage}_{name}$" for stage in ("train", "val", "test")]]
-                      for name in self.metrics}
+            charts = {
+                name: ["Multiline", [f"^{stage}_{name}$" for stage in ("train", "val", "test")]]
+                for name in self.metrics
+            }
             writer.add_custom_scalars({self.category: charts})
 
 
@@ -286,9 +293,13 @@ class ValPredictionGrid(Callback):
         if self._sample is None or writer is None:
             return
         images, labels, preds = self._sample
-        pairs = list(zip(preds.tolist(), labels.tolist()))
-        pixels = plots.digit_grid(images, [f"pred {p} / true {t}" for p, t in pairs],
-                                  [plots.RIGHT if p == t else plots.WRONG for p, t in pairs], self.ncols)
+        pairs = list(zip(preds.tolist(), labels.tolist(), strict=False))
+        pixels = plots.digit_grid(
+            images,
+            [f"pred {p} / true {t}" for p, t in pairs],
+            [plots.RIGHT if p == t else plots.WRONG for p, t in pairs],
+            self.ncols,
+        )
         writer.add_image("val_predictions", pixels, trainer.global_step, dataformats="HWC")
 
 
@@ -330,8 +341,11 @@ class ConfusionMatrixLogger(Callback):
         matrix = self._matrices.pop(stage).compute().cpu()  # a collective under DDP: every rank calls it
         if not trainer.is_global_zero:
             return
-        title = (f"validation, epoch {trainer.current_epoch + 1}" if stage == "val"
-                 else f"test, {Path(trainer.ckpt_path).name if trainer.ckpt_path else 'current weights'}")
+        title = (
+            f"validation, epoch {trainer.current_epoch + 1}"
+            if stage == "val"
+            else f"test, {Path(trainer.ckpt_path).name if trainer.ckpt_path else 'current weights'}"
+        )
         figure = plots.confusion_matrix_figure(matrix, f"confusion matrix: {title}", self._figures.get(stage))
         self._figures[stage] = figure
         pixels = plots.figure_to_array(figure)
@@ -390,7 +404,7 @@ class ConfidentErrors(Callback):
         parts = [part for part in parts if part]
         if not parts:
             return []
-        merged = [torch.cat(column) for column in zip(*parts)]
+        merged = [torch.cat(column) for column in zip(*parts, strict=False)]
         order = merged[0].argsort(descending=True, stable=True)[: self.num_images]
         return [column[order] for column in merged]
 
@@ -417,7 +431,10 @@ class ConfidentErrors(Callback):
         if not trainer.is_global_zero or not top:
             return
         probs, images, labels, preds = top
-        captions = [f"{p} ({prob:.0%}) / true {t}" for prob, p, t in zip(probs.tolist(), preds.tolist(), labels.tolist())]
+        captions = [
+            f"{p} ({prob:.0%}) / true {t}"
+            for prob, p, t in zip(probs.tolist(), preds.tolist(), labels.tolist(), strict=False)
+        ]
         pixels = plots.digit_grid(images, captions, [plots.WRONG] * len(captions), self.ncols)
         writer = tensorboard_writer(trainer)
         if writer is not None:
@@ -455,8 +472,11 @@ class MetricsHistory(Callback):
 
     @staticmethod
     def _metrics(trainer, prefix: str) -> dict[str, float | None]:
-        values = {name: float(value) for name, value in trainer.callback_metrics.items()
-                  if name.startswith(prefix) and not name.endswith("_step") and value.numel() == 1}
+        values = {
+            name: float(value)
+            for name, value in trainer.callback_metrics.items()
+            if name.startswith(prefix) and not name.endswith("_step") and value.numel() == 1
+        }
         return {name: value if math.isfinite(value) else None for name, value in sorted(values.items())}
 
     def _write(self, trainer, curves: bool) -> None:
@@ -475,10 +495,8 @@ class MetricsHistory(Callback):
         path = run_dir(trainer) / self.filename
         self._record = {"epochs": []}
         if trainer.ckpt_path and path.is_file():
-            try:
+            with contextlib.suppress(OSError, ValueError):  # unreadable: the resumed run records from here on
                 self._record = {"epochs": [], **json.loads(path.read_text())}
-            except (OSError, ValueError):
-                pass  # unreadable: the resumed run records from here on
         self._trained = False
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -494,8 +512,13 @@ class MetricsHistory(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # every rank reads the metrics (computing them can synchronise across ranks); rank 0 writes
-        entry = {"epoch": trainer.current_epoch, "step": trainer.global_step, "lr": self._lr,
-                 **self._metrics(trainer, "train_"), **self._metrics(trainer, "val_")}
+        entry = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "lr": self._lr,
+            **self._metrics(trainer, "train_"),
+            **self._metrics(trainer, "val_"),
+        }
         if trainer.is_global_zero:
             self._record["epochs"].append(entry)
             self._write(trainer, curves=False)
@@ -524,8 +547,16 @@ class MetricsHistory(Callback):
 #: one digit (empty for a number: see ``digits``); ``digits``: the number read left to right; ``digit_confidences``:
 #: each digit's probability, space-separated; ``boxes``: each digit's ``x0 y0 x1 y1`` in the picture's pixels,
 #: ``;``-separated; ``error``: why a file gave no answer (unreadable, "no digit found", "not a digit: ...").
-PICTURE_COLUMNS = ["file", "pred", "confidence", "digits", "digit_confidences", "boxes",
-                   *(f"prob_{d}" for d in range(10)), "error"]
+PICTURE_COLUMNS = [
+    "file",
+    "pred",
+    "confidence",
+    "digits",
+    "digit_confidences",
+    "boxes",
+    *(f"prob_{d}" for d in range(10)),
+    "error",
+]
 
 
 def picture_rows(indices, batch, probs: torch.Tensor) -> list[list]:
@@ -536,15 +567,25 @@ def picture_rows(indices, batch, probs: torch.Tensor) -> list[list]:
 
     _, files, errors, counts, quads = batch
     rows, start = [], 0
-    for index, file, error, count, quad in zip(indices, files, errors, counts, quads):
-        part, start = probs[start:start + count], start + count
+    for index, file, error, count, quad in zip(indices, files, errors, counts, quads, strict=False):
+        part, start = probs[start : start + count], start + count
         picture = PictureDigits(file, torch.zeros(count, 1, 28, 28, dtype=torch.uint8), quad, (0, 0), error)
         reading = read_digits(picture, part)
         one = len(reading.digits) == 1
         boxes = ";".join(" ".join(f"{v:.0f}" for v in (*q.min(0), *q.max(0))) for q in quad) if reading.digits else ""
-        rows.append([int(index), file, reading.pred, reading.confidence, reading.digits,
-                     " ".join(f"{c:.6f}" for c in reading.confidences), boxes,
-                     part[0].tolist() if one else None, reading.error])
+        rows.append(
+            [
+                int(index),
+                file,
+                reading.pred,
+                reading.confidence,
+                reading.digits,
+                " ".join(f"{c:.6f}" for c in reading.confidences),
+                boxes,
+                part[0].tolist() if one else None,
+                reading.error,
+            ]
+        )
     return rows
 
 
@@ -564,21 +605,35 @@ def write_picture_predictions(rows: Sequence[Sequence], path: str | Path, sheet:
     writer = csv.writer(table)
     writer.writerow(PICTURE_COLUMNS)
     for file, pred, confidence, digits, digit_confidences, boxes, probs, error in rows:
-        writer.writerow([file, "" if pred is None else pred, "" if confidence is None else f"{confidence:.6f}",
-                         digits, digit_confidences, boxes,
-                         *([""] * 10 if probs is None else [f"{p:.6f}" for p in probs]), error])
+        writer.writerow(
+            [
+                file,
+                "" if pred is None else pred,
+                "" if confidence is None else f"{confidence:.6f}",
+                digits,
+                digit_confidences,
+                boxes,
+                *([""] * 10 if probs is None else [f"{p:.6f}" for p in probs]),
+                error,
+            ]
+        )
     write_text(path, table.getvalue())
     width = max(len("file"), *(len(row[0]) for row in rows))
     print(f"{'file':<{width}}  digits      confidence")
     for file, _, confidence, digits, *_, error in rows:
         reason = error.split(": ", 1)[-1] if error.startswith(f"{file}: ") else error
-        print(f"{file:<{width}}  " + (f"{'-':<10}           -  error: {reason}" if error else
-                                      f"{digits:<10}  {confidence:>10.4f}"))
+        print(
+            f"{file:<{width}}  "
+            + (f"{'-':<10}           -  error: {reason}" if error else f"{digits:<10}  {confidence:>10.4f}")
+        )
     failed = [row[-1] for row in rows if row[-1]]
     for error in failed:
         print(f"error: {error}", file=sys.stderr)
-    print(f"Predicted {len(rows) - len(failed)} of {len(rows)} pictures"
-          + (f" ({len(failed)} failed or hold no digit, see the error lines)" if failed else "") + f"; wrote {path}")
+    print(
+        f"Predicted {len(rows) - len(failed)} of {len(rows)} pictures"
+        + (f" ({len(failed)} failed or hold no digit, see the error lines)" if failed else "")
+        + f"; wrote {path}"
+    )
     if sheet is not None:
         from mnist_lit.sheet import SHEET_MAX_IMAGES, render_sheet
 

@@ -28,9 +28,9 @@ import logging
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -135,24 +135,30 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", weights_only: b
     path = Path(path)
     if path.is_dir():
         example = path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else "RUN/checkpoints/last.ckpt"
-        raise CheckpointError(f"{path}: is a folder, not a checkpoint file; give a .ckpt file, e.g. {example}, "
-                              "or --ckpt_path best / last")
+        raise CheckpointError(
+            f"{path}: is a folder, not a checkpoint file; give a .ckpt file, e.g. {example}, or --ckpt_path best / last"
+        )
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; give an existing --ckpt_path (or best / last)")
     kind = identify_file(path)
     if kind is not None:
-        raise CheckpointError(f"{path}: {kind}, not a checkpoint; give the .ckpt file written by fit, e.g. "
-                              "lightning_logs/version_N/checkpoints/last.ckpt")
+        raise CheckpointError(
+            f"{path}: {kind}, not a checkpoint; give the .ckpt file written by fit, e.g. "
+            "lightning_logs/version_N/checkpoints/last.ckpt"
+        )
     checkpoint = _torch_load(path, map_location, weights_only)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict'); give a .ckpt file "
-                              "written by mnist_lit fit")
+        raise CheckpointError(
+            f"{path}: not a Lightning checkpoint (no 'state_dict'); give a .ckpt file written by mnist_lit fit"
+        )
     saved = checkpoint.get(CHECKSUM_KEY)
     if saved is None:
         log.info(f"Notice: {path} has no content checksum (saved before mnist_lit checked them); not verified")
     elif saved != content_sha256(checkpoint):
-        raise CheckpointError(f"{path}: damaged: checksum mismatch (its content no longer has the SHA-256 saved in "
-                              "it); use another checkpoint, e.g. last.ckpt or the best one")
+        raise CheckpointError(
+            f"{path}: damaged: checksum mismatch (its content no longer has the SHA-256 saved in "
+            "it); use another checkpoint, e.g. last.ckpt or the best one"
+        )
     return checkpoint
 
 
@@ -163,17 +169,22 @@ def _torch_load(path: Path, map_location: Any, weights_only: bool) -> Any:
     except pickle.UnpicklingError as err:
         found = re.search(r"(?:unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(err), re.IGNORECASE)
         if found:
-            raise CheckpointError(f"{path}: refused, the checkpoint holds a pickled {found.group(1)}, which "
-                                  "weights_only=True loading does not run; use a checkpoint saved by mnist_lit "
-                                  "(tensors and plain values only)") from None
-        raise CheckpointError(f"{path}: damaged: its pickled data cannot be read; use another checkpoint "
-                              "(e.g. last.ckpt or the best one)") from None
+            raise CheckpointError(
+                f"{path}: refused, the checkpoint holds a pickled {found.group(1)}, which "
+                "weights_only=True loading does not run; use a checkpoint saved by mnist_lit "
+                "(tensors and plain values only)"
+            ) from None
+        raise CheckpointError(
+            f"{path}: damaged: its pickled data cannot be read; use another checkpoint (e.g. last.ckpt or the best one)"
+        ) from None
     except Exception as err:  # any other file: torch.load fails in many ways (KeyError, RuntimeError, ...)
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
         if "weights_only" in first_line or not first_line or not isinstance(err, (RuntimeError, OSError, ValueError)):
             first_line = type(err).__name__
-        raise CheckpointError(f"{path}: damaged or truncated, not a readable PyTorch checkpoint ({first_line}); "
-                              "use another checkpoint (e.g. last.ckpt or the best one)") from None
+        raise CheckpointError(
+            f"{path}: damaged or truncated, not a readable PyTorch checkpoint ({first_line}); "
+            "use another checkpoint (e.g. last.ckpt or the best one)"
+        ) from None
 
 
 def check_compatible(checkpoint: dict[str, Any], module: nn.Module, path: str | Path) -> None:
@@ -187,8 +198,11 @@ def check_compatible(checkpoint: dict[str, Any], module: nn.Module, path: str | 
             names the first one with both shapes and counts the rest.
     """
     saved, own = checkpoint["state_dict"], module.state_dict()
-    wrong = [(k, list(saved[k].shape), list(v.shape)) for k, v in own.items()
-             if k in saved and torch.is_tensor(saved[k]) and saved[k].shape != v.shape]
+    wrong = [
+        (k, list(saved[k].shape), list(v.shape))
+        for k, v in own.items()
+        if k in saved and torch.is_tensor(saved[k]) and saved[k].shape != v.shape
+    ]
     missing = [k for k in own if k not in saved]
     unexpected = [k for k in saved if k not in own]
     if not (wrong or missing or unexpected):
@@ -202,8 +216,10 @@ def check_compatible(checkpoint: dict[str, Any], module: nn.Module, path: str | 
     else:
         first = f"the checkpoint has {unexpected[0]}, which this {name} lacks"
     counts = f"{len(wrong)} tensors of another shape, {len(missing)} missing, {len(unexpected)} unexpected"
-    raise CheckpointError(f"{path}: checkpoint of another architecture ({first}; {counts}); use a checkpoint "
-                          f"trained with this model and its configuration")
+    raise CheckpointError(
+        f"{path}: checkpoint of another architecture ({first}; {counts}); use a checkpoint "
+        f"trained with this model and its configuration"
+    )
 
 
 def check_hparams(checkpoint: dict[str, Any], model_class: type, path: str | Path) -> None:
@@ -215,8 +231,10 @@ def check_hparams(checkpoint: dict[str, Any], model_class: type, path: str | Pat
         return
     unknown = [k for k in checkpoint.get("hyper_parameters") or {} if not k.startswith("_") and k not in params]
     if unknown:
-        raise CheckpointError(f"{path}: checkpoint of another model: its hyperparameters {', '.join(unknown)} are not "
-                              f"arguments of {model_class.__name__}; use a checkpoint trained with this model")
+        raise CheckpointError(
+            f"{path}: checkpoint of another model: its hyperparameters {', '.join(unknown)} are not "
+            f"arguments of {model_class.__name__}; use a checkpoint trained with this model"
+        )
 
 
 def model_hparams(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -269,8 +287,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
         with atomic_write(path) as handle:
             torch.save(checkpoint, handle)
 
-    def load_checkpoint(self, path, map_location: Callable | Any = lambda storage, loc: storage,
-                        weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path, map_location: Callable | Any = lambda storage, loc: storage, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         """:func:`load_checkpoint`; ``weights_only=None`` (Lightning's default) means ``True``."""
         if "://" in str(path):
             return super().load_checkpoint(path, map_location, True if weights_only is None else weights_only)

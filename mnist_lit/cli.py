@@ -8,7 +8,6 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
 import torch
 import yaml
@@ -109,16 +108,20 @@ class MNISTLightningCLI(LightningCLI):
         """A run whose logger writes into a fixed folder (a ``cv`` fold: ``cv_N/fold_k``) is evaluated in a new
         ``lightning_logs/version_N`` instead, never into the fold's own folder, unless ``--trainer.logger`` is given."""
         init = getattr(config.trainer.get("logger"), "init_args", None)
-        if init is not None and isinstance(init.get("version"), str) and \
-                not any(arg.startswith("--trainer.logger") for arg in argv):
+        if (
+            init is not None
+            and isinstance(init.get("version"), str)
+            and not any(arg.startswith("--trainer.logger") for arg in argv)
+        ):
             init.save_dir, init.name, init.version = ".", "lightning_logs", None
 
     def _settle_fit(self, config, argv: list[str]) -> None:
         """``model.dataset`` follows ``data.dataset``; a resume must be the same run; fine-tuning is a new run."""
         self._settle_dataset(config, argv)
         if config.get("finetune_from") and config.ckpt_path:
-            raise CheckpointError("--ckpt_path resumes a run, --finetune_from starts a new one from trained weights: "
-                                  "give one of them")
+            raise CheckpointError(
+                "--ckpt_path resumes a run, --finetune_from starts a new one from trained weights: give one of them"
+            )
         root = logger_root(config.trainer)
         command = yaml.safe_load(self._parser("fit").dump(config, skip_none=False))
         if config.ckpt_path == "last":
@@ -135,8 +138,9 @@ class MNISTLightningCLI(LightningCLI):
             check_same_data(config.ckpt_path, self.checkpoint, config.data)  # data_dir may move, not change
             self.run_version = run_settings.resumed_version(config.ckpt_path, root)
             if self.run_version is not None:  # the first run's config.yaml stays as it is
-                self.save_config_kwargs.update(config_filename=f"config_resume_step{self.checkpoint['global_step']}.yaml",
-                                               overwrite=True)
+                self.save_config_kwargs.update(
+                    config_filename=f"config_resume_step{self.checkpoint['global_step']}.yaml", overwrite=True
+                )
         if config.get("finetune_from"):
             self.finetune_checkpoint = load_checkpoint(config.finetune_from)
             notice = run_settings.check_finetune(config.finetune_from, self.finetune_checkpoint, config.model, argv)
@@ -158,8 +162,9 @@ class MNISTLightningCLI(LightningCLI):
         if self.checkpoint is None:
             return
         subcommand = self.config.subcommand
-        hparams = run_settings.check_model_flags(self.config[subcommand].ckpt_path, self.checkpoint,
-                                                 self.config[subcommand].model, self._argv)
+        hparams = run_settings.check_model_flags(
+            self.config[subcommand].ckpt_path, self.checkpoint, self.config[subcommand].model, self._argv
+        )
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def instantiate_trainer(self, **kwargs):
@@ -188,8 +193,10 @@ class MNISTLightningCLI(LightningCLI):
             callbacks = [c for c in callbacks if not isinstance(c, NEED_A_LOGGER)]
             self.save_config_callback = None  # no run folder to keep config.yaml in
             if dropped:
-                print(f"logger false: no run folder, so without {', '.join(sorted({type(c).__name__ for c in dropped}))}",
-                      file=sys.stderr)
+                print(
+                    f"logger false: no run folder, so without {', '.join(sorted({type(c).__name__ for c in dropped}))}",
+                    file=sys.stderr,
+                )
         kwargs["callbacks"] = callbacks
         trainer = super().instantiate_trainer(**kwargs)
         # Several processes: launcher/world size mismatch or busy MASTER_PORT, before any starts. The extra
@@ -211,15 +218,20 @@ class MNISTLightningCLI(LightningCLI):
         if self.checkpoint is not None:
             ckpt_path = self.config[self.subcommand].ckpt_path
             check_compatible(self.checkpoint, self.model, ckpt_path)
-            print(f"Checkpoint {ckpt_path}: epoch {self.checkpoint['epoch']}, global step "
-                  f"{self.checkpoint['global_step']}", file=sys.stderr)
+            print(
+                f"Checkpoint {ckpt_path}: epoch {self.checkpoint['epoch']}, global step "
+                f"{self.checkpoint['global_step']}",
+                file=sys.stderr,
+            )
         finetune = getattr(self, "finetune_checkpoint", None)
         if finetune is not None:
             path = self.config[self.subcommand].finetune_from
             check_compatible(finetune, self.model, path)
             self.model.load_state_dict(finetune["state_dict"])
-            print(f"Fine-tuning: a new run starting from the weights of {path} (new optimizer state, epoch 0)",
-                  file=sys.stderr)
+            print(
+                f"Fine-tuning: a new run starting from the weights of {path} (new optimizer state, epoch 0)",
+                file=sys.stderr,
+            )
         logger = self.trainer.logger
         if logger is None or self.subcommand != "fit":
             return
@@ -229,8 +241,11 @@ class MNISTLightningCLI(LightningCLI):
         elif self.checkpoint is not None and self.run_version is not None:
             step, saved_at = self.checkpoint["global_step"], Path(self.config.fit.ckpt_path).stat().st_mtime
             removed = resume.trim_event_files(logger.log_dir, step, saved_at)
-            print(f"Resuming in {logger.log_dir}; removed {removed} events logged after that checkpoint "
-                  "(the resumed run logs those steps again)", file=sys.stderr)
+            print(
+                f"Resuming in {logger.log_dir}; removed {removed} events logged after that checkpoint "
+                "(the resumed run logs those steps again)",
+                file=sys.stderr,
+            )
 
     def _set_run_folder(self) -> None:
         """Log into ``version_N``: the resumed or reused run's, else a new one claimed atomically (rank 0),
@@ -244,11 +259,19 @@ class MNISTLightningCLI(LightningCLI):
             logger._version = self.run_version
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--test_after_fit", type=bool, default=True,
-                            help="After fit, evaluate the best checkpoint on the test set and print test_acc.")
-        parser.add_argument("--finetune_from", type=Optional[str], default=None,
-                            help="fit only: start a NEW run from this checkpoint's weights, with this command's "
-                                 "hyperparameters and a fresh optimizer (--ckpt_path resumes the same run instead).")
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="After fit, evaluate the best checkpoint on the test set and print test_acc.",
+        )
+        parser.add_argument(
+            "--finetune_from",
+            type=str | None,
+            default=None,
+            help="fit only: start a NEW run from this checkpoint's weights, with this command's "
+            "hyperparameters and a fresh optimizer (--ckpt_path resumes the same run instead).",
+        )
         # Training-batch augmentation (mnist_lit.augment): always a trainer callback, off unless `augment:` sets it.
         parser.add_lightning_class_args(TrainAugmentation, "augment")
 
@@ -274,8 +297,16 @@ class MNISTLightningCLI(LightningCLI):
 
 
 #: Callbacks that write into a run folder or need a logger; dropped with ``--trainer.logger false``.
-NEED_A_LOGGER = (LearningRateMonitor, TrainValLayout, HParamsLogger, GraphLogger, ValPredictionGrid,
-                 ConfusionMatrixLogger, ConfidentErrors, MetricsHistory)
+NEED_A_LOGGER = (
+    LearningRateMonitor,
+    TrainValLayout,
+    HParamsLogger,
+    GraphLogger,
+    ValPredictionGrid,
+    ConfusionMatrixLogger,
+    ConfidentErrors,
+    MetricsHistory,
+)
 
 
 def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequence = ()) -> MNISTLightningCLI:
@@ -297,7 +328,8 @@ def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequen
             parser_class=ArgumentParser,
             # The program as users type it (jsonargparse would name it after sys.argv[0], "__main__.py").
             parser_kwargs={"prog": PROG, "epilog": f"More commands: {', '.join(EXTRA_COMMANDS)} ({PROG} NAME --help)."}
-            if run else {"prog": PROG},
+            if run
+            else {"prog": PROG},
         )
 
 
@@ -309,7 +341,9 @@ def main(args: list[str] | None = None) -> None:
         package_log.addHandler(logging.StreamHandler())
         package_log.setLevel(logging.INFO)
     # Lightning 2.6 builds torch's deprecated LeafSpec: a FutureWarning on every run that users cannot act on.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
     commands = [*MNISTLightningCLI.subcommands(), *EXTRA_COMMANDS]
     argv = prepare_argv(sys.argv[1:] if args is None else args, commands, PROG)  # no command, --config first
     if args is None:
@@ -319,8 +353,11 @@ def main(args: list[str] | None = None) -> None:
     hide_unactionable_messages(argv)
     use_tensorboard_stub(argv)  # no TensorFlow import (seconds) when it is installed: mnist_lit.tensorboard_writer
     if "--data.pixel_scale" in argv or any(arg.startswith("--data.pixel_scale=") for arg in argv):
-        print("error: --data.pixel_scale moved into the model, which scales its own uint8 input and saves the "
-              "setting in its checkpoints: use --model.pixel_scale", file=sys.stderr)
+        print(
+            "error: --data.pixel_scale moved into the model, which scales its own uint8 input and saves the "
+            "setting in its checkpoints: use --model.pixel_scale",
+            file=sys.stderr,
+        )
         sys.exit(2)
     if argv and argv[0] in ("validate", "test", "predict"):
         # These runs log into a new version folder, so Lightning warns that the checkpoint callbacks' state in
@@ -328,9 +365,14 @@ def main(args: list[str] | None = None) -> None:
         warnings.filterwarnings("ignore", message="The dirpath has changed from")
     from mnist_lit.tuning import TuneError
 
-    if argv and not argv[0].startswith("-") and argv[0] not in commands:  # jsonargparse would list only Lightning's four
-        print(f"usage: {PROG} COMMAND ...\nerror: unknown command {argv[0]!r}: choose from {', '.join(commands)} "
-              f"({PROG} COMMAND --help)", file=sys.stderr)
+    if (
+        argv and not argv[0].startswith("-") and argv[0] not in commands
+    ):  # jsonargparse would list only Lightning's four
+        print(
+            f"usage: {PROG} COMMAND ...\nerror: unknown command {argv[0]!r}: choose from {', '.join(commands)} "
+            f"({PROG} COMMAND --help)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     try:
         if argv and argv[0] in EXTRA_COMMANDS:

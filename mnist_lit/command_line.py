@@ -96,7 +96,7 @@ def config_after_command(argv: Sequence[str], commands: Sequence[str]) -> list[s
         return list(argv)
     if any(_names_a_command(path, commands) for path in config_paths(argv[:n])):
         return list(argv)
-    return [argv[n], *argv[:n], *argv[n + 1:]]
+    return [argv[n], *argv[:n], *argv[n + 1 :]]
 
 
 def no_command_usage(prog: str, commands: Sequence[str]) -> str:
@@ -129,8 +129,11 @@ def prepare_argv(argv: Sequence[str], commands: Sequence[str], prog: str) -> lis
     (:func:`config_after_command`).
     """
     argv = list(argv)
-    if ((not argv or argv[0].startswith("-")) and not any(arg in commands for arg in argv)
-            and not {"-h", "--help"} & set(argv)):  # an unknown first word is main()'s to name
+    if (
+        (not argv or argv[0].startswith("-"))
+        and not any(arg in commands for arg in argv)
+        and not {"-h", "--help"} & set(argv)
+    ):  # an unknown first word is main()'s to name
         print(no_command_usage(prog, commands), file=sys.stderr)
         print(f"error: no command given; choose one of {', '.join(commands)}", file=sys.stderr)
         sys.exit(2)

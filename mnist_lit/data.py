@@ -21,8 +21,15 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
-from mnist_lit.idx import (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IMAGE_SIDE, IdxContent, IdxError, file_md5,  # noqa: F401
-                           read_idx_file, read_idx_stream)
+from mnist_lit.idx import (
+    IDX_IMAGES_MAGIC,
+    IDX_LABELS_MAGIC,
+    IdxContent,
+    IdxError,
+    file_md5,
+    read_idx_file,
+    read_idx_stream,
+)
 from mnist_lit.limits import DOWNLOAD_DEADLINE, DOWNLOAD_TIMEOUT
 
 NUM_CLASSES = 10
@@ -60,6 +67,7 @@ OFFICIAL_RAW_MD5 = {
 }
 
 log = logging.getLogger(__name__)
+
 
 class DataError(ValueError):
     """A data file or data argument is unusable; the message is one line that says what to do."""
@@ -144,11 +152,20 @@ def missing_files_message(data_dir: str | Path, dataset: str = "mnist") -> str:
         return f"data_dir {data_dir} is a file, not a folder; give the folder that holds (or will hold) the data"
     folder = raw_folder(data_dir, dataset)
     names = ", ".join(f"{stem}.gz" for pair in RAW_FILES.values() for stem in pair)
-    found = sorted({p.name for where in (folder, Path(data_dir)) if where.is_dir() for p in where.iterdir()
-                    if "ubyte" in p.name or "idx" in p.name})
+    found = sorted(
+        {
+            p.name
+            for where in (folder, Path(data_dir))
+            if where.is_dir()
+            for p in where.iterdir()
+            if "ubyte" in p.name or "idx" in p.name
+        }
+    )
     seen = f" (found only {', '.join(found[:8])}{', ...' if len(found) > 8 else ''})" if found else ""
-    return (f"{dataset} data not found: put {names} (gzip or not; Kaggle's train-images.idx3-ubyte names work "
-            f"too) in {folder}/{seen} or set --data.download true")
+    return (
+        f"{dataset} data not found: put {names} (gzip or not; Kaggle's train-images.idx3-ubyte names work "
+        f"too) in {folder}/{seen} or set --data.download true"
+    )
 
 
 def official_md5s(dataset: str, stem: str) -> tuple[str | None, str | None]:
@@ -193,17 +210,22 @@ def check_official(path: Path, stem: str, dataset: str, content: IdxContent) -> 
     for other in DATASETS.keys() - {dataset}:  # e.g. Fashion-MNIST's files read as MNIST: the flag is missing
         other_gz, other_raw = official_md5s(other, stem)
         if (compressed and file_md5 == other_gz) or data_md5 == other_raw:
-            raise DataError(f"{path} is the official {other} {stem}, not {dataset}'s: add --data.dataset {other}, "
-                            f"or point --data.data_dir at the {dataset} files")
+            raise DataError(
+                f"{path} is the official {other} {stem}, not {dataset}'s: add --data.dataset {other}, "
+                f"or point --data.data_dir at the {dataset} files"
+            )
     got, want = (file_md5, gz_md5) if compressed and raw_md5 is None else (data_md5, raw_md5)
     what = "compressed" if compressed and raw_md5 is None else "uncompressed"
-    raise DataError(f"{path}: wrong md5 for the official {stem} ({what} md5 {got}, expected {want}) although it "
-                    f"holds the official {count:,} items; the file is damaged or altered: delete it and run with "
-                    "--data.download true, or copy the official file")
+    raise DataError(
+        f"{path}: wrong md5 for the official {stem} ({what} md5 {got}, expected {want}) although it "
+        f"holds the official {count:,} items; the file is damaged or altered: delete it and run with "
+        "--data.download true, or copy the official file"
+    )
 
 
-def load_split(data_dir: str | Path, stage: Literal["train", "test"], dataset: str = "mnist",
-               notice: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(
+    data_dir: str | Path, stage: Literal["train", "test"], dataset: str = "mnist", notice: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Read and check one split of the IDX files.
 
     Each file is read in bounded memory by :func:`mnist_lit.idx.read_idx_file` (gzip or not, size,
@@ -231,8 +253,9 @@ def load_split(data_dir: str | Path, stage: Literal["train", "test"], dataset: s
     return images.clone(), labels.clone()
 
 
-def _checked_split(data_dir: str | Path, stage: Literal["train", "test"], dataset: str,
-                   notice: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _checked_split(
+    data_dir: str | Path, stage: Literal["train", "test"], dataset: str, notice: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`load_split` without the copies: the cached tensors themselves, for callers that only read them."""
     folder = raw_folder(data_dir, dataset)
     image_stem, label_stem = RAW_FILES[stage]
@@ -242,7 +265,9 @@ def _checked_split(data_dir: str | Path, stage: Literal["train", "test"], datase
     try:
         md5s = [file_md5(path) for path in (image_path, label_path)]  # streamed: constant memory
     except OSError as err:
-        raise DataError(f"{err.filename}: cannot read it ({err.strerror}); check the file and its permissions") from None
+        raise DataError(
+            f"{err.filename}: cannot read it ({err.strerror}); check the file and its permissions"
+        ) from None
     key = (dataset, stage, str(image_path.resolve()), str(label_path.resolve()), *md5s)
     entry = _split_cache.pop(key, None)
     if entry is None:
@@ -253,9 +278,11 @@ def _checked_split(data_dir: str | Path, stage: Literal["train", "test"], datase
         _split_cache.pop(next(iter(_split_cache)))  # the least recently used
     images, labels, official = entry
     if notice and not official and rank_zero_only.rank == 0:
-        log.info(f"Notice: {folder} holds a non-official {dataset} {stage} set of {len(labels):,} images and "
-                 f"labels (official: {OFFICIAL_COUNTS[image_stem.split('-')[0]]:,}); checked for structure, "
-                 "not md5, and used as it is")
+        log.info(
+            f"Notice: {folder} holds a non-official {dataset} {stage} set of {len(labels):,} images and "
+            f"labels (official: {OFFICIAL_COUNTS[image_stem.split('-')[0]]:,}); checked for structure, "
+            "not md5, and used as it is"
+        )
     return images, labels
 
 
@@ -264,8 +291,9 @@ SPLIT_CACHE_SIZE = 4
 _split_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, bool]] = {}
 
 
-def _read_split(image_path: Path, label_path: Path, stage: Literal["train", "test"], dataset: str
-                ) -> tuple[tuple[torch.Tensor, torch.Tensor, bool], list[str]]:
+def _read_split(
+    image_path: Path, label_path: Path, stage: Literal["train", "test"], dataset: str
+) -> tuple[tuple[torch.Tensor, torch.Tensor, bool], list[str]]:
     """Read and check a split's images and labels files: ((images uint8 (N, 1, 28, 28), labels int64 (N,),
     whether both are the official files), [md5 of the images file, md5 of the labels file] as read).
 
@@ -275,26 +303,33 @@ def _read_split(image_path: Path, label_path: Path, stage: Literal["train", "tes
 
     def same_count(count: int) -> None:
         if count != len(labels):
-            raise DataError(f"{image_path} holds {count:,} images but {label_path.name} holds {len(labels):,} "
-                            "labels; the two files must come from the same set: replace the wrong one")
+            raise DataError(
+                f"{image_path} holds {count:,} images but {label_path.name} holds {len(labels):,} "
+                "labels; the two files must come from the same set: replace the wrong one"
+            )
 
     try:
         label_content = read_idx_file(label_path, IDX_LABELS_MAGIC)
         labels = label_content.tensor
         if len(labels) and int(labels.max()) >= NUM_CLASSES:
-            raise DataError(f"{label_path}: label {int(labels.max())} is not a digit 0-9; "
-                            "replace it with the right labels file")
+            raise DataError(
+                f"{label_path}: label {int(labels.max())} is not a digit 0-9; replace it with the right labels file"
+            )
         image_content = read_idx_file(image_path, IDX_IMAGES_MAGIC, check_count=same_count)
     except IdxError as err:
         raise DataError(str(err)) from None
-    official = (check_official(image_path, image_stem, dataset, image_content)
-                & check_official(label_path, label_stem, dataset, label_content))
-    return ((image_content.tensor.unsqueeze(1), labels.long(), official),
-            [image_content.file_md5, label_content.file_md5])
+    official = check_official(image_path, image_stem, dataset, image_content) & check_official(
+        label_path, label_stem, dataset, label_content
+    )
+    return (
+        (image_content.tensor.unsqueeze(1), labels.long(), official),
+        [image_content.file_md5, label_content.file_md5],
+    )
 
 
-def split_indices(n: int, val_split: float, split: Literal["tail", "random"], split_seed: int = 42
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def split_indices(
+    n: int, val_split: float, split: Literal["tail", "random"], split_seed: int = 42
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of the training and validation parts of ``n`` training images.
 
     ``val_size = round(val_split * n)``. ``"tail"`` holds out the last ``val_size`` images in
@@ -312,19 +347,22 @@ def split_indices(n: int, val_split: float, split: Literal["tail", "random"], sp
         raise DataError(f"val_split must be between 0 and 1 (exclusive), got {val_split}")
     val_size = round(val_split * n)
     if val_size == 0 or val_size == n:
-        raise DataError(f"val_split={val_split} of {n} training images leaves an empty "
-                        f"{'validation' if val_size == 0 else 'training'} set; choose a value nearer 0.5")
+        raise DataError(
+            f"val_split={val_split} of {n} training images leaves an empty "
+            f"{'validation' if val_size == 0 else 'training'} set; choose a value nearer 0.5"
+        )
     if split == "tail":
         order = torch.arange(n)
     elif split == "random":
         order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     else:
         raise DataError(f"split must be 'tail' or 'random', got {split!r}")
-    return order[: n - val_size], order[n - val_size:]
+    return order[: n - val_size], order[n - val_size :]
 
 
-def fold_indices(labels: torch.Tensor, num_folds: int, fold: int, split_seed: int = 42
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_indices(
+    labels: torch.Tensor, num_folds: int, fold: int, split_seed: int = 42
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of the training and validation parts for fold ``fold`` of a stratified K-fold split.
 
     Each class's indices are shuffled by a dedicated ``torch.Generator`` seeded by ``split_seed``
@@ -353,8 +391,12 @@ def fold_indices(labels: torch.Tensor, num_folds: int, fold: int, split_seed: in
     if not 0 <= fold < num_folds:
         raise DataError(f"fold must be between 0 and num_folds-1={num_folds - 1}, got {fold}")
     generator = torch.Generator().manual_seed(split_seed)
-    order = torch.cat([idx[torch.randperm(len(idx), generator=generator)]
-                       for idx in (torch.nonzero(labels == c).flatten() for c in range(NUM_CLASSES))])
+    order = torch.cat(
+        [
+            idx[torch.randperm(len(idx), generator=generator)]
+            for idx in (torch.nonzero(labels == c).flatten() for c in range(NUM_CLASSES))
+        ]
+    )
     fold_of = torch.empty(n, dtype=torch.long)
     fold_of[order] = torch.arange(n) % num_folds
     return torch.nonzero(fold_of != fold).flatten(), torch.nonzero(fold_of == fold).flatten()
@@ -462,11 +504,14 @@ class MNISTDataModule(LightningDataModule):
         if download_deadline <= 0:
             raise DataError(f"download_deadline must be a positive number of seconds, got {download_deadline}")
         if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
-            raise DataError(f"K-fold needs num_folds >= 2 and fold in 0..num_folds-1, got num_folds={num_folds}, "
-                            f"fold={fold}")
+            raise DataError(
+                f"K-fold needs num_folds >= 2 and fold in 0..num_folds-1, got num_folds={num_folds}, fold={fold}"
+            )
         if predict_sheet is not None and (predict_path is None or not predict_sheet.lower().endswith(".png")):
-            raise DataError(f"predict_sheet={predict_sheet!r}: the sheet is a .png file and needs predict_path "
-                            "(the pictures to predict)")
+            raise DataError(
+                f"predict_sheet={predict_sheet!r}: the sheet is a .png file and needs predict_path "
+                "(the pictures to predict)"
+            )
         self.save_hyperparameters()
         self.data_train = self.data_val = self.data_test = self.data_predict = None
         self.train_idx = self.val_idx = None
@@ -510,15 +555,23 @@ class MNISTDataModule(LightningDataModule):
             files = [(f"{stem}.gz", md5s[f"{stem}.gz"]) for stem in missing]
             all_names = ", ".join(f"{stem}.gz" for pair in RAW_FILES.values() for stem in pair)
             # https first: the same files, but nobody on the way can read or swap them
-            mirrors = (sorted(dataset_cls.mirrors, key=lambda url: not url.startswith("https://"))
-                       if self.hparams.mirrors is None else self.hparams.mirrors)
+            mirrors = (
+                sorted(dataset_cls.mirrors, key=lambda url: not url.startswith("https://"))
+                if self.hparams.mirrors is None
+                else self.hparams.mirrors
+            )
             data_dir = self.hparams.data_dir
-            download_files(folder, files, mirrors, timeout=self.hparams.download_timeout,
-                           verify=lambda data, name: decode_idx(Path(name), data, magic_for(name)),
-                           sizes=OFFICIAL_SIZES[self.hparams.dataset],
-                           deadline=self.hparams.get("download_deadline", DOWNLOAD_DEADLINE),
-                           offline_hint=f"To use files you have, put {all_names} (gzip or not) in {folder}/ "
-                                        f"and run with --data.data_dir {data_dir} --data.download false")
+            download_files(
+                folder,
+                files,
+                mirrors,
+                timeout=self.hparams.download_timeout,
+                verify=lambda data, name: decode_idx(Path(name), data, magic_for(name)),
+                sizes=OFFICIAL_SIZES[self.hparams.dataset],
+                deadline=self.hparams.get("download_deadline", DOWNLOAD_DEADLINE),
+                offline_hint=f"To use files you have, put {all_names} (gzip or not) in {folder}/ "
+                f"and run with --data.data_dir {data_dir} --data.download false",
+            )
         for stage in RAW_FILES:  # all four files checked before any training, the test files too
             labels = _checked_split(self.hparams.data_dir, stage, self.hparams.dataset, notice=True)[1]
             if stage == "train":  # and the split, before any logger or callback writes into a run folder
@@ -540,8 +593,9 @@ class MNISTDataModule(LightningDataModule):
             self.data_val = InMemoryDataset(images[val_idx], labels[val_idx])
         predict_images = self.hparams.get("predict_path") is not None
         if self.data_test is None and (stage in (None, "test") or (stage == "predict" and not predict_images)):
-            self.data_test = InMemoryDataset(*load_split(self.hparams.data_dir, "test", self.hparams.dataset,
-                                                         notice=False))
+            self.data_test = InMemoryDataset(
+                *load_split(self.hparams.data_dir, "test", self.hparams.dataset, notice=False)
+            )
         if self.data_predict is None and stage in (None, "predict"):
             if predict_images:  # imported here: mnist_lit.images imports this module
                 from mnist_lit.images import list_images
@@ -560,11 +614,19 @@ class MNISTDataModule(LightningDataModule):
         sampler = None if shuffle else eval_sampler(dataset, self.trainer)
         device = self._gpu_device()
         if device is not None and isinstance(dataset, InMemoryDataset):  # batches are cut on the GPU
-            return DataLoader(dataset.to_(device), batch_size=batch_size, shuffle=shuffle, sampler=sampler,
-                              collate_fn=collate_batch)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
-                          num_workers=self.hparams.num_workers, pin_memory=self.hparams.pin_memory,
-                          collate_fn=collate_batch, persistent_workers=self.hparams.num_workers > 0)
+            return DataLoader(
+                dataset.to_(device), batch_size=batch_size, shuffle=shuffle, sampler=sampler, collate_fn=collate_batch
+            )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=self.hparams.num_workers,
+            pin_memory=self.hparams.pin_memory,
+            collate_fn=collate_batch,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
 
     def _gpu_device(self) -> torch.device | None:
         """The trainer's CUDA device when ``data_on_device`` is on, else None (CPU runs keep host tensors)."""

@@ -46,12 +46,18 @@ def train_data_identity(data_dir: str | Path, dataset: str) -> dict[str, Any]:
     images, labels = load_split(data_dir, "train", dataset, notice=False)
     digest = hashlib.sha256(images.contiguous().numpy())
     digest.update(labels.contiguous().numpy())
-    return {"dataset": dataset, "data_dir": str(data_dir), "train_images": len(labels),
-            "official": len(labels) == OFFICIAL_COUNTS["train"], "sha256": digest.hexdigest()}
+    return {
+        "dataset": dataset,
+        "data_dir": str(data_dir),
+        "train_images": len(labels),
+        "official": len(labels) == OFFICIAL_COUNTS["train"],
+        "sha256": digest.hexdigest(),
+    }
 
 
-def check_same_data(ckpt_path: str | Path, checkpoint: Mapping[str, Any], data_config: Mapping[str, Any],
-                    command: str = "fit") -> None:
+def check_same_data(
+    ckpt_path: str | Path, checkpoint: Mapping[str, Any], data_config: Mapping[str, Any], command: str = "fit"
+) -> None:
     """Refuse ``fit --ckpt_path CKPT`` (resume) or ``validate --ckpt_path CKPT`` whose ``data_dir`` holds other
     training data than the run's: a resume would continue on other data, and validate would score images the
     run trained on (its validation images are a part of the training file).
@@ -70,21 +76,30 @@ def check_same_data(ckpt_path: str | Path, checkpoint: Mapping[str, Any], data_c
         return  # a checkpoint from before the record: nothing to compare
     data_dir, dataset = data_config["data_dir"], data_config["dataset"]
     verb = "resume" if command == "fit" else command
-    advice = (f"or start a new run from these weights with --finetune_from {ckpt_path}" if command == "fit" else
-              "or use test, which evaluates on any test set")
-    trained = (f"cannot {verb} {ckpt_path}: its run was trained on {recorded['train_images']:,} "
-               f"{recorded['dataset']} training images from {recorded['data_dir']}")
+    advice = (
+        f"or start a new run from these weights with --finetune_from {ckpt_path}"
+        if command == "fit"
+        else "or use test, which evaluates on any test set"
+    )
+    trained = (
+        f"cannot {verb} {ckpt_path}: its run was trained on {recorded['train_images']:,} "
+        f"{recorded['dataset']} training images from {recorded['data_dir']}"
+    )
     folder = raw_folder(data_dir, dataset)
     if any(find_raw_file(folder, stem) is None for stem in RAW_FILES["train"]):
         if not data_config.get("download"):
             raise DataError(missing_files_message(data_dir, dataset))
         if recorded["official"]:
             return  # the download brings the official files, which are the run's
-        raise CheckpointError(f"{trained}, not the official set; {data_dir} holds no {dataset} training files and a "
-                              f"download would bring the official {OFFICIAL_COUNTS['train']:,}; point --data.data_dir "
-                              "at the run's data")
+        raise CheckpointError(
+            f"{trained}, not the official set; {data_dir} holds no {dataset} training files and a "
+            f"download would bring the official {OFFICIAL_COUNTS['train']:,}; point --data.data_dir "
+            "at the run's data"
+        )
     current = train_data_identity(data_dir, dataset)
     if current["sha256"] != recorded["sha256"] or current["dataset"] != recorded["dataset"]:
-        raise CheckpointError(f"{trained} (sha256 {recorded['sha256'][:12]}), but {data_dir} holds "
-                              f"{current['train_images']:,} other training images (sha256 {current['sha256'][:12]}); "
-                              f"point --data.data_dir at the run's data (it may move, not change), {advice}")
+        raise CheckpointError(
+            f"{trained} (sha256 {recorded['sha256'][:12]}), but {data_dir} holds "
+            f"{current['train_images']:,} other training images (sha256 {current['sha256'][:12]}); "
+            f"point --data.data_dir at the run's data (it may move, not change), {advice}"
+        )

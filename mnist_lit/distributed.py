@@ -67,9 +67,11 @@ def per_device_batch_size(batch_size: int, world_size: int, training: bool) -> i
         return batch_size
     if training and batch_size % world_size:
         lower, upper = batch_size // world_size * world_size, math.ceil(batch_size / world_size) * world_size
-        raise DataError(f"data.batch_size={batch_size} is the global batch (all devices together) and must be "
-                        f"divisible by the {world_size} processes; use --data.batch_size {lower or world_size} "
-                        f"or {upper}")
+        raise DataError(
+            f"data.batch_size={batch_size} is the global batch (all devices together) and must be "
+            f"divisible by the {world_size} processes; use --data.batch_size {lower or world_size} "
+            f"or {upper}"
+        )
     return math.ceil(batch_size / world_size)
 
 
@@ -94,11 +96,13 @@ def eval_sampler(dataset: Dataset, trainer) -> Sampler | None:
     if not getattr(getattr(trainer, "_accelerator_connector", None), "use_distributed_sampler", True):
         return None
     kwargs = trainer.distributed_sampler_kwargs
-    return UnrepeatedDistributedSampler(dataset, num_replicas=kwargs["num_replicas"], rank=kwargs["rank"],
-                                        shuffle=False)
+    return UnrepeatedDistributedSampler(
+        dataset, num_replicas=kwargs["num_replicas"], rank=kwargs["rank"], shuffle=False
+    )
 
 
 # ---------------------------------------------------------------------------------------------- launching
+
 
 class LaunchError(RuntimeError):
     """The processes of a several-process run cannot start as configured; the message says what to do."""
@@ -117,8 +121,11 @@ def launcher_world_size() -> tuple[int, str, str] | None:
     if TorchElasticEnvironment.detect():
         world = int(os.environ["WORLD_SIZE"])
         per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        return world, f"torchrun (WORLD_SIZE={world})", \
-            f"--trainer.devices {per_node} --trainer.num_nodes {max(world // max(per_node, 1), 1)}"
+        return (
+            world,
+            f"torchrun (WORLD_SIZE={world})",
+            f"--trainer.devices {per_node} --trainer.num_nodes {max(world // max(per_node, 1), 1)}",
+        )
     if SLURMEnvironment.detect() and "SLURM_NTASKS" in os.environ:
         world = int(os.environ["SLURM_NTASKS"])
         per_node, nodes = os.environ.get("SLURM_NTASKS_PER_NODE", "?"), os.environ.get("SLURM_NNODES", "?")
@@ -168,9 +175,11 @@ def check_launch(trainer, independent_ok: bool = False) -> None:
     configured = trainer.num_devices * trainer.num_nodes
     if launched is not None and launched[0] != configured and not (independent_ok and configured == 1):
         world, launcher, hint = launched
-        raise LaunchError(f"{launcher} started {world} processes but --trainer.devices {trainer.num_devices} x "
-                          f"--trainer.num_nodes {trainer.num_nodes} makes {configured} "
-                          f"(devices is processes per node); use {hint}")
+        raise LaunchError(
+            f"{launcher} started {world} processes but --trainer.devices {trainer.num_devices} x "
+            f"--trainer.num_nodes {trainer.num_nodes} makes {configured} "
+            f"(devices is processes per node); use {hint}"
+        )
     environment = getattr(trainer.strategy, "cluster_environment", None)
     if configured <= 1 or environment is None or (launched is not None and "torchrun" in launched[1]):
         return
@@ -179,8 +188,10 @@ def check_launch(trainer, independent_ok: bool = False) -> None:
     port = environment.main_port  # Lightning's own launcher picks a free one when MASTER_PORT is unset
     if port_in_use(port):
         unset = "" if launched else ", or unset MASTER_PORT and Lightning picks a free one"
-        raise LaunchError(f"MASTER_PORT {port} is already in use on this machine (another run or program "
-                          f"holds it); choose a free port, e.g. MASTER_PORT={free_port()}{unset}")
+        raise LaunchError(
+            f"MASTER_PORT {port} is already in use on this machine (another run or program "
+            f"holds it); choose a free port, e.g. MASTER_PORT={free_port()}{unset}"
+        )
 
 
 class EndRanksOnFailure(Callback):

@@ -40,10 +40,18 @@ CHUNK_SIZE = 1 << 20  # bytes per read
 #: Sizes in bytes of the official ``.gz`` files, which torchvision's ``resources`` give md5s for (the sizes
 #: torchvision's own downloads report; MNIST's t10k files checked here against ../shared/data/mnist-10k).
 OFFICIAL_SIZES = {
-    "mnist": {"train-images-idx3-ubyte.gz": 9_912_422, "train-labels-idx1-ubyte.gz": 28_881,
-              "t10k-images-idx3-ubyte.gz": 1_648_877, "t10k-labels-idx1-ubyte.gz": 4_542},
-    "fashion_mnist": {"train-images-idx3-ubyte.gz": 26_421_880, "train-labels-idx1-ubyte.gz": 29_515,
-                      "t10k-images-idx3-ubyte.gz": 4_422_102, "t10k-labels-idx1-ubyte.gz": 5_148},
+    "mnist": {
+        "train-images-idx3-ubyte.gz": 9_912_422,
+        "train-labels-idx1-ubyte.gz": 28_881,
+        "t10k-images-idx3-ubyte.gz": 1_648_877,
+        "t10k-labels-idx1-ubyte.gz": 4_542,
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": 26_421_880,
+        "train-labels-idx1-ubyte.gz": 29_515,
+        "t10k-images-idx3-ubyte.gz": 4_422_102,
+        "t10k-labels-idx1-ubyte.gz": 5_148,
+    },
 }
 
 
@@ -91,9 +99,15 @@ def _set_read_timeout(response, seconds: float) -> None:
         sock.settimeout(max(seconds, 0.001))
 
 
-def fetch_file(url: str, target: Path, md5: str | None, timeout: float = DEFAULT_TIMEOUT,
-               verify: Callable[[bytes, str], None] | None = None, max_bytes: int = MAX_DOWNLOAD_BYTES,
-               deadline: float | None = None) -> None:
+def fetch_file(
+    url: str,
+    target: Path,
+    md5: str | None,
+    timeout: float = DEFAULT_TIMEOUT,
+    verify: Callable[[bytes, str], None] | None = None,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
+    deadline: float | None = None,
+) -> None:
     """Download ``url`` and write it to ``target`` only once it is complete and verified.
 
     The body is read into memory, at most ``max_bytes`` of it (MNIST's largest file is 9.9 MB):
@@ -117,6 +131,7 @@ def fetch_file(url: str, target: Path, md5: str | None, timeout: float = DEFAULT
         _BadResponse: the answer is not the file (HTML, truncated, oversized, wrong md5, rejected by ``verify``).
         _DeadlinePassed: ``deadline`` came before the body was complete.
     """
+
     def time_left() -> float:
         left = timeout if deadline is None else min(timeout, deadline - time.monotonic())
         if left <= 0:
@@ -156,10 +171,16 @@ def fetch_file(url: str, target: Path, md5: str | None, timeout: float = DEFAULT
         handle.write(data)
 
 
-def download_files(folder: str | Path, files: Sequence[tuple[str, str | None]], mirrors: Sequence[str],
-                   timeout: float = DEFAULT_TIMEOUT, verify: Callable[[bytes, str], None] | None = None,
-                   offline_hint: str = "", sizes: Mapping[str, int] | None = None,
-                   deadline: float = DOWNLOAD_DEADLINE) -> list[Path]:
+def download_files(
+    folder: str | Path,
+    files: Sequence[tuple[str, str | None]],
+    mirrors: Sequence[str],
+    timeout: float = DEFAULT_TIMEOUT,
+    verify: Callable[[bytes, str], None] | None = None,
+    offline_hint: str = "",
+    sizes: Mapping[str, int] | None = None,
+    deadline: float = DOWNLOAD_DEADLINE,
+) -> list[Path]:
     """Download each file from the first mirror that delivers it verified, within ``deadline`` seconds.
 
     For each ``(name, md5)`` the URLs ``mirror + name`` are tried in order; each failure is
@@ -218,6 +239,7 @@ def download_files(folder: str | Path, files: Sequence[tuple[str, str | None]], 
         why = "; ".join(f"{mirror}: {', '.join(reasons[mirror])}" for mirror in mirrors if mirror in reasons)
         if time.monotonic() >= ends_at:
             why = f"{why}; " * bool(why) + f"stopped at the deadline of {deadline:g} s (--data.download_deadline)"
-        raise DownloadError(f"could not download {', '.join(missing)} ({why or 'no mirrors configured'}). "
-                            f"{offline_hint}".strip())
+        raise DownloadError(
+            f"could not download {', '.join(missing)} ({why or 'no mirrors configured'}). {offline_hint}".strip()
+        )
     return done

@@ -64,20 +64,26 @@ def member_checkpoints(folder: str | Path) -> list[Path]:
     finished = sorted(finished)
     num_folds = (read_config(folder / "fold_0" / CONFIG_NAME).get("data") or {}).get("num_folds")
     if not isinstance(num_folds, int):
-        raise CheckpointError(f"{folder}: not a usable cv run: {folder / 'fold_0' / CONFIG_NAME} is missing or names no "
-                              "data.num_folds; give one fold's .ckpt file, or run cv again")
+        raise CheckpointError(
+            f"{folder}: not a usable cv run: {folder / 'fold_0' / CONFIG_NAME} is missing or names no "
+            "data.num_folds; give one fold's .ckpt file, or run cv again"
+        )
     if finished != list(range(num_folds)):
         done = ", ".join(map(str, finished)) or "none"
-        raise CheckpointError(f"{folder}: an unfinished cv run (folds finished: {done} of "
-                              f"{num_folds}); an ensemble "
-                              "needs every fold: run cv to the end, or give one fold's .ckpt file")
+        raise CheckpointError(
+            f"{folder}: an unfinished cv run (folds finished: {done} of "
+            f"{num_folds}); an ensemble "
+            "needs every fold: run cv to the end, or give one fold's .ckpt file"
+        )
     members = []
     for fold in finished:
         best = best_checkpoint(folder / f"fold_{fold}")
         if best is None:
-            raise CheckpointError(f"{folder / f'fold_{fold}'}: no best checkpoint (by val_acc) in its checkpoints/ "
-                                  "(deleted, or cv ran with checkpointing off); an ensemble needs each fold's best "
-                                  "model: train that fold again")
+            raise CheckpointError(
+                f"{folder / f'fold_{fold}'}: no best checkpoint (by val_acc) in its checkpoints/ "
+                "(deleted, or cv ran with checkpointing off); an ensemble needs each fold's best "
+                "model: train that fold again"
+            )
         members.append(best)
     return members
 
@@ -106,16 +112,23 @@ class EnsembleClassifier(MNISTClassifier):
             raise CheckpointError("an ensemble needs at least one model")
         datasets = sorted({m.hparams.dataset for m in members})
         if len(datasets) > 1:
-            raise CheckpointError(f"the ensemble's models were trained on different data sets ({', '.join(datasets)}); "
-                                  "use models of one data set")
+            raise CheckpointError(
+                f"the ensemble's models were trained on different data sets ({', '.join(datasets)}); "
+                "use models of one data set"
+            )
         for k, member in enumerate(members[1:], start=1):
-            differing = sorted(key for key in member.hparams.keys() | members[0].hparams.keys()
-                               if member.hparams.get(key) != members[0].hparams.get(key))
+            differing = sorted(
+                key
+                for key in member.hparams.keys() | members[0].hparams.keys()
+                if member.hparams.get(key) != members[0].hparams.get(key)
+            )
             if differing:
                 key = differing[0]
-                raise CheckpointError(f"the ensemble's models 0 and {k} were trained with different settings (model.{key} "
-                                      f"{members[0].hparams.get(key)!r} vs {member.hparams.get(key)!r}); an ensemble is "
-                                      "the folds of one cv run: use one run's folds")
+                raise CheckpointError(
+                    f"the ensemble's models 0 and {k} were trained with different settings (model.{key} "
+                    f"{members[0].hparams.get(key)!r} vs {member.hparams.get(key)!r}); an ensemble is "
+                    "the folds of one cv run: use one run's folds"
+                )
         ensemble = cls(**dict(members[0].hparams))  # MNISTClassifier's own __init__: its hyperparameters only
         del ensemble.net  # the members do the work
         ensemble.members = nn.ModuleList(members)
@@ -134,7 +147,7 @@ class EnsembleClassifier(MNISTClassifier):
         """The ensemble's logits (B, 10) and metrics, plus each member's accuracy on the batch."""
         logits = super().test_step(batch, batch_idx)
         images, labels = batch
-        for k, (member, metric) in enumerate(zip(self.members, self.member_test_acc)):
+        for k, (member, metric) in enumerate(zip(self.members, self.member_test_acc, strict=False)):
             metric.update(member(images).detach(), labels)
             self.log(f"member{k}_test_acc", metric, on_step=False, on_epoch=True)
         return logits
@@ -175,8 +188,10 @@ def describe(folder: str | Path, paths: Sequence[Path]) -> str:
 
 def ensemble_logger(folder: Path) -> dict[str, Any]:
     """The TensorBoard logger of ``test``/``predict`` runs of the ensemble: ``folder/ensemble/version_M``."""
-    return {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-            "init_args": {"save_dir": str(folder), "name": ENSEMBLE_LOGS, "version": None, "default_hp_metric": False}}
+    return {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": str(folder), "name": ENSEMBLE_LOGS, "version": None, "default_hp_metric": False},
+    }
 
 
 def settle_cli(parser: Any, argv: list[str], subcommand: str, config: Any) -> tuple[Any, EnsembleClassifier]:
@@ -193,9 +208,11 @@ def settle_cli(parser: Any, argv: list[str], subcommand: str, config: Any) -> tu
     """
     folder = Path(config[subcommand].ckpt_path)
     if subcommand == "validate":
-        raise CheckpointError(f"validate --ckpt_path {folder}: every training image trained all but one of its fold "
-                              "models, so the ensemble has no held-out validation data; use test, or validate one "
-                              "fold's checkpoint")
+        raise CheckpointError(
+            f"validate --ckpt_path {folder}: every training image trained all but one of its fold "
+            "models, so the ensemble has no held-out validation data; use test, or validate one "
+            "fold's checkpoint"
+        )
     model, paths, first = load_ensemble(folder)
     if not config[subcommand].get("config"):
         at = argv.index(subcommand) + 1

@@ -27,8 +27,9 @@ import json
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from lightning.pytorch.core.module import _jit_is_scripting
@@ -36,8 +37,9 @@ from torch import nn
 
 from mnist_lit.atomic import atomic_write
 from mnist_lit.command_line import PROG
-from mnist_lit.data import IMAGE_SIDE, RAW_FILES, find_raw_file, load_split, raw_folder
+from mnist_lit.data import RAW_FILES, find_raw_file, load_split, raw_folder
 from mnist_lit.ensemble import load_trained  # a checkpoint, or a cv run folder as one ensemble model
+from mnist_lit.idx import IMAGE_SIDE
 from mnist_lit.model import MNISTClassifier
 
 FORMATS = ("onnx", "torchscript")
@@ -77,8 +79,16 @@ def to_onnx(model: nn.Module, metadata: dict[str, str]) -> bytes:
     except ImportError as err:
         raise ExportError(f"ONNX export needs the {err.name} package: pip install 'mnist_lit[export]'") from None
     example = torch.zeros(2, 1, IMAGE_SIDE, IMAGE_SIDE, dtype=torch.uint8)  # 2, not 1: torch.export specializes 1
-    program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                dynamic_shapes=({0: torch.export.Dim("N")},), external_data=False, verbose=False)
+    program = torch.onnx.export(
+        model,
+        (example,),
+        dynamo=True,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: torch.export.Dim("N")},),
+        external_data=False,
+        verbose=False,
+    )
     proto = program.model_proto
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
@@ -115,12 +125,15 @@ def torchscript_runner(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda pixels: module(pixels)
 
 
-EXPORTERS = {"onnx": (to_onnx, onnx_runner, "ONNX Runtime"), "torchscript": (to_torchscript, torchscript_runner,
-                                                                               "TorchScript")}
+EXPORTERS = {
+    "onnx": (to_onnx, onnx_runner, "ONNX Runtime"),
+    "torchscript": (to_torchscript, torchscript_runner, "TorchScript"),
+}
 
 
-def compare(model: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-            labels: torch.Tensor) -> dict[str, float]:
+def compare(
+    model: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor
+) -> dict[str, float]:
     """Run ``model`` and the exported ``run`` on the same images.
 
     Args:
@@ -133,19 +146,25 @@ def compare(model: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], image
     """
     with torch.inference_mode():
         expected = model(images)
-        got = torch.cat([run(images[:1])] + [run(images[i:i + CHECK_BATCH_SIZE])
-                                             for i in range(0, len(images), CHECK_BATCH_SIZE)])[1:]
+        got = torch.cat(
+            [run(images[:1])] + [run(images[i : i + CHECK_BATCH_SIZE]) for i in range(0, len(images), CHECK_BATCH_SIZE)]
+        )[1:]
     if got.shape != expected.shape:
-        raise ExportError(f"the exported model returned shape {tuple(got.shape)} for {len(images)} images, "
-                          f"expected {tuple(expected.shape)}")
-    return {"max_abs_diff": float((got.float() - expected).abs().max()),
-            "torch_acc": float((expected.argmax(1) == labels).float().mean()),
-            "exported_acc": float((got.argmax(1) == labels).float().mean()),
-            "disagreements": int((got.argmax(1) != expected.argmax(1)).sum())}
+        raise ExportError(
+            f"the exported model returned shape {tuple(got.shape)} for {len(images)} images, "
+            f"expected {tuple(expected.shape)}"
+        )
+    return {
+        "max_abs_diff": float((got.float() - expected).abs().max()),
+        "torch_acc": float((expected.argmax(1) == labels).float().mean()),
+        "exported_acc": float((got.argmax(1) == labels).float().mean()),
+        "disagreements": int((got.argmax(1) != expected.argmax(1)).sum()),
+    }
 
 
-def check_images(checkpoint: dict[str, Any], data_dir: str | Path | None, num_images: int
-                 ) -> tuple[torch.Tensor, torch.Tensor, Path]:
+def check_images(
+    checkpoint: dict[str, Any], data_dir: str | Path | None, num_images: int
+) -> tuple[torch.Tensor, torch.Tensor, Path]:
     """The first ``num_images`` test images and labels to check the export on.
 
     ``data_dir`` defaults to the checkpoint's ``datamodule_hyper_parameters["data_dir"]`` (relative
@@ -164,15 +183,23 @@ def check_images(checkpoint: dict[str, Any], data_dir: str | Path | None, num_im
     raw = raw_folder(folder, dataset)
     if any(find_raw_file(raw, stem) is None for stem in RAW_FILES["test"]):
         where = "--data_dir" if data_dir is not None else "the checkpoint's data_dir"
-        raise ExportError(f"no {dataset} test images to check the export against: {raw}/ ({where}) lacks "
-                          f"{' or '.join(f'{stem}[.gz]' for stem in RAW_FILES['test'])}; pass --data_dir with "
-                          "the data folder the model was trained from")
+        raise ExportError(
+            f"no {dataset} test images to check the export against: {raw}/ ({where}) lacks "
+            f"{' or '.join(f'{stem}[.gz]' for stem in RAW_FILES['test'])}; pass --data_dir with "
+            "the data folder the model was trained from"
+        )
     images, labels = load_split(folder, "test", dataset)
     return images[:num_images], labels[:num_images], folder
 
 
-def export_model(ckpt_path: str | Path, format: str, output: str | Path, data_dir: str | Path | None = None,
-                 num_images: int = DEFAULT_NUM_IMAGES, atol: float = DEFAULT_ATOL) -> dict[str, Any]:
+def export_model(
+    ckpt_path: str | Path,
+    format: str,
+    output: str | Path,
+    data_dir: str | Path | None = None,
+    num_images: int = DEFAULT_NUM_IMAGES,
+    atol: float = DEFAULT_ATOL,
+) -> dict[str, Any]:
     """Export a checkpoint, check it on real test images, then write ``output`` atomically.
 
     Args:
@@ -195,8 +222,10 @@ def export_model(ckpt_path: str | Path, format: str, output: str | Path, data_di
     if format not in EXPORTERS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if Path(output).is_dir():
-        raise ExportError(f"--output {output} is a folder; give the file to write, e.g. "
-                          f"{Path(output) / ('model.onnx' if format == 'onnx' else 'model.pt')}")
+        raise ExportError(
+            f"--output {output} is a folder; give the file to write, e.g. "
+            f"{Path(output) / ('model.onnx' if format == 'onnx' else 'model.pt')}"
+        )
     try:  # before the slow work: the folder of --output must exist or be creatable
         Path(output).parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -208,48 +237,80 @@ def export_model(ckpt_path: str | Path, format: str, output: str | Path, data_di
     model = Probabilities(classifier).eval()
     images, labels, folder = check_images(checkpoint, data_dir, num_images)
     serialize, runner, runtime = EXPORTERS[format]
-    metadata = {"mnist_lit.checkpoint": Path(ckpt_path).name, "mnist_lit.epoch": str(checkpoint.get("epoch")),
-                "mnist_lit.pixel_scale": classifier.hparams.pixel_scale, "mnist_lit.dataset": classifier.hparams.dataset,
-                "mnist_lit.class_names": json.dumps(classifier.class_names),
-                "mnist_lit.input": f"{INPUT_NAME}: uint8 (N, 1, 28, 28), 0-255, white on black",
-                "mnist_lit.output": f"{OUTPUT_NAME}: float32 (N, 10), softmax over the classes (class_names)"}
+    metadata = {
+        "mnist_lit.checkpoint": Path(ckpt_path).name,
+        "mnist_lit.epoch": str(checkpoint.get("epoch")),
+        "mnist_lit.pixel_scale": classifier.hparams.pixel_scale,
+        "mnist_lit.dataset": classifier.hparams.dataset,
+        "mnist_lit.class_names": json.dumps(classifier.class_names),
+        "mnist_lit.input": f"{INPUT_NAME}: uint8 (N, 1, 28, 28), 0-255, white on black",
+        "mnist_lit.output": f"{OUTPUT_NAME}: float32 (N, 10), softmax over the classes (class_names)",
+    }
     data = serialize(model, metadata)
     report = compare(model, runner(data), images, labels)
     if not report["max_abs_diff"] <= atol:  # also catches NaN
-        raise ExportError(f"the exported {format} model differs from PyTorch by up to {report['max_abs_diff']:.3g} "
-                          f"in probability on {len(labels)} test images (tolerance {atol:g}); {output} not written")
+        raise ExportError(
+            f"the exported {format} model differs from PyTorch by up to {report['max_abs_diff']:.3g} "
+            f"in probability on {len(labels)} test images (tolerance {atol:g}); {output} not written"
+        )
     with atomic_write(output) as handle:
         handle.write(data)
-    return {**report, "bytes": len(data), "seconds": time.perf_counter() - start, "num_images": len(labels),
-            "data_dir": str(folder), "runtime": runtime}
+    return {
+        **report,
+        "bytes": len(data),
+        "seconds": time.perf_counter() - start,
+        "num_images": len(labels),
+        "data_dir": str(folder),
+        "runtime": runtime,
+    }
 
 
 def export_main(argv: list[str]) -> None:
     """``python -m mnist_lit export --ckpt_path CKPT --format onnx|torchscript --output FILE``."""
     parser = argparse.ArgumentParser(
-        prog=f"{PROG} export", allow_abbrev=False,
+        prog=f"{PROG} export",
+        allow_abbrev=False,
         description="Export a trained checkpoint as ONNX or TorchScript (input pixels uint8 (N, 1, 28, 28), output "
-                    "probabilities float32 (N, 10)), checked against PyTorch on real test images before it is written.")
-    parser.add_argument("--ckpt_path", required=True,
-                        help="Checkpoint written by fit (e.g. .../checkpoints/last.ckpt), or a cv run folder "
-                             "(its fold models as one ensemble).")
+        "probabilities float32 (N, 10)), checked against PyTorch on real test images before it is written.",
+    )
+    parser.add_argument(
+        "--ckpt_path",
+        required=True,
+        help="Checkpoint written by fit (e.g. .../checkpoints/last.ckpt), or a cv run folder "
+        "(its fold models as one ensemble).",
+    )
     parser.add_argument("--format", required=True, choices=FORMATS, help="onnx (ONNX Runtime) or torchscript.")
     parser.add_argument("--output", required=True, help="File to write, e.g. model.onnx or model.pt.")
-    parser.add_argument("--data_dir", default=None,
-                        help="Folder with the MNIST test files for the check (default: the checkpoint's data_dir).")
-    parser.add_argument("--num_images", type=int, default=DEFAULT_NUM_IMAGES,
-                        help=f"Test images to check on (default {DEFAULT_NUM_IMAGES}).")
-    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL,
-                        help=f"Largest accepted probability difference (default {DEFAULT_ATOL:g}).")
+    parser.add_argument(
+        "--data_dir",
+        default=None,
+        help="Folder with the MNIST test files for the check (default: the checkpoint's data_dir).",
+    )
+    parser.add_argument(
+        "--num_images",
+        type=int,
+        default=DEFAULT_NUM_IMAGES,
+        help=f"Test images to check on (default {DEFAULT_NUM_IMAGES}).",
+    )
+    parser.add_argument(
+        "--atol",
+        type=float,
+        default=DEFAULT_ATOL,
+        help=f"Largest accepted probability difference (default {DEFAULT_ATOL:g}).",
+    )
     args = parser.parse_args(argv)
     try:
         report = export_model(args.ckpt_path, args.format, args.output, args.data_dir, args.num_images, args.atol)
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    print(f"Checked on {report['num_images']:,} test images from {report['data_dir']}: "
-          f"max abs difference of probabilities {report['max_abs_diff']:.3g} (tolerance {args.atol:g}); "
-          f"accuracy PyTorch {report['torch_acc']:.4f}, {report['runtime']} {report['exported_acc']:.4f}; "
-          f"{report['disagreements']} predictions differ")
-    print(f"Exported {args.format} model to {args.output} ({report['bytes']:,} bytes, {report['seconds']:.1f} s): "
-          f"input {INPUT_NAME} uint8 (N, 1, 28, 28), output {OUTPUT_NAME} float32 (N, 10)")
+    print(
+        f"Checked on {report['num_images']:,} test images from {report['data_dir']}: "
+        f"max abs difference of probabilities {report['max_abs_diff']:.3g} (tolerance {args.atol:g}); "
+        f"accuracy PyTorch {report['torch_acc']:.4f}, {report['runtime']} {report['exported_acc']:.4f}; "
+        f"{report['disagreements']} predictions differ"
+    )
+    print(
+        f"Exported {args.format} model to {args.output} ({report['bytes']:,} bytes, {report['seconds']:.1f} s): "
+        f"input {INPUT_NAME} uint8 (N, 1, 28, 28), output {OUTPUT_NAME} float32 (N, 10)"
+    )

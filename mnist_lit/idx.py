@@ -89,24 +89,27 @@ def check_file_size(path: str | Path) -> None:
     """
     size = Path(path).stat().st_size
     if size > MAX_IDX_FILE_BYTES:
-        raise IdxError(f"{path}: {size:,} bytes, more than any IDX file of at most {MAX_IDX_ITEMS:,} items "
-                       f"({MAX_IDX_FILE_BYTES:,} bytes); not an MNIST file, replace it with the right one")
+        raise IdxError(
+            f"{path}: {size:,} bytes, more than any IDX file of at most {MAX_IDX_ITEMS:,} items "
+            f"({MAX_IDX_FILE_BYTES:,} bytes); not an MNIST file, replace it with the right one"
+        )
 
 
 def _fill(stream: BinaryIO, view: memoryview, digest) -> int:
     """Read into ``view`` until it is full or the stream ends; md5 what was read; return the bytes read."""
     done = 0
     while done < len(view):
-        count = stream.readinto(view[done:done + CHUNK_SIZE])
+        count = stream.readinto(view[done : done + CHUNK_SIZE])
         if not count:
             break
-        digest.update(view[done:done + count])
+        digest.update(view[done : done + count])
         done += count
     return done
 
 
-def read_idx_stream(source: BinaryIO, name: str | Path, expected_magic: int,
-                    check_count: Callable[[int], None] | None = None) -> IdxContent:
+def read_idx_stream(
+    source: BinaryIO, name: str | Path, expected_magic: int, check_count: Callable[[int], None] | None = None
+) -> IdxContent:
     """Read an IDX file (gzip-compressed or not) from a binary stream, in bounded memory.
 
     Args:
@@ -135,25 +138,34 @@ def read_idx_stream(source: BinaryIO, name: str | Path, expected_magic: int,
         got = _fill(stream, memoryview(header)[:4], data_md5)
         magic = struct.unpack(">I", header[:4])[0] if got == 4 else None
         if magic is not None and magic != expected_magic:
-            hint = {IDX_IMAGES_MAGIC: " (an images file: are two names swapped?)",
-                    IDX_LABELS_MAGIC: " (a labels file: are two names swapped?)"}.get(magic, "")
-            raise IdxError(f"{name}: IDX magic number {magic}{hint}, expected {expected_magic} for {kind}; "
-                           f"not an MNIST {kind} file, replace it with the right one")
+            hint = {
+                IDX_IMAGES_MAGIC: " (an images file: are two names swapped?)",
+                IDX_LABELS_MAGIC: " (a labels file: are two names swapped?)",
+            }.get(magic, "")
+            raise IdxError(
+                f"{name}: IDX magic number {magic}{hint}, expected {expected_magic} for {kind}; "
+                f"not an MNIST {kind} file, replace it with the right one"
+            )
         got += _fill(stream, memoryview(header)[4:], data_md5) if got == 4 else 0
         if got < len(header):
-            raise IdxError(f"{name}: only {got} bytes, too short for an IDX {kind} file; "
-                           "delete it and download or copy it again")
+            raise IdxError(
+                f"{name}: only {got} bytes, too short for an IDX {kind} file; delete it and download or copy it again"
+            )
         count = struct.unpack(">I", header[4:8])[0]
         shape: tuple[int, ...] = (count,)
         if expected_magic == IDX_IMAGES_MAGIC:
             rows, cols = struct.unpack(">II", header[8:16])
             if (rows, cols) != (IMAGE_SIDE, IMAGE_SIDE):
-                raise IdxError(f"{name}: images are {rows}x{cols} pixels, expected 28x28; "
-                               "not MNIST-format data, replace it with the official file")
+                raise IdxError(
+                    f"{name}: images are {rows}x{cols} pixels, expected 28x28; "
+                    "not MNIST-format data, replace it with the official file"
+                )
             shape = (count, rows, cols)
         if count > MAX_IDX_ITEMS:
-            raise IdxError(f"{name}: the header announces {count:,} {kind}, more than the limit of "
-                           f"{MAX_IDX_ITEMS:,}; not an MNIST file (or a damaged one), replace it")
+            raise IdxError(
+                f"{name}: the header announces {count:,} {kind}, more than the limit of "
+                f"{MAX_IDX_ITEMS:,}; not an MNIST file (or a damaged one), replace it"
+            )
         if check_count is not None:
             try:
                 check_count(count)
@@ -163,24 +175,33 @@ def read_idx_stream(source: BinaryIO, name: str | Path, expected_magic: int,
         items = torch.empty(expected - len(header), dtype=torch.uint8)  # untouched pages: no memory until filled
         got += _fill(stream, memoryview(items.numpy()), data_md5)
         if got < expected:
-            raise IdxError(f"{name}: {got} bytes but its header promises {expected} ({count} {kind}); "
-                           "the file is truncated or damaged, delete it and download or copy it again")
+            raise IdxError(
+                f"{name}: {got} bytes but its header promises {expected} ({count} {kind}); "
+                "the file is truncated or damaged, delete it and download or copy it again"
+            )
         if stream.read(1):
-            raise IdxError(f"{name}: more than the {expected} bytes its header promises ({count} {kind}); "
-                           "the file is damaged or not one IDX file, delete it and download or copy it again")
+            raise IdxError(
+                f"{name}: more than the {expected} bytes its header promises ({count} {kind}); "
+                "the file is damaged or not one IDX file, delete it and download or copy it again"
+            )
         while buffered.read(CHUNK_SIZE):  # the rest of the stored file (gzip's trailer), for its md5
             pass
     except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
-        raise IdxError(f"{name}: damaged gzip data ({err}); the file is truncated or corrupted, "
-                       "delete it and download or copy it again") from None
+        raise IdxError(
+            f"{name}: damaged gzip data ({err}); the file is truncated or corrupted, "
+            "delete it and download or copy it again"
+        ) from None
     except MemoryError:
-        raise IdxError(f"{name}: not enough memory for the {count:,} {kind} its header announces; "
-                       "free memory or use a smaller file") from None
+        raise IdxError(
+            f"{name}: not enough memory for the {count:,} {kind} its header announces; "
+            "free memory or use a smaller file"
+        ) from None
     return IdxContent(items.view(shape), hashing.md5.hexdigest(), data_md5.hexdigest(), compressed)
 
 
-def read_idx_file(path: str | Path, expected_magic: int,
-                  check_count: Callable[[int], None] | None = None) -> IdxContent:
+def read_idx_file(
+    path: str | Path, expected_magic: int, check_count: Callable[[int], None] | None = None
+) -> IdxContent:
     """:func:`read_idx_stream` on a file, after :func:`check_file_size`.
 
     Raises:

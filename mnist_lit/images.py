@@ -31,13 +31,14 @@ import io
 import os
 import re
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from mnist_lit.data import IMAGE_SIDE, DataError
+from mnist_lit.data import DataError
+from mnist_lit.idx import IMAGE_SIDE
 
 #: The longest side of the ink in the output, px (MNIST: digits normalised to a 20x20 box).
 BOX_SIDE = 20
@@ -65,7 +66,7 @@ TRIM_FRACTION = 0.005
 #: File name endings taken from a folder (a single file or a glob is taken whatever its name).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm")
 
-ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image]
+ImageSource = str | Path | bytes | BinaryIO | Image.Image
 
 
 class ImageError(DataError):
@@ -119,17 +120,22 @@ def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
         except Image.DecompressionBombError as err:  # Pillow's own limit, above ours
             pixels = re.search(r"\((\d+) pixels\)", str(err))
             claimed = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
-            raise ImageTooLargeError(f"{name}: the header claims {claimed}, more than the limit of "
-                                     f"{max_pixels:,}; not decoded, shrink the picture first") from None
+            raise ImageTooLargeError(
+                f"{name}: the header claims {claimed}, more than the limit of "
+                f"{max_pixels:,}; not decoded, shrink the picture first"
+            ) from None
         except Exception as err:  # Pillow's format plugins raise many types on hostile input
             if isinstance(source, (str, Path)) and os.path.isfile(source) and os.path.getsize(source) == 0:
                 raise ImageError(f"{name}: empty file (0 bytes), not an image") from None
-            raise ImageError(f"{name}: not a readable image ({_one_line(err)}); "
-                             "use a PNG, JPEG, BMP, GIF, TIFF or WebP file") from None
+            raise ImageError(
+                f"{name}: not a readable image ({_one_line(err)}); use a PNG, JPEG, BMP, GIF, TIFF or WebP file"
+            ) from None
     width, height = image.size
     if width * height > max_pixels:
-        raise ImageTooLargeError(f"{name}: the header claims {width}x{height} = {width * height:,} pixels, "
-                                 f"more than the limit of {max_pixels:,}; not decoded, shrink the picture first")
+        raise ImageTooLargeError(
+            f"{name}: the header claims {width}x{height} = {width * height:,} pixels, "
+            f"more than the limit of {max_pixels:,}; not decoded, shrink the picture first"
+        )
     if width == 0 or height == 0:
         raise ImageError(f"{name}: the image is {width}x{height} pixels, nothing to read")
     try:
@@ -215,8 +221,10 @@ def normalise_ink(gray: Image.Image, name: str = "<image>") -> Image.Image:
     floor = background + max(NOISE_SIGMAS * sigma, MIN_CONTRAST)
     candidates = counts * (levels > floor)
     if int(candidates.sum()) < MIN_INK_PIXELS:
-        raise NoDigitFoundError(f"{name}: no digit found (nothing stands out from the background); "
-                                "use a picture of one dark digit on light paper, or a light digit on dark")
+        raise NoDigitFoundError(
+            f"{name}: no digit found (nothing stands out from the background); "
+            "use a picture of one dark digit on light paper, or a light digit on dark"
+        )
     ink = _median_of_histogram(candidates)
     start = background + max(RAMP_START * (ink - background), NOISE_SIGMAS * sigma)
     values = (255 - levels) if invert else levels
@@ -272,7 +280,7 @@ def fit_to_mnist_frame(ink: Image.Image) -> torch.Tensor:
     row0 = min(max(round(CENTRE - com_row), 0), IMAGE_SIDE - rows)
     col0 = min(max(round(CENTRE - com_col), 0), IMAGE_SIDE - cols)
     frame = torch.zeros(IMAGE_SIDE, IMAGE_SIDE, dtype=torch.uint8)
-    frame[row0:row0 + rows, col0:col0 + cols] = box.round().to(torch.uint8)
+    frame[row0 : row0 + rows, col0 : col0 + cols] = box.round().to(torch.uint8)
     return frame
 
 
@@ -320,8 +328,11 @@ def list_images(path: str | Path) -> list[str]:
         return files
     folder = Path(text)
     if folder.is_dir():
-        files = sorted(str(folder / p.name) for p in folder.iterdir()
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        files = sorted(
+            str(folder / p.name)
+            for p in folder.iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        )
         if not files:
             raise DataError(f"{text}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
         return files

@@ -12,8 +12,15 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from mnist_lit.command_line import (EXTRA_COMMANDS, FIT_FLAG_COMMANDS, LIGHTNING_COMMANDS, PROG, missing_config,
-                                    no_command_usage, prepare_argv)
+from mnist_lit.command_line import (
+    EXTRA_COMMANDS,
+    FIT_FLAG_COMMANDS,
+    LIGHTNING_COMMANDS,
+    PROG,
+    missing_config,
+    no_command_usage,
+    prepare_argv,
+)
 
 COMMANDS = (*LIGHTNING_COMMANDS, *EXTRA_COMMANDS)
 HELP_FLAGS = {"-h", "--help"}
@@ -21,9 +28,11 @@ HELP_FLAGS = {"-h", "--help"}
 
 def top_level_help() -> str:
     """What ``python -m mnist_lit --help`` prints: the commands, and where each one's options are listed."""
-    return (f"{no_command_usage(PROG, COMMANDS)}\n\n"
-            f"Each command lists its options with --help ({PROG} fit --help). --config FILE may come before or after "
-            f"the command.\n")
+    return (
+        f"{no_command_usage(PROG, COMMANDS)}\n\n"
+        f"Each command lists its options with --help ({PROG} fit --help). --config FILE may come before or after "
+        f"the command.\n"
+    )
 
 
 def main(args: Sequence[str] | None = None) -> None:
@@ -36,13 +45,19 @@ def main(args: Sequence[str] | None = None) -> None:
     prepared = prepare_argv(argv, COMMANDS, PROG)  # no command: lists them and exits 2; oversized configs
     command = prepared[0] if prepared else ""
     if not command.startswith("-") and command not in COMMANDS:
-        print(f"usage: {PROG} COMMAND ...\nerror: unknown command {command!r}: choose from {', '.join(COMMANDS)} "
-              f"({PROG} COMMAND --help)", file=sys.stderr)
+        print(
+            f"usage: {PROG} COMMAND ...\nerror: unknown command {command!r}: choose from {', '.join(COMMANDS)} "
+            f"({PROG} COMMAND --help)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     missing = missing_config(prepared) if command in FIT_FLAG_COMMANDS else None
     if missing is not None and not HELP_FLAGS & set(prepared):
-        print(f"usage: {PROG} {command} [--config FILE] [options]\n"
-              f"error: --config {missing}: no such file ({PROG} {command} --help lists the options)", file=sys.stderr)
+        print(
+            f"usage: {PROG} {command} [--config FILE] [options]\n"
+            f"error: --config {missing}: no such file ({PROG} {command} --help lists the options)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     if command in EXTRA_COMMANDS and HELP_FLAGS & set(prepared[1:]):
         module, function = EXTRA_COMMANDS[command].split(":")  # argparse prints the help and exits 0

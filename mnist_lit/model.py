@@ -21,8 +21,18 @@ Dataset = Literal["mnist", "fashion_mnist"]
 #: (Zalando's labels), written out so that the model needs no torchvision import.
 CLASS_NAMES = {
     "mnist": [str(digit) for digit in range(NUM_CLASSES)],
-    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"],
+    "fashion_mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
 }
 
 
@@ -30,8 +40,9 @@ class HyperparameterError(ValueError):
     """A model hyperparameter or input is out of range; the message is one line that says what to do."""
 
 
-def scale_pixels(images: torch.Tensor, pixel_scale: PixelScale = "unit",
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def scale_pixels(
+    images: torch.Tensor, pixel_scale: PixelScale = "unit", dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Turn uint8 pixels into the network's input. The only place pixels are scaled.
 
     Args:
@@ -47,8 +58,10 @@ def scale_pixels(images: torch.Tensor, pixel_scale: PixelScale = "unit",
         HyperparameterError: ``images`` is not uint8 or ``pixel_scale`` is unknown.
     """
     if images.dtype != torch.uint8:
-        raise HyperparameterError(f"the model takes uint8 pixels (0-255), got {images.dtype}; pass the raw image "
-                                  "tensor, it scales them itself")
+        raise HyperparameterError(
+            f"the model takes uint8 pixels (0-255), got {images.dtype}; pass the raw image "
+            "tensor, it scales them itself"
+        )
     if pixel_scale == "unit":
         return images.to(dtype).div_(255.0)
     if pixel_scale == "raw":
@@ -83,12 +96,20 @@ class SeedCNN(nn.Module):
     def __init__(self, dropout1: float = 0.25, dropout2: float = 0.5) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, kernel_size=3), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Conv2d(32, 64, kernel_size=3), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(1, 32, kernel_size=3),
+            nn.MaxPool2d(2),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, kernel_size=3),
+            nn.MaxPool2d(2),
+            nn.ReLU(),
             nn.Dropout(dropout1),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Dropout(dropout2), nn.Linear(128, NUM_CLASSES),
+            nn.Flatten(),
+            nn.Linear(64 * 5 * 5, 128),
+            nn.ReLU(),
+            nn.Dropout(dropout2),
+            nn.Linear(128, NUM_CLASSES),
         )
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -144,10 +165,20 @@ class MNISTClassifier(LightningModule):
     size), so a smaller last batch counts by its images, not as a whole batch.
     """
 
-    def __init__(self, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-7,
-                 dropout1: float = 0.25, dropout2: float = 0.5, pixel_scale: PixelScale = "unit",
-                 dataset: Dataset = "mnist", label_smoothing: float = 0.0, weight_decay: float = 0.0,
-                 lr_schedule: LRSchedule = "constant", warmup_fraction: float = 0.3) -> None:
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        rho: float = 0.9,
+        eps: float = 1e-7,
+        dropout1: float = 0.25,
+        dropout2: float = 0.5,
+        pixel_scale: PixelScale = "unit",
+        dataset: Dataset = "mnist",
+        label_smoothing: float = 0.0,
+        weight_decay: float = 0.0,
+        lr_schedule: LRSchedule = "constant",
+        warmup_fraction: float = 0.3,
+    ) -> None:
         super().__init__()
         if lr_schedule not in ("constant", "onecycle"):
             raise HyperparameterError(f"model.lr_schedule must be 'constant' or 'onecycle', got {lr_schedule!r}")
@@ -155,12 +186,16 @@ class MNISTClassifier(LightningModule):
             raise HyperparameterError(f"model.pixel_scale must be 'unit' or 'raw', got {pixel_scale!r}")
         if dataset not in CLASS_NAMES:
             raise HyperparameterError(f"model.dataset must be one of {', '.join(CLASS_NAMES)}, got {dataset!r}")
-        for name, value, ok, allowed in (("lr", lr, lr > 0, "> 0"), ("rho", rho, 0 <= rho < 1, "in [0, 1)"),
-                                         ("eps", eps, eps > 0, "> 0"), ("dropout1", dropout1, 0 <= dropout1 < 1, "in [0, 1)"),
-                                         ("dropout2", dropout2, 0 <= dropout2 < 1, "in [0, 1)"),
-                                         ("label_smoothing", label_smoothing, 0 <= label_smoothing < 1, "in [0, 1)"),
-                                         ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
-                                         ("warmup_fraction", warmup_fraction, 0 < warmup_fraction < 1, "in (0, 1)")):
+        for name, value, ok, allowed in (
+            ("lr", lr, lr > 0, "> 0"),
+            ("rho", rho, 0 <= rho < 1, "in [0, 1)"),
+            ("eps", eps, eps > 0, "> 0"),
+            ("dropout1", dropout1, 0 <= dropout1 < 1, "in [0, 1)"),
+            ("dropout2", dropout2, 0 <= dropout2 < 1, "in [0, 1)"),
+            ("label_smoothing", label_smoothing, 0 <= label_smoothing < 1, "in [0, 1)"),
+            ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+            ("warmup_fraction", warmup_fraction, 0 < warmup_fraction < 1, "in (0, 1)"),
+        ):
             if not ok:
                 raise HyperparameterError(f"model.{name} must be {allowed}, got {value}")
         self.save_hyperparameters()
@@ -201,8 +236,9 @@ class MNISTClassifier(LightningModule):
         updates the ``stage`` metrics: mean loss over images, accuracy, and for val/test the image count."""
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing
-                               if stage == "train" else 0.0)
+        loss = F.cross_entropy(
+            logits, labels, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0
+        )
         metrics, n = getattr(self, f"{stage}_metrics"), len(labels)
         metrics["loss"].update(loss.detach(), n)  # weighted by the batch's images: the exact mean over all
         metrics["acc"].update(logits.detach(), labels)
@@ -224,8 +260,9 @@ class MNISTClassifier(LightningModule):
         for config in self.trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-                for group, base_lr, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs,
-                                                  scheduler.lr_lambdas):
+                for group, base_lr, factor in zip(
+                    scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=False
+                ):
                     group["lr"] = base_lr * factor(scheduler.last_epoch)
 
     def on_train_epoch_start(self) -> None:
@@ -260,14 +297,21 @@ class MNISTClassifier(LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         """RMSprop; with ``lr_schedule: onecycle`` also a ``LambdaLR`` of :func:`one_cycle_factor` over the
         run's steps (``trainer.estimated_stepping_batches``), stepped every batch."""
-        optimizer = torch.optim.RMSprop(self.parameters(), lr=self.hparams.lr, alpha=self.hparams.rho,
-                                        eps=self.hparams.eps, weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.RMSprop(
+            self.parameters(),
+            lr=self.hparams.lr,
+            alpha=self.hparams.rho,
+            eps=self.hparams.eps,
+            weight_decay=self.hparams.weight_decay,
+        )
         if self.hparams.lr_schedule == "constant":
             return optimizer
         total_steps = self.trainer.estimated_stepping_batches
         if not math.isfinite(total_steps):
-            raise HyperparameterError("model.lr_schedule onecycle is planned over the whole run: set trainer.max_epochs "
-                                      "or trainer.max_steps (not -1)")
+            raise HyperparameterError(
+                "model.lr_schedule onecycle is planned over the whole run: set trainer.max_epochs "
+                "or trainer.max_steps (not -1)"
+            )
         factor = partial(one_cycle_factor, total_steps=int(total_steps), warmup_fraction=self.hparams.warmup_fraction)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -284,7 +328,7 @@ def one_cycle_factor(step: int, total_steps: int, warmup_fraction: float) -> flo
     """
     start, end = 1 / 25, 1 / 25 / 1e4
     warmup_end, last = warmup_fraction * total_steps - 1, total_steps - 1  # OneCycleLR's phase ends
-    if 0 < warmup_end and step <= warmup_end:
+    if warmup_end > 0 and step <= warmup_end:
         return start + (1 - start) * (1 - math.cos(math.pi * step / warmup_end)) / 2
     done = min(1.0, (step - warmup_end) / max(1e-9, last - warmup_end))
     return end + (1 - end) * (1 + math.cos(math.pi * done)) / 2

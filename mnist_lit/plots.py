@@ -65,8 +65,10 @@ def digit_grid(images: torch.Tensor, captions: Sequence[str], colors: Sequence[s
         ValueError: if there are no images or the three lengths differ.
     """
     if len(images) == 0 or not len(images) == len(captions) == len(colors):
-        raise ValueError(f"digit_grid needs N >= 1 images with N captions and colours, "
-                         f"got {len(images)}, {len(captions)}, {len(colors)}")
+        raise ValueError(
+            f"digit_grid needs N >= 1 images with N captions and colours, "
+            f"got {len(images)}, {len(captions)}, {len(colors)}"
+        )
     pixels = images.detach().float().cpu().reshape(len(images), 28, 28).numpy()
     width, height = grid_size_px(len(images), ncols)
     ncols = min(ncols, len(images))
@@ -77,12 +79,12 @@ def digit_grid(images: torch.Tensor, captions: Sequence[str], colors: Sequence[s
     ink = (pixels - low) / np.maximum(pixels.max(axis=(1, 2), keepdims=True) - low, 1e-12)  # each digit in [0, 1]
     canvas = np.full((height, width), 255, dtype=np.uint8)  # white
     corners = [((i % ncols) * cell_w + (cell_w - side) // 2, (i // ncols) * cell_h + 20) for i in range(len(ink))]
-    for digit, (x0, y0) in zip(ink, corners):
+    for digit, (x0, y0) in zip(ink, corners, strict=False):
         grey = np.round(255 * (1 - digit)).astype(np.uint8)  # ink dark
-        canvas[y0:y0 + side, x0:x0 + side] = grey.repeat(scale, axis=0).repeat(scale, axis=1)
+        canvas[y0 : y0 + side, x0 : x0 + side] = grey.repeat(scale, axis=0).repeat(scale, axis=1)
     picture = Image.fromarray(canvas).convert("RGB")
     draw = ImageDraw.Draw(picture)
-    for (x0, y0), caption, color in zip(corners, captions, colors):
+    for (x0, y0), caption, color in zip(corners, captions, colors, strict=False):
         fill = tuple(round(255 * c) for c in to_rgb(color))
         draw.text((x0 + side / 2, y0 - 4), caption, fill=fill, font=_caption_font(), anchor="md")
     return np.array(picture)
@@ -124,7 +126,7 @@ def confusion_matrix_figure(matrix: torch.Tensor | np.ndarray, title: str, fig: 
     ax.images[0].set_data(counts)
     ax.images[0].set_clim(counts.min(), counts.max())  # as a new imshow scales its colours
     threshold = counts.max() / 2
-    for text, count in zip(ax.texts, counts.flat):
+    for text, count in zip(ax.texts, counts.flat, strict=False):
         text.set_text(str(count))
         text.set_color("white" if count > threshold else "black")
     total = int(counts.sum())
@@ -145,11 +147,11 @@ def learning_curves_figure(epochs: Sequence[dict], test: dict | None = None) -> 
         A figure of :data:`LEARNING_CURVES_PX` pixels (epochs numbered from 1, as Keras prints them).
     """
     fig = _figure(LEARNING_CURVES_PX)
-    for ax, name in zip(fig.subplots(1, 2), ("loss", "acc")):
+    for ax, name in zip(fig.subplots(1, 2), ("loss", "acc"), strict=False):
         for stage, style in (("train", "o-"), ("val", "s-")):
             points = [(r["epoch"] + 1, r[f"{stage}_{name}"]) for r in epochs if f"{stage}_{name}" in r]
             if points:
-                ax.plot(*zip(*points), style, label=f"{stage}_{name}")
+                ax.plot(*zip(*points, strict=False), style, label=f"{stage}_{name}")
         if test and f"test_{name}" in test:
             ax.axhline(test[f"test_{name}"], color="tab:gray", linestyle="--", label=f"test_{name}")
         ax.set_xlabel("epoch")

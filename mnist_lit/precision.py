@@ -28,11 +28,15 @@ def check_precision(precision: object) -> None:
         return
     if str(precision).startswith("transformer-engine") and importlib.util.find_spec("transformer_engine"):
         return  # Lightning's own plugin, on NVIDIA GPUs
-    why = ("with float16 weights and no loss scaling the loss turns NaN within a few steps"
-           if str(precision) == "16-true" else "it needs NVIDIA's transformer_engine package (GPUs only)")
+    why = (
+        "with float16 weights and no loss scaling the loss turns NaN within a few steps"
+        if str(precision) == "16-true"
+        else "it needs NVIDIA's transformer_engine package (GPUs only)"
+    )
     raise MisconfigurationException(
         f"--trainer.precision {precision} is not supported: {why}; use 32-true (the default), 64-true, "
-        "bf16-true, bf16-mixed or 16-mixed")
+        "bf16-true, bf16-mixed or 16-mixed"
+    )
 
 
 #: /proc/cpuinfo flags of CPUs that compute bfloat16 in hardware (Intel AMX, AVX-512 BF16 on Intel and AMD Zen 4+).
@@ -54,5 +58,7 @@ def bf16_cpu_notice(precision: object, on_cpu: bool) -> str | None:
     (a fit of configs/fast.yaml took 11x the float32 time on an AVX2 CPU, under load: docs/performance.md), else None."""
     if not on_cpu or "bf16" not in str(precision) or cpu_has_bf16() is not False:
         return None
-    return (f"note: --trainer.precision {precision} on a CPU without AMX or AVX-512 BF16: bfloat16 is emulated "
-            "and training is several times slower than 32-true (configs/mnist.yaml)")
+    return (
+        f"note: --trainer.precision {precision} on a CPU without AMX or AVX-512 BF16: bfloat16 is emulated "
+        "and training is several times slower than 32-true (configs/mnist.yaml)"
+    )

@@ -49,8 +49,11 @@ def hide_unactionable_messages(argv: Sequence[str]) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) and prefix in f.prefixes for f in logger.filters):
             logger.addFilter(_DropMessages([prefix]))
-    warnings.filterwarnings("ignore", message=r'`\.\w+\(ckpt_path="best"\)` is called with Trainer configured with '
-                                              r"multiple `ModelCheckpoint` callbacks")
+    warnings.filterwarnings(
+        "ignore",
+        message=r'`\.\w+\(ckpt_path="best"\)` is called with Trainer configured with '
+        r"multiple `ModelCheckpoint` callbacks",
+    )
     resuming = any(arg == "--ckpt_path" or arg.startswith("--ckpt_path=") for arg in argv)
     if argv and argv[0] == "fit" and resuming:
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")

@@ -13,7 +13,6 @@ them.
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from mnist_lit.atomic import atomic_write

@@ -59,32 +59,43 @@ def resolve_ckpt_path(subcommand: str, ckpt_path: str | None, trainer_config: Ma
         if subcommand == "fit":
             return None
         root = logger_root(trainer_config) or Path("lightning_logs")
-        raise CheckpointError(f"{subcommand} needs a trained model: add --ckpt_path with a .ckpt file written by fit, "
-                              f"or --ckpt_path best / last for the newest run in {root}/")
+        raise CheckpointError(
+            f"{subcommand} needs a trained model: add --ckpt_path with a .ckpt file written by fit, "
+            f"or --ckpt_path best / last for the newest run in {root}/"
+        )
     if "://" in value or value in ("hpc", "registry") or value.startswith("registry:"):
         raise CheckpointError(f"--ckpt_path {value}: not supported here; give a local .ckpt file, or best / last")
     if value not in KEYWORDS:
         return value
     if subcommand == "fit":
         if value == "best":
-            raise CheckpointError("fit --ckpt_path best: fit resumes a run from its last checkpoint; use --ckpt_path "
-                                  "last, or --finetune_from CKPT to start a new run from trained weights")
+            raise CheckpointError(
+                "fit --ckpt_path best: fit resumes a run from its last checkpoint; use --ckpt_path "
+                "last, or --finetune_from CKPT to start a new run from trained weights"
+            )
         return value
     root = logger_root(trainer_config)
     if root is None:
-        raise CheckpointError(f"--ckpt_path {value}: the logger keeps no lightning_logs/version_N folders to look in; "
-                              "give the .ckpt file")
+        raise CheckpointError(
+            f"--ckpt_path {value}: the logger keeps no lightning_logs/version_N folders to look in; give the .ckpt file"
+        )
     found, run_dir, looked = newest_checkpoint(root, value)
     if found is None and run_dir is not None:  # never silently an older run's model
         if value == "best" and (run_dir / "checkpoints" / LAST_NAME).is_file():
-            raise CheckpointError(f"--ckpt_path best: the newest run, {run_dir}, has no best checkpoint (by val_acc) "
-                                  "yet; use --ckpt_path last or give a .ckpt file")
-        raise CheckpointError(f"--ckpt_path {value}: the newest run, {run_dir}, has no checkpoint yet (stopped or "
-                              "still running before its first one); give the .ckpt file of another run")
+            raise CheckpointError(
+                f"--ckpt_path best: the newest run, {run_dir}, has no best checkpoint (by val_acc) "
+                "yet; use --ckpt_path last or give a .ckpt file"
+            )
+        raise CheckpointError(
+            f"--ckpt_path {value}: the newest run, {run_dir}, has no checkpoint yet (stopped or "
+            "still running before its first one); give the .ckpt file of another run"
+        )
     if found is None:
         where = f"{len(looked)} run folders under {root}/" if looked else f"{root}/ (no version_N folders)"
-        raise CheckpointError(f"--ckpt_path {value}: no {value} checkpoint found in {where}; train first (fit) or "
-                              "give the path of a .ckpt file")
+        raise CheckpointError(
+            f"--ckpt_path {value}: no {value} checkpoint found in {where}; train first (fit) or "
+            "give the path of a .ckpt file"
+        )
     return str(found)
 
 
@@ -105,11 +116,12 @@ def base_config(ckpt_path: str | Path, checkpoint: Mapping[str, Any]) -> str | N
 def explicit_flags(argv: Sequence[str], section: str) -> set[str]:
     """Names set on the command line as ``--SECTION.NAME VALUE`` or ``--SECTION.NAME=VALUE``."""
     prefix = f"--{section}."
-    return {arg[len(prefix):].split("=", 1)[0] for arg in argv if arg.startswith(prefix)}
+    return {arg[len(prefix) :].split("=", 1)[0] for arg in argv if arg.startswith(prefix)}
 
 
-def check_model_flags(ckpt_path: str | Path, checkpoint: Mapping[str, Any], model_config: Mapping[str, Any],
-                      argv: Sequence[str]) -> dict[str, Any]:
+def check_model_flags(
+    ckpt_path: str | Path, checkpoint: Mapping[str, Any], model_config: Mapping[str, Any], argv: Sequence[str]
+) -> dict[str, Any]:
     """The checkpoint's model hyperparameters, after refusing ``--model.*`` flags that contradict them.
 
     Raises:
@@ -118,14 +130,17 @@ def check_model_flags(ckpt_path: str | Path, checkpoint: Mapping[str, Any], mode
     hparams = model_hparams(dict(checkpoint))
     for name in sorted(explicit_flags(argv, "model")):
         if name in hparams and model_config.get(name) != hparams[name]:
-            raise CheckpointError(f"--model.{name} {model_config.get(name)!r} contradicts the checkpoint {ckpt_path}, "
-                                  f"trained with model.{name} {hparams[name]!r}; drop the flag (the model's own "
-                                  "settings come from its checkpoint)")
+            raise CheckpointError(
+                f"--model.{name} {model_config.get(name)!r} contradicts the checkpoint {ckpt_path}, "
+                f"trained with model.{name} {hparams[name]!r}; drop the flag (the model's own "
+                "settings come from its checkpoint)"
+            )
     return hparams
 
 
-def check_finetune(ckpt_path: str | Path, checkpoint: Mapping[str, Any], model_config: Mapping[str, Any],
-                   argv: Sequence[str]) -> str | None:
+def check_finetune(
+    ckpt_path: str | Path, checkpoint: Mapping[str, Any], model_config: Mapping[str, Any], argv: Sequence[str]
+) -> str | None:
     """Check that ``fit --finetune_from CKPT`` can use CKPT's weights in this run's model.
 
     The pixel scale must be the checkpoint's (weights learned on 0-1 pixels answer wrongly on 0-255).
@@ -140,18 +155,24 @@ def check_finetune(ckpt_path: str | Path, checkpoint: Mapping[str, Any], model_c
     hparams = model_hparams(dict(checkpoint))
     trained_scale, scale = hparams.get("pixel_scale", "unit"), model_config.get("pixel_scale")
     if scale != trained_scale:
-        raise CheckpointError(f"--finetune_from {ckpt_path}: its weights were trained with model.pixel_scale "
-                              f"{trained_scale!r}, this run's model has {scale!r}; add --model.pixel_scale "
-                              f"{trained_scale} (weights learned on one pixel range answer wrongly on the other)")
+        raise CheckpointError(
+            f"--finetune_from {ckpt_path}: its weights were trained with model.pixel_scale "
+            f"{trained_scale!r}, this run's model has {scale!r}; add --model.pixel_scale "
+            f"{trained_scale} (weights learned on one pixel range answer wrongly on the other)"
+        )
     trained_set, dataset = hparams.get("dataset", "mnist"), model_config.get("dataset")
     if trained_set == dataset:
         return None
     if "dataset" not in explicit_flags(argv, "data"):
-        raise CheckpointError(f"--finetune_from {ckpt_path}: a {trained_set} model; this run trains on {dataset}; "
-                              f"to fine-tune across data sets (transfer learning) say so with --data.dataset "
-                              f"{dataset}, or train on {trained_set}")
-    return (f"Fine-tuning a {trained_set} model's weights on {dataset} (transfer learning): its outputs now mean "
-            f"{dataset}'s classes")
+        raise CheckpointError(
+            f"--finetune_from {ckpt_path}: a {trained_set} model; this run trains on {dataset}; "
+            f"to fine-tune across data sets (transfer learning) say so with --data.dataset "
+            f"{dataset}, or train on {trained_set}"
+        )
+    return (
+        f"Fine-tuning a {trained_set} model's weights on {dataset} (transfer learning): its outputs now mean "
+        f"{dataset}'s classes"
+    )
 
 
 def split_keys_in_use(data: Mapping[str, Any]) -> set[str]:
@@ -163,8 +184,9 @@ def split_keys_in_use(data: Mapping[str, Any]) -> set[str]:
     return {"num_folds", "val_split", "split"} | ({"split_seed"} if data.get("split") == "random" else set())
 
 
-def check_eval(subcommand: str, ckpt_path: str | Path, checkpoint: Mapping[str, Any], data_config: Mapping[str, Any]
-               ) -> None:
+def check_eval(
+    subcommand: str, ckpt_path: str | Path, checkpoint: Mapping[str, Any], data_config: Mapping[str, Any]
+) -> None:
     """Refuse data settings that contradict what the model was trained on, for ``validate``/``test``/``predict``.
 
     Raises:
@@ -173,19 +195,25 @@ def check_eval(subcommand: str, ckpt_path: str | Path, checkpoint: Mapping[str, 
     """
     dataset = model_hparams(dict(checkpoint)).get("dataset", "mnist")
     if data_config.get("dataset") != dataset:
-        raise CheckpointError(f"{ckpt_path}: a {dataset} model, but the data is {data_config.get('dataset')} "
-                              f"(data.dataset); use --data.dataset {dataset} or a checkpoint trained on "
-                              f"{data_config.get('dataset')}")
+        raise CheckpointError(
+            f"{ckpt_path}: a {dataset} model, but the data is {data_config.get('dataset')} "
+            f"(data.dataset); use --data.dataset {dataset} or a checkpoint trained on "
+            f"{data_config.get('dataset')}"
+        )
     trained = checkpoint.get("datamodule_hyper_parameters") or {}
     if subcommand == "validate":
         for key in split_keys_in_use(trained) | split_keys_in_use(data_config):
             if key in trained and data_config.get(key) != trained[key]:
-                raise CheckpointError(f"validate: data.{key} {data_config.get(key)!r} contradicts the {trained[key]!r} "
-                                      f"{ckpt_path} was trained with, so validation would score training images; "
-                                      "drop the flag or the --config that sets it")
+                raise CheckpointError(
+                    f"validate: data.{key} {data_config.get(key)!r} contradicts the {trained[key]!r} "
+                    f"{ckpt_path} was trained with, so validation would score training images; "
+                    "drop the flag or the --config that sets it"
+                )
     if subcommand == "predict" and data_config.get("predict_path") and dataset != "mnist":
-        raise CheckpointError(f"{ckpt_path}: a {dataset} model; --data.predict_path reads pictures as digits, so it "
-                              "needs a checkpoint trained on mnist")
+        raise CheckpointError(
+            f"{ckpt_path}: a {dataset} model; --data.predict_path reads pictures as digits, so it "
+            "needs a checkpoint trained on mnist"
+        )
 
 
 def check_resume(ckpt_path: str | Path, checkpoint: Mapping[str, Any], command: Mapping[str, Any]) -> None:
@@ -201,14 +229,18 @@ def check_resume(ckpt_path: str | Path, checkpoint: Mapping[str, Any], command: 
     if config is not None:
         recorded = read_config(config)
     else:
-        recorded = {"model": model_hparams(dict(checkpoint)), "data": dict(checkpoint.get("datamodule_hyper_parameters")
-                                                                          or {})}
+        recorded = {
+            "model": model_hparams(dict(checkpoint)),
+            "data": dict(checkpoint.get("datamodule_hyper_parameters") or {}),
+        }
         command = {key: command.get(key) for key in recorded}
     changed = differences(recorded, command)
     if changed:
-        raise CheckpointError(f"cannot resume {ckpt_path}: the command differs from the run's configuration in "
-                              f"{'; '.join(changed)}; resume with the run's settings, or start a new run from these "
-                              f"weights with --finetune_from {ckpt_path}")
+        raise CheckpointError(
+            f"cannot resume {ckpt_path}: the command differs from the run's configuration in "
+            f"{'; '.join(changed)}; resume with the run's settings, or start a new run from these "
+            f"weights with --finetune_from {ckpt_path}"
+        )
 
 
 def find_run_to_resume(root: Path | None, command: Mapping[str, Any]) -> tuple[Path | None, Path | None, str]:
@@ -223,8 +255,9 @@ def find_run_to_resume(root: Path | None, command: Mapping[str, Any]) -> tuple[P
         CheckpointError: the logger keeps no run folders (``root`` is ``None``).
     """
     if root is None:
-        raise CheckpointError("fit --ckpt_path last: the logger keeps no lightning_logs/version_N folders to look in; "
-                              "give the .ckpt file")
+        raise CheckpointError(
+            "fit --ckpt_path last: the logger keeps no lightning_logs/version_N folders to look in; give the .ckpt file"
+        )
     for run_dir in run_folders(root):
         recorded = read_config(run_dir / CONFIG_NAME)
         if not recorded or recorded.get("ckpt_path") or differences(recorded, command):

@@ -9,6 +9,7 @@ folder with ``mkdir`` (atomic: of two processes asking at once, exactly one gets
 from __future__ import annotations
 
 import atexit
+import contextlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,19 +26,67 @@ _SCORE = re.compile(r"val_acc[=_]?(\d+(?:\.\d+)?)")
 
 #: Settings a resumed ``fit`` may change: how long, where and how fast it runs, never what it learns.
 RESUMABLE_CHANGES = {
-    "trainer": {"max_epochs", "min_epochs", "max_steps", "min_steps", "max_time", "accelerator", "devices",
-                "num_nodes", "strategy", "enable_progress_bar", "enable_model_summary", "callbacks", "logger",
-                "default_root_dir", "limit_train_batches", "limit_val_batches", "limit_test_batches",
-                "limit_predict_batches", "num_sanity_val_steps", "profiler", "plugins", "barebones",
-                "enable_checkpointing", "val_check_interval", "check_val_every_n_epoch", "log_every_n_steps",
-                "fast_dev_run", "overfit_batches", "detect_anomaly", "inference_mode", "use_distributed_sampler",
-                "sync_batchnorm", "reload_dataloaders_every_n_epochs", "enable_autolog_hparams", "model_registry"},
-    "data": {"data_dir", "download", "mirrors", "download_timeout", "num_workers", "pin_memory", "data_on_device",
-             "predict_path", "predict_sheet"},
+    "trainer": {
+        "max_epochs",
+        "min_epochs",
+        "max_steps",
+        "min_steps",
+        "max_time",
+        "accelerator",
+        "devices",
+        "num_nodes",
+        "strategy",
+        "enable_progress_bar",
+        "enable_model_summary",
+        "callbacks",
+        "logger",
+        "default_root_dir",
+        "limit_train_batches",
+        "limit_val_batches",
+        "limit_test_batches",
+        "limit_predict_batches",
+        "num_sanity_val_steps",
+        "profiler",
+        "plugins",
+        "barebones",
+        "enable_checkpointing",
+        "val_check_interval",
+        "check_val_every_n_epoch",
+        "log_every_n_steps",
+        "fast_dev_run",
+        "overfit_batches",
+        "detect_anomaly",
+        "inference_mode",
+        "use_distributed_sampler",
+        "sync_batchnorm",
+        "reload_dataloaders_every_n_epochs",
+        "enable_autolog_hparams",
+        "model_registry",
+    },
+    "data": {
+        "data_dir",
+        "download",
+        "mirrors",
+        "download_timeout",
+        "num_workers",
+        "pin_memory",
+        "data_on_device",
+        "predict_path",
+        "predict_sheet",
+    },
 }
 #: Top-level keys that are not part of what a run learns.
-IGNORED_TOP = {"config", "ckpt_path", "test_after_fit", "finetune_from", "subcommand", "verbose",
-               "return_predictions", "optimizer", "lr_scheduler"}
+IGNORED_TOP = {
+    "config",
+    "ckpt_path",
+    "test_after_fit",
+    "finetune_from",
+    "subcommand",
+    "verbose",
+    "return_predictions",
+    "optimizer",
+    "lr_scheduler",
+}
 
 
 def logger_root(trainer_config: Mapping[str, Any]) -> Path | None:
@@ -50,8 +99,10 @@ def logger_root(trainer_config: Mapping[str, Any]) -> Path | None:
     logger, default_root = trainer_config.get("logger"), trainer_config.get("default_root_dir") or "."
     if logger is None or logger is True:
         return Path(default_root) / "lightning_logs"
-    if hasattr(logger, "get") and str(logger.get("class_path", "")).rsplit(".", 1)[-1] in ("TensorBoardLogger",
-                                                                                           "CSVLogger"):
+    if hasattr(logger, "get") and str(logger.get("class_path", "")).rsplit(".", 1)[-1] in (
+        "TensorBoardLogger",
+        "CSVLogger",
+    ):
         args = logger.get("init_args") or {}
         return Path(args.get("save_dir") or default_root) / (args.get("name") or "lightning_logs")
     return None
@@ -163,10 +214,8 @@ _claimed: list[Path] = []  # folders made by claim_version, innermost first
 def release_unused() -> None:
     """Remove the folders :func:`claim_version` made that are still empty (runs at exit, and on an error)."""
     while _claimed:
-        try:
-            _claimed.pop(0).rmdir()  # fails unless empty
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # rmdir fails unless the folder is empty
+            _claimed.pop(0).rmdir()
 
 
 atexit.register(release_unused)
@@ -185,8 +234,11 @@ def differences(recorded: Mapping[str, Any], command: Mapping[str, Any]) -> list
         old, new = recorded.get(key), command.get(key)
         if isinstance(old, Mapping) or isinstance(new, Mapping):
             old, new, allowed = old or {}, new or {}, RESUMABLE_CHANGES.get(key, set())
-            found += [f"{key}.{k} {new.get(k)!r} (run: {old.get(k)!r})" for k in sorted(set(old) | set(new))
-                      if k not in allowed and old.get(k) != new.get(k)]
+            found += [
+                f"{key}.{k} {new.get(k)!r} (run: {old.get(k)!r})"
+                for k in sorted(set(old) | set(new))
+                if k not in allowed and old.get(k) != new.get(k)
+            ]
         elif old != new:
             found.append(f"{key} {new!r} (run: {old!r})")
     return found

@@ -84,16 +84,25 @@ def render_sheet(entries: Sequence[tuple[str, str, float | None, str]], path: st
             picture_ax.imshow(shown[0])
         if error:
             reason = error.split(": ", 1)[-1]  # messages start with the file's name
-            digit_ax.text(0.5, 0.5, "\n".join(textwrap.wrap(reason, 22)[:4]), ha="center", va="center",
-                          fontsize=5, color="tab:red", transform=digit_ax.transAxes)
+            digit_ax.text(
+                0.5,
+                0.5,
+                "\n".join(textwrap.wrap(reason, 22)[:4]),
+                ha="center",
+                va="center",
+                fontsize=5,
+                color="tab:red",
+                transform=digit_ax.transAxes,
+            )
             digit_ax.set_title("error", fontsize=8, color="tab:red")
             continue
         picture = read_picture(file)
         if shown is not None:
-            for quad, digit in zip(picture.quads * shown[1], digits):
+            for quad, digit in zip(picture.quads * shown[1], digits, strict=False):
                 picture_ax.add_patch(Polygon(quad, closed=True, fill=False, edgecolor="tab:orange", linewidth=0.8))
-                picture_ax.text(quad[0, 0], quad[0, 1], digit, color="tab:orange", fontsize=6, fontweight="bold",
-                                va="bottom")
+                picture_ax.text(
+                    quad[0, 0], quad[0, 1], digit, color="tab:orange", fontsize=6, fontweight="bold", va="bottom"
+                )
         crops = picture.pixels[:, 0].numpy()
         strip = np.concatenate(list(crops), axis=1) if len(crops) else np.zeros((28, 28), np.uint8)
         digit_ax.imshow(strip, cmap="gray", vmin=0, vmax=255, interpolation="nearest")

@@ -71,12 +71,14 @@ def open_storage(storage: str):
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     url = storage
     if url.startswith("postgresql://") and not _importable("psycopg2") and _importable("psycopg"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     try:
         return _rdb_storage(url)
     except ModuleNotFoundError as err:
-        raise StorageError(f"--storage {storage}: the database driver {err.name!r} is not installed; "
-                           "pip install 'mnist_lit[tune]' (PostgreSQL: postgresql+psycopg://...)") from None
+        raise StorageError(
+            f"--storage {storage}: the database driver {err.name!r} is not installed; "
+            "pip install 'mnist_lit[tune]' (PostgreSQL: postgresql+psycopg://...)"
+        ) from None
     except Exception as err:  # SQLAlchemy's ArgumentError, OperationalError, ...: a long multi-line text
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise StorageError(f"--storage {storage}: cannot open the database ({type(err).__name__}: {first})") from None
@@ -96,8 +98,9 @@ def _rdb_storage(url: str, attempts: int = 5):
         try:
             with warnings.catch_warnings():  # "heartbeat_interval is an experimental feature": nothing to act on
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                                                  grace_period=GRACE_PERIOD_S)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S
+                )
         except (IntegrityError, ProgrammingError):
             if attempt == attempts - 1:
                 raise
@@ -117,8 +120,10 @@ def check_journal(path: Path) -> None:
     except ValueError:
         record = None
     if not isinstance(record, dict) or "op_code" not in record:
-        raise StorageError(f"--storage {path} exists and is not an Optuna journal file; give a new file name "
-                           "(or the journal the workers share)")
+        raise StorageError(
+            f"--storage {path} exists and is not an Optuna journal file; give a new file name "
+            "(or the journal the workers share)"
+        )
 
 
 def _importable(module: str) -> bool:

@@ -25,8 +25,9 @@ import signal
 import sys
 import traceback
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -37,8 +38,10 @@ if TYPE_CHECKING:
     import torch
 
 #: What the extra commands accept beyond their own options.
-FIT_FLAGS_NOTE = ("All fit flags are accepted too (--config, --data.*, --model.*, --trainer.*, --seed_everything); "
-                  "see `python -m mnist_lit fit --help`.")
+FIT_FLAGS_NOTE = (
+    "All fit flags are accepted too (--config, --data.*, --model.*, --trainer.*, --seed_everything); "
+    "see `python -m mnist_lit fit --help`."
+)
 
 
 class TuneError(ValueError):
@@ -47,11 +50,12 @@ class TuneError(ValueError):
 
 # ---------------------------------------------------------------------------------------------- helpers
 
+
 def new_run_dir(log_dir: str | Path, prefix: str) -> Path:
     """Create and return ``log_dir/PREFIX_N`` with the smallest N not yet used (never reuses a folder)."""
     root = Path(log_dir)
     root.mkdir(parents=True, exist_ok=True)
-    used = [int(p.name[len(prefix) + 1:]) for p in root.glob(f"{prefix}_*") if p.name[len(prefix) + 1:].isdigit()]
+    used = [int(p.name[len(prefix) + 1 :]) for p in root.glob(f"{prefix}_*") if p.name[len(prefix) + 1 :].isdigit()]
     number = max(used, default=-1) + 1
     while True:
         path = root / f"{prefix}_{number}"
@@ -94,8 +98,10 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
 
 def logger_flag(run_dir: Path, version: str) -> str:
     """A ``--trainer.logger`` flag that logs to ``run_dir/version`` with TensorBoard (replaces the config's logger)."""
-    logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-              "init_args": {"save_dir": str(run_dir), "name": "", "version": version}}
+    logger = {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": str(run_dir), "name": "", "version": version},
+    }
     return f"--trainer.logger={json.dumps(logger)}"
 
 
@@ -106,13 +112,18 @@ def build_cli(*args, **kwargs):
     return build(*args, **kwargs)
 
 
-def parse_command(prog: str, description: str, add_options: Callable[[argparse.ArgumentParser], None],
-                  argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+def parse_command(
+    prog: str, description: str, add_options: Callable[[argparse.ArgumentParser], None], argv: list[str]
+) -> tuple[argparse.Namespace, list[str]]:
     """Split ``argv`` into this command's own options and the ``fit`` flags passed on to LightningCLI."""
-    parser = argparse.ArgumentParser(prog=f"{PROG} {prog}", description=description,
-                                     epilog=FIT_FLAGS_NOTE, allow_abbrev=False)
-    parser.add_argument("--log_dir", default="lightning_logs",
-                        help="Parent folder of the run's new PREFIX_N folder (default: lightning_logs).")
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} {prog}", description=description, epilog=FIT_FLAGS_NOTE, allow_abbrev=False
+    )
+    parser.add_argument(
+        "--log_dir",
+        default="lightning_logs",
+        help="Parent folder of the run's new PREFIX_N folder (default: lightning_logs).",
+    )
     add_options(parser)
     return parser.parse_known_args(argv)
 
@@ -127,8 +138,10 @@ def fit_val_acc(fit_args: list[str], callbacks: tuple = ()) -> tuple[float, Any]
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     val_acc = cli.trainer.callback_metrics.get("val_acc")
     if val_acc is None:
-        raise TuneError("the run logged no val_acc; do not set --trainer.limit_val_batches 0 or "
-                        "--trainer.check_val_every_n_epoch above max_epochs")
+        raise TuneError(
+            "the run logged no val_acc; do not set --trainer.limit_val_batches 0 or "
+            "--trainer.check_val_every_n_epoch above max_epochs"
+        )
     return float(val_acc), cli
 
 
@@ -136,8 +149,17 @@ def fit_val_acc(fit_args: list[str], callbacks: tuple = ()) -> tuple[float, Any]
 
 #: Fit flags that may differ between folds trained as separate jobs (where the data lies, how it is read);
 #: every other setting must be the same in all folds for ``cv --collect`` to average them.
-PER_JOB_SETTINGS = {"data.data_dir", "data.download", "data.num_workers", "data.pin_memory", "data.fold",
-                    "trainer.logger", "trainer.devices", "trainer.num_nodes", "trainer.enable_progress_bar"}
+PER_JOB_SETTINGS = {
+    "data.data_dir",
+    "data.download",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.fold",
+    "trainer.logger",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.enable_progress_bar",
+}
 
 FOLD_RESULT = "fold_result.json"  # fold_K/fold_result.json: written last, so a fold with it is finished
 
@@ -165,12 +187,21 @@ def run_fold(run_dir: Path, folds: int, fold: int, fit_args: list[str]) -> dict[
         the result: ``fold, folds, train_size, val_size, val_acc`` (last epoch), ``log_dir``,
         ``val_index``/``val_label`` (the training images it validated), ``settings`` (:func:`fold_settings`).
     """
-    val_acc, cli = fit_val_acc([*fit_args, f"--data.num_folds={folds}", f"--data.fold={fold}",
-                                logger_flag(run_dir, f"fold_{fold}")])
+    val_acc, cli = fit_val_acc(
+        [*fit_args, f"--data.num_folds={folds}", f"--data.fold={fold}", logger_flag(run_dir, f"fold_{fold}")]
+    )
     dm = cli.datamodule
-    result = {"fold": fold, "folds": folds, "train_size": len(dm.train_idx), "val_size": len(dm.val_idx),
-              "val_acc": val_acc, "log_dir": str(cli.trainer.log_dir), "val_index": dm.val_idx.tolist(),
-              "val_label": dm.data_val.labels.tolist(), "settings": fold_settings(cli)}
+    result = {
+        "fold": fold,
+        "folds": folds,
+        "train_size": len(dm.train_idx),
+        "val_size": len(dm.val_idx),
+        "val_acc": val_acc,
+        "log_dir": str(cli.trainer.log_dir),
+        "val_index": dm.val_idx.tolist(),
+        "val_label": dm.data_val.labels.tolist(),
+        "settings": fold_settings(cli),
+    }
     write_text(run_dir / f"fold_{fold}" / FOLD_RESULT, json.dumps(result))
     return result
 
@@ -185,22 +216,30 @@ def read_fold_results(run_dir: Path, folds: int) -> list[dict[str, Any]]:
     missing = [k for k in range(folds) if not (run_dir / f"fold_{k}" / FOLD_RESULT).is_file()]
     if missing:
         names = ", ".join(map(str, missing))
-        raise TuneError(f"fold{'s' if len(missing) > 1 else ''} {names} of {folds} not finished in {run_dir} "
-                        f"(no fold_K/{FOLD_RESULT}); train each with `{PROG} cv --folds {folds} --fold K "
-                        f"--name {run_dir.name} [the same fit flags]`")
+        raise TuneError(
+            f"fold{'s' if len(missing) > 1 else ''} {names} of {folds} not finished in {run_dir} "
+            f"(no fold_K/{FOLD_RESULT}); train each with `{PROG} cv --folds {folds} --fold K "
+            f"--name {run_dir.name} [the same fit flags]`"
+        )
     results = [json.loads((run_dir / f"fold_{k}" / FOLD_RESULT).read_text()) for k in range(folds)]
     first = results[0]
     for result in results[1:]:
         if result["folds"] != folds:
-            raise TuneError(f"{run_dir}/fold_{result['fold']} was trained as one of {result['folds']} folds, "
-                            f"not {folds}")
-        differing = sorted(key for key in first["settings"].keys() | result["settings"].keys()
-                           if first["settings"].get(key) != result["settings"].get(key))
+            raise TuneError(
+                f"{run_dir}/fold_{result['fold']} was trained as one of {result['folds']} folds, not {folds}"
+            )
+        differing = sorted(
+            key
+            for key in first["settings"].keys() | result["settings"].keys()
+            if first["settings"].get(key) != result["settings"].get(key)
+        )
         if differing:
             key = differing[0]
-            raise TuneError(f"folds 0 and {result['fold']} in {run_dir} were trained with different settings "
-                            f"({key}: {first['settings'].get(key)!r} vs {result['settings'].get(key)!r}); "
-                            f"retrain one of them with the other's flags")
+            raise TuneError(
+                f"folds 0 and {result['fold']} in {run_dir} were trained with different settings "
+                f"({key}: {first['settings'].get(key)!r} vs {result['settings'].get(key)!r}); "
+                f"retrain one of them with the other's flags"
+            )
     return results
 
 
@@ -214,7 +253,7 @@ def write_cv_tables(run_dir: Path, results: list[dict[str, Any]]) -> torch.Tenso
     if len(accs) > 1:
         summary.append(["std", "", "", f"{accs.std():.6f}", ""])
     write_csv(run_dir / "cv_results.csv", ["fold", "train_size", "val_size", "val_acc", "log_dir"], rows + summary)
-    fold_rows = sorted([i, y, r["fold"]] for r in results for i, y in zip(r["val_index"], r["val_label"]))
+    fold_rows = sorted([i, y, r["fold"]] for r in results for i, y in zip(r["val_index"], r["val_label"], strict=False))
     write_csv(run_dir / "folds.csv", ["index", "label", "fold"], fold_rows)
     return accs
 
@@ -226,8 +265,10 @@ def print_cv_summary(run_dir: Path, results: list[dict[str, Any]], accs: torch.T
         print(f"{r['fold']:>4}  {r['train_size']:>6}  {r['val_size']:>6}  {r['val_acc']:.4f}")
     print(f"val_acc over {len(results)} folds: {accs.mean():.4f} ± {accs.std():.4f} (mean ± sample std)")
     print(f"Table: {run_dir / 'cv_results.csv'}")
-    print(f"The {len(results)} fold models as one ensemble (mean of their probabilities): "
-          f"{PROG} test --ckpt_path {run_dir}")
+    print(
+        f"The {len(results)} fold models as one ensemble (mean of their probabilities): "
+        f"{PROG} test --ckpt_path {run_dir}"
+    )
 
 
 def cv_main(argv: list[str]) -> None:
@@ -251,19 +292,28 @@ def cv_main(argv: list[str]) -> None:
         TuneError: ``--folds`` below 2, ``--fold`` outside ``0..K-1``, a fold already finished, or (collect)
             a missing fold or folds trained with different settings. DataError: unusable data.
     """
+
     def options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--folds", type=int, default=5, help="K, the number of folds (default: 5).")
         mode = p.add_mutually_exclusive_group()
-        mode.add_argument("--fold", type=int, default=None,
-                          help="Train only this fold (0..K-1), e.g. one job of a job array.")
-        mode.add_argument("--collect", action="store_true",
-                          help="Write cv_results.csv and folds.csv from the folds trained with --fold.")
-        p.add_argument("--name", default=None,
-                       help="Run folder under --log_dir shared by --fold and --collect (default: cv_Kfold; "
-                            "without --fold/--collect: a new cv_N).")
+        mode.add_argument(
+            "--fold", type=int, default=None, help="Train only this fold (0..K-1), e.g. one job of a job array."
+        )
+        mode.add_argument(
+            "--collect",
+            action="store_true",
+            help="Write cv_results.csv and folds.csv from the folds trained with --fold.",
+        )
+        p.add_argument(
+            "--name",
+            default=None,
+            help="Run folder under --log_dir shared by --fold and --collect (default: cv_Kfold; "
+            "without --fold/--collect: a new cv_N).",
+        )
 
     opts, fit_args = parse_command(
-        "cv", "K-fold cross-validation: train K models, each validated on a different stratified fold.", options, argv)
+        "cv", "K-fold cross-validation: train K models, each validated on a different stratified fold.", options, argv
+    )
     if opts.folds < 2:
         raise TuneError(f"--folds must be 2 or more, got {opts.folds}")
     if opts.fold is not None and not 0 <= opts.fold < opts.folds:
@@ -282,16 +332,20 @@ def cv_main(argv: list[str]) -> None:
         return
     done = run_dir / f"fold_{opts.fold}" / FOLD_RESULT
     if done.is_file():
-        raise TuneError(f"fold {opts.fold} is already finished ({done}); delete {done.parent} to train it again, "
-                        f"or give another --name")
+        raise TuneError(
+            f"fold {opts.fold} is already finished ({done}); delete {done.parent} to train it again, "
+            f"or give another --name"
+        )
     if done.parent.exists():  # an earlier attempt that did not finish (killed, preempted): start it afresh
         print(f"Removing the unfinished earlier attempt {done.parent}", flush=True)
         shutil.rmtree(done.parent)
     run_dir.mkdir(parents=True, exist_ok=True)
     result = run_fold(run_dir, opts.folds, opts.fold, fit_args)
-    print(f"fold {opts.fold}/{opts.folds}: val_acc {result['val_acc']:.4f} ({done})\n"
-          f"When all {opts.folds} folds are done: {PROG} cv --folds {opts.folds} --collect --name {run_dir.name}"
-          + (f" --log_dir {opts.log_dir}" if opts.log_dir != "lightning_logs" else ""))
+    print(
+        f"fold {opts.fold}/{opts.folds}: val_acc {result['val_acc']:.4f} ({done})\n"
+        f"When all {opts.folds} folds are done: {PROG} cv --folds {opts.folds} --collect --name {run_dir.name}"
+        + (f" --log_dir {opts.log_dir}" if opts.log_dir != "lightning_logs" else "")
+    )
 
 
 def cv_in_one_process(opts: argparse.Namespace, fit_args: list[str]) -> None:
@@ -307,6 +361,7 @@ def cv_in_one_process(opts: argparse.Namespace, fit_args: list[str]) -> None:
 
 # ---------------------------------------------------------------------------------------------- lr_find
 
+
 def lr_find_main(argv: list[str]) -> None:
     """``python -m mnist_lit lr_find [fit flags]``: Lightning's learning-rate range test.
 
@@ -318,13 +373,15 @@ def lr_find_main(argv: list[str]) -> None:
     Raises:
         TuneError: ``--min_lr``/``--max_lr`` not positive and increasing, or ``--num_training`` < 2.
     """
+
     def options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--min_lr", type=float, default=1e-6, help="First learning rate tried (default: 1e-6).")
         p.add_argument("--max_lr", type=float, default=1.0, help="Last learning rate tried (default: 1).")
         p.add_argument("--num_training", type=int, default=100, help="Batches, one per learning rate (default: 100).")
 
-    opts, fit_args = parse_command("lr_find", "Lightning's learning-rate finder for the model's RMSprop.",
-                                   options, argv)
+    opts, fit_args = parse_command(
+        "lr_find", "Lightning's learning-rate finder for the model's RMSprop.", options, argv
+    )
     if not 0 < opts.min_lr < opts.max_lr:
         raise TuneError(f"need 0 < --min_lr < --max_lr, got {opts.min_lr} and {opts.max_lr}")
     if opts.num_training < 2:
@@ -336,22 +393,34 @@ def lr_find_main(argv: list[str]) -> None:
 
     with fresh_run_dir(opts.log_dir, "lr_find") as run_dir:
         cli = build_cli([*fit_args, logger_flag(run_dir, "")], run=False)
-        finder = Tuner(cli.trainer).lr_find(cli.model, datamodule=cli.datamodule, min_lr=opts.min_lr,
-                                            max_lr=opts.max_lr, num_training=opts.num_training, update_attr=False)
+        finder = Tuner(cli.trainer).lr_find(
+            cli.model,
+            datamodule=cli.datamodule,
+            min_lr=opts.min_lr,
+            max_lr=opts.max_lr,
+            num_training=opts.num_training,
+            update_attr=False,
+        )
         suggestion = finder.suggestion()
-        write_csv(run_dir / "lr_find.csv", ["lr", "loss"], [[lr, loss] for lr, loss in
-                                                              zip(finder.results["lr"], finder.results["loss"])])
+        write_csv(
+            run_dir / "lr_find.csv",
+            ["lr", "loss"],
+            [[lr, loss] for lr, loss in zip(finder.results["lr"], finder.results["loss"], strict=False)],
+        )
         figure = finder.plot(suggest=suggestion is not None)
         with atomic_write(run_dir / "lr_find.png") as handle:
             figure.savefig(handle, format="png", dpi=100)
         if suggestion is None:
             print(f"No learning rate suggested (too few finite losses); see {run_dir / 'lr_find.png'}")
         else:
-            print(f"Suggested learning rate: {suggestion:.3g} (try --model.lr {suggestion:.3g}); "
-                  f"plot: {run_dir / 'lr_find.png'}")
+            print(
+                f"Suggested learning rate: {suggestion:.3g} (try --model.lr {suggestion:.3g}); "
+                f"plot: {run_dir / 'lr_find.png'}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------- tune
+
 
 def load_tune_config(path: str | Path) -> dict[str, Any]:
     """Read and check a tune config (see ``configs/tune.yaml``).
@@ -378,14 +447,20 @@ def load_tune_config(path: str | Path) -> dict[str, Any]:
         if kind == "categorical":
             ok = isinstance(spec.get("choices"), list) and len(spec["choices"]) > 0
         elif kind in ("float", "int"):
-            ok = isinstance(spec.get("low"), (int, float)) and isinstance(spec.get("high"), (int, float)) \
-                 and spec["low"] <= spec["high"] and (not spec.get("log") or spec["low"] > 0)
+            ok = (
+                isinstance(spec.get("low"), (int, float))
+                and isinstance(spec.get("high"), (int, float))
+                and spec["low"] <= spec["high"]
+                and (not spec.get("log") or spec["low"] > 0)
+            )
         else:
             ok = False
         if not ok or key.split(".")[0] not in ("model", "data", "trainer", "augment"):
-            raise TuneError(f"{path}: search_space.{key} must be a model./data./trainer./augment. flag with "
-                            "{type: float|int, low, high[, log]} (low <= high, low > 0 if log) "
-                            "or {type: categorical, choices: [...]}")
+            raise TuneError(
+                f"{path}: search_space.{key} must be a model./data./trainer./augment. flag with "
+                "{type: float|int, low, high[, log]} (low <= high, low > 0 if log) "
+                "or {type: categorical, choices: [...]}"
+            )
     return config
 
 
@@ -425,8 +500,11 @@ def one_line(err: BaseException) -> str:
     from mnist_lit.model import HyperparameterError
 
     text = " ".join(str(err).split()) or type(err).__name__
-    return text if isinstance(err, (DataError, TuneError, CheckpointError, HyperparameterError)) \
+    return (
+        text
+        if isinstance(err, (DataError, TuneError, CheckpointError, HyperparameterError))
         else f"{type(err).__name__}: {text}"
+    )
 
 
 @contextlib.contextmanager
@@ -449,17 +527,28 @@ def signals_interrupt() -> Iterator[dict[str, int]]:
 
 def tune_options(p: argparse.ArgumentParser) -> None:
     """Add the options of ``tune`` (search space file, trials, storage, study name, report) to ``p``."""
-    p.add_argument("--tune_config", default="configs/tune.yaml",
-                   help="Search space, trials, pruner (default: configs/tune.yaml).")
-    p.add_argument("--n_trials", type=int, default=None,
-                   help="Override the tune config's n_trials; with --storage the total over all workers.")
+    p.add_argument(
+        "--tune_config", default="configs/tune.yaml", help="Search space, trials, pruner (default: configs/tune.yaml)."
+    )
+    p.add_argument(
+        "--n_trials",
+        type=int,
+        default=None,
+        help="Override the tune config's n_trials; with --storage the total over all workers.",
+    )
     p.add_argument("--timeout", type=float, default=None, help="Stop starting trials after this many seconds.")
-    p.add_argument("--storage", default=None,
-                   help="Share the study with other workers: a journal file path (one machine or a shared file "
-                        "system) or a database URL (postgresql+psycopg://USER@HOST/DB, sqlite:///FILE.db).")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Share the study with other workers: a journal file path (one machine or a shared file "
+        "system) or a database URL (postgresql+psycopg://USER@HOST/DB, sqlite:///FILE.db).",
+    )
     p.add_argument("--study_name", default=None, help="The shared study's name (the same in every worker).")
-    p.add_argument("--report", action="store_true",
-                   help="With --storage: only write trials.csv and best_config.yaml of the study, run nothing.")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="With --storage: only write trials.csv and best_config.yaml of the study, run nothing.",
+    )
     p.add_argument("--verbose", action="store_true", help="Print the traceback of a trial that fails.")
 
 
@@ -488,8 +577,9 @@ def tune_main(argv: list[str]) -> None:
         TuneError: optuna missing, a bad tune config, an unusable ``--storage``, a study of another search
             space, no trial completed.
     """
-    opts, fit_args = parse_command("tune", "Optuna search over the tune config's space, maximising val_acc.",
-                                   tune_options, argv)
+    opts, fit_args = parse_command(
+        "tune", "Optuna search over the tune config's space, maximising val_acc.", tune_options, argv
+    )
     try:
         import optuna
         from optuna_integration import PyTorchLightningPruningCallback
@@ -501,7 +591,9 @@ def tune_main(argv: list[str]) -> None:
     if opts.storage is not None and not opts.study_name:
         raise TuneError("--storage needs --study_name NAME (the same in every worker)")
     if opts.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", opts.study_name):
-        raise TuneError(f"--study_name must be letters, digits, '_', '.', '-' (it names a folder), got {opts.study_name!r}")
+        raise TuneError(
+            f"--study_name must be letters, digits, '_', '.', '-' (it names a folder), got {opts.study_name!r}"
+        )
     if opts.report:
         if opts.storage is None:
             raise TuneError("--report needs --storage URL --study_name NAME (the study to report)")
@@ -510,8 +602,10 @@ def tune_main(argv: list[str]) -> None:
             study = optuna.load_study(study_name=opts.study_name, storage=storage)
         except KeyError:
             names = optuna.get_all_study_names(storage)
-            raise TuneError(f"no study {opts.study_name!r} in {opts.storage} (it holds: "
-                            f"{', '.join(names) if names else 'no study'})") from None
+            raise TuneError(
+                f"no study {opts.study_name!r} in {opts.storage} (it holds: "
+                f"{', '.join(names) if names else 'no study'})"
+            ) from None
         run_dir = Path(opts.log_dir) / f"tune_{opts.study_name}"
         report_study(study, run_dir)
         return
@@ -534,8 +628,14 @@ def tune_main(argv: list[str]) -> None:
         seed = zlib.crc32(f"{config.get('seed', 0)}:{st.WORKER_ID}".encode())
         sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     with run_context as run_dir:
-        study = optuna.create_study(storage=storage, study_name=opts.study_name, direction="maximize",
-                                    sampler=sampler, pruner=pruner, load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage,
+            study_name=opts.study_name,
+            direction="maximize",
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
         check_study(study, space, opts.storage)
         if storage is not None:
             for number in st.fail_dead_local_trials(study, storage):
@@ -564,8 +664,10 @@ def check_study(study, space: dict[str, Any], storage: str | None) -> None:
     if recorded is None:
         study.set_user_attr("search_space", space)
     elif recorded != json.loads(json.dumps(space)):
-        raise TuneError(f"study {study.study_name!r} in {storage} searches another space ({json.dumps(recorded)}); "
-                        "use its tune config or another --study_name")
+        raise TuneError(
+            f"study {study.study_name!r} in {storage} searches another space ({json.dumps(recorded)}); "
+            "use its tune config or another --study_name"
+        )
 
 
 def run_trials(study, space, fit_args, parser, run_dir: Path, n_trials: int, opts, pruning_callback) -> None:
@@ -590,8 +692,10 @@ def run_trials(study, space, fit_args, parser, run_dir: Path, n_trials: int, opt
         trial.set_user_attr(st.LOG_DIR, str(log_dir))
         try:
             trial.set_user_attr(st.CONFIG, parser.dump(parser.parse_args([*fit_args, *flags]), skip_none=False))
-            val_acc, _ = fit_val_acc([*fit_args, *flags, logger_flag(run_dir, log_dir.name)],
-                                     callbacks=(pruning_callback(trial, monitor="val_acc"),))
+            val_acc, _ = fit_val_acc(
+                [*fit_args, *flags, logger_flag(run_dir, log_dir.name)],
+                callbacks=(pruning_callback(trial, monitor="val_acc"),),
+            )
             return val_acc
         except optuna.TrialPruned:
             raise
@@ -620,23 +724,36 @@ def run_trials(study, space, fit_args, parser, run_dir: Path, n_trials: int, opt
         if state == "COMPLETE":
             print(f"trial {trial.number}: val_acc {trial.value:.4f} {json.dumps(trial.params)}", flush=True)
         elif state == "PRUNED":
-            print(f"trial {trial.number}: pruned after epoch {max(trial.intermediate_values, default=0) + 1}",
-                  flush=True)
+            print(
+                f"trial {trial.number}: pruned after epoch {max(trial.intermediate_values, default=0) + 1}", flush=True
+            )
         write_trials(study, run_dir)
 
     with signals_interrupt() as received:
         try:
-            study.optimize(objective, n_trials=None if opts.storage else n_trials, timeout=opts.timeout,
-                           callbacks=[st.TotalTrials(n_trials), after_trial], catch=(_TrialNotRun, _TrialFailed))
+            study.optimize(
+                objective,
+                n_trials=None if opts.storage else n_trials,
+                timeout=opts.timeout,
+                callbacks=[st.TotalTrials(n_trials), after_trial],
+                catch=(_TrialNotRun, _TrialFailed),
+            )
         except KeyboardInterrupt:
             received.setdefault("signal", signal.SIGINT)
         if received:
             write_trials(study, run_dir)
-            lost = [t.number for t in study.get_trials(deepcopy=False)
-                    if t.user_attrs.get(st.INTERRUPTED, "").startswith("signal") and t.user_attrs.get(st.WORKER) == st.WORKER_ID]
-            print(f"tune interrupted (signal {received['signal']}): trial{'s' if len(lost) != 1 else ''} "
-                  f"{', '.join(map(str, lost)) or 'none'} lost, the others kept in {run_dir / 'trials.csv'}"
-                  + ("; run the same command again to continue the study" if opts.storage else ""), file=sys.stderr)
+            lost = [
+                t.number
+                for t in study.get_trials(deepcopy=False)
+                if t.user_attrs.get(st.INTERRUPTED, "").startswith("signal")
+                and t.user_attrs.get(st.WORKER) == st.WORKER_ID
+            ]
+            print(
+                f"tune interrupted (signal {received['signal']}): trial{'s' if len(lost) != 1 else ''} "
+                f"{', '.join(map(str, lost)) or 'none'} lost, the others kept in {run_dir / 'trials.csv'}"
+                + ("; run the same command again to continue the study" if opts.storage else ""),
+                file=sys.stderr,
+            )
             sys.exit(128 + int(received["signal"]))
 
 
@@ -649,13 +766,29 @@ def write_trials(study, run_dir: Path) -> list:
     rows = []
     for t in trials:
         duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else ""
-        value = t.value if t.value is not None else (t.intermediate_values[max(t.intermediate_values)]
-                                                     if t.intermediate_values else "")
-        rows.append([t.number, st.trial_state(t), value, len(t.intermediate_values), duration,
-                     *[t.params.get(key, "") for key in names], t.user_attrs.get(st.WORKER, ""),
-                     t.user_attrs.get(st.LOG_DIR, ""), t.user_attrs.get(st.ERROR, "")])
-    write_csv(run_dir / "trials.csv", ["number", "state", "val_acc", "epochs", "duration_s", *names, "worker",
-                                       "log_dir", "error"], rows)
+        value = (
+            t.value
+            if t.value is not None
+            else (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else "")
+        )
+        rows.append(
+            [
+                t.number,
+                st.trial_state(t),
+                value,
+                len(t.intermediate_values),
+                duration,
+                *[t.params.get(key, "") for key in names],
+                t.user_attrs.get(st.WORKER, ""),
+                t.user_attrs.get(st.LOG_DIR, ""),
+                t.user_attrs.get(st.ERROR, ""),
+            ]
+        )
+    write_csv(
+        run_dir / "trials.csv",
+        ["number", "state", "val_acc", "epochs", "duration_s", *names, "worker", "log_dir", "error"],
+        rows,
+    )
     return trials
 
 
@@ -672,19 +805,28 @@ def report_study(study, run_dir: Path) -> None:
     trials = write_trials(study, run_dir)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     states = [st.trial_state(t) for t in trials]
-    counts = ", ".join(f"{states.count(name)} {name.lower()}" for name in
-                       ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED", "RUNNING") if states.count(name))
+    counts = ", ".join(
+        f"{states.count(name)} {name.lower()}"
+        for name in ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED", "RUNNING")
+        if states.count(name)
+    )
     if not complete:
         first_error = next((t.user_attrs[st.ERROR] for t in trials if st.ERROR in t.user_attrs), None)
-        raise TuneError(f"no trial completed ({counts or 'no trial'})"
-                        + (f"; the first failure: {first_error}" if first_error else "")
-                        + f"; see {run_dir / 'trials.csv'}")
+        raise TuneError(
+            f"no trial completed ({counts or 'no trial'})"
+            + (f"; the first failure: {first_error}" if first_error else "")
+            + f"; see {run_dir / 'trials.csv'}"
+        )
     best = max(complete, key=lambda t: t.value)
-    header = (f"# Best of {len(trials)} trials (trial {best.number}, val_acc {best.value:.4f}) of "
-              f"`python -m mnist_lit tune`; run it with `python -m mnist_lit fit --config THIS_FILE`.\n"
-              f"# Searched values: {json.dumps(best.params)}\n")
+    header = (
+        f"# Best of {len(trials)} trials (trial {best.number}, val_acc {best.value:.4f}) of "
+        f"`python -m mnist_lit tune`; run it with `python -m mnist_lit fit --config THIS_FILE`.\n"
+        f"# Searched values: {json.dumps(best.params)}\n"
+    )
     write_text(run_dir / "best_config.yaml", header + best.user_attrs["config"])
     print(f"\n{len(trials)} trials: {counts}. Best: trial {best.number}, val_acc {best.value:.4f}")
     print(yaml.safe_dump(nested(best.params), sort_keys=False).rstrip())
-    print(f"Table: {run_dir / 'trials.csv'}\nBest config: {run_dir / 'best_config.yaml'} "
-          f"(python -m mnist_lit fit --config {run_dir / 'best_config.yaml'})")
+    print(
+        f"Table: {run_dir / 'trials.csv'}\nBest config: {run_dir / 'best_config.yaml'} "
+        f"(python -m mnist_lit fit --config {run_dir / 'best_config.yaml'})"
+    )

@@ -57,8 +57,10 @@ def check_yaml(text: str, source: str = "the configuration") -> None:
             if anchor:
                 anchor_sizes[anchor] = total - start
         if total > MAX_CONFIG_NODES:
-            raise ConfigLimitError(f"{source} expands to more than {MAX_CONFIG_NODES:,} values through YAML aliases "
-                                   "(*name); refused before expanding it (a 'billion laughs' attack?)")
+            raise ConfigLimitError(
+                f"{source} expands to more than {MAX_CONFIG_NODES:,} values through YAML aliases "
+                "(*name); refused before expanding it (a 'billion laughs' attack?)"
+            )
 
 
 def check_config_file(path: str | Path) -> None:
@@ -72,7 +74,9 @@ def check_config_file(path: str | Path) -> None:
         return
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
-        raise ConfigLimitError(f"{path} has {size:,} bytes, more than the limit of {MAX_CONFIG_BYTES:,} for a configuration")
+        raise ConfigLimitError(
+            f"{path} has {size:,} bytes, more than the limit of {MAX_CONFIG_BYTES:,} for a configuration"
+        )
     check_yaml(path.read_text(errors="replace"), str(path))
 
 

@@ -15,17 +15,26 @@ MNIST_10K = Path(os.environ.get("MNIST_10K", REPO.parent / "shared" / "data" / "
 CONFIG = REPO / "configs" / "mnist.yaml"
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 600, check: bool = True,
-            env: dict | None = None, merged: bool = False) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 600, check: bool = True, env: dict | None = None, merged: bool = False
+) -> subprocess.CompletedProcess:
     """Run ``python -m mnist_lit ARGS`` in a subprocess, as a user would; returns the finished process.
     ``merged``: stderr goes into ``stdout`` in the order written, as a terminal shows them."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "mnist_lit", *args], cwd=cwd, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True,
-                          timeout=timeout, env=full_env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnist_lit", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"mnist_lit {' '.join(args)} exited {proc.returncode}\n"
-                             f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{(proc.stderr or '')[-4000:]}")
+        raise AssertionError(
+            f"mnist_lit {' '.join(args)} exited {proc.returncode}\n"
+            f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{(proc.stderr or '')[-4000:]}"
+        )
     return proc
 
 
@@ -44,8 +53,12 @@ def printed_metrics(stdout: str) -> dict[str, float]:
 
     Reads the plain table and, when ``rich`` is installed (Keras, from the ``bench`` extra, brings it), the
     boxed one (``│ test_acc │ 0.9519 │``)."""
-    return {name: float(value) for name, value in
-            re.findall(r"^[\s│┃|]*(\w+_(?:acc|loss|count))[\s│┃|]+([-+0-9.eE]+)[\s│┃|]*$", stdout, flags=re.MULTILINE)}
+    return {
+        name: float(value)
+        for name, value in re.findall(
+            r"^[\s│┃|]*(\w+_(?:acc|loss|count))[\s│┃|]+([-+0-9.eE]+)[\s│┃|]*$", stdout, flags=re.MULTILINE
+        )
+    }
 
 
 def printed_metric(stdout: str, name: str) -> float:
@@ -87,12 +100,20 @@ def trained_run(tmp_path_factory, mnist_dir):
     ``stdout``, ``stderr`` and ``test_acc`` parsed from the printed test accuracy.
     """
     workdir = tmp_path_factory.mktemp("trained_run")
-    proc = run_cli("fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
-                   cwd=workdir)
+    proc = run_cli(
+        "fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false", cwd=workdir
+    )
     run_dir = version_dirs(workdir)[-1]
     ckpts = sorted((run_dir / "checkpoints").glob("epoch*.ckpt"))
-    return {"workdir": workdir, "run_dir": run_dir, "best_ckpt": ckpts[-1], "last_ckpt": run_dir / "checkpoints" / "last.ckpt",
-            "stdout": proc.stdout, "stderr": proc.stderr, "test_acc": printed_test_acc(proc.stdout)}
+    return {
+        "workdir": workdir,
+        "run_dir": run_dir,
+        "best_ckpt": ckpts[-1],
+        "last_ckpt": run_dir / "checkpoints" / "last.ckpt",
+        "stdout": proc.stdout,
+        "stderr": proc.stderr,
+        "test_acc": printed_test_acc(proc.stdout),
+    }
 
 
 @pytest.fixture(scope="module")

@@ -34,11 +34,20 @@ class Measured:
 def run_measured(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> Measured:
     """Run ``python -m mnist_lit ARGS`` and measure it; killed (SIGKILL, with its launcher) after ``timeout`` s."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", **(env or {})}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
-            tempfile.NamedTemporaryFile("r") as usage:
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.NamedTemporaryFile("r") as usage,
+    ):
         started = time.monotonic()
-        proc = subprocess.Popen([sys.executable, __file__, usage.name, sys.executable, "-m", "mnist_lit", *args],
-                                cwd=cwd, stdout=out, stderr=err, env=full_env, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, usage.name, sys.executable, "-m", "mnist_lit", *args],
+            cwd=cwd,
+            stdout=out,
+            stderr=err,
+            env=full_env,
+            start_new_session=True,
+        )
         killer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
         killer.start()
         try:

@@ -44,10 +44,11 @@ def _rng(seed: int, kind: str, index: int) -> np.random.Generator:
 
 # --- ink -----------------------------------------------------------------------------------------------------
 
+
 def digit_coverage(digit: np.ndarray, height: int) -> np.ndarray:
     """Ink coverage float32 (h, w) in [0, 1] of a 28x28 MNIST digit cropped to its ink and enlarged to ``height`` rows."""
     rows, cols = np.nonzero(digit > 0)
-    crop = digit[rows.min():rows.max() + 1, cols.min():cols.max() + 1].astype(np.float32) / 255.0
+    crop = digit[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].astype(np.float32) / 255.0
     crop = np.pad(crop, 1)
     scale = height / crop.shape[0]
     size = (max(2, round(crop.shape[1] * scale)), max(2, round(crop.shape[0] * scale)))
@@ -63,8 +64,9 @@ def number_coverage(digits: list[np.ndarray], height: int, rng: np.random.Genera
     x = 0
     for i, part in enumerate(parts):
         y = canvas.shape[0] - part.shape[0] - int(rng.integers(0, max(1, height // 10)))
-        canvas[y:y + part.shape[0], x:x + part.shape[1]] = np.maximum(canvas[y:y + part.shape[0], x:x + part.shape[1]],
-                                                                       part)
+        canvas[y : y + part.shape[0], x : x + part.shape[1]] = np.maximum(
+            canvas[y : y + part.shape[0], x : x + part.shape[1]], part
+        )
         x += part.shape[1] + (gaps[i] if i < len(gaps) else 0)
     return canvas
 
@@ -74,8 +76,14 @@ def _text_coverage(text: str, height: int, rng: np.random.Generator) -> np.ndarr
     font = ImageFont.load_default(size=height)
     left, top, right, bottom = font.getbbox(text)
     image = Image.new("L", (right - left + 8, bottom - top + 8), 0)
-    ImageDraw.Draw(image).text((4 - left, 4 - top), text, fill=255, font=font,
-                               stroke_width=int(rng.integers(0, max(1, height // 18) + 1)), stroke_fill=255)
+    ImageDraw.Draw(image).text(
+        (4 - left, 4 - top),
+        text,
+        fill=255,
+        font=font,
+        stroke_width=int(rng.integers(0, max(1, height // 18) + 1)),
+        stroke_fill=255,
+    )
     pixels = np.asarray(image, np.float32) / 255.0
     shear = rng.uniform(-0.2, 0.2)
     matrix = np.float32([[1, shear, -shear * pixels.shape[0] / 2], [0, 1, 0]])
@@ -83,6 +91,7 @@ def _text_coverage(text: str, height: int, rng: np.random.Generator) -> np.ndarr
 
 
 # --- paper, table, light, camera --------------------------------------------------------------------------------
+
 
 def _paper(size: tuple[int, int], rng: np.random.Generator, lines: str = "", line_step: int = 40) -> np.ndarray:
     """Paper float32 (h, w, 3) in 0-255: a warm or cool white, fibre grain, optional ruled or squared lines."""
@@ -95,33 +104,46 @@ def _paper(size: tuple[int, int], rng: np.random.Generator, lines: str = "", lin
     if lines in ("ruled", "squared"):
         offset = int(rng.integers(0, line_step))
         for y in range(offset, height, line_step):
-            paper[y:y + thickness] = paper[y:y + thickness] * 0.35 + line_colour * 0.65
+            paper[y : y + thickness] = paper[y : y + thickness] * 0.35 + line_colour * 0.65
         if lines == "squared":
             for x in range(int(rng.integers(0, line_step)), width, line_step):
-                paper[:, x:x + thickness] = paper[:, x:x + thickness] * 0.35 + line_colour * 0.65
+                paper[:, x : x + thickness] = paper[:, x : x + thickness] * 0.35 + line_colour * 0.65
         elif rng.random() < 0.5:  # the red margin of a notebook page
             x = int(width * rng.uniform(0.08, 0.15))
-            paper[:, x:x + 2] = paper[:, x:x + 2] * 0.3 + np.array([225, 90, 95], np.float32) * 0.7
+            paper[:, x : x + 2] = paper[:, x : x + 2] * 0.3 + np.array([225, 90, 95], np.float32) * 0.7
     return paper
 
 
-def _put_ink(paper: np.ndarray, coverage: np.ndarray, colour, rng: np.random.Generator, opacity: float = 0.95,
-             grain: float = 0.0, place: tuple[float, float] | None = None) -> tuple[int, int]:
+def _put_ink(
+    paper: np.ndarray,
+    coverage: np.ndarray,
+    colour,
+    rng: np.random.Generator,
+    opacity: float = 0.95,
+    grain: float = 0.0,
+    place: tuple[float, float] | None = None,
+) -> tuple[int, int]:
     """Blend ``coverage`` into ``paper`` in ``colour`` (RGB) at a random place (or the given centre fractions);
     ``grain`` > 0 makes the ink patchy like pencil on paper fibre. Returns the top-left corner used."""
     height, width = coverage.shape
     if place is None:
-        top = int(rng.integers(int(paper.shape[0] * 0.12), max(int(paper.shape[0] * 0.12) + 1,
-                                                                int(paper.shape[0] * 0.88) - height)))
-        left = int(rng.integers(int(paper.shape[1] * 0.1), max(int(paper.shape[1] * 0.1) + 1,
-                                                                int(paper.shape[1] * 0.9) - width)))
+        top = int(
+            rng.integers(
+                int(paper.shape[0] * 0.12), max(int(paper.shape[0] * 0.12) + 1, int(paper.shape[0] * 0.88) - height)
+            )
+        )
+        left = int(
+            rng.integers(
+                int(paper.shape[1] * 0.1), max(int(paper.shape[1] * 0.1) + 1, int(paper.shape[1] * 0.9) - width)
+            )
+        )
     else:
         top, left = int(place[0] * paper.shape[0] - height / 2), int(place[1] * paper.shape[1] - width / 2)
     alpha = coverage * opacity
     if grain:
         texture = np.clip(1.0 - grain * np.abs(rng.normal(0, 1, coverage.shape)), 0.2, 1.0).astype(np.float32)
         alpha = alpha * cv2.GaussianBlur(texture, (3, 3), 0.7)
-    window = paper[top:top + height, left:left + width]
+    window = paper[top : top + height, left : left + width]
     window[:] = window * (1 - alpha[..., None]) + np.asarray(colour, np.float32) * alpha[..., None]
     return top, left
 
@@ -142,14 +164,25 @@ def _table(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return np.clip(base[None, None, :] + texture[..., None], 0, 255)
 
 
-def _lay_on_table(paper: np.ndarray, rng: np.random.Generator, tilt_deg: float, portrait: bool,
-                  fill: tuple[float, float] = (0.55, 0.8)) -> np.ndarray:
+def _lay_on_table(
+    paper: np.ndarray,
+    rng: np.random.Generator,
+    tilt_deg: float,
+    portrait: bool,
+    fill: tuple[float, float] = (0.55, 0.8),
+) -> np.ndarray:
     """Photograph ``paper`` lying on a table: a pinhole camera looking down, its axis ``tilt_deg`` off vertical,
     the sheet turned up to 20 deg in its plane and covering ``fill`` of the frame's height."""
     size = (PHOTO_SIZE[1], PHOTO_SIZE[0]) if portrait else PHOTO_SIZE
     height, width = paper.shape[:2]
-    corners = np.float32([[-width / 2, -height / 2, 0], [width / 2, -height / 2, 0],
-                          [width / 2, height / 2, 0], [-width / 2, height / 2, 0]])
+    corners = np.float32(
+        [
+            [-width / 2, -height / 2, 0],
+            [width / 2, -height / 2, 0],
+            [width / 2, height / 2, 0],
+            [-width / 2, height / 2, 0],
+        ]
+    )
     turn = math.radians(rng.uniform(-20, 20))
     corners[:, :2] = corners[:, :2] @ np.float32([[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]])
     tilt = math.radians(tilt_deg) * (1 if rng.random() < 0.5 else -1)
@@ -177,10 +210,10 @@ def _lighting(photo: np.ndarray, rng: np.random.Generator, gradient: float, shad
     height, width = photo.shape[:2]
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, 2 * math.pi)
-    ramp = (np.cos(angle) * x / width + np.sin(angle) * y / height)
+    ramp = np.cos(angle) * x / width + np.sin(angle) * y / height
     ramp = (ramp - ramp.min()) / max(1e-6, ramp.max() - ramp.min())
     light = 1.0 - gradient * ramp
-    radius = ((x - width / 2) ** 2 + (y - height / 2) ** 2) / (width ** 2 + height ** 2)
+    radius = ((x - width / 2) ** 2 + (y - height / 2) ** 2) / (width**2 + height**2)
     light *= 1.0 - rng.uniform(0.0, 0.5) * radius
     if shadow > 0:
         # a straight shadow edge through a point near the middle, at any angle: half the frame is in shadow
@@ -206,8 +239,15 @@ def _save_jpeg(photo: np.ndarray, path: Path, quality: int) -> Path:
 
 # --- the kinds --------------------------------------------------------------------------------------------------
 
-def _sheet_with(coverage: np.ndarray, rng: np.random.Generator, lines: str = "", colour=None, opacity: float = 0.95,
-                grain: float = 0.0) -> np.ndarray:
+
+def _sheet_with(
+    coverage: np.ndarray,
+    rng: np.random.Generator,
+    lines: str = "",
+    colour=None,
+    opacity: float = 0.95,
+    grain: float = 0.0,
+) -> np.ndarray:
     """A sheet about 1.5-2.5 ink heights tall around ``coverage`` (ruled: line spacing about the ink's height)."""
     height, width = coverage.shape
     sheet_h = int(height * rng.uniform(2.0, 3.2))
@@ -223,8 +263,14 @@ def _sheet_with(coverage: np.ndarray, rng: np.random.Generator, lines: str = "",
 def photo_of(coverage: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
     """An RGB photo float32 (h, w, 3) of ``coverage`` written on paper the way ``kind`` says, and its JPEG quality."""
     portrait = rng.random() < 0.3
-    tilt, gradient, shadow, blur, noise, quality = rng.uniform(0, 6), rng.uniform(0, 0.3), 0.0, \
-        rng.uniform(0.3, 0.8), rng.uniform(1.5, 3.5), int(rng.integers(75, 92))
+    tilt, gradient, shadow, blur, noise, quality = (
+        rng.uniform(0, 6),
+        rng.uniform(0, 0.3),
+        0.0,
+        rng.uniform(0.3, 0.8),
+        rng.uniform(1.5, 3.5),
+        int(rng.integers(75, 92)),
+    )
     lines, colour, opacity, grain = "", None, 0.95, 0.0
     if kind == "shadow":
         gradient, shadow = rng.uniform(0.3, 0.55), rng.uniform(0.35, 0.6)
@@ -235,9 +281,11 @@ def photo_of(coverage: np.ndarray, kind: str, rng: np.random.Generator) -> tuple
     elif kind == "pencil":
         colour, opacity, grain = [rng.uniform(95, 135)] * 3, rng.uniform(0.55, 0.8), rng.uniform(0.2, 0.45)
     elif kind == "ballpoint":
-        colour = [[rng.uniform(20, 60), rng.uniform(40, 90), rng.uniform(150, 210)],    # blue
-                  [rng.uniform(170, 215), rng.uniform(20, 60), rng.uniform(30, 70)],    # red
-                  [rng.uniform(20, 60), rng.uniform(110, 150), rng.uniform(50, 90)]][int(rng.integers(0, 3))]
+        colour = [
+            [rng.uniform(20, 60), rng.uniform(40, 90), rng.uniform(150, 210)],  # blue
+            [rng.uniform(170, 215), rng.uniform(20, 60), rng.uniform(30, 70)],  # red
+            [rng.uniform(20, 60), rng.uniform(110, 150), rng.uniform(50, 90)],
+        ][int(rng.integers(0, 3))]
         opacity = rng.uniform(0.75, 0.95)
     paper = _sheet_with(coverage, rng, lines, colour, opacity, grain)
     photo = _lay_on_table(paper, rng, tilt, portrait, fill=(0.6, 0.85) if kind != "tilted" else (0.55, 0.75))
@@ -249,15 +297,19 @@ def white_on_transparent(coverage: np.ndarray, path: Path, rng: np.random.Genera
     """A drawing app's PNG: white ink, alpha = the stroke, transparent white or black elsewhere, 256-512 px."""
     side = int(rng.integers(256, 513))
     scale = side * rng.uniform(0.45, 0.8) / coverage.shape[0]
-    ink = cv2.resize(coverage, (max(2, round(coverage.shape[1] * scale)), max(2, round(coverage.shape[0] * scale))),
-                     interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    ink = cv2.resize(
+        coverage,
+        (max(2, round(coverage.shape[1] * scale)), max(2, round(coverage.shape[0] * scale))),
+        interpolation=cv2.INTER_CUBIC,
+    ).clip(0, 1)
     rgba = np.zeros((side, side, 4), np.float32)
     rgba[..., :3] = 255.0 if rng.random() < 0.5 else 0.0  # the colour of fully transparent pixels varies by app
     top = int(rng.integers(0, side - ink.shape[0] + 1))
     left = int(rng.integers(0, side - ink.shape[1] + 1))
-    rgba[top:top + ink.shape[0], left:left + ink.shape[1], :3] = np.where(ink[..., None] > 0, 255.0,
-                                                                          rgba[top:top + ink.shape[0], left:left + ink.shape[1], :3])
-    rgba[top:top + ink.shape[0], left:left + ink.shape[1], 3] = 255.0 * ink
+    rgba[top : top + ink.shape[0], left : left + ink.shape[1], :3] = np.where(
+        ink[..., None] > 0, 255.0, rgba[top : top + ink.shape[0], left : left + ink.shape[1], :3]
+    )
+    rgba[top : top + ink.shape[0], left : left + ink.shape[1], 3] = 255.0 * ink
     Image.fromarray(np.round(rgba).astype(np.uint8), "RGBA").save(path, "PNG")
     return path
 
@@ -281,6 +333,7 @@ def write_number_photo(digits: list[np.ndarray], path: Path, rng: np.random.Gene
 
 # --- no digit ---------------------------------------------------------------------------------------------------
 
+
 def _landscape(rng: np.random.Generator) -> np.ndarray:
     """Sky with a gradient, a sun or moon, mountain ridges, a treeline or a lake: a scene with no writing."""
     width, height = PHOTO_SIZE
@@ -289,11 +342,12 @@ def _landscape(rng: np.random.Generator) -> np.ndarray:
     photo = (top[None, None] + (bottom - top)[None, None] * (y / height)[..., None]).astype(np.float32)
     if rng.random() < 0.7:
         cx, cy, r = rng.uniform(0.1, 0.9) * width, rng.uniform(0.08, 0.35) * height, rng.uniform(15, 45)
-        photo[(x - cx) ** 2 + (y - cy) ** 2 < r ** 2] = rng.uniform(200, 255, 3)
-    for layer in range(int(rng.integers(1, 4))):
+        photo[(x - cx) ** 2 + (y - cy) ** 2 < r**2] = rng.uniform(200, 255, 3)
+    for _layer in range(int(rng.integers(1, 4))):
         base = height * rng.uniform(0.35, 0.75)
-        ridge = base + sum(rng.uniform(10, 60) / (k + 1) * np.sin(x[0] / rng.uniform(20, 160) + rng.uniform(0, 6))
-                           for k in range(4))
+        ridge = base + sum(
+            rng.uniform(10, 60) / (k + 1) * np.sin(x[0] / rng.uniform(20, 160) + rng.uniform(0, 6)) for k in range(4)
+        )
         colour = rng.uniform(20, 140, 3)
         photo[y > ridge[None, :]] = colour + rng.normal(0, 6, ((y > ridge[None, :]).sum(), 3))
     if rng.random() < 0.5:  # trees: dark triangles along the bottom
@@ -312,7 +366,9 @@ def _letters(rng: np.random.Generator) -> np.ndarray:
     text = words[int(rng.integers(len(words)))] if rng.random() < 0.6 else letters[int(rng.integers(len(letters)))]
     coverage = _text_coverage(text, int(rng.integers(50, 110)), rng)
     if coverage.shape[1] > 900:
-        coverage = cv2.resize(coverage, (900, int(coverage.shape[0] * 900 / coverage.shape[1])), interpolation=cv2.INTER_AREA)
+        coverage = cv2.resize(
+            coverage, (900, int(coverage.shape[0] * 900 / coverage.shape[1])), interpolation=cv2.INTER_AREA
+        )
     photo, _ = photo_of(coverage, "table_paper", rng)
     return photo
 
@@ -322,8 +378,12 @@ def _blank(rng: np.random.Generator) -> np.ndarray:
     lines = ["", "ruled", "squared"][int(rng.integers(0, 3))]
     paper = _paper((int(rng.integers(300, 500)), int(rng.integers(300, 500))), rng, lines, int(rng.integers(30, 60)))
     photo = _lay_on_table(paper, rng, rng.uniform(0, 20), rng.random() < 0.3)
-    return _camera(_lighting(photo, rng, rng.uniform(0, 0.4), rng.uniform(0, 0.5) * (rng.random() < 0.5)),
-                   rng, rng.uniform(0.3, 1.0), rng.uniform(1.5, 3.5))
+    return _camera(
+        _lighting(photo, rng, rng.uniform(0, 0.4), rng.uniform(0, 0.5) * (rng.random() < 0.5)),
+        rng,
+        rng.uniform(0.3, 1.0),
+        rng.uniform(1.5, 3.5),
+    )
 
 
 def _doodle(rng: np.random.Generator) -> np.ndarray:
@@ -386,22 +446,28 @@ NO_DIGIT_BUILDERS = {"landscape": _landscape, "letters": _letters, "blank": _bla
 
 def write_no_digit_photo(kind: str, path: Path, rng: np.random.Generator) -> Path:
     """One picture with no digit, of ``kind`` (one of :data:`NO_DIGIT_KINDS`), as a JPEG."""
-    return _save_jpeg(np.clip(NO_DIGIT_BUILDERS[kind](rng), 0, 255), path.with_suffix(".jpg"), int(rng.integers(75, 92)))
+    return _save_jpeg(
+        np.clip(NO_DIGIT_BUILDERS[kind](rng), 0, 255), path.with_suffix(".jpg"), int(rng.integers(75, 92))
+    )
 
 
 # --- whole sets -------------------------------------------------------------------------------------------------
+
 
 def write_digit_set(images: np.ndarray, kind: str, folder: Path, seed: int) -> list[Path]:
     """One picture of ``kind`` per digit (uint8 (N, 28, 28) or (N, 1, 28, 28)), named ``{kind}_{i:04d}``, in
     digit order."""
     folder.mkdir(parents=True, exist_ok=True)
     images = np.asarray(images).reshape(-1, 28, 28)
-    return [write_digit_photo(digit, kind, folder / f"{kind}_{i:04d}", _rng(seed, kind, i))
-            for i, digit in enumerate(images)]
+    return [
+        write_digit_photo(digit, kind, folder / f"{kind}_{i:04d}", _rng(seed, kind, i))
+        for i, digit in enumerate(images)
+    ]
 
 
-def write_number_set(images: np.ndarray, labels: np.ndarray, count: int, folder: Path, seed: int,
-                     lengths: tuple[int, int] = (3, 5)) -> list[tuple[Path, str]]:
+def write_number_set(
+    images: np.ndarray, labels: np.ndarray, count: int, folder: Path, seed: int, lengths: tuple[int, int] = (3, 5)
+) -> list[tuple[Path, str]]:
     """``count`` photos of numbers of 3-5 digits drawn (without repeats within a number) from the given test digits;
     returns (path, the number's digits as a string)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -418,13 +484,27 @@ def write_number_set(images: np.ndarray, labels: np.ndarray, count: int, folder:
 def write_no_digit_set(count: int, folder: Path, seed: int) -> list[Path]:
     """``count`` pictures with no digit, the kinds of :data:`NO_DIGIT_KINDS` in turn, named ``nodigit_{kind}_{i}``."""
     folder.mkdir(parents=True, exist_ok=True)
-    return [write_no_digit_photo(NO_DIGIT_KINDS[i % len(NO_DIGIT_KINDS)],
-                                 folder / f"nodigit_{NO_DIGIT_KINDS[i % len(NO_DIGIT_KINDS)]}_{i:04d}",
-                                 _rng(seed, "nodigit", i)) for i in range(count)]
+    return [
+        write_no_digit_photo(
+            NO_DIGIT_KINDS[i % len(NO_DIGIT_KINDS)],
+            folder / f"nodigit_{NO_DIGIT_KINDS[i % len(NO_DIGIT_KINDS)]}_{i:04d}",
+            _rng(seed, "nodigit", i),
+        )
+        for i in range(count)
+    ]
 
 
-def measure(probs_fn, images: np.ndarray, labels: np.ndarray, folder: Path, seed: int, per_kind: int,
-            numbers: int, no_digits: int, refusal_digits: int) -> dict[str, float]:
+def measure(
+    probs_fn,
+    images: np.ndarray,
+    labels: np.ndarray,
+    folder: Path,
+    seed: int,
+    per_kind: int,
+    numbers: int,
+    no_digits: int,
+    refusal_digits: int,
+) -> dict[str, float]:
     """The issue's acceptance figures for a model's ``probs_fn`` (uint8 (K, 1, 28, 28) -> float32 (K, 10)).
 
     Writes ``per_kind`` photos of every kind in :data:`DIGIT_KINDS` from the first test digits given,
@@ -451,7 +531,7 @@ def measure(probs_fn, images: np.ndarray, labels: np.ndarray, folder: Path, seed
     for kind in DIGIT_KINDS:
         files = write_digit_set(images[:per_kind], kind, folder / kind, seed)
         readings = [classify(read_picture(f), probs_fn) for f in files]
-        result[kind] = float(np.mean([r.digits == str(int(y)) for r, y in zip(readings, labels)]))
+        result[kind] = float(np.mean([r.digits == str(int(y)) for r, y in zip(readings, labels, strict=False)]))
         refused_photos += sum(bool(r.error) for r in readings)
     result["false_refusal_photos"] = refused_photos / (per_kind * len(DIGIT_KINDS))
     pairs = write_number_set(images, labels, numbers, folder / "numbers", seed)

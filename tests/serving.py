@@ -11,14 +11,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
-from PIL import Image, ImageOps
-
 from conftest import stop_process
+from PIL import Image, ImageOps
 
 #: Seconds the server may take to answer /health after start (imports torch and Lightning on a busy 2-core VM).
 START_TIMEOUT = 120
@@ -31,8 +30,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http(method: str, url: str, body: bytes | Iterable[bytes] | None = None, headers: dict | None = None,
-         timeout: float = 60) -> tuple[int, dict]:
+def http(
+    method: str, url: str, body: bytes | Iterable[bytes] | None = None, headers: dict | None = None, timeout: float = 60
+) -> tuple[int, dict]:
     """One HTTP request with urllib; returns (status, JSON body) for 2xx and 4xx/5xx answers alike.
 
     An iterable ``body`` is sent with ``Transfer-Encoding: chunked`` (no Content-Length)."""
@@ -55,9 +55,25 @@ def serve(ckpt_path: Path, workdir: Path, *args: str) -> Iterator[dict]:
     log_path = workdir / f"serve_{port}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "mnist_lit", "serve", "--ckpt_path", str(ckpt_path),
-                                 "--host", "127.0.0.1", "--port", str(port), *args],
-                                cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mnist_lit",
+                "serve",
+                "--ckpt_path",
+                str(ckpt_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *args,
+            ],
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT
@@ -71,8 +87,9 @@ def serve(ckpt_path: Path, workdir: Path, *args: str) -> Iterator[dict]:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"serve did not answer /health within {START_TIMEOUT} s:\n"
-                                     f"{log_path.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"serve did not answer /health within {START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}"
+                )
             time.sleep(0.5)
         yield {"url": url, "proc": proc, "log": log_path, "health": health}
     finally:

@@ -41,8 +41,14 @@ print(json.dumps({"applied": applied, "faults": resource.getrusage(resource.RUSA
 
 def run_steps(mnist_dir, mode: str, **env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if not user_chose_allocator({k: v})}
-    out = subprocess.run([sys.executable, "-c", STEPS, str(mnist_dir), mode], capture_output=True, text=True,
-                         env={**clean, **env}, check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", STEPS, str(mnist_dir), mode],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        check=True,
+        timeout=300,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

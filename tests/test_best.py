@@ -10,9 +10,9 @@ import shutil
 import pytest
 import torch
 import yaml
+from conftest import REPO, printed_metrics, printed_test_acc, run_cli
 from lightning.pytorch import Callback, Trainer
 
-from conftest import REPO, printed_metrics, printed_test_acc, run_cli
 from mnist_lit.augment import TrainAugmentation
 from mnist_lit.checkpoint import CheckpointError, load_model
 from mnist_lit.cli import main
@@ -23,8 +23,16 @@ from mnist_lit.tuning import load_tune_config
 
 BEST = REPO / "configs" / "best.yaml"
 CONFIG = REPO / "configs" / "mnist.yaml"
-TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
-        "--trainer.enable_progress_bar", "false"]
+TINY = [
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "3",
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 
 
 class BatchRecorder(Callback):
@@ -53,18 +61,28 @@ def test_augmentation_changes_training_batches_only(mnist_dir):
     torch.manual_seed(0)
     dm = MNISTDataModule(data_dir=str(mnist_dir), download=False, batch_size=64)
     before, after = BatchRecorder(), BatchRecorder()
-    trainer = Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=3, limit_test_batches=3, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      num_sanity_val_steps=0,
-                      callbacks=[before, TrainAugmentation(degrees=10, translate=0.1, scale=0.1), after])
+    trainer = Trainer(
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=3,
+        limit_test_batches=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[before, TrainAugmentation(degrees=10, translate=0.1, scale=0.1), after],
+    )
     model = MNISTClassifier()
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm, verbose=False)
 
     train_images, train_labels = load_split(mnist_dir, "train")
-    assert torch.equal(dm.data_train.images, train_images[:7000]) and torch.equal(dm.data_val.images, train_images[7000:])
+    assert torch.equal(dm.data_train.images, train_images[:7000]) and torch.equal(
+        dm.data_val.images, train_images[7000:]
+    )
     changed = 0
-    for (x0, y0), (x1, y1) in zip(before.batches["train"], after.batches["train"]):
+    for (x0, y0), (x1, y1) in zip(before.batches["train"], after.batches["train"], strict=False):
         assert torch.equal(y0, y1) and x1.shape == x0.shape == (64, 1, 28, 28) and x1.dtype == torch.uint8
         changed += int((x1 != x0).flatten(1).any(1).sum())
         # each augmented digit keeps most of its ink (a small distortion, not another picture)
@@ -72,11 +90,13 @@ def test_augmentation_changes_training_batches_only(mnist_dir):
     assert len(after.batches["train"]) == 4 and changed >= 0.95 * 4 * 64
 
     test_images, test_labels = load_split(mnist_dir, "test")
-    for stage, (images, labels) in {"val": (train_images[7000:], train_labels[7000:]),
-                                    "test": (test_images, test_labels)}.items():
+    for stage, (images, labels) in {
+        "val": (train_images[7000:], train_labels[7000:]),
+        "test": (test_images, test_labels),
+    }.items():
         assert len(after.batches[stage]) == 3
         for i, (x, y) in enumerate(after.batches[stage]):  # unshuffled: batch i is rows 64i..64i+63
-            assert torch.equal(x, images[64 * i: 64 * (i + 1)]) and torch.equal(y, labels[64 * i: 64 * (i + 1)])
+            assert torch.equal(x, images[64 * i : 64 * (i + 1)]) and torch.equal(y, labels[64 * i : 64 * (i + 1)])
 
 
 def test_each_draw_is_shared_by_images_per_draw_images(mnist_dir):
@@ -100,12 +120,15 @@ def test_augmentation_off_by_default_draws_no_random_numbers(mnist_dir):
     assert torch.equal(torch.get_rng_state(), state) and torch.equal(batch[0], images[:32])
 
 
-@pytest.mark.parametrize("flag, message", [
-    ("--augment.degrees=120", "error: augment.degrees must be in [0, 90), got 120.0"),
-    ("--augment.images_per_draw=0", "error: augment.images_per_draw must be >= 1, got 0"),
-    ("--model.warmup_fraction=1", "error: model.warmup_fraction must be in (0, 1), got 1.0"),
-    ("--model.label_smoothing=-0.1", "error: model.label_smoothing must be in [0, 1), got -0.1"),
-])
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--augment.degrees=120", "error: augment.degrees must be in [0, 90), got 120.0"),
+        ("--augment.images_per_draw=0", "error: augment.images_per_draw must be >= 1, got 0"),
+        ("--model.warmup_fraction=1", "error: model.warmup_fraction must be in (0, 1), got 1.0"),
+        ("--model.label_smoothing=-0.1", "error: model.label_smoothing must be in [0, 1), got -0.1"),
+    ],
+)
 def test_bad_training_options_are_one_line_errors(tmp_path, capsys, monkeypatch, mnist_dir, flag, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
@@ -120,11 +143,13 @@ def test_one_cycle_factor_is_pytorchs_one_cycle_curve():
     for total, warmup in ((100, 0.3), (1650, 0.1), (9, 0.5)):
         weight = torch.nn.Parameter(torch.zeros(1))
         optimizer = torch.optim.RMSprop([weight], lr=2e-3)
-        reference = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=total, pct_start=warmup,
-                                                        cycle_momentum=False)
+        reference = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=2e-3, total_steps=total, pct_start=warmup, cycle_momentum=False
+        )
         for step in range(total):
-            assert 2e-3 * one_cycle_factor(step, total, warmup) == pytest.approx(optimizer.param_groups[0]["lr"],
-                                                                                 rel=1e-12)
+            assert 2e-3 * one_cycle_factor(step, total, warmup) == pytest.approx(
+                optimizer.param_groups[0]["lr"], rel=1e-12
+            )
             optimizer.step()
             reference.step()
     assert one_cycle_factor(500, 100, 0.3) == one_cycle_factor(99, 100, 0.3) == pytest.approx(4e-6)  # held at the end
@@ -135,9 +160,26 @@ def test_best_yaml_trains_end_to_end(tmp_path, mnist_dir):
     """`fit --config configs/best.yaml` with limited batches: augmentation on, the one-cycle learning rate in the
     logs, a checkpoint tested; its settings recorded in the run's config.yaml and its checkpoint."""
     best = yaml.safe_load(BEST.read_text())
-    proc = run_cli("fit", "--config", str(BEST), "--data.data_dir", str(mnist_dir), "--data.download", "false",
-                   "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2",
-                   "--trainer.limit_test_batches", "2", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    proc = run_cli(
+        "fit",
+        "--config",
+        str(BEST),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "4",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.limit_test_batches",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        cwd=tmp_path,
+    )
     assert 0.0 < printed_test_acc(proc.stdout) <= 1.0
     assert "Traceback" not in proc.stderr
     run_dir = tmp_path / "lightning_logs" / "version_0"
@@ -148,14 +190,34 @@ def test_best_yaml_trains_end_to_end(tmp_path, mnist_dir):
     peak = best["model"]["lr"]
     # 8 steps: epoch 0 starts at lr/25, epoch 1 (step 4) is on the way down
     assert epochs[0]["lr"] == pytest.approx(peak / 25) and epochs[1]["lr"] == pytest.approx(
-        peak * one_cycle_factor(4, 8, best["model"]["warmup_fraction"]))
+        peak * one_cycle_factor(4, 8, best["model"]["warmup_fraction"])
+    )
     model, _ = load_model(next((run_dir / "checkpoints").glob("epoch*.ckpt")))
     assert model.hparams.label_smoothing == best["model"]["label_smoothing"]
     # Resumed with more epochs, the curve is re-planned over 16 steps and the first resumed step is on it
     # (not at the finished 8-step curve's end, near 0, which the restored optimizer holds).
-    run_cli("fit", "--config", str(BEST), "--data.data_dir", str(mnist_dir), "--data.download", "false",
-            "--trainer.max_epochs", "4", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2",
-            "--trainer.enable_progress_bar", "false", "--test_after_fit", "false", "--ckpt_path", "last", cwd=tmp_path)
+    run_cli(
+        "fit",
+        "--config",
+        str(BEST),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--trainer.max_epochs",
+        "4",
+        "--trainer.limit_train_batches",
+        "4",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--test_after_fit",
+        "false",
+        "--ckpt_path",
+        "last",
+        cwd=tmp_path,
+    )
     epochs = json.loads((run_dir / "metrics.json").read_text())["epochs"]
     assert [e["epoch"] for e in epochs] == [0, 1, 2, 3]
     assert epochs[2]["lr"] == pytest.approx(peak * one_cycle_factor(8, 16, best["model"]["warmup_fraction"]))
@@ -163,12 +225,24 @@ def test_best_yaml_trains_end_to_end(tmp_path, mnist_dir):
 
 # ---------------------------------------------------------------------------------------------- ensemble
 
+
 @pytest.fixture(scope="module")
 def cv_run(tmp_path_factory, mnist_dir):
     """A finished 2-fold `cv` of the recipe, 3 training batches per fold: the folder and its working dir."""
     workdir = tmp_path_factory.mktemp("cv_ensemble")
-    proc = run_cli("cv", "--config", str(CONFIG), "--folds", "2", *TINY, "--data.data_dir", str(mnist_dir),
-                   "--data.download", "false", cwd=workdir)
+    proc = run_cli(
+        "cv",
+        "--config",
+        str(CONFIG),
+        "--folds",
+        "2",
+        *TINY,
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        cwd=workdir,
+    )
     assert "test --ckpt_path" in proc.stdout  # cv names the ensemble command
     return workdir / "lightning_logs" / "cv_0", workdir
 
@@ -177,8 +251,11 @@ def test_models_of_different_runs_are_no_ensemble():
     """An ensemble is the folds of one cv run: members trained with other settings are refused, naming one."""
     same = [MNISTClassifier(lr=1e-3), MNISTClassifier(lr=1e-3)]
     assert len(EnsembleClassifier.from_members(same).members) == 2
-    with pytest.raises(CheckpointError, match=r"models 0 and 1 were trained with different settings "
-                                              r"\(model.lr 0.001 vs 0.003\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"models 0 and 1 were trained with different settings "
+        r"\(model.lr 0.001 vs 0.003\)",
+    ):
         EnsembleClassifier.from_members([MNISTClassifier(lr=1e-3), MNISTClassifier(lr=3e-3)])
 
 
@@ -186,8 +263,11 @@ def test_models_of_different_runs_are_no_ensemble():
 def test_ensemble_probabilities_are_the_members_mean(cv_run, mnist_dir):
     folder, _ = cv_run
     ensemble, paths, _ = load_ensemble(folder)
-    assert [p.parent.parent.name for p in paths] == ["fold_0", "fold_1"] == [p.parent.parent.name for p in
-                                                                             member_checkpoints(folder)]
+    assert (
+        [p.parent.parent.name for p in paths]
+        == ["fold_0", "fold_1"]
+        == [p.parent.parent.name for p in member_checkpoints(folder)]
+    )
     images, _ = load_split(mnist_dir, "test")
     members = [load_model(p)[0] for p in paths]
     with torch.no_grad():
@@ -209,7 +289,9 @@ def test_ensemble_test_and_predict_from_the_cv_folder(cv_run, mnist_dir):
     ensemble, paths, _ = load_ensemble(folder)
     with torch.no_grad():
         probs = ensemble.probabilities(images)
-        member_accs = [float((load_model(p)[0].probabilities(images).argmax(1) == labels).float().mean()) for p in paths]
+        member_accs = [
+            float((load_model(p)[0].probabilities(images).argmax(1) == labels).float().mean()) for p in paths
+        ]
     accuracy = float((probs.argmax(1) == labels).float().mean())
 
     proc = run_cli("test", "--ckpt_path", str(folder), "--trainer.enable_progress_bar", "false", cwd=workdir)
@@ -219,8 +301,16 @@ def test_ensemble_test_and_predict_from_the_cv_folder(cv_run, mnist_dir):
     assert [float(printed[f"member{k}_test_acc"]) for k in range(2)] == pytest.approx(member_accs, abs=1e-4)
     assert (folder / "ensemble" / "version_0" / "confusion_matrix_test.csv").is_file()
 
-    run_cli("predict", "--ckpt_path", str(folder), "--trainer.limit_predict_batches", "2",
-            "--trainer.enable_progress_bar", "false", cwd=workdir)
+    run_cli(
+        "predict",
+        "--ckpt_path",
+        str(folder),
+        "--trainer.limit_predict_batches",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        cwd=workdir,
+    )
     with open(folder / "ensemble" / "version_1" / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 256
@@ -236,8 +326,16 @@ def test_one_folds_checkpoint_is_evaluated_in_a_new_run_folder(cv_run):
     fold = folder / "fold_0"
     ckpt = next((fold / "checkpoints").glob("epoch*.ckpt"))
     before = sorted(p.name for p in fold.iterdir())
-    proc = run_cli("test", "--ckpt_path", str(ckpt), "--trainer.limit_test_batches", "2",
-                   "--trainer.enable_progress_bar", "false", cwd=workdir)
+    proc = run_cli(
+        "test",
+        "--ckpt_path",
+        str(ckpt),
+        "--trainer.limit_test_batches",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        cwd=workdir,
+    )
     assert 0 < printed_metrics(proc.stdout)["test_acc"] <= 1
     assert sorted(p.name for p in fold.iterdir()) == before
     new = workdir / "lightning_logs" / "version_0"
@@ -249,7 +347,8 @@ def test_ensemble_refusals_are_one_line(cv_run, tmp_path):
     folder, workdir = cv_run
     proc = run_cli("validate", "--ckpt_path", str(folder), cwd=workdir, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
-        f"error: validate --ckpt_path {folder}: every training image trained all but one")
+        f"error: validate --ckpt_path {folder}: every training image trained all but one"
+    )
     unfinished = tmp_path / "cv_unfinished"
     shutil.copytree(folder, unfinished, ignore=shutil.ignore_patterns("ensemble"))
     (unfinished / "fold_1" / "fold_result.json").unlink()  # fold 1 not finished: neither its result nor its row
@@ -259,7 +358,8 @@ def test_ensemble_refusals_are_one_line(cv_run, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: {unfinished}: an unfinished cv run (folds finished: 0 of 2); an ensemble needs every fold: run cv "
-        "to the end, or give one fold's .ckpt file")
+        "to the end, or give one fold's .ckpt file"
+    )
 
 
 @pytest.mark.slow
@@ -268,8 +368,18 @@ def test_ensemble_exports_as_one_model(cv_run, tmp_path, mnist_dir):
     onnxruntime = pytest.importorskip("onnxruntime")
     folder, workdir = cv_run
     output = tmp_path / "ensemble.onnx"
-    proc = run_cli("export", "--ckpt_path", str(folder), "--format", "onnx", "--output", str(output),
-                   "--num_images", "500", cwd=workdir)
+    proc = run_cli(
+        "export",
+        "--ckpt_path",
+        str(folder),
+        "--format",
+        "onnx",
+        "--output",
+        str(output),
+        "--num_images",
+        "500",
+        cwd=workdir,
+    )
     assert "Ensemble of 2 models" in proc.stderr and output.is_file()
     images, _ = load_split(mnist_dir, "test")
     session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
@@ -281,14 +391,28 @@ def test_ensemble_exports_as_one_model(cv_run, tmp_path, mnist_dir):
 
 # ---------------------------------------------------------------------------------------------- tune
 
+
 @pytest.mark.slow
 def test_tune_best_searches_the_new_options(tmp_path, mnist_dir):
     """`tune --config configs/best.yaml --tune_config configs/tune_best.yaml`, 2 tiny trials: each trial ran
     with its suggested augmentation and model values, and best_config.yaml holds the best trial's."""
     space = load_tune_config(REPO / "configs" / "tune_best.yaml")["search_space"]
     assert {"augment.degrees", "model.label_smoothing", "model.warmup_fraction"} <= set(space)
-    run_cli("tune", "--config", str(BEST), "--tune_config", str(REPO / "configs" / "tune_best.yaml"),
-            "--n_trials", "2", *TINY, "--data.data_dir", str(mnist_dir), "--data.download", "false", cwd=tmp_path)
+    run_cli(
+        "tune",
+        "--config",
+        str(BEST),
+        "--tune_config",
+        str(REPO / "configs" / "tune_best.yaml"),
+        "--n_trials",
+        "2",
+        *TINY,
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        cwd=tmp_path,
+    )
     run_dir = tmp_path / "lightning_logs" / "tune_0"
     with open(run_dir / "trials.csv", newline="") as handle:
         trials = list(csv.DictReader(handle))

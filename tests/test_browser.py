@@ -7,15 +7,15 @@ import shutil
 
 import pytest
 import torch
+from conftest import REPO
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-
-from conftest import REPO
-from mnist_lit.data import load_split
 from serving import first_of_each_digit, user_drawing_png
+
+from mnist_lit.data import load_split
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # its served model trains first
 
@@ -23,9 +23,17 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]  # its served model trains 
 ARTIFACTS = REPO / "artifacts" / "browser"
 CANVAS_SIDE = 280  # CSS px of the page's canvas: 10 px per MNIST pixel
 INK = 128  # MNIST pixels at least this bright are drawn
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1000,760")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1000,760",
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +70,7 @@ def ink_runs(digit: torch.Tensor) -> list[tuple[int, int, int]]:
 
 def draw(driver, canvas, digit: torch.Tensor) -> int:
     """Draw the digit on the canvas as pointer strokes: one press-move-release per ink run; returns the stroke count."""
+
     def offset(index: int) -> int:  # Selenium 4 offsets are from the element's centre
         return round((index + 0.5) * CANVAS_SIDE / 28 - CANVAS_SIDE / 2)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import CONFIG, run_cli
+
 from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, load_checkpoint
 from mnist_lit.cli import main
 
@@ -105,9 +105,11 @@ def test_checkpoint_of_another_architecture_says_so(trained_run, tmp_path, monke
     checkpoint["state_dict"]["net.features.0.bias"] = torch.zeros(64)
     SafeCheckpointIO().save_checkpoint(checkpoint, tmp_path / "wide.ckpt")  # with its own valid checksum
     error = cli_error(tmp_path, monkeypatch, capsys, "validate", *common, "--ckpt_path", str(tmp_path / "wide.ckpt"))
-    assert error == (f"error: {tmp_path / 'wide.ckpt'}: checkpoint of another architecture (net.features.0.weight is "
-                     "[64, 1, 3, 3] in the checkpoint but [32, 1, 3, 3] in this MNISTClassifier; 2 tensors of another "
-                     "shape, 0 missing, 0 unexpected); use a checkpoint trained with this model and its configuration")
+    assert error == (
+        f"error: {tmp_path / 'wide.ckpt'}: checkpoint of another architecture (net.features.0.weight is "
+        "[64, 1, 3, 3] in the checkpoint but [32, 1, 3, 3] in this MNISTClassifier; 2 tensors of another "
+        "shape, 0 missing, 0 unexpected); use a checkpoint trained with this model and its configuration"
+    )
 
 
 def test_checkpoint_of_another_model_class_says_so(trained_run, tmp_path, monkeypatch, capsys, common):
@@ -124,9 +126,14 @@ def test_truncated_and_missing_checkpoints(trained_run, tmp_path, monkeypatch, c
     error = cli_error(tmp_path, monkeypatch, capsys, "fit", *common, "--ckpt_path", str(tmp_path / "cut.ckpt"))
     assert f"{tmp_path / 'cut.ckpt'}: damaged or truncated, not a readable PyTorch checkpoint (" in error
     error = cli_error(tmp_path, monkeypatch, capsys, "test", *common, "--ckpt_path", str(tmp_path / "none.ckpt"))
-    assert error == f"error: {tmp_path / 'none.ckpt'}: no such checkpoint file; give an existing --ckpt_path (or best / last)"
+    assert (
+        error
+        == f"error: {tmp_path / 'none.ckpt'}: no such checkpoint file; give an existing --ckpt_path (or best / last)"
+    )
     error = cli_error(tmp_path, monkeypatch, capsys, "test", *common, "--ckpt_path", "last")
-    assert error.startswith("error: --ckpt_path last: no last checkpoint found in lightning_logs/ (no version_N folders)")
+    assert error.startswith(
+        "error: --ckpt_path last: no last checkpoint found in lightning_logs/ (no version_N folders)"
+    )
 
 
 def test_load_checkpoint_refuses_plain_pickles(tmp_path):
@@ -139,8 +146,10 @@ def test_load_checkpoint_refuses_plain_pickles(tmp_path):
 @pytest.mark.slow
 def test_text_file_and_folder_as_checkpoint_get_one_line_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("hello\n")
-    for ckpt, expected in ((tmp_path / "notes.txt", "a text file (first line: 'hello'), not a checkpoint"),
-                           (tmp_path, "is a folder, not a checkpoint file")):
+    for ckpt, expected in (
+        (tmp_path / "notes.txt", "a text file (first line: 'hello'), not a checkpoint"),
+        (tmp_path, "is a folder, not a checkpoint file"),
+    ):
         proc = run_cli("test", "--config", str(CONFIG), "--ckpt_path", str(ckpt), cwd=tmp_path, check=False)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert expected in proc.stderr.strip().splitlines()[-1]

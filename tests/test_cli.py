@@ -41,8 +41,16 @@ def test_checkpoint_loads_with_weights_only_and_holds_plain_hyperparameters(trai
 @pytest.mark.slow
 def test_test_and_predict_in_new_processes_reproduce_the_test_accuracy(trained_run, mnist_dir):
     workdir, ckpt = trained_run["workdir"], str(trained_run["best_ckpt"])
-    common = ("--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
-              "--ckpt_path", ckpt)
+    common = (
+        "--config",
+        str(CONFIG),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--ckpt_path",
+        ckpt,
+    )
     tested = run_cli("test", *common, cwd=workdir)
     assert round(printed_metric(tested.stdout, "test_acc"), 4) == round(trained_run["test_acc"], 4)
 
@@ -64,8 +72,18 @@ def test_test_and_predict_in_new_processes_reproduce_the_test_accuracy(trained_r
 
 @pytest.mark.slow
 def test_validate_reports_val_acc(trained_run, mnist_dir):
-    out = run_cli("validate", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
-                  "--ckpt_path", str(trained_run["best_ckpt"]), cwd=trained_run["workdir"])
+    out = run_cli(
+        "validate",
+        "--config",
+        str(CONFIG),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--ckpt_path",
+        str(trained_run["best_ckpt"]),
+        cwd=trained_run["workdir"],
+    )
     best_val_acc = float(trained_run["best_ckpt"].stem.split("val_acc")[1])
     assert round(printed_metric(out.stdout, "val_acc"), 4) == best_val_acc
 
@@ -74,9 +92,19 @@ def test_validate_reports_val_acc(trained_run, mnist_dir):
 def test_print_config_shows_the_recipe(tmp_path):
     out = run_cli("fit", "--config", str(CONFIG), "--print_config", cwd=tmp_path)
     config = yaml.safe_load(out.stdout)
-    assert config["model"] == {"lr": 0.001, "rho": 0.9, "eps": 1e-07, "dropout1": 0.25, "dropout2": 0.5,
-                               "pixel_scale": "unit", "dataset": "mnist", "label_smoothing": 0.0, "weight_decay": 0.0,
-                               "lr_schedule": "constant", "warmup_fraction": 0.3}  # the recipe: every extra off
+    assert config["model"] == {
+        "lr": 0.001,
+        "rho": 0.9,
+        "eps": 1e-07,
+        "dropout1": 0.25,
+        "dropout2": 0.5,
+        "pixel_scale": "unit",
+        "dataset": "mnist",
+        "label_smoothing": 0.0,
+        "weight_decay": 0.0,
+        "lr_schedule": "constant",
+        "warmup_fraction": 0.3,
+    }  # the recipe: every extra off
     assert config["data"]["split"] == "tail" and config["data"]["val_split"] == 0.3
     assert not (tmp_path / "lightning_logs").exists()
 
@@ -86,15 +114,30 @@ def test_console_script_runs_the_same_cli(tmp_path):
     script = shutil.which("mnist-lit", path=str(Path(sys.executable).parent))
     assert script, "the mnist-lit console script is not installed next to the interpreter"
     import subprocess
-    out = subprocess.run([script, "fit", "--config", str(CONFIG), "--print_config"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+
+    out = subprocess.run(
+        [script, "fit", "--config", str(CONFIG), "--print_config"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and yaml.safe_load(out.stdout)["trainer"]["max_epochs"] == 5
 
 
 @pytest.mark.slow
 def test_missing_data_gives_one_clear_line(tmp_path):
-    out = run_cli("fit", "--config", str(CONFIG), "--data.data_dir", str(tmp_path / "nowhere"),
-                  "--data.download", "false", cwd=tmp_path, check=False)
+    out = run_cli(
+        "fit",
+        "--config",
+        str(CONFIG),
+        "--data.data_dir",
+        str(tmp_path / "nowhere"),
+        "--data.download",
+        "false",
+        cwd=tmp_path,
+        check=False,
+    )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     error = [line for line in out.stderr.splitlines() if line.startswith("error:")]
@@ -116,7 +159,8 @@ def test_unknown_key_and_wrong_type_are_refused_before_training(tmp_path, mnist_
     typo = run_cli("tuen", cwd=tmp_path, check=False)
     assert typo.returncode == 2 and typo.stderr.splitlines()[-1] == (
         "error: unknown command 'tuen': choose from fit, validate, test, predict, cv, lr_find, tune, export, serve "
-        "(python -m mnist_lit COMMAND --help)")
+        "(python -m mnist_lit COMMAND --help)"
+    )
     assert not (tmp_path / "lightning_logs").exists()
 
 
@@ -124,15 +168,42 @@ def test_unknown_key_and_wrong_type_are_refused_before_training(tmp_path, mnist_
 def test_lightning_misconfiguration_is_one_line_and_progress_bar_off_still_works(tmp_path, mnist_dir):
     """configs/mnist.yaml carries a TQDMProgressBar (refresh_rate 20): a second bar is Lightning's refusal,
     shown as one line; --trainer.enable_progress_bar false turns the configured bar off instead of failing."""
-    two_bars = run_cli("fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
-                       "--trainer.callbacks+=lightning.pytorch.callbacks.TQDMProgressBar", cwd=tmp_path, check=False)
+    two_bars = run_cli(
+        "fit",
+        "--config",
+        str(CONFIG),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.TQDMProgressBar",
+        cwd=tmp_path,
+        check=False,
+    )
     assert two_bars.returncode == 2, two_bars.stderr[-2000:]
     assert two_bars.stderr.strip().splitlines()[-1].startswith("error: You added multiple progress bar callbacks")
     assert "Traceback" not in two_bars.stderr
-    no_bar = run_cli("fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
-                     "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "1",
-                     "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
-                     "--test_after_fit", "false", cwd=tmp_path, env={"TQDM_DISABLE": "0"})
+    no_bar = run_cli(
+        "fit",
+        "--config",
+        str(CONFIG),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.limit_val_batches",
+        "2",
+        "--test_after_fit",
+        "false",
+        cwd=tmp_path,
+        env={"TQDM_DISABLE": "0"},
+    )
     assert "Epoch 0" not in no_bar.stdout + no_bar.stderr  # no bar drawn
     assert json.loads((version_dirs(tmp_path)[0] / "metrics.json").read_text())["epochs"][0]["val_count"] == 256
 
@@ -144,10 +215,23 @@ def test_deterministic_runs_keep_deterministic_algorithms_without_the_nan_fill(m
     (test_resume.py::test_two_seeded_runs_give_identical_metrics_and_weights)."""
     import subprocess
 
-    probe = ("import sys, torch; from mnist_lit.cli import build_cli; build_cli(sys.argv[1:], run=False); "
-             "print(torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory)")
-    base = [sys.executable, "-c", probe, "--config", str(CONFIG), "--data.data_dir", str(mnist_dir),
-            "--data.download", "false", "--trainer.default_root_dir", str(tmp_path)]
+    probe = (
+        "import sys, torch; from mnist_lit.cli import build_cli; build_cli(sys.argv[1:], run=False); "
+        "print(torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory)"
+    )
+    base = [
+        sys.executable,
+        "-c",
+        probe,
+        "--config",
+        str(CONFIG),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
     for extra, expected in (([], "True False"), (["--trainer.deterministic", "false"], "False True")):
         out = subprocess.run(base + extra, capture_output=True, text=True, cwd=tmp_path, check=True)
         assert out.stdout.split("\n")[-2] == expected, out.stdout[-500:]
@@ -157,9 +241,22 @@ def test_deterministic_runs_keep_deterministic_algorithms_without_the_nan_fill(m
 def test_bf16_mixed_precision_trains_through_every_callback(tmp_path, mnist_dir):
     """`--trainer.precision bf16-mixed` (docs/scaling.md "Several GPUs"; on a CPU too): convolutions and matrix products in
     bfloat16 under autocast, weights kept in float32; the callbacks take the bfloat16 logits."""
-    out = run_cli("fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
-                  "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "20",
-                  cwd=tmp_path)
+    out = run_cli(
+        "fit",
+        "--config",
+        str(CONFIG),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--trainer.precision",
+        "bf16-mixed",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "20",
+        cwd=tmp_path,
+    )
     assert "bfloat16 Automatic Mixed Precision" in out.stdout + out.stderr
     run_dir = version_dirs(tmp_path)[0]
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["precision"] == "bf16-mixed"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import CONFIG, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CONFIG, run_cli
 from mnist_lit.cli import main
 from mnist_lit.data import DataError, MNISTDataModule, fold_indices, load_split
 
@@ -28,9 +28,24 @@ def read_csv(path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_cv_three_folds_on_real_subset(tmp_path, mnist_dir):
     """3-fold CV, 1 epoch: folds partition the training file, are stratified, and the summary is right."""
-    proc = run_cli("cv", "--config", str(CONFIG), "--folds", "3", "--trainer.max_epochs", "1",
-                   "--trainer.limit_train_batches", "12", "--trainer.enable_progress_bar", "false",
-                   "--data.data_dir", str(mnist_dir), "--data.download", "false", cwd=tmp_path)
+    proc = run_cli(
+        "cv",
+        "--config",
+        str(CONFIG),
+        "--folds",
+        "3",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "12",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        cwd=tmp_path,
+    )
     run_dir = tmp_path / "lightning_logs" / "cv_0"
     _, labels = load_split(mnist_dir, "train")
 
@@ -51,7 +66,7 @@ def test_cv_three_folds_on_real_subset(tmp_path, mnist_dir):
     per_fold = [r for r in table if r["fold"].isdigit()]
     assert [int(r["fold"]) for r in per_fold] == [0, 1, 2]
     accs = [float(r["val_acc"]) for r in per_fold]
-    for row, acc in zip(per_fold, accs):
+    for row, acc in zip(per_fold, accs, strict=False):
         assert int(row["train_size"]) + int(row["val_size"]) == len(labels)
         assert int(row["val_size"]) == int((fold == int(row["fold"])).sum())
         assert 0.5 < acc <= 1.0  # 12 batches already learn far above chance (0.1)
@@ -74,7 +89,7 @@ def test_cv_three_folds_on_real_subset(tmp_path, mnist_dir):
 def test_folds_are_deterministic_per_seed_and_balanced(mnist_dir):
     _, labels = load_split(mnist_dir, "train")
     first = fold_indices(labels, 5, 2, split_seed=7)
-    assert all(torch.equal(a, b) for a, b in zip(first, fold_indices(labels, 5, 2, split_seed=7)))
+    assert all(torch.equal(a, b) for a, b in zip(first, fold_indices(labels, 5, 2, split_seed=7), strict=False))
     assert not torch.equal(first[1], fold_indices(labels, 5, 2, split_seed=8)[1])
     sizes = [len(fold_indices(labels, 5, k)[1]) for k in range(5)]
     assert sizes == [2000] * 5
@@ -109,8 +124,21 @@ def test_cv_rejects_one_fold(tmp_path, capsys, monkeypatch):
 def test_cv_without_data_fails_cleanly(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        main(["cv", "--folds", "2", "--config", str(CONFIG), "--data.data_dir", str(tmp_path / "none"),
-              "--data.download", "false", "--trainer.enable_progress_bar", "false"])
+        main(
+            [
+                "cv",
+                "--folds",
+                "2",
+                "--config",
+                str(CONFIG),
+                "--data.data_dir",
+                str(tmp_path / "none"),
+                "--data.download",
+                "false",
+                "--trainer.enable_progress_bar",
+                "false",
+            ]
+        )
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: mnist data not found: put ")
     assert list((tmp_path / "lightning_logs").iterdir()) == []  # the empty cv_0 folder was removed again
@@ -118,18 +146,43 @@ def test_cv_without_data_fails_cleanly(tmp_path, capsys, monkeypatch):
 
 def fold_flags(mnist_dir) -> list[str]:
     """A tiny fold: 1 epoch of 6 batches, validated on 4 batches (512 images)."""
-    return ["--config", str(CONFIG), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6",
-            "--trainer.limit_val_batches", "4", "--trainer.enable_progress_bar", "false",
-            "--data.data_dir", str(mnist_dir), "--data.download", "false"]
+    return [
+        "--config",
+        str(CONFIG),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "6",
+        "--trainer.limit_val_batches",
+        "4",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+    ]
 
 
 def cv_processes(*argv_lists: list[str], cwd) -> list[subprocess.CompletedProcess]:
     """Start one `python -m mnist_lit cv ...` per argument list at the same time (like a job array); wait for all."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "mnist_lit", "cv", *argv], cwd=cwd, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for argv in argv_lists]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mnist_lit", "cv", *argv],
+            cwd=cwd,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for argv in argv_lists
+    ]
     outputs = [p.communicate(timeout=600) for p in procs]
-    return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outputs)]
+    return [
+        subprocess.CompletedProcess(p.args, p.returncode, out, err)
+        for p, (out, err) in zip(procs, outputs, strict=False)
+    ]
 
 
 @pytest.mark.slow
@@ -139,24 +192,36 @@ def test_folds_as_separate_jobs_match_one_process(tmp_path, mnist_dir):
     one_dir = tmp_path / "lightning_logs" / "cv_0"
     assert "val_acc over 3 folds" in whole.stdout
 
-    for proc in cv_processes(["--folds", "3", "--fold", "0", *fold_flags(mnist_dir)],
-                             ["--folds", "3", "--fold", "2", *fold_flags(mnist_dir)], cwd=tmp_path):
+    for proc in cv_processes(
+        ["--folds", "3", "--fold", "0", *fold_flags(mnist_dir)],
+        ["--folds", "3", "--fold", "2", *fold_flags(mnist_dir)],
+        cwd=tmp_path,
+    ):
         assert proc.returncode == 0, proc.stderr[-3000:]
     jobs_dir = tmp_path / "lightning_logs" / "cv_3fold"
     missing = run_cli("cv", "--folds", "3", "--collect", cwd=tmp_path, check=False)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    assert missing.stderr.strip().splitlines()[-1].startswith(
-        f"error: fold 1 of 3 not finished in {Path('lightning_logs') / 'cv_3fold'} (no fold_K/fold_result.json); "
-        "train each with `python -m mnist_lit cv --folds 3 --fold K --name cv_3fold")
+    assert (
+        missing.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"error: fold 1 of 3 not finished in {Path('lightning_logs') / 'cv_3fold'} (no fold_K/fold_result.json); "
+            "train each with `python -m mnist_lit cv --folds 3 --fold K --name cv_3fold"
+        )
+    )
     assert not (jobs_dir / "cv_results.csv").exists()
 
     run_cli("cv", "--folds", "3", "--fold", "1", *fold_flags(mnist_dir), cwd=tmp_path)
     collected = run_cli("cv", "--folds", "3", "--collect", cwd=tmp_path)
     one, jobs = read_csv(one_dir / "cv_results.csv"), read_csv(jobs_dir / "cv_results.csv")
     assert [r["fold"] for r in jobs] == ["0", "1", "2", "mean", "std"]
-    for a, b in zip(one, jobs):  # same folds, same sizes, same val_acc to the last printed digit
-        assert (a["fold"], a["train_size"], a["val_size"], a["val_acc"]) == \
-               (b["fold"], b["train_size"], b["val_size"], b["val_acc"])
+    for a, b in zip(one, jobs, strict=False):  # same folds, same sizes, same val_acc to the last printed digit
+        assert (a["fold"], a["train_size"], a["val_size"], a["val_acc"]) == (
+            b["fold"],
+            b["train_size"],
+            b["val_size"],
+            b["val_acc"],
+        )
     assert float(one[0]["val_acc"]) != float(one[1]["val_acc"])  # three models, not one value repeated
     assert (one_dir / "folds.csv").read_text() == (jobs_dir / "folds.csv").read_text()
     summary = re.search(r"val_acc over 3 folds: [0-9.]+ ± [0-9.]+", whole.stdout).group(0)
@@ -164,21 +229,27 @@ def test_folds_as_separate_jobs_match_one_process(tmp_path, mnist_dir):
 
     again = run_cli("cv", "--folds", "3", "--fold", "1", *fold_flags(mnist_dir), cwd=tmp_path, check=False)
     assert again.returncode == 2 and again.stderr.strip().splitlines()[-1].startswith(
-        "error: fold 1 is already finished (")
+        "error: fold 1 is already finished ("
+    )
     assert (jobs_dir / "fold_1" / "fold_result.json").is_file()  # kept
 
 
 @pytest.mark.slow
 def test_collect_refuses_folds_trained_with_different_settings(tmp_path, mnist_dir):
     tiny = [*fold_flags(mnist_dir), "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]
-    for proc in cv_processes(["--folds", "2", "--fold", "0", *tiny],
-                             ["--folds", "2", "--fold", "1", *tiny, "--model.lr", "0.002"], cwd=tmp_path):
+    for proc in cv_processes(
+        ["--folds", "2", "--fold", "0", *tiny],
+        ["--folds", "2", "--fold", "1", *tiny, "--model.lr", "0.002"],
+        cwd=tmp_path,
+    ):
         assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run_cli("cv", "--folds", "2", "--collect", cwd=tmp_path, check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"error: folds 0 and 1 in {Path('lightning_logs') / 'cv_2fold'} were trained with "
-                                   "different settings (model.lr: 0.001 vs 0.002); retrain one of them with the "
-                                   "other's flags")
+    assert proc.stderr.strip() == (
+        f"error: folds 0 and 1 in {Path('lightning_logs') / 'cv_2fold'} were trained with "
+        "different settings (model.lr: 0.001 vs 0.002); retrain one of them with the "
+        "other's flags"
+    )
 
 
 def test_cv_fold_out_of_range_is_one_line(tmp_path, capsys, monkeypatch):

@@ -48,7 +48,7 @@ def test_random_split_is_disjoint_complete_and_independent_of_global_rng():
     torch.manual_seed(12345)
     torch.rand(100)
     second = split_indices(10_000, 0.3, "random", split_seed=42)
-    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=False))
     train_idx, val_idx = first
     assert len(set(train_idx.tolist()) & set(val_idx.tolist())) == 0
     assert sorted(train_idx.tolist() + val_idx.tolist()) == list(range(10_000))
@@ -104,13 +104,24 @@ def test_missing_files_without_download_names_the_four_files(tmp_path):
         dm.prepare_data()
     message = str(err.value)
     assert "\n" not in message and str(tmp_path / "MNIST" / "raw") in message
-    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+    for name in (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ):
         assert name in message
 
 
-@pytest.mark.parametrize("kwargs, match", [({"batch_size": 0}, "batch_size"), ({"val_split": 1.0}, "val_split"),
-                                           ({"val_split": 0.0}, "val_split"), ({"num_workers": -1}, "num_workers")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"val_split": 1.0}, "val_split"),
+        ({"val_split": 0.0}, "val_split"),
+        ({"num_workers": -1}, "num_workers"),
+    ],
+)
 def test_bad_arguments_raise_one_line_errors(kwargs, match):
     with pytest.raises(DataError, match=match):
         MNISTDataModule(**kwargs)

@@ -147,27 +147,55 @@ def test_cli_reports_a_bad_file_in_one_line_before_training(data_dir, tmp_path, 
     replace_file(data_dir, TEST_LABELS, gz(bytes(data)))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(Path(__file__).parents[1] / "configs" / "mnist.yaml"),
-              "--data.data_dir", str(data_dir), "--data.download", "false"])
+        main(
+            [
+                "fit",
+                "--config",
+                str(Path(__file__).parents[1] / "configs" / "mnist.yaml"),
+                "--data.data_dir",
+                str(data_dir),
+                "--data.download",
+                "false",
+            ]
+        )
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"{TEST_LABELS}.gz: wrong md5" in errors[0]
     assert not list(tmp_path.glob("lightning_logs/*/checkpoints/*.ckpt"))  # stopped before training
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--data.batch_sise", "64", "error: unrecognized arguments: --data.batch_sise 64"),
-    ("--data.batch_size", "many", 'error: Parser key "data.batch_size":'),
-    ("--data.batch_size", "0", "error: batch_size must be a positive integer, got 0"),
-    ("--data.val_split", "1.5", "error: val_split must be between 0 and 1 (exclusive), got 1.5"),
-    ("--data.val_split", "0.99995", "error: val_split=0.99995 of 10000 training images leaves an empty training set"),
-])
-def test_configuration_errors_stop_before_anything_is_written(flag, value, message, mnist_dir, tmp_path, monkeypatch,
-                                                               capsys):
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--data.batch_sise", "64", "error: unrecognized arguments: --data.batch_sise 64"),
+        ("--data.batch_size", "many", 'error: Parser key "data.batch_size":'),
+        ("--data.batch_size", "0", "error: batch_size must be a positive integer, got 0"),
+        ("--data.val_split", "1.5", "error: val_split must be between 0 and 1 (exclusive), got 1.5"),
+        (
+            "--data.val_split",
+            "0.99995",
+            "error: val_split=0.99995 of 10000 training images leaves an empty training set",
+        ),
+    ],
+)
+def test_configuration_errors_stop_before_anything_is_written(
+    flag, value, message, mnist_dir, tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(Path(__file__).parents[1] / "configs" / "mnist.yaml"),
-              "--data.data_dir", str(mnist_dir), "--data.download", "false", flag, value])
+        main(
+            [
+                "fit",
+                "--config",
+                str(Path(__file__).parents[1] / "configs" / "mnist.yaml"),
+                "--data.data_dir",
+                str(mnist_dir),
+                "--data.download",
+                "false",
+                flag,
+                value,
+            ]
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and [line for line in err.splitlines() if line.startswith(message)]

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import CONFIG, REPO, printed_metrics, printed_test_line, run_cli, version_dirs
+
+from mnist_lit.checkpoint import load_model
 from mnist_lit.data import DataError, load_split
 from mnist_lit.distributed import per_device_batch_size
-from mnist_lit.checkpoint import load_model
 
 pytestmark = pytest.mark.ddp
 
@@ -24,9 +24,24 @@ DDP_CONFIG = REPO / "configs" / "ddp.yaml"
 
 def ddp_args(mnist_dir: Path, devices: int) -> list[str]:
     """The tutorial's recipe plus configs/ddp.yaml, on ``devices`` CPU processes."""
-    return ["--config", str(CONFIG), "--config", str(DDP_CONFIG), "--data.data_dir", str(mnist_dir),
-            "--data.download", "false", "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),
-            "--trainer.strategy", "ddp", "--trainer.enable_progress_bar", "false"]
+    return [
+        "--config",
+        str(CONFIG),
+        "--config",
+        str(DDP_CONFIG),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        str(devices),
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
 
 
 def test_global_batch_is_split_over_processes():
@@ -43,15 +58,15 @@ def test_fit_refuses_a_batch_the_processes_do_not_divide(tmp_path, mnist_dir):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: data.batch_size=128 is the global batch (all devices together) and must be divisible by the "
-        "3 processes; use --data.batch_size 126 or 129")
+        "3 processes; use --data.batch_size 126 or 129"
+    )
     assert not (tmp_path / "lightning_logs").exists()  # refused before any process or folder was made
 
 
 @pytest.mark.slow
 def test_fit_on_two_processes(tmp_path, mnist_dir, trained_run):
     # Global batch 32 = 16 per process, so that one epoch of 7,000 images reaches >= 0.93.
-    proc = run_cli("fit", *ddp_args(mnist_dir, 2), "--trainer.max_epochs", "1", "--data.batch_size", "32",
-                   cwd=tmp_path)
+    proc = run_cli("fit", *ddp_args(mnist_dir, 2), "--trainer.max_epochs", "1", "--data.batch_size", "32", cwd=tmp_path)
     (run_dir,) = version_dirs(tmp_path)  # exactly one version_N for the two processes
     line = printed_test_line(proc.stdout)
     test_acc = float(line.split()[2])
@@ -92,8 +107,15 @@ def test_validate_same_on_one_and_two_processes(tmp_path, mnist_dir, trained_run
 def test_test_on_three_processes_counts_each_image_once(tmp_path, mnist_dir, trained_run):
     # Global batch 99 = 33 per process; 10,000 images don't split evenly: rank 0 gets 3,334 images
     # (102 batches), ranks 1-2 get 3,333 (101 batches). A padding sampler would count 10,002.
-    proc = run_cli("test", *ddp_args(mnist_dir, 3), "--data.batch_size", "99",
-                   "--ckpt_path", str(trained_run["best_ckpt"]), cwd=tmp_path)
+    proc = run_cli(
+        "test",
+        *ddp_args(mnist_dir, 3),
+        "--data.batch_size",
+        "99",
+        "--ckpt_path",
+        str(trained_run["best_ckpt"]),
+        cwd=tmp_path,
+    )
     metrics = printed_metrics(proc.stdout)
     assert metrics["test_count"] == 10000
     assert round(metrics["test_acc"], 4) == trained_run["test_acc"]  # single process, same checkpoint

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -23,8 +25,8 @@ class Mirrors(BaseHTTPRequestHandler):
     """``/MODE/NAME``: ``good`` serves the real file; ``forbidden`` 403; ``truncated`` half the bytes under
     the full Content-Length; ``html`` a captive-portal page; ``slow`` the real file too late."""
 
-    files: dict[str, bytes] = {}
-    requests: list[str] = []
+    files: ClassVar[dict[str, bytes]] = {}
+    requests: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         self.requests.append(self.path)
@@ -47,10 +49,8 @@ class Mirrors(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up first (/slow/)
             self.wfile.write(body[: len(body) // 2] if mode == "truncated" else body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up first (the /slow/ mirror after its timeout)
         self.close_connection = True
 
     def log_message(self, *args) -> None:  # keep the test output clean
@@ -99,13 +99,15 @@ def test_403_truncated_html_then_the_right_file(server, tmp_path, mnist_dir, cap
     dm.prepare_data()
 
     # Each missing file was tried on every mirror in turn; nothing else was asked for.
-    assert Mirrors.requests == [f"/{mode}/{name}" for name in TEST_FILES
-                                for mode in ("forbidden", "truncated", "html", "good")]
+    assert Mirrors.requests == [
+        f"/{mode}/{name}" for name in TEST_FILES for mode in ("forbidden", "truncated", "html", "good")
+    ]
     # The files on disk are the verified originals, and no temporary file is left behind.
     for name in TEST_FILES:
         assert (raw / name).read_bytes() == (mnist_dir / "MNIST" / "raw" / name).read_bytes()
-    assert sorted(p.name for p in raw.iterdir()) == sorted([*TEST_FILES, "train-images-idx3-ubyte.gz",
-                                                            "train-labels-idx1-ubyte.gz"])
+    assert sorted(p.name for p in raw.iterdir()) == sorted(
+        [*TEST_FILES, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+    )
     images, labels = load_split(tmp_path, "test")
     assert images.shape == (10_000, 1, 28, 28) and labels[:5].tolist() == [7, 2, 1, 0, 4]
 
@@ -113,18 +115,26 @@ def test_403_truncated_html_then_the_right_file(server, tmp_path, mnist_dir, cap
     name = TEST_FILES[0]
     assert f"Download failed: {server}/forbidden/{name}: HTTP 403 Forbidden; trying the next mirror" in failures
     size = len(Mirrors.files[name])
-    assert f"Download failed: {server}/truncated/{name}: truncated: {size // 2} of {size} bytes arrived; " \
-           "trying the next mirror" in failures
-    assert f"Download failed: {server}/html/{name}: an HTML page instead of data (Content-Type text/html); " \
-           "trying the next mirror" in failures
+    assert (
+        f"Download failed: {server}/truncated/{name}: truncated: {size // 2} of {size} bytes arrived; "
+        "trying the next mirror" in failures
+    )
+    assert (
+        f"Download failed: {server}/html/{name}: an HTML page instead of data (Content-Type text/html); "
+        "trying the next mirror" in failures
+    )
     assert len(failures) == 6  # three bad mirrors x two files
 
 
 def test_refused_tls_and_timeout_move_on(server, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="mnist_lit")
     port = server.rsplit(":", 1)[1]
-    mirrors = [f"http://127.0.0.1:{closed_port()}/", f"https://127.0.0.1:{port}/good/", f"{server}/slow/",
-               f"{server}/good/"]
+    mirrors = [
+        f"http://127.0.0.1:{closed_port()}/",
+        f"https://127.0.0.1:{port}/good/",
+        f"{server}/slow/",
+        f"{server}/good/",
+    ]
     started = time.monotonic()
     paths = download_files(tmp_path, [(TEST_FILES[1], "ec29112dd5afa0611ce80d1b7f02629c")], mirrors, timeout=0.5)
     assert time.monotonic() - started < 10
@@ -141,8 +151,7 @@ def test_wrong_md5_is_refused_and_the_target_left_alone(server, tmp_path):
     target = tmp_path / TEST_FILES[1]
     with pytest.raises(DownloadError) as err:
         download_files(tmp_path, [(TEST_FILES[1], "0" * 32)], [f"{server}/good/"], timeout=5)
-    assert f"{server}/good/: md5 ec29112dd5afa0611ce80d1b7f02629c of 4542 bytes, expected " \
-           f"{'0' * 32}" in str(err.value)
+    assert f"{server}/good/: md5 ec29112dd5afa0611ce80d1b7f02629c of 4542 bytes, expected {'0' * 32}" in str(err.value)
     assert not target.exists() and not list(tmp_path.iterdir())
 
 
@@ -154,21 +163,30 @@ def test_all_mirrors_fail_lists_urls_and_files_to_place_by_hand(server, tmp_path
     message = str(err.value)
     assert isinstance(err.value, DownloadError) and "\n" not in message
     # One reason per mirror (the same for all four files), then where the files go and the command that uses them.
-    assert message.startswith("could not download train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-                              f"{TEST_FILES[0]}, {TEST_FILES[1]} ({server}/forbidden/: HTTP 403 Forbidden; "
-                              f"{server}/html/: an HTML page instead of data (Content-Type text/html)). ")
-    assert message.endswith(f"put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, {TEST_FILES[0]}, "
-                            f"{TEST_FILES[1]} (gzip or not) in {tmp_path / 'MNIST' / 'raw'}/ and run with "
-                            f"--data.data_dir {tmp_path} --data.download false")
+    assert message.startswith(
+        "could not download train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        f"{TEST_FILES[0]}, {TEST_FILES[1]} ({server}/forbidden/: HTTP 403 Forbidden; "
+        f"{server}/html/: an HTML page instead of data (Content-Type text/html)). "
+    )
+    assert message.endswith(
+        f"put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, {TEST_FILES[0]}, "
+        f"{TEST_FILES[1]} (gzip or not) in {tmp_path / 'MNIST' / 'raw'}/ and run with "
+        f"--data.data_dir {tmp_path} --data.download false"
+    )
     assert not list((tmp_path / "MNIST" / "raw").iterdir())  # nothing half-written
 
 
 def test_a_non_idx_body_with_the_right_length_is_refused(server, tmp_path):
     # The server's real images file under the labels name: complete, not HTML, but the wrong IDX type.
     Mirrors.files["t10k-labels-idx1-ubyte.gz"] = Mirrors.files["t10k-images-idx3-ubyte.gz"]
-    with pytest.raises(DownloadError, match="not a valid file: .*IDX magic number 2051"):
-        download_files(tmp_path, [(TEST_FILES[1], None)], [f"{server}/good/"], timeout=5,
-                       verify=lambda data, name: read_idx_bytes(data, name))
+    with pytest.raises(DownloadError, match=r"not a valid file: .*IDX magic number 2051"):
+        download_files(
+            tmp_path,
+            [(TEST_FILES[1], None)],
+            [f"{server}/good/"],
+            timeout=5,
+            verify=lambda data, name: read_idx_bytes(data, name),
+        )
     assert not list(tmp_path.iterdir())
 
 

@@ -9,8 +9,8 @@ import warnings
 import onnxruntime
 import pytest
 import torch
-
 from conftest import run_cli
+
 from mnist_lit.checkpoint import load_model
 from mnist_lit.data import load_split
 
@@ -48,12 +48,22 @@ def run_torchscript(path, pixels: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt, suffix, run", [("onnx", "onnx", run_onnx), ("torchscript", "pt", run_torchscript)])
-def test_export_matches_pytorch_on_real_test_images(trained_run, mnist_dir, test_images, torch_probabilities,
-                                                    tmp_path, fmt, suffix, run):
+def test_export_matches_pytorch_on_real_test_images(
+    trained_run, mnist_dir, test_images, torch_probabilities, tmp_path, fmt, suffix, run
+):
     output = tmp_path / "deploy" / f"model.{suffix}"
     data_flags = [] if fmt == "onnx" else ["--data_dir", str(mnist_dir)]  # onnx: the checkpoint's data_dir
-    proc = run_cli("export", "--ckpt_path", str(trained_run["best_ckpt"]), "--format", fmt, "--output", str(output),
-                   *data_flags, cwd=tmp_path)
+    proc = run_cli(
+        "export",
+        "--ckpt_path",
+        str(trained_run["best_ckpt"]),
+        "--format",
+        fmt,
+        "--output",
+        str(output),
+        *data_flags,
+        cwd=tmp_path,
+    )
     assert output.is_file() and not list(output.parent.glob(".*.tmp"))
     images, labels = test_images
     probabilities = run(output, images)
@@ -67,7 +77,7 @@ def test_export_matches_pytorch_on_real_test_images(trained_run, mnist_dir, test
     assert torch.allclose(run(output, images[:1]), probabilities[:1], atol=ATOL, rtol=0)
     assert torch.allclose(run(output, images[1:38]), probabilities[1:38], atol=ATOL, rtol=0)
     # the command's own check reports the figures measured here
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("Checked on 1,000 test images"))
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("Checked on 1,000 test images"))
     reported = re.search(r"max abs difference of probabilities (\S+) .*accuracy PyTorch (\S+), .* (\S+);", line)
     assert float(reported.group(1)) <= ATOL
     assert float(reported.group(2)) == pytest.approx(torch_acc, abs=5e-5)
@@ -78,10 +88,21 @@ def test_export_matches_pytorch_on_real_test_images(trained_run, mnist_dir, test
 def test_export_without_test_data_fails_and_keeps_the_old_file(trained_run, tmp_path):
     output = tmp_path / "model.onnx"
     output.write_bytes(b"previous export")
-    proc = run_cli("export", "--ckpt_path", str(trained_run["best_ckpt"]), "--format", "onnx", "--output",
-                   str(output), "--data_dir", str(tmp_path / "no_data"), cwd=tmp_path, check=False)
+    proc = run_cli(
+        "export",
+        "--ckpt_path",
+        str(trained_run["best_ckpt"]),
+        "--format",
+        "onnx",
+        "--output",
+        str(output),
+        "--data_dir",
+        str(tmp_path / "no_data"),
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2
-    (error,) = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    (error,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert "no mnist test images" in error and "--data_dir" in error
     assert output.read_bytes() == b"previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
@@ -90,10 +111,20 @@ def test_export_without_test_data_fails_and_keeps_the_old_file(trained_run, tmp_
 @pytest.mark.slow
 def test_output_under_a_file_is_refused_before_exporting(trained_run, tmp_path):
     (tmp_path / "notes.txt").write_text("not a folder\n")
-    proc = run_cli("export", "--ckpt_path", str(trained_run["best_ckpt"]), "--format", "torchscript",
-                   "--output", str(tmp_path / "notes.txt" / "model.pt"), cwd=tmp_path, check=False)
+    proc = run_cli(
+        "export",
+        "--ckpt_path",
+        str(trained_run["best_ckpt"]),
+        "--format",
+        "torchscript",
+        "--output",
+        str(tmp_path / "notes.txt" / "model.pt"),
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: cannot write {tmp_path / 'notes.txt' / 'model.pt'}: {tmp_path / 'notes.txt'} is a file, "
-        "not a folder; choose another --output")
+        "not a folder; choose another --output"
+    )
     assert (tmp_path / "notes.txt").read_text() == "not a folder\n"

@@ -17,8 +17,17 @@ def test_fast_config_is_the_recipe_in_bf16():
 
 @pytest.mark.slow
 def test_fast_config_parses_as_fit_reads_it(tmp_path, mnist_dir):
-    out = run_cli("fit", "--config", str(FAST), "--data.data_dir", str(mnist_dir), "--data.download", "false",
-                  "--print_config", cwd=tmp_path)
+    out = run_cli(
+        "fit",
+        "--config",
+        str(FAST),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--print_config",
+        cwd=tmp_path,
+    )
     config = yaml.safe_load(out.stdout)
     assert config["trainer"]["precision"] == "bf16-mixed" and config["trainer"]["max_epochs"] == 5
     assert config["data"]["batch_size"] == 128 and config["model"]["lr"] == 0.001
@@ -39,8 +48,23 @@ def test_cpu_bf16_flags_are_read_from_cpuinfo(tmp_path):
 def test_bf16_fit_on_a_cpu_without_bf16_says_it_is_emulated(tmp_path, mnist_dir):
     from mnist_lit.precision import cpu_has_bf16
 
-    out = run_cli("fit", "--config", str(FAST), "--data.data_dir", str(mnist_dir), "--data.download", "false",
-                  "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-                  "--test_after_fit", "false", cwd=tmp_path)
+    out = run_cli(
+        "fit",
+        "--config",
+        str(FAST),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--test_after_fit",
+        "false",
+        cwd=tmp_path,
+    )
     notes = [line for line in out.stderr.splitlines() if line.startswith("note: --trainer.precision bf16-mixed")]
     assert len(notes) == (1 if cpu_has_bf16() is False else 0)

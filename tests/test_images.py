@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
-
 from conftest import CONFIG, run_cli, version_dirs
+from PIL import Image
+from user_pictures import KINDS, _paper, _to_pil, accuracy_by_kind, predict_files, write_pictures
+
 from mnist_lit.callbacks import PICTURE_COLUMNS
 from mnist_lit.checkpoint import load_model
 from mnist_lit.data import DataError, load_split
@@ -24,10 +25,11 @@ from mnist_lit.images import (
     ImageTooLargeError,
     NoDigitFoundError,
     list_images,
-    preprocess_image_uint8 as preprocess_image,
     preprocess_image_uint8,
 )
-from user_pictures import KINDS, _paper, _to_pil, accuracy_by_kind, predict_files, write_pictures
+from mnist_lit.images import (
+    preprocess_image_uint8 as preprocess_image,
+)
 
 NUM_DIGITS = 300  # per kind of picture: every 33rd of the 10,000 test digits
 
@@ -89,8 +91,13 @@ def test_centred_mnist_digit_keeps_its_centre_of_mass_and_box(test_digits):
         ink_rows, ink_cols = pixels.gt(0).any(1).nonzero(), pixels.gt(0).any(0).nonzero()
         assert ink_rows.max() - ink_rows.min() + 1 <= 20 and ink_cols.max() - ink_cols.min() + 1 <= 20
         original = digit[0].float()  # still the same digit, up to a 1-px shift
-        similarities.append(max(float((original.roll((dy, dx), (0, 1)) * pixels).sum() / (original.norm() * pixels.norm()))
-                                for dy in (-1, 0, 1) for dx in (-1, 0, 1)))
+        similarities.append(
+            max(
+                float((original.roll((dy, dx), (0, 1)) * pixels).sum() / (original.norm() * pixels.norm()))
+                for dy in (-1, 0, 1)
+                for dx in (-1, 0, 1)
+            )
+        )
     assert min(similarities) > 0.85 and sum(similarities) / len(similarities) > 0.97
 
 
@@ -99,7 +106,11 @@ def test_every_image_mode_gives_the_same_digit(test_digits, tmp_path):
     ink = torch.nn.functional.interpolate(digit.float()[None] / 255, scale_factor=4, mode="bicubic")[0, 0].clamp(0, 1)
     gray = Image.frombytes("L", (112, 112), (255 - 230 * ink).round().to(torch.uint8).numpy().tobytes())
     reference = preprocess_image(gray)
-    assert reference.dtype == torch.uint8 and reference.shape == (1, 28, 28) and 0 <= reference.min() < reference.max() <= 255
+    assert (
+        reference.dtype == torch.uint8
+        and reference.shape == (1, 28, 28)
+        and 0 <= reference.min() < reference.max() <= 255
+    )
     reference = reference.float()
     variants = {
         "RGB": gray.convert("RGB"),
@@ -107,8 +118,9 @@ def test_every_image_mode_gives_the_same_digit(test_digits, tmp_path):
         "LA": gray.convert("LA"),
         "P": gray.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=64),
         "1": gray.convert("1", dither=Image.Dither.NONE),
-        "I;16": Image.frombytes("I;16", gray.size, ((255 - 230 * ink) * 257).round().to(torch.int32)
-                                .numpy().astype("<u2").tobytes()),
+        "I;16": Image.frombytes(
+            "I;16", gray.size, ((255 - 230 * ink) * 257).round().to(torch.int32).numpy().astype("<u2").tobytes()
+        ),
         "I": gray.convert("I"),
     }
     for mode, image in variants.items():
@@ -121,8 +133,11 @@ def test_every_image_mode_gives_the_same_digit(test_digits, tmp_path):
 
 
 def test_blank_pictures_give_no_digit_found(tmp_path):
-    blanks = {"white.png": Image.new("L", (300, 200), 255), "black.png": Image.new("RGB", (64, 64), "black"),
-              "transparent.png": Image.new("RGBA", (64, 64), (0, 0, 0, 0))}
+    blanks = {
+        "white.png": Image.new("L", (300, 200), 255),
+        "black.png": Image.new("RGB", (64, 64), "black"),
+        "transparent.png": Image.new("RGBA", (64, 64), (0, 0, 0, 0)),
+    }
     paper = _to_pil(_paper(360, 480, (226, 218, 204), torch.Generator().manual_seed(0)).clamp(0, 255))
     blanks["paper.jpg"] = paper  # grain noise and uneven light, no ink
     for name, image in blanks.items():
@@ -157,7 +172,7 @@ def test_oversized_header_is_refused_before_decoding(tmp_path, test_digits):
     assert Image.open(big).size == (9_000, 9_000)
     with pytest.raises(ImageTooLargeError, match=r"9000x9000 = 81,000,000 pixels, more than the limit of 64,000,000"):
         preprocess_image(big)
-    with pytest.raises(ImageError, match="big.png: damaged or truncated image data"):  # what decoding it would give
+    with pytest.raises(ImageError, match=r"big\.png: damaged or truncated image data"):  # what decoding it would give
         preprocess_image(big, max_pixels=100_000_000)
     # the limit is a parameter: a real photo-sized picture is refused under a small one, accepted otherwise
     photo = write_pictures(test_digits[0][:1], tmp_path, "paper_jpeg")[0]
@@ -203,21 +218,41 @@ def test_predict_cli_on_a_folder_with_bad_files(trained_run, model, test_digits,
     pics = tmp_path / "pics"
     good = []
     for k, kind in enumerate(KINDS):  # 3 pictures of each kind, of 3 different digits each
-        good += write_pictures(images[3 * k:3 * k + 3], pics, kind, seed=k)
+        good += write_pictures(images[3 * k : 3 * k + 3], pics, kind, seed=k)
     whole = (pics / "paper_jpeg_00000.jpg").read_bytes()
     (pics / "corrupt.jpg").write_bytes(whole[: len(whole) // 3])  # a download cut short
     (pics / "notes.png").write_text("shopping list: milk, eggs\n")  # a text file renamed .png
     (pics / "empty.png").write_bytes(b"")  # zero bytes
     Image.new("RGB", (200, 150), (240, 240, 235)).save(pics / "blank.png")  # a photo of an empty page
-    bad = {"blank.png": "no digit found", "corrupt.jpg": "damaged or truncated image data",
-           "empty.png": "empty file (0 bytes)", "notes.png": "not a readable image"}
+    bad = {
+        "blank.png": "no digit found",
+        "corrupt.jpg": "damaged or truncated image data",
+        "empty.png": "empty file (0 bytes)",
+        "notes.png": "not a readable image",
+    }
     workdir = tmp_path / "work"
     workdir.mkdir()
     sheet = workdir / "sheet.png"
-    common = ("--config", str(CONFIG), "--ckpt_path", str(trained_run["best_ckpt"]),
-              "--data.data_dir", str(tmp_path / "no_mnist_here"), "--data.download", "false")
-    proc = run_cli("predict", *common, "--data.predict_path", str(pics), "--data.predict_sheet", str(sheet),
-                   cwd=workdir, check=False)
+    common = (
+        "--config",
+        str(CONFIG),
+        "--ckpt_path",
+        str(trained_run["best_ckpt"]),
+        "--data.data_dir",
+        str(tmp_path / "no_mnist_here"),
+        "--data.download",
+        "false",
+    )
+    proc = run_cli(
+        "predict",
+        *common,
+        "--data.predict_path",
+        str(pics),
+        "--data.predict_sheet",
+        str(sheet),
+        cwd=workdir,
+        check=False,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
 
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
@@ -237,12 +272,14 @@ def test_predict_cli_on_a_folder_with_bad_files(trained_run, model, test_digits,
     good_rows = {row["file"]: row for row in rows if not row["error"]}
     assert sorted(good_rows) == sorted(str(p) for p in good)
     probs = predict_files(model, good)
-    for file, expected in zip(good, probs):
+    for file, expected in zip(good, probs, strict=False):
         row = good_rows[str(file)]
         written = torch.tensor([float(row[f"prob_{d}"]) for d in range(10)])
         assert torch.allclose(written, expected, atol=1e-4) and int(row["pred"]) == int(expected.argmax())
         assert float(row["confidence"]) == pytest.approx(float(expected.max()), abs=1e-5)
-    correct = sum(int(good_rows[str(file)]["pred"]) == int(label) for file, label in zip(good, labels[:12]))
+    correct = sum(
+        int(good_rows[str(file)]["pred"]) == int(label) for file, label in zip(good, labels[:12], strict=False)
+    )
     with torch.no_grad():  # the same model on the untouched 28x28 originals of these 12 digits
         originals = int((model(images[:12]).argmax(dim=1) == labels[:12]).sum())
     assert correct >= originals - 1

@@ -18,12 +18,19 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import CONFIG, printed_test_acc, run_cli
 from measure import run_measured
+
 from mnist_lit.data import DataError, read_idx
-from mnist_lit.limits import (DOWNLOAD_DEADLINE, DOWNLOAD_TIMEOUT, MAX_CONCURRENT_PREDICTIONS, MAX_CONFIG_BYTES,
-                              MAX_CONFIG_NODES, MAX_IDX_ITEMS, MAX_WAITING_PREDICTIONS)
+from mnist_lit.limits import (
+    DOWNLOAD_DEADLINE,
+    DOWNLOAD_TIMEOUT,
+    MAX_CONCURRENT_PREDICTIONS,
+    MAX_CONFIG_BYTES,
+    MAX_CONFIG_NODES,
+    MAX_IDX_ITEMS,
+    MAX_WAITING_PREDICTIONS,
+)
 
 #: Peak RSS allowed to any CLI process refusing hostile input (the issue's bound), MiB.
 MAX_PEAK_MIB = 1200
@@ -66,21 +73,28 @@ def data_dir_with(tmp_path: Path, mnist_dir: Path, stem: str, source: Path) -> P
 
 # ---------------------------------------------------------------- IDX files
 
+
 @pytest.mark.slow
 def test_gzip_bomb_is_refused_from_its_first_bytes_in_the_memory_of_a_normal_start(bomb, tmp_path, mnist_dir):
     assert bomb.stat().st_size < 2 * 2**20
     data_dir = data_dir_with(tmp_path, mnist_dir, "train-images-idx3-ubyte", bomb)
     run = run_measured(*fit_args(data_dir, "--data.download", "false"), cwd=tmp_path)
     assert run.returncode == 2
-    assert error_lines(run.stderr) == [f"error: {data_dir}/MNIST/raw/train-images-idx3-ubyte.gz: IDX magic number 0, "
-                                       "expected 2051 for images; not an MNIST images file, replace it with the right one"]
+    assert error_lines(run.stderr) == [
+        f"error: {data_dir}/MNIST/raw/train-images-idx3-ubyte.gz: IDX magic number 0, "
+        "expected 2051 for images; not an MNIST images file, replace it with the right one"
+    ]
     # The same command refusing a folder without data: the memory every start takes (torch, Lightning).
     normal = run_measured(*fit_args(tmp_path / "empty", "--data.download", "false"), cwd=tmp_path)
     assert normal.returncode == 2 and "data not found" in error_lines(normal.stderr)[0]
-    print(f"gzip bomb: peak RSS {run.peak_rss_mib:.0f} MiB, {run.seconds:.1f} s; "
-          f"normal start: {normal.peak_rss_mib:.0f} MiB, {normal.seconds:.1f} s")
-    assert run.peak_rss_mib < MAX_PEAK_MIB and run.peak_rss_mib < normal.peak_rss_mib + 100, \
-        (run.peak_rss_mib, normal.peak_rss_mib)
+    print(
+        f"gzip bomb: peak RSS {run.peak_rss_mib:.0f} MiB, {run.seconds:.1f} s; "
+        f"normal start: {normal.peak_rss_mib:.0f} MiB, {normal.seconds:.1f} s"
+    )
+    assert run.peak_rss_mib < MAX_PEAK_MIB and run.peak_rss_mib < normal.peak_rss_mib + 100, (
+        run.peak_rss_mib,
+        normal.peak_rss_mib,
+    )
     assert not list(tmp_path.glob("lightning_logs/*/checkpoints/*"))
 
 
@@ -93,18 +107,22 @@ def test_bomb_behind_a_valid_header_stops_inflating_where_the_header_ends(tmp_pa
     assert run.returncode == 2 and run.peak_rss_mib < MAX_PEAK_MIB
     assert error_lines(run.stderr) == [
         f"error: {data_dir}/MNIST/raw/train-images-idx3-ubyte.gz: more than the 7840016 bytes its header promises "
-        "(10000 images); the file is damaged or not one IDX file, delete it and download or copy it again"]
+        "(10000 images); the file is damaged or not one IDX file, delete it and download or copy it again"
+    ]
 
 
 def test_header_over_the_item_limit_is_refused_before_inflating(tmp_path):
     path = write_gzip(tmp_path / "huge.gz", struct.pack(">IIII", 2051, 2**32 - 1, 28, 28), 2**20)
     with pytest.raises(DataError) as err:
         read_idx(path, 2051)
-    assert str(err.value) == (f"{path}: the header announces 4,294,967,295 images, more than the limit of "
-                              f"{MAX_IDX_ITEMS:,}; not an MNIST file (or a damaged one), replace it")
+    assert str(err.value) == (
+        f"{path}: the header announces 4,294,967,295 images, more than the limit of "
+        f"{MAX_IDX_ITEMS:,}; not an MNIST file (or a damaged one), replace it"
+    )
 
 
 # ---------------------------------------------------------------- downloads
+
 
 class Endless(BaseHTTPRequestHandler):
     """``/endless/NAME``: 200 and zeros until the client hangs up (no Content-Length);
@@ -178,8 +196,10 @@ def test_endless_body_is_cut_at_the_known_size(endless_server, tmp_path):
     assert run.returncode == 2 and run.peak_rss_mib < MAX_PEAK_MIB, run.peak_rss_mib
     assert run.seconds < DOWNLOAD_DEADLINE + 30  # 30 s: starting Python, torch and Lightning on a busy machine
     [line] = error_lines(run.stderr)
-    assert line.startswith("error: could not download train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-                           "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (")
+    assert line.startswith(
+        "error: could not download train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz ("
+    )
     assert f"{endless_server}/endless/: more than the 9,912,422 bytes of the file sent; stopped reading, " in line
     assert f"{endless_server}/huge/: 1,000,000,000,000 bytes announced, more than the 9,912,422 of the file" in line
     assert not list((tmp_path / "data" / "MNIST" / "raw").iterdir())  # nothing half-written
@@ -189,8 +209,7 @@ def test_endless_body_is_cut_at_the_known_size(endless_server, tmp_path):
 def test_mirrors_that_never_answer_fail_in_under_a_minute_with_default_settings(silent_server, tmp_path):
     port, connected = silent_server
     mirrors = f"[http://127.0.0.1:{port}/a/, http://127.0.0.1:{port}/b/, http://127.0.0.1:{port}/c/]"
-    run = run_measured(*fit_args(tmp_path / "data", "--data.mirrors", mirrors), cwd=tmp_path, env=NO_PROXY,
-                       timeout=300)
+    run = run_measured(*fit_args(tmp_path / "data", "--data.mirrors", mirrors), cwd=tmp_path, env=NO_PROXY, timeout=300)
     ended = time.monotonic()
     downloading = ended - connected[0]  # from the first connection: without Python's and torch's start
     print(f"silent mirrors: {downloading:.1f} s from the first connection, {run.seconds:.1f} s in all")
@@ -222,6 +241,7 @@ def test_offline_says_in_a_few_lines_where_the_files_go_and_the_command_that_use
 
 
 # ---------------------------------------------------------------- serve
+
 
 def big_rgba_png(digit) -> bytes:
     """A real test digit as a 24-megapixel (6000x4000) RGBA photo: black ink on opaque white, PNG."""
@@ -282,8 +302,10 @@ def test_serve_burst_of_24_megapixel_uploads_stays_bounded(trained_run, big_pict
         time.sleep(1)
         end_rss = rss_mib(pid)
 
-    print(f"serve burst: RSS {start_rss:.0f} MiB at start, peak {peak:.0f}, {end_rss:.0f} after; statuses "
-          f"{sorted(status for status, _ in answers)}; slowest /health {max(h[2] for h in health):.2f} s")
+    print(
+        f"serve burst: RSS {start_rss:.0f} MiB at start, peak {peak:.0f}, {end_rss:.0f} after; statuses "
+        f"{sorted(status for status, _ in answers)}; slowest /health {max(h[2] for h in health):.2f} s"
+    )
     assert len(answers) == 12
     statuses = sorted(status for status, _ in answers)
     assert set(statuses) <= {200, 503}, answers
@@ -304,18 +326,29 @@ def test_serve_pixel_limit_is_configurable_and_answered_413(trained_run, big_pic
     from serving import http, serve
 
     _, body = big_picture
-    with serve(trained_run["best_ckpt"], tmp_path, "--max_image_pixels", "20000000", "--max_concurrent", "1",
-               "--max_waiting", "0") as server:
+    with serve(
+        trained_run["best_ckpt"],
+        tmp_path,
+        "--max_image_pixels",
+        "20000000",
+        "--max_concurrent",
+        "1",
+        "--max_waiting",
+        "0",
+    ) as server:
         assert server["health"]["max_image_pixels"] == 20_000_000
         status, payload = http("POST", f"{server['url']}/predict", body, {"Content-Type": "image/png"})
         assert status == 413
-        assert payload["error"] == ("request body: the header claims 6000x4000 = 24,000,000 pixels, more than the "
-                                    "limit of 20,000,000; not decoded, shrink the picture first")
+        assert payload["error"] == (
+            "request body: the header claims 6000x4000 = 24,000,000 pixels, more than the "
+            "limit of 20,000,000; not decoded, shrink the picture first"
+        )
         status, health = http("GET", f"{server['url']}/health")
         assert status == 200 and health["ok"]
 
 
 # ---------------------------------------------------------------- command line
+
 
 def billion_laughs(path: Path) -> Path:
     """Nine levels of nine aliases to the level below: 9^9 = 387 million strings from 0.5 kB."""
@@ -328,8 +361,9 @@ def billion_laughs(path: Path) -> Path:
 def test_no_command_lists_all_nine(tmp_path):
     out = run_cli(cwd=tmp_path, check=False)
     assert out.returncode == 2
-    assert error_lines(out.stderr) == ["error: no command given; choose one of fit, validate, test, predict, cv, "
-                                       "lr_find, tune, export, serve"]
+    assert error_lines(out.stderr) == [
+        "error: no command given; choose one of fit, validate, test, predict, cv, lr_find, tune, export, serve"
+    ]
     listed = [line.split()[0] for line in out.stderr.splitlines() if line.startswith("  ")]
     assert listed == ["fit", "validate", "test", "predict", "cv", "lr_find", "tune", "export", "serve"]
 
@@ -341,8 +375,19 @@ def test_config_before_the_command_is_read_as_after_it(tmp_path):
     assert config["trainer"]["max_epochs"] == 3 and config["data"]["val_split"] == 0.3  # the file's, then the flag
     assert config["trainer"]["logger"]["init_args"]["save_dir"] == "."
     # An extra command the same way: cv reads the config (and then finds no data there).
-    cv = run_cli("--config", str(CONFIG), "cv", "--folds", "2", "--data.data_dir", str(tmp_path / "nowhere"),
-                 "--data.download", "false", cwd=tmp_path, check=False)
+    cv = run_cli(
+        "--config",
+        str(CONFIG),
+        "cv",
+        "--folds",
+        "2",
+        "--data.data_dir",
+        str(tmp_path / "nowhere"),
+        "--data.download",
+        "false",
+        cwd=tmp_path,
+        check=False,
+    )
     assert cv.returncode == 2
     [line] = error_lines(cv.stderr)
     assert line.startswith("error: mnist data not found: put ")
@@ -357,10 +402,14 @@ def test_hostile_yaml_fails_fast_in_one_line(tmp_path):
         assert run.returncode == 2 and run.seconds < 60 and run.peak_rss_mib < MAX_PEAK_MIB
         assert error_lines(run.stderr) == [
             f"error: {laughs} expands to more than {MAX_CONFIG_NODES:,} values through YAML aliases (*name); "
-            "refused before expanding it (a 'billion laughs' attack?)"]
+            "refused before expanding it (a 'billion laughs' attack?)"
+        ]
     # The same bomb as a YAML value on the command line goes through jsonargparse's loader, also limited.
-    inline = "{a: &a [x, x, x, x, x, x, x, x, x], " + ", ".join(
-        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]" for i in range(8)) + "}"
+    inline = (
+        "{a: &a [x, x, x, x, x, x, x, x, x], "
+        + ", ".join(f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]" for i in range(8))
+        + "}"
+    )
     run = run_measured("fit", "--config", str(CONFIG), "--trainer.plugins", inline, cwd=tmp_path, timeout=120)
     assert run.returncode == 2 and run.seconds < 60 and run.peak_rss_mib < MAX_PEAK_MIB
     assert "expands to more than 100,000 values through YAML aliases" in run.stderr
@@ -369,7 +418,8 @@ def test_hostile_yaml_fails_fast_in_one_line(tmp_path):
     big.write_text("# padding\n" * 200_000)
     out = run_cli("fit", "--config", str(big), cwd=tmp_path, check=False)
     assert out.returncode == 2 and error_lines(out.stderr) == [
-        f"error: {big} has 2,000,000 bytes, more than the limit of {MAX_CONFIG_BYTES:,} for a configuration"]
+        f"error: {big} has 2,000,000 bytes, more than the limit of {MAX_CONFIG_BYTES:,} for a configuration"
+    ]
 
 
 def test_kaggle_file_names_are_found_and_nothing_is_downloaded(tmp_path, mnist_dir):
@@ -385,8 +435,12 @@ def test_kaggle_file_names_are_found_and_nothing_is_downloaded(tmp_path, mnist_d
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     dm = MNISTDataModule(data_dir=str(data_dir), download=True, mirrors=[closed])
     dm.prepare_data()  # a download attempt would fail: the mirror is a closed port
-    assert sorted(p.name for p in data_dir.iterdir()) == ["t10k-images.idx3-ubyte", "t10k-labels.idx1-ubyte",
-                                                          "train-images.idx3-ubyte", "train-labels.idx1-ubyte"]
+    assert sorted(p.name for p in data_dir.iterdir()) == [
+        "t10k-images.idx3-ubyte",
+        "t10k-labels.idx1-ubyte",
+        "train-images.idx3-ubyte",
+        "train-labels.idx1-ubyte",
+    ]
     images, labels = load_split(data_dir, "train")
     expected_images, expected_labels = load_split(mnist_dir, "train")
     assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
@@ -407,27 +461,56 @@ def test_kaggle_file_names_are_found_and_nothing_is_downloaded(tmp_path, mnist_d
         load_split(wrong, "train")
     assert str(err.value).endswith(
         f"in {wrong / 'MNIST' / 'raw'}/ (found only t10k-images.idx3-ubyte, t10k-labels.idx1-ubyte, "
-        "train-images-idx3.ubyte, train-labels.idx1-ubyte) or set --data.download true")
+        "train-images-idx3.ubyte, train-labels.idx1-ubyte) or set --data.download true"
+    )
 
 
 @pytest.mark.slow
 def test_export_to_a_folder_is_one_line(trained_run, tmp_path):
-    out = run_cli("export", "--ckpt_path", str(trained_run["best_ckpt"]), "--format", "onnx", "--output",
-                  str(tmp_path), cwd=tmp_path, check=False)
+    out = run_cli(
+        "export",
+        "--ckpt_path",
+        str(trained_run["best_ckpt"]),
+        "--format",
+        "onnx",
+        "--output",
+        str(tmp_path),
+        cwd=tmp_path,
+        check=False,
+    )
     assert out.returncode == 2
-    assert error_lines(out.stderr) == [f"error: --output {tmp_path} is a folder; give the file to write, e.g. "
-                                       f"{tmp_path / 'model.onnx'}"]
+    assert error_lines(out.stderr) == [
+        f"error: --output {tmp_path} is a folder; give the file to write, e.g. {tmp_path / 'model.onnx'}"
+    ]
 
 
 @pytest.mark.slow
 def test_precision_64_true_trains_and_16_true_is_one_line(tmp_path, mnist_dir):
-    short = ["--data.data_dir", str(mnist_dir), "--data.download", "false", "--trainer.max_epochs", "1",
-             "--trainer.limit_train_batches", "20", "--trainer.limit_val_batches", "2"]
-    refused = run_cli(*fit_args(tmp_path, *short[2:]), "--data.data_dir", str(mnist_dir), "--trainer.precision",
-                      "16-true", cwd=tmp_path, check=False)
+    short = [
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "20",
+        "--trainer.limit_val_batches",
+        "2",
+    ]
+    refused = run_cli(
+        *fit_args(tmp_path, *short[2:]),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--trainer.precision",
+        "16-true",
+        cwd=tmp_path,
+        check=False,
+    )
     assert refused.returncode == 2 and error_lines(refused.stderr) == [
         "error: --trainer.precision 16-true is not supported: with float16 weights and no loss scaling the loss "
-        "turns NaN within a few steps; use 32-true (the default), 64-true, bf16-true, bf16-mixed or 16-mixed"]
+        "turns NaN within a few steps; use 32-true (the default), 64-true, bf16-true, bf16-mixed or 16-mixed"
+    ]
     double = run_cli("fit", "--config", str(CONFIG), *short, "--trainer.precision", "64-true", cwd=tmp_path)
     assert "Traceback" not in double.stderr
     assert printed_test_acc(double.stdout) >= 0.80  # 20 steps of 128 real images, as bf16-mixed in test_cli; chance 0.1
@@ -435,8 +518,20 @@ def test_precision_64_true_trains_and_16_true_is_one_line(tmp_path, mnist_dir):
 
 @pytest.mark.slow
 def test_messages_users_cannot_act_on_are_not_printed(tmp_path, mnist_dir):
-    short = ["--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
-             "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2"]
+    short = [
+        "--config",
+        str(CONFIG),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.limit_test_batches",
+        "2",
+    ]
     fit = run_cli("fit", *short, "--trainer.max_epochs", "1", cwd=tmp_path, merged=True)
     resumed = run_cli("fit", *short, "--trainer.max_epochs", "2", "--ckpt_path", "last", cwd=tmp_path, merged=True)
     assert "Resuming" in resumed.stdout and "Test accuracy:" in resumed.stdout

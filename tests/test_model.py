@@ -28,7 +28,9 @@ def test_layers_are_the_tutorials():
     denses = [m for m in net.modules() if isinstance(m, nn.Linear)]
     drops = [m.p for m in net.modules() if isinstance(m, nn.Dropout)]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
-        (1, 32, (3, 3), (0, 0)), (32, 64, (3, 3), (0, 0))]
+        (1, 32, (3, 3), (0, 0)),
+        (32, 64, (3, 3), (0, 0)),
+    ]
     assert [(d.in_features, d.out_features) for d in denses] == [(1600, 128), (128, 10)]
     assert drops == [0.25, 0.5]
 
@@ -67,7 +69,12 @@ def test_optimizer_uses_keras_rmsprop_defaults():
     assert isinstance(optimizer, torch.optim.RMSprop)
     group = optimizer.param_groups[0]
     assert (group["lr"], group["alpha"], group["eps"], group["momentum"], group["centered"]) == (
-        0.001, 0.9, 1e-7, 0, False)
+        0.001,
+        0.9,
+        1e-7,
+        0,
+        False,
+    )
     custom = MNISTClassifier(lr=0.01, rho=0.8, eps=1e-6).configure_optimizers().param_groups[0]
     assert (custom["lr"], custom["alpha"], custom["eps"]) == (0.01, 0.8, 1e-6)
 
@@ -83,9 +90,19 @@ def test_predict_step_returns_probabilities_and_digits(mnist_dir):
 def test_dropout_rates_are_hyperparameters():
     model = MNISTClassifier(dropout1=0.1, dropout2=0.2)
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.1, 0.2]
-    assert dict(model.hparams) == {"lr": 1e-3, "rho": 0.9, "eps": 1e-7, "dropout1": 0.1, "dropout2": 0.2,
-                                   "pixel_scale": "unit", "dataset": "mnist", "label_smoothing": 0.0,
-                                   "weight_decay": 0.0, "lr_schedule": "constant", "warmup_fraction": 0.3}
+    assert dict(model.hparams) == {
+        "lr": 1e-3,
+        "rho": 0.9,
+        "eps": 1e-7,
+        "dropout1": 0.1,
+        "dropout2": 0.2,
+        "pixel_scale": "unit",
+        "dataset": "mnist",
+        "label_smoothing": 0.0,
+        "weight_decay": 0.0,
+        "lr_schedule": "constant",
+        "warmup_fraction": 0.3,
+    }
 
 
 def test_the_module_scales_its_own_uint8_input(mnist_dir):
@@ -123,7 +140,7 @@ def test_pool_before_relu_gives_the_tutorials_outputs_and_gradients(mnist_dir):
     reference = nn.functional.cross_entropy(tutorial_order_forward(net, images), labels)
     reference_grads = torch.autograd.grad(reference, list(net.parameters()))
     assert torch.allclose(ours, reference, atol=1e-6)
-    for got, want in zip(ours_grads, reference_grads):
+    for got, want in zip(ours_grads, reference_grads, strict=False):
         assert torch.allclose(got, want, atol=1e-6)
 
 
@@ -142,8 +159,16 @@ def test_epoch_metrics_cover_the_steps_that_ran_when_max_steps_stops_the_epoch(m
 
     seed_everything(0)
     steps = StepLosses()
-    trainer = Trainer(max_steps=7, limit_train_batches=20, limit_val_batches=0, logger=False, callbacks=[steps],
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = Trainer(
+        max_steps=7,
+        limit_train_batches=20,
+        limit_val_batches=0,
+        logger=False,
+        callbacks=[steps],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(MNISTClassifier(), datamodule=MNISTDataModule(data_dir=mnist_dir, download=False))
     assert len(steps.losses) == 7  # 7 of the epoch's 20 batches, all of 128 images
     assert math.isclose(float(trainer.callback_metrics["train_loss"]), sum(steps.losses) / 7, rel_tol=1e-5)

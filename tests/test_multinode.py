@@ -17,8 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from conftest import CONFIG, REPO, printed_metrics, printed_test_acc, run_cli, version_dirs
+
 from mnist_lit.distributed import EndRanksOnFailure, free_port
 
 pytestmark = pytest.mark.ddp
@@ -29,10 +29,28 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 def small_fit(mnist_dir: Path) -> list[str]:
     """The recipe plus configs/multinode.yaml on CPU processes: 1 epoch of 8 batches of 64 (32 per node)."""
-    return ["--config", str(CONFIG), "--config", str(MULTINODE), "--data.data_dir", str(mnist_dir),
-            "--data.download", "false", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1",
-            "--data.batch_size", "64", "--trainer.limit_train_batches", "8", "--trainer.limit_val_batches", "4",
-            "--trainer.enable_progress_bar", "false"]
+    return [
+        "--config",
+        str(CONFIG),
+        "--config",
+        str(MULTINODE),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.max_epochs",
+        "1",
+        "--data.batch_size",
+        "64",
+        "--trainer.limit_train_batches",
+        "8",
+        "--trainer.limit_val_batches",
+        "4",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
 
 
 def tagged_env(tag: str, **extra: str) -> dict[str, str]:
@@ -47,8 +65,10 @@ def pids_with_tag(tag: str) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if f"MNIST_LIT_TEST_RUN={tag}".encode() in (entry / "environ").read_bytes().split(b"\0") \
-                    and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            if (
+                f"MNIST_LIT_TEST_RUN={tag}".encode() in (entry / "environ").read_bytes().split(b"\0")
+                and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            ):
                 found.append(int(entry.name))
         except OSError:  # exited meanwhile, or not ours to read
             continue
@@ -58,10 +78,32 @@ def pids_with_tag(tag: str) -> list[int]:
 def two_nodes(args: list[str], cwd: Path, tag: str, timeout: float) -> list[subprocess.CompletedProcess]:
     """Start node 0 and node 1 (one torchrun each, one process per node) together; wait for both."""
     port = str(free_port())
-    procs = [subprocess.Popen([*TORCHRUN, "--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node", "1",
-                               "--master_addr", "127.0.0.1", "--master_port", port, "-m", "mnist_lit", *args],
-                              cwd=cwd, env=tagged_env(tag), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for rank in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [
+                *TORCHRUN,
+                "--nnodes",
+                "2",
+                "--node_rank",
+                str(rank),
+                "--nproc_per_node",
+                "1",
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                port,
+                "-m",
+                "mnist_lit",
+                *args,
+            ],
+            cwd=cwd,
+            env=tagged_env(tag),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     done = []
     try:
         for proc in procs:
@@ -91,9 +133,22 @@ def test_fit_on_two_torchrun_nodes_then_test_on_one_process(tmp_path, mnist_dir)
     # 8 batches of the global 64 = 32 images per node per step: 8 optimizer steps, not 16.
     assert torch.load(best, weights_only=True, map_location="cpu")["global_step"] == 8
     two_node_acc = printed_test_acc(node0.stdout)  # 10,000 test images, 5,000 per node, unpadded
-    single = run_cli("test", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
-                     "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
-                     "--ckpt_path", str(best), cwd=tmp_path)
+    single = run_cli(
+        "test",
+        "--config",
+        str(CONFIG),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--ckpt_path",
+        str(best),
+        cwd=tmp_path,
+    )
     metrics = printed_metrics(single.stdout)
     assert metrics["test_count"] == 10000
     assert round(metrics["test_acc"], 4) == two_node_acc, (single.stdout[-2000:], node0.stdout[-500:])
@@ -113,7 +168,8 @@ def test_wrong_num_nodes_ends_both_nodes_with_one_line(tmp_path, mnist_dir):
         assert node.returncode != 0
         assert our_errors(node.stderr) == [
             "error: torchrun (WORLD_SIZE=2) started 2 processes but --trainer.devices 1 x --trainer.num_nodes 1 "
-            "makes 1 (devices is processes per node); use --trainer.devices 1 --trainer.num_nodes 2"]
+            "makes 1 (devices is processes per node); use --trainer.devices 1 --trainer.num_nodes 2"
+        ]
         # torchrun reports the failed worker with its own summary; the worker itself printed no traceback
         assert "ValueError" not in node.stderr
     assert not (tmp_path / "lightning_logs").exists()
@@ -123,14 +179,23 @@ def test_wrong_num_nodes_ends_both_nodes_with_one_line(tmp_path, mnist_dir):
 @pytest.mark.slow
 def test_srun_task_count_mismatch_is_one_line(tmp_path, mnist_dir):
     """What SLURM's srun sets for 2 nodes x 1 task; this process is task 0 and is told num_nodes 1."""
-    slurm = {"SLURM_NTASKS": "2", "SLURM_NNODES": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": "0",
-             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "mnist", "SLURM_JOB_ID": "4242",
-             "SLURM_NODELIST": "127.0.0.1"}
+    slurm = {
+        "SLURM_NTASKS": "2",
+        "SLURM_NNODES": "2",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_JOB_NAME": "mnist",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NODELIST": "127.0.0.1",
+    }
     proc = run_cli("fit", *small_fit(mnist_dir), "--trainer.num_nodes", "1", cwd=tmp_path, check=False, env=slurm)
     assert proc.returncode == 2
     assert our_errors(proc.stderr) == [
         "error: SLURM (SLURM_NTASKS=2) started 2 processes but --trainer.devices 1 x --trainer.num_nodes 1 makes 1 "
-        "(devices is processes per node); use --trainer.devices 1 --trainer.num_nodes 2"]
+        "(devices is processes per node); use --trainer.devices 1 --trainer.num_nodes 2"
+    ]
     assert "Traceback" not in proc.stderr
 
 
@@ -144,9 +209,24 @@ def test_busy_master_port_ends_every_rank_with_one_line(tmp_path, mnist_dir):
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "mnist_lit", "fit", *small_fit(mnist_dir),
-                               "--trainer.num_nodes", "1", "--trainer.devices", "2"], cwd=tmp_path,
-                              env=tagged_env(tag, MASTER_PORT=str(port)), capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mnist_lit",
+                "fit",
+                *small_fit(mnist_dir),
+                "--trainer.num_nodes",
+                "1",
+                "--trainer.devices",
+                "2",
+            ],
+            cwd=tmp_path,
+            env=tagged_env(tag, MASTER_PORT=str(port)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 2, proc.stderr[-3000:]
         (line,) = our_errors(proc.stderr)
         assert line.startswith(f"error: MASTER_PORT {port} is already in use on this machine")
@@ -174,13 +254,24 @@ def test_single_process_workers_under_srun_are_not_a_mismatch(monkeypatch):
 
     from mnist_lit.distributed import LaunchError, check_launch
 
-    for key, value in {"SLURM_NTASKS": "2", "SLURM_NNODES": "1", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": "1",
-                       "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "tune",
-                       "SLURM_JOB_ID": "4242", "SLURM_NODELIST": "127.0.0.1"}.items():
+    for key, value in {
+        "SLURM_NTASKS": "2",
+        "SLURM_NNODES": "1",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_PROCID": "1",
+        "SLURM_LOCALID": "1",
+        "SLURM_NODEID": "0",
+        "SLURM_JOB_NAME": "tune",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NODELIST": "127.0.0.1",
+    }.items():
         monkeypatch.setenv(key, value)
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     check_launch(trainer, independent_ok=True)
-    with pytest.raises(LaunchError, match=r"^SLURM \(SLURM_NTASKS=2\) started 2 processes but --trainer.devices 1 x "
-                                          r"--trainer.num_nodes 1 makes 1 .*; use --trainer.devices 2 "
-                                          r"--trainer.num_nodes 1$"):
+    with pytest.raises(
+        LaunchError,
+        match=r"^SLURM \(SLURM_NTASKS=2\) started 2 processes but --trainer.devices 1 x "
+        r"--trainer.num_nodes 1 makes 1 .*; use --trainer.devices 2 "
+        r"--trainer.num_nodes 1$",
+    ):
         check_launch(trainer)

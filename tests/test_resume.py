@@ -23,15 +23,37 @@ STEPS_PER_EPOCH = 71  # ceil(9,000 training images / batch_size 128)
 LOG_EVERY = 10  # --trainer.log_every_n_steps: train_loss_step at steps 9, 19, ...
 #: Lightning writes these more than once per step even in an uninterrupted run: `epoch` with every
 #: log call (twice at each epoch end), and the graph/hparams/layout summaries each time a run starts.
-REPEATED_BY_DESIGN = {"epoch", "__run_graph__", "step1", "custom_scalars__config__",
-                      "_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"}
+REPEATED_BY_DESIGN = {
+    "epoch",
+    "__run_graph__",
+    "step1",
+    "custom_scalars__config__",
+    "_hparams_/experiment",
+    "_hparams_/session_start_info",
+    "_hparams_/session_end_info",
+}
 
 
 def fit_args(mnist_dir: Path, *extra: str) -> list[str]:
     """The project's recipe for 3 epochs on 9,000 of the real training images (val_split 0.1)."""
-    return ["fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
-            "--data.val_split", "0.1", "--trainer.max_epochs", "3", "--trainer.log_every_n_steps", str(LOG_EVERY),
-            "--trainer.enable_progress_bar", "false", *extra]
+    return [
+        "fit",
+        "--config",
+        str(CONFIG),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--data.val_split",
+        "0.1",
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.log_every_n_steps",
+        str(LOG_EVERY),
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
 
 
 def events(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -54,22 +76,26 @@ def max_logged_step(run_dir: Path, tag: str) -> int:
 @pytest.mark.slow
 def test_sigkill_in_epoch_2_then_resume_from_last(tmp_path, mnist_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-    log = open(tmp_path / "killed_run.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_lit", *fit_args(mnist_dir)], cwd=tmp_path, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    run_dir = tmp_path / "lightning_logs" / "version_0"
-    kill_after = STEPS_PER_EPOCH + 20  # 20 batches into epoch 2, as seen in the run's own event file
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None:
-            if max_logged_step(run_dir, "train_loss_step") >= kill_after:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.3)
-    finally:
-        proc.kill()
-        proc.wait()
-        log.close()
+    with open(tmp_path / "killed_run.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mnist_lit", *fit_args(mnist_dir)],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        run_dir = tmp_path / "lightning_logs" / "version_0"
+        kill_after = STEPS_PER_EPOCH + 20  # 20 batches into epoch 2, as seen in the run's own event file
+        try:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline and proc.poll() is None:
+                if max_logged_step(run_dir, "train_loss_step") >= kill_after:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+                time.sleep(0.3)
+        finally:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed_run.log").read_text()[-3000:]
     killed_at = max_logged_step(run_dir, "train_loss_step")
     assert STEPS_PER_EPOCH < killed_at < 2 * STEPS_PER_EPOCH - 1  # the kill landed inside epoch 2
@@ -77,8 +103,10 @@ def test_sigkill_in_epoch_2_then_resume_from_last(tmp_path, mnist_dir):
     assert (last["epoch"], last["global_step"]) == (0, STEPS_PER_EPOCH)  # epoch 2 never finished
 
     resumed = run_cli(*fit_args(mnist_dir, "--ckpt_path", "last"), cwd=tmp_path)
-    assert f"Checkpoint {Path('lightning_logs/version_0/checkpoints/last.ckpt')}: epoch 0, global step " \
-           f"{STEPS_PER_EPOCH}" in resumed.stderr
+    assert (
+        f"Checkpoint {Path('lightning_logs/version_0/checkpoints/last.ckpt')}: epoch 0, global step "
+        f"{STEPS_PER_EPOCH}" in resumed.stderr
+    )
     assert [d.name for d in version_dirs(tmp_path)] == ["version_0"]  # the logs continue in the same folder
     final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert (final["epoch"], final["global_step"]) == (2, 3 * STEPS_PER_EPOCH)  # epoch 3 of 3 completed
@@ -113,22 +141,54 @@ def test_sigkill_in_epoch_2_then_resume_from_last(tmp_path, mnist_dir):
 
 def scalars(run_dir: Path) -> dict[tuple[str, int], float]:
     """(tag, step) -> value of every scalar a run logged (images and other summaries left out)."""
-    return {(tag, step): value for tag, values in events(run_dir).items() if tag != "epoch"
-            for step, value in values if not math.isnan(value)}
+    return {
+        (tag, step): value
+        for tag, values in events(run_dir).items()
+        if tag != "epoch"
+        for step, value in values
+        if not math.isnan(value)
+    }
 
 
 @pytest.mark.slow
 def test_two_seeded_runs_give_identical_metrics_and_weights(tmp_path, mnist_dir):
-    args = ["fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download", "false",
-            "--data.split", "random", "--trainer.max_epochs", "1",
-            "--trainer.limit_train_batches", "12", "--trainer.limit_val_batches", "4",
-            "--trainer.log_every_n_steps", "2", "--trainer.enable_progress_bar", "false", "--test_after_fit", "false"]
+    args = [
+        "fit",
+        "--config",
+        str(CONFIG),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--data.split",
+        "random",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "12",
+        "--trainer.limit_val_batches",
+        "4",
+        "--trainer.log_every_n_steps",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--test_after_fit",
+        "false",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs = []
     for name in ("a", "b"):  # two independent processes at the same time
         (tmp_path / name).mkdir()
-        procs.append(subprocess.Popen([sys.executable, "-m", "mnist_lit", *args], cwd=tmp_path / name, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "mnist_lit", *args],
+                cwd=tmp_path / name,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]

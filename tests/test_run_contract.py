@@ -17,18 +17,36 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import CONFIG, printed_metric, printed_test_acc, run_cli, version_dirs
+
 from mnist_lit.checkpoint import CHECKSUM_KEY, load_checkpoint
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 #: A short run of the recipe: 1 epoch of 20 batches, 2 validation batches, the whole test set after it.
-SHORT = ("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "20", "--trainer.limit_val_batches", "2",
-         "--trainer.enable_progress_bar", "false")
+SHORT = (
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "20",
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.enable_progress_bar",
+    "false",
+)
 
 
 def fit_args(data_dir: Path, *extra: str) -> list[str]:
-    return ["fit", "--config", str(CONFIG), "--data.data_dir", str(data_dir), "--data.download", "false", *SHORT, *extra]
+    return [
+        "fit",
+        "--config",
+        str(CONFIG),
+        "--data.data_dir",
+        str(data_dir),
+        "--data.download",
+        "false",
+        *SHORT,
+        *extra,
+    ]
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -51,7 +69,8 @@ def no_network_env(tmp_path: Path) -> dict:
         "    open(LOG, 'a').write(repr(address) + '\\n')\n"
         "    raise OSError('network disabled by the test')\n"
         "socket.socket.connect = refuse\n"
-        "socket.socket.connect_ex = refuse\n")
+        "socket.socket.connect_ex = refuse\n"
+    )
     return {"PYTHONPATH": os.pathsep.join(filter(None, [str(guard), os.environ.get("PYTHONPATH")]))}
 
 
@@ -61,7 +80,11 @@ def raw_run(tmp_path_factory, mnist_dir):
     workdir = tmp_path_factory.mktemp("raw_run")
     proc = run_cli(*fit_args(mnist_dir, "--model.pixel_scale", "raw"), cwd=workdir)
     run_dir = version_dirs(workdir)[-1]
-    return {"workdir": workdir, "last": run_dir / "checkpoints" / "last.ckpt", "test_acc": printed_test_acc(proc.stdout)}
+    return {
+        "workdir": workdir,
+        "last": run_dir / "checkpoints" / "last.ckpt",
+        "test_acc": printed_test_acc(proc.stdout),
+    }
 
 
 @pytest.mark.slow
@@ -69,8 +92,18 @@ def test_raw_pixel_run_tests_right_from_the_checkpoint_alone_or_with_the_recipe_
     ckpt = str(raw_run["last"])
     alone = run_cli("test", "--ckpt_path", ckpt, cwd=tmp_path, env=no_network_env(tmp_path))
     assert round(printed_metric(alone.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
-    with_config = run_cli("test", "--config", str(CONFIG), "--ckpt_path", ckpt, "--data.data_dir", str(mnist_dir),
-                          "--data.download", "false", cwd=tmp_path)
+    with_config = run_cli(
+        "test",
+        "--config",
+        str(CONFIG),
+        "--ckpt_path",
+        ckpt,
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        cwd=tmp_path,
+    )
     assert round(printed_metric(with_config.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
     assert load_checkpoint(ckpt)["hyper_parameters"]["pixel_scale"] == "raw"
     assert not (tmp_path / "connections.log").exists()
@@ -93,16 +126,21 @@ def test_validate_test_predict_after_an_offline_fit_need_only_the_checkpoint(raw
 @pytest.mark.slow
 def test_flags_that_contradict_the_model_are_refused(raw_run, tmp_path):
     ckpt = str(raw_run["last"])
-    line = one_error_line(run_cli("test", "--ckpt_path", ckpt, "--model.pixel_scale", "unit", cwd=tmp_path, check=False))
+    line = one_error_line(
+        run_cli("test", "--ckpt_path", ckpt, "--model.pixel_scale", "unit", cwd=tmp_path, check=False)
+    )
     assert "--model.pixel_scale 'unit' contradicts" in line and "'raw'" in line
-    line = one_error_line(run_cli("validate", "--ckpt_path", ckpt, "--data.val_split", "0.2", cwd=tmp_path,
-                                  check=False))
+    line = one_error_line(
+        run_cli("validate", "--ckpt_path", ckpt, "--data.val_split", "0.2", cwd=tmp_path, check=False)
+    )
     assert "data.val_split 0.2 contradicts the 0.3" in line
-    line = one_error_line(run_cli("test", "--ckpt_path", ckpt, "--data.dataset", "fashion_mnist", cwd=tmp_path,
-                                  check=False))
+    line = one_error_line(
+        run_cli("test", "--ckpt_path", ckpt, "--data.dataset", "fashion_mnist", cwd=tmp_path, check=False)
+    )
     assert "a mnist model, but the data is fashion_mnist" in line
-    line = one_error_line(run_cli("fit", "--config", str(CONFIG), "--data.pixel_scale", "raw", cwd=tmp_path,
-                                  check=False))
+    line = one_error_line(
+        run_cli("fit", "--config", str(CONFIG), "--data.pixel_scale", "raw", cwd=tmp_path, check=False)
+    )
     assert "use --model.pixel_scale" in line
 
 
@@ -114,11 +152,25 @@ def test_fashion_run_tests_from_its_checkpoint_and_is_refused_on_mnist(tmp_path,
     assert load_checkpoint(ckpt)["class_names"][9] == "Ankle boot"
     tested = run_cli("test", "--ckpt_path", ckpt, cwd=tmp_path)
     assert round(printed_metric(tested.stdout, "test_acc"), 4) == round(printed_test_acc(fitted.stdout), 4)
-    line = one_error_line(run_cli("test", "--config", str(CONFIG), "--ckpt_path", ckpt, "--data.data_dir",
-                                  str(mnist_dir), "--data.download", "false", cwd=tmp_path, check=False))
+    line = one_error_line(
+        run_cli(
+            "test",
+            "--config",
+            str(CONFIG),
+            "--ckpt_path",
+            ckpt,
+            "--data.data_dir",
+            str(mnist_dir),
+            "--data.download",
+            "false",
+            cwd=tmp_path,
+            check=False,
+        )
+    )
     assert "a fashion_mnist model, but the data is mnist" in line
-    line = one_error_line(run_cli("predict", "--ckpt_path", ckpt, "--data.predict_path", str(tmp_path), cwd=tmp_path,
-                                  check=False))
+    line = one_error_line(
+        run_cli("predict", "--ckpt_path", ckpt, "--data.predict_path", str(tmp_path), cwd=tmp_path, check=False)
+    )
     assert "reads pictures as digits" in line
 
 
@@ -126,8 +178,10 @@ def test_fashion_run_tests_from_its_checkpoint_and_is_refused_on_mnist(tmp_path,
 def test_best_and_last_resolve_to_the_newest_run_in_a_new_process(trained_run):
     workdir = trained_run["workdir"]
     best = run_cli("test", "--ckpt_path", "best", cwd=workdir)
-    assert f"Using checkpoint {Path('lightning_logs') / 'version_0' / 'checkpoints' / trained_run['best_ckpt'].name}" \
+    assert (
+        f"Using checkpoint {Path('lightning_logs') / 'version_0' / 'checkpoints' / trained_run['best_ckpt'].name}"
         in best.stderr
+    )
     assert round(printed_metric(best.stdout, "test_acc"), 4) == round(trained_run["test_acc"], 4)
     last = run_cli("test", "--ckpt_path", "last", cwd=workdir)
     explicit = run_cli("test", "--ckpt_path", str(trained_run["last_ckpt"]), cwd=workdir)
@@ -153,18 +207,31 @@ def test_damaged_and_foreign_files_each_get_their_own_diagnosis(trained_run, tmp
     data[len(data) // 2] ^= 0x01  # one flipped bit in the middle: tensor data
     (tmp_path / "flipped.ckpt").write_bytes(bytes(data))
     line = one_error_line(run_cli("test", "--ckpt_path", str(tmp_path / "flipped.ckpt"), cwd=tmp_path, check=False))
-    assert line == (f"error: {tmp_path / 'flipped.ckpt'}: damaged: checksum mismatch (its content no longer has the "
-                    "SHA-256 saved in it); use another checkpoint, e.g. last.ckpt or the best one")
+    assert line == (
+        f"error: {tmp_path / 'flipped.ckpt'}: damaged: checksum mismatch (its content no longer has the "
+        "SHA-256 saved in it); use another checkpoint, e.g. last.ckpt or the best one"
+    )
     (tmp_path / "config.yaml").write_text("model:\n  lr: 0.001\n")
     exported = {}
     for fmt, name in (("onnx", "model.onnx"), ("torchscript", "model.pt")):
-        run_cli("export", "--ckpt_path", str(trained_run["best_ckpt"]), "--format", fmt, "--output",
-                str(tmp_path / name), "--num_images", "10", cwd=tmp_path)
+        run_cli(
+            "export",
+            "--ckpt_path",
+            str(trained_run["best_ckpt"]),
+            "--format",
+            fmt,
+            "--output",
+            str(tmp_path / name),
+            "--num_images",
+            "10",
+            cwd=tmp_path,
+        )
         exported[fmt] = tmp_path / name
-    expected = {tmp_path / "config.yaml": "a text file (first line: 'model:'), not a checkpoint",
-                exported["onnx"]: "an ONNX model (what `export --format onnx` writes), not a checkpoint",
-                exported["torchscript"]: "a TorchScript archive (what `export --format torchscript` writes), not a "
-                                         "checkpoint"}
+    expected = {
+        tmp_path / "config.yaml": "a text file (first line: 'model:'), not a checkpoint",
+        exported["onnx"]: "an ONNX model (what `export --format onnx` writes), not a checkpoint",
+        exported["torchscript"]: "a TorchScript archive (what `export --format torchscript` writes), not a checkpoint",
+    }
     for path, what in expected.items():
         line = one_error_line(run_cli("test", "--ckpt_path", str(path), cwd=tmp_path, check=False))
         assert line.startswith(f"error: {path}: {what}; give the .ckpt file written by fit"), line
@@ -179,12 +246,19 @@ def test_resume_continues_only_the_same_run(tmp_path, mnist_dir):
     run_a = version_dirs(tmp_path)[0]
     before = {p: p.read_bytes() for p in run_a.rglob("*") if p.is_file()}
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-    killed = subprocess.Popen([sys.executable, "-m", "mnist_lit", *fit_args(mnist_dir, "--model.lr", "0.002")],
-                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "mnist_lit", *fit_args(mnist_dir, "--model.lr", "0.002")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     run_b = tmp_path / "lightning_logs" / "version_1"
     deadline = time.monotonic() + 300  # its config.yaml is written when training starts, after its event file
-    while not (list(run_b.glob("events.out.tfevents.*")) and (run_b / "config.yaml").is_file()) \
-            and time.monotonic() < deadline:
+    while (
+        not (list(run_b.glob("events.out.tfevents.*")) and (run_b / "config.yaml").is_file())
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     time.sleep(0.5)  # config.yaml complete
     killed.kill()
@@ -195,12 +269,27 @@ def test_resume_continues_only_the_same_run(tmp_path, mnist_dir):
     assert (run_b / "checkpoints" / "last.ckpt").is_file() and len(version_dirs(tmp_path)) == 2
     assert {p: p.read_bytes() for p in run_a.rglob("*") if p.is_file()} == before
     assert load_checkpoint(run_b / "checkpoints" / "last.ckpt")["hyper_parameters"]["lr"] == 0.002
-    line = one_error_line(run_cli(*fit_args(mnist_dir, "--model.lr", "0.003", "--ckpt_path",
-                                            str(run_b / "checkpoints" / "last.ckpt")), cwd=tmp_path, check=False))
+    line = one_error_line(
+        run_cli(
+            *fit_args(mnist_dir, "--model.lr", "0.003", "--ckpt_path", str(run_b / "checkpoints" / "last.ckpt")),
+            cwd=tmp_path,
+            check=False,
+        )
+    )
     assert "the command differs from the run's configuration in model.lr 0.003 (run: 0.002)" in line
     assert "--finetune_from" in line
-    tuned = run_cli(*fit_args(mnist_dir, "--model.lr", "0.003", "--finetune_from",
-                              str(run_b / "checkpoints" / "last.ckpt"), "--test_after_fit", "false"), cwd=tmp_path)
+    tuned = run_cli(
+        *fit_args(
+            mnist_dir,
+            "--model.lr",
+            "0.003",
+            "--finetune_from",
+            str(run_b / "checkpoints" / "last.ckpt"),
+            "--test_after_fit",
+            "false",
+        ),
+        cwd=tmp_path,
+    )
     assert "Fine-tuning: a new run" in tuned.stderr and len(version_dirs(tmp_path)) == 3
 
 
@@ -208,8 +297,10 @@ def test_resume_continues_only_the_same_run(tmp_path, mnist_dir):
 def test_two_fits_started_together_get_two_folders_and_logger_false_twice(tmp_path, mnist_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     args = [sys.executable, "-m", "mnist_lit", *fit_args(mnist_dir, "--test_after_fit", "false")]
-    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = [proc.communicate(timeout=600) for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], [err[-2000:] for _, err in outputs]
     runs = version_dirs(tmp_path)
@@ -229,8 +320,14 @@ def test_two_fits_started_together_get_two_folders_and_logger_false_twice(tmp_pa
 def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path, mnist_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     args = fit_args(mnist_dir, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "40")
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_lit", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_lit", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     run_dir = tmp_path / "lightning_logs" / "version_0"
     deadline = time.monotonic() + 300
     while not (run_dir / "checkpoints" / "last.ckpt").is_file() and time.monotonic() < deadline:
@@ -239,9 +336,11 @@ def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path, mnist_d
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 143 and "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1] == (f"error: stopped by SIGTERM; saved {Path('lightning_logs')}/version_0/"
-                                               "checkpoints/last.ckpt; continue with the same command and "
-                                               "--ckpt_path last")
+    assert stderr.strip().splitlines()[-1] == (
+        f"error: stopped by SIGTERM; saved {Path('lightning_logs')}/version_0/"
+        "checkpoints/last.ckpt; continue with the same command and "
+        "--ckpt_path last"
+    )
     stopped = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert 40 < stopped["global_step"] < 80  # mid-epoch 2, not the epoch-end checkpoint
     resumed = run_cli(*args, "--ckpt_path", "last", cwd=tmp_path)
@@ -259,6 +358,7 @@ def test_load_checkpoint_verifies_the_checksum_of_a_tensor_change(trained_run, t
 
 
 # --- Defects found by a fresh-user review of the above (issue 15, second round) ---------------------------------
+
 
 def metrics_history(run_dir: Path) -> list[dict]:
     """The per-epoch records of a run's ``metrics.json``."""
@@ -312,14 +412,24 @@ def test_resume_refuses_other_data_but_follows_the_same_data_elsewhere(raw_run, 
     last = workdir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
     for ckpt_path in ("last", str(last)):
-        line = one_error_line(run_cli(*fit_args(tmp_path / "other", "--model.pixel_scale", "raw", "--ckpt_path",
-                                                ckpt_path), cwd=workdir, check=False))
+        line = one_error_line(
+            run_cli(
+                *fit_args(tmp_path / "other", "--model.pixel_scale", "raw", "--ckpt_path", ckpt_path),
+                cwd=workdir,
+                check=False,
+            )
+        )
         assert "was trained on 10,000 mnist training images" in line and str(mnist_dir) in line, line
         assert f"{tmp_path / 'other'} holds 10,000 other training images" in line, line
     empty = tmp_path / "empty"  # a download would bring the official 60,000 images, not the run's 10,000
-    line = one_error_line(run_cli(*fit_args(empty, "--model.pixel_scale", "raw", "--ckpt_path", "last",
-                                            "--data.download", "true"), cwd=workdir, check=False,
-                                  env=no_network_env(tmp_path)))
+    line = one_error_line(
+        run_cli(
+            *fit_args(empty, "--model.pixel_scale", "raw", "--ckpt_path", "last", "--data.download", "true"),
+            cwd=workdir,
+            check=False,
+            env=no_network_env(tmp_path),
+        )
+    )
     assert f"{empty} holds no mnist training files" in line and "not the official set" in line, line
     assert not empty.exists() and not (tmp_path / "connections.log").exists()
     assert last.read_bytes() == before and len(version_dirs(workdir)) == 1
@@ -327,8 +437,20 @@ def test_resume_refuses_other_data_but_follows_the_same_data_elsewhere(raw_run, 
     moved.mkdir(parents=True)
     for source in (mnist_dir / "MNIST" / "raw").glob("*.gz"):
         (moved / source.stem).write_bytes(gzip.decompress(source.read_bytes()))
-    resumed = run_cli(*fit_args(tmp_path / "moved", "--model.pixel_scale", "raw", "--ckpt_path", "last",
-                                "--trainer.max_epochs", "2", "--test_after_fit", "false"), cwd=workdir)
+    resumed = run_cli(
+        *fit_args(
+            tmp_path / "moved",
+            "--model.pixel_scale",
+            "raw",
+            "--ckpt_path",
+            "last",
+            "--trainer.max_epochs",
+            "2",
+            "--test_after_fit",
+            "false",
+        ),
+        cwd=workdir,
+    )
     assert "Resuming lightning_logs/version_0 from" in resumed.stderr
     assert load_checkpoint(last)["global_step"] == 40
 
@@ -343,8 +465,9 @@ def test_validate_refuses_other_training_data(raw_run, mnist_dir, tmp_path):
     for stem in ("images-idx3-ubyte", "labels-idx1-ubyte"):
         for split in ("t10k", "train"):
             shutil.copy(mnist_dir / "MNIST" / "raw" / f"t10k-{stem}.gz", other / f"{split}-{stem}.gz")
-    line = one_error_line(run_cli("validate", "--ckpt_path", ckpt, "--data.data_dir", str(tmp_path / "other"),
-                                  cwd=tmp_path, check=False))
+    line = one_error_line(
+        run_cli("validate", "--ckpt_path", ckpt, "--data.data_dir", str(tmp_path / "other"), cwd=tmp_path, check=False)
+    )
     assert line.startswith(f"error: cannot validate {ckpt}: its run was trained on 10,000 mnist training images"), line
     assert "or use test, which evaluates on any test set" in line, line
     same = run_cli("validate", "--ckpt_path", ckpt, "--data.data_dir", str(mnist_dir), cwd=tmp_path)
@@ -359,8 +482,13 @@ def test_finetune_refuses_another_pixel_scale_and_asks_for_another_dataset(raw_r
     assert "this run's model has 'unit'" in line and "add --model.pixel_scale raw" in line, line
     fashion = tmp_path / "fashion.yaml"  # a config of one's own that trains on Fashion-MNIST
     fashion.write_text(f"data:\n  dataset: fashion_mnist\n  data_dir: {FASHION_DIR}\n")
-    line = one_error_line(run_cli(*fit_args(mnist_dir, "--config", str(fashion), "--model.pixel_scale", "raw",
-                                            "--finetune_from", ckpt), cwd=tmp_path, check=False))
+    line = one_error_line(
+        run_cli(
+            *fit_args(mnist_dir, "--config", str(fashion), "--model.pixel_scale", "raw", "--finetune_from", ckpt),
+            cwd=tmp_path,
+            check=False,
+        )
+    )
     assert "a mnist model; this run trains on fashion_mnist" in line and "--data.dataset fashion_mnist" in line, line
     assert not (tmp_path / "lightning_logs").exists()
 
@@ -368,11 +496,25 @@ def test_finetune_refuses_another_pixel_scale_and_asks_for_another_dataset(raw_r
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_finetune_across_data_sets_when_asked_explicitly(raw_run, tmp_path):
-    tuned = run_cli(*fit_args(FASHION_DIR, "--data.dataset", "fashion_mnist", "--model.pixel_scale", "raw",
-                              "--finetune_from", str(raw_run["last"]), "--test_after_fit", "false"), cwd=tmp_path)
+    tuned = run_cli(
+        *fit_args(
+            FASHION_DIR,
+            "--data.dataset",
+            "fashion_mnist",
+            "--model.pixel_scale",
+            "raw",
+            "--finetune_from",
+            str(raw_run["last"]),
+            "--test_after_fit",
+            "false",
+        ),
+        cwd=tmp_path,
+    )
     notice = [line for line in tuned.stderr.splitlines() if "transfer learning" in line]
-    expected = ("Fine-tuning a mnist model's weights on fashion_mnist (transfer learning): its outputs now mean "
-                "fashion_mnist's classes")
+    expected = (
+        "Fine-tuning a mnist model's weights on fashion_mnist (transfer learning): its outputs now mean "
+        "fashion_mnist's classes"
+    )
     assert notice == [expected], tuned.stderr[-2000:]
     tuned_ckpt = load_checkpoint(version_dirs(tmp_path)[-1] / "checkpoints" / "last.ckpt")
     assert tuned_ckpt["hyper_parameters"]["dataset"] == "fashion_mnist" and tuned_ckpt["class_names"][9] == "Ankle boot"
@@ -388,8 +530,9 @@ def test_validate_accepts_a_split_seed_only_where_it_changes_nothing(raw_run, mn
     (tmp_path / "random").mkdir()
     run_cli(*fit_args(mnist_dir, "--data.split", "random", "--test_after_fit", "false"), cwd=tmp_path / "random")
     random_ckpt = str(version_dirs(tmp_path / "random")[-1] / "checkpoints" / "last.ckpt")
-    line = one_error_line(run_cli("validate", "--ckpt_path", random_ckpt, "--data.split_seed", "7", cwd=tmp_path,
-                                  check=False))
+    line = one_error_line(
+        run_cli("validate", "--ckpt_path", random_ckpt, "--data.split_seed", "7", cwd=tmp_path, check=False)
+    )
     assert "data.split_seed 7 contradicts the 42" in line, line
     run_cli("validate", "--ckpt_path", random_ckpt, "--data.split_seed", "42", cwd=tmp_path)  # the same seed
 
@@ -400,8 +543,14 @@ def test_best_never_falls_back_to_an_older_run(tmp_path, mnist_dir):
     to do instead of testing run A's model; `last` is B's file; evaluation folders in between change nothing."""
     run_cli(*fit_args(mnist_dir, "--test_after_fit", "false"), cwd=tmp_path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_lit", *fit_args(mnist_dir, "--model.lr", "0.002")],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_lit", *fit_args(mnist_dir, "--model.lr", "0.002")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while proc.poll() is None and not sigterm_handled(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -410,8 +559,10 @@ def test_best_never_falls_back_to_an_older_run(tmp_path, mnist_dir):
     run_b = tmp_path / "lightning_logs" / "version_1"
     assert proc.returncode == 143, stderr[-2000:]
     assert [p.name for p in (run_b / "checkpoints").iterdir()] == ["last.ckpt"]
-    expected = (f"error: --ckpt_path best: the newest run, {Path('lightning_logs') / 'version_1'}, has no best "
-                "checkpoint (by val_acc) yet; use --ckpt_path last or give a .ckpt file")
+    expected = (
+        f"error: --ckpt_path best: the newest run, {Path('lightning_logs') / 'version_1'}, has no best "
+        "checkpoint (by val_acc) yet; use --ckpt_path last or give a .ckpt file"
+    )
     assert one_error_line(run_cli("test", "--ckpt_path", "best", cwd=tmp_path, check=False)) == expected
     last = run_cli("test", "--ckpt_path", "last", cwd=tmp_path)  # makes version_2, an evaluation folder
     assert f"Using checkpoint {Path('lightning_logs') / 'version_1' / 'checkpoints' / 'last.ckpt'}" in last.stderr

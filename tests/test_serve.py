@@ -8,11 +8,11 @@ import io
 import pytest
 import torch
 from PIL import Image
+from serving import first_of_each_digit, http, user_drawing_png
 
 from mnist_lit.checkpoint import load_model
 from mnist_lit.data import load_split
 from mnist_lit.pictures import read_picture
-from serving import first_of_each_digit, http, user_drawing_png
 
 LIMIT = 5_000_000  # the server's default --max_request_bytes
 
@@ -34,8 +34,14 @@ def reference(trained_run):
 def multipart(field: str, filename: str, data: bytes, content_type: str) -> tuple[bytes, dict]:
     """A multipart/form-data body with one file field, as a browser's FormData sends it."""
     boundary = "----mnistlitboundary7MA4YWxkTrZu0gW"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: {content_type}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
@@ -54,7 +60,7 @@ def test_health_names_the_checkpoint_and_its_pixel_scale(served_model, trained_r
 
 
 def test_real_digits_as_png_are_predicted_like_predict_on_files(served_model, test_digits, reference):
-    model, pixel_scale = reference
+    model, _pixel_scale = reference
     right = 0
     for label, png in test_digits:
         status, result = http("POST", f"{served_model['url']}/predict", png, {"Content-Type": "image/png"})
@@ -67,11 +73,12 @@ def test_real_digits_as_png_are_predicted_like_predict_on_files(served_model, te
         probabilities = torch.tensor(result["probabilities"])
         assert probabilities.shape == (10,)
         assert (probabilities - expected).abs().max() <= 1e-5
-        assert result["digit"] == int(expected.argmax()) and result["confidence"] == pytest.approx(float(expected.max()))
+        assert result["digit"] == int(expected.argmax()) and result["confidence"] == pytest.approx(
+            float(expected.max())
+        )
         seen = Image.open(io.BytesIO(base64.b64decode(result["image_png_base64"])))
         assert seen.size == (28, 28) and seen.mode == "L"
-        assert torch.equal(torch.frombuffer(bytearray(seen.tobytes()), dtype=torch.uint8).view(1, 28, 28),
-                           crops[0])
+        assert torch.equal(torch.frombuffer(bytearray(seen.tobytes()), dtype=torch.uint8).view(1, 28, 28), crops[0])
         right += result["digit"] == label
     assert right >= 9, f"only {right} of 10 real test digits predicted right"
 
@@ -95,7 +102,12 @@ def blank_png() -> bytes:
 
 BAD_REQUESTS = {
     # name: (body, headers, expected status, words in the error)
-    "non_image": (b"this is plain text, not a picture\n" * 20, {"Content-Type": "image/png"}, 415, "not a readable image"),
+    "non_image": (
+        b"this is plain text, not a picture\n" * 20,
+        {"Content-Type": "image/png"},
+        415,
+        "not a readable image",
+    ),
     "empty": (b"", {"Content-Type": "image/png"}, 400, "empty request body"),
     "over_limit": (b"\x89PNG\r\n\x1a\n" + bytes(LIMIT - 7), {"Content-Type": "image/png"}, 413, "over the limit"),
     "over_limit_chunked": (None, {"Content-Type": "image/png"}, 413, "over the limit"),

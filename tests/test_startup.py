@@ -20,10 +20,19 @@ HEAVY = {"torch", "lightning", "torchvision", "matplotlib", "tensorboard", "optu
 def run_traced(*args: str, cwd) -> tuple[subprocess.CompletedProcess, set[str]]:
     """Run ``python -X importtime -m mnist_lit ARGS``; returns the process and the top-level packages it imported."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "mnist_lit", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
-                if line.startswith("import time:")}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "mnist_lit", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    imported = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     proc.stderr = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
     return proc, imported
 
@@ -53,8 +62,9 @@ def test_config_folder_or_second_missing_config_is_refused_too(tmp_path):
 @pytest.mark.slow
 def test_inline_yaml_config_still_reaches_lightning(tmp_path):
     """jsonargparse takes ``--config`` as a file or as YAML settings: the latter is not a missing file."""
-    out, imported = run_traced("fit", "--config", str(CONFIG), "--config", "{trainer: {max_epochs: 7}}",
-                               "--print_config", cwd=tmp_path)
+    out, imported = run_traced(
+        "fit", "--config", str(CONFIG), "--config", "{trainer: {max_epochs: 7}}", "--print_config", cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "max_epochs: 7" in out.stdout and "lightning" in imported
 
@@ -75,14 +85,31 @@ def test_fit_help_imports_no_optional_heavy_module(tmp_path):
     assert not {"tensorboard", "cv2", "optuna", "fastapi", "onnx"} & imported
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
-                    reason="TensorFlow not installed (pip install -e '.[bench]'): nothing to keep out")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="TensorFlow not installed (pip install -e '.[bench]'): nothing to keep out",
+)
 @pytest.mark.slow
 def test_fit_with_tensorflow_installed_does_not_import_it(tmp_path, mnist_dir):
     """TensorBoard would import all of TensorFlow (seconds) to write the event files (mnist_lit.tensorboard_writer)."""
-    out, imported = run_traced("fit", "--config", str(CONFIG), "--data.data_dir", str(mnist_dir), "--data.download",
-                               "false", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-                               "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2", cwd=tmp_path)
+    out, imported = run_traced(
+        "fit",
+        "--config",
+        str(CONFIG),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.limit_test_batches",
+        "2",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "tensorboard" in imported and "tensorflow" not in imported
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -22,18 +22,22 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import CONFIG, printed_test_line, run_cli, stop_process, version_dirs
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams import api_pb2, metadata as hparams_metadata
-
-from conftest import CONFIG, printed_test_line, run_cli, stop_process, version_dirs
+from tensorboard.plugins.hparams import api_pb2
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 VAL_IMAGES = 3_000  # val_split 0.3 of the subset's 10,000 training images (the last 30%)
 TEST_IMAGES = 10_000  # the official MNIST test set
 EPOCH_TAGS = ("train_loss", "train_acc", "val_loss", "val_acc")
 # (tag, images per run: "epochs" or 1, PNG size in pixels) for configs/mnist.yaml (32 and 16 digits, 8 per row)
-IMAGE_TAGS = (("val_predictions", "epochs", (800, 480)), ("val_confusion_matrix", "epochs", (640, 640)),
-              ("test_confusion_matrix", 1, (640, 640)), ("test_confident_errors", 1, (800, 240)))
+IMAGE_TAGS = (
+    ("val_predictions", "epochs", (800, 480)),
+    ("val_confusion_matrix", "epochs", (640, 640)),
+    ("test_confusion_matrix", 1, (640, 640)),
+    ("test_confident_errors", 1, (800, 240)),
+)
 
 
 def read_events(run_dir: Path) -> EventAccumulator:
@@ -47,8 +51,12 @@ def read_events(run_dir: Path) -> EventAccumulator:
 def run(trained_run):
     run_dir = trained_run["run_dir"]
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    return {**trained_run, "events": read_events(run_dir), "config": config,
-            "metrics": json.loads((run_dir / "metrics.json").read_text())}
+    return {
+        **trained_run,
+        "events": read_events(run_dir),
+        "config": config,
+        "metrics": json.loads((run_dir / "metrics.json").read_text()),
+    }
 
 
 def confusion_matrix(path: Path) -> np.ndarray:
@@ -62,12 +70,12 @@ def test_scalars_every_epoch_step_and_test(run):
     events, epochs = run["events"], run["config"]["trainer"]["max_epochs"]
     scalars = {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
     assert "hp_metric" not in scalars  # no placeholder -1
-    for tag in EPOCH_TAGS + ("lr-RMSprop",):
+    for tag in (*EPOCH_TAGS, "lr-RMSprop"):
         assert len(scalars[tag]) == epochs, tag
     assert [e.step for e in scalars["train_loss"]] == [e.step for e in scalars["val_loss"]]  # one x per epoch
     steps = [e.step for e in scalars["val_acc"]]
     assert steps == sorted(set(steps))
-    for tag in EPOCH_TAGS + ("train_loss_step", "test_loss", "test_acc"):
+    for tag in (*EPOCH_TAGS, "train_loss_step", "test_loss", "test_acc"):
         values = [e.value for e in scalars[tag]]
         assert all(math.isfinite(v) for v in values), tag
         if tag.endswith("_acc"):
@@ -82,7 +90,7 @@ def test_scalars_every_epoch_step_and_test(run):
     # the network learned: 5 epochs of the tutorial's recipe on 7,000 images
     assert scalars["val_acc"][-1].value > 0.95 and scalars["train_loss"][-1].value < scalars["train_loss"][0].value
     # metrics.json holds the same numbers
-    for entry, *points in zip(run["metrics"]["epochs"], *(scalars[t] for t in EPOCH_TAGS)):
+    for entry, *points in zip(run["metrics"]["epochs"], *(scalars[t] for t in EPOCH_TAGS), strict=False):
         assert [entry[t] for t in EPOCH_TAGS] == pytest.approx([p.value for p in points], abs=1e-6)
     assert run["metrics"]["test"]["test_acc"] == pytest.approx(scalars["test_acc"][0].value, abs=1e-6)
 
@@ -94,8 +102,10 @@ def test_train_val_chart_layout(run):
 
     proto = layout_pb2.Layout.FromString(layout[0].tensor_proto.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for chart in proto.category[0].chart}
-    assert charts == {"loss": ["^train_loss$", "^val_loss$", "^test_loss$"],
-                      "acc": ["^train_acc$", "^val_acc$", "^test_acc$"]}
+    assert charts == {
+        "loss": ["^train_loss$", "^val_loss$", "^test_loss$"],
+        "acc": ["^train_acc$", "^val_acc$", "^test_acc$"],
+    }
     tags = run["events"].Tags()["scalars"]
     for regexes in charts.values():  # each line matches exactly one logged tag
         assert all(len([t for t in tags if re.match(r, t)]) == 1 for r in regexes)
@@ -188,9 +198,11 @@ def test_tensorboard_server_serves_the_run(run, tmp_path):
     logdir = tmp_path / "lightning_logs"
     shutil.copytree(run["run_dir"], logdir / run["run_dir"].name, ignore=shutil.ignore_patterns("*.ckpt"))
     with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir",
-                                 str(logdir), "--host", "127.0.0.1", "--port", "0"],
-                                stdout=handle, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", "0"],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 90
         url = free_port_url(log, proc, deadline)
@@ -203,11 +215,19 @@ def test_tensorboard_server_serves_the_run(run, tmp_path):
         assert get_json(f"{url}/data/runs") == [run["run_dir"].name]
         assert {"test_acc", "test_loss", "train_loss_step", "lr-RMSprop", *EPOCH_TAGS} <= tags.keys()
         served = get_json(f"{url}/data/plugin/scalars/scalars?run={run['run_dir'].name}&tag=val_acc")
-        assert [(step, value) for _, step, value in served] == \
-            [(e.step, pytest.approx(e.value)) for e in run["events"].Scalars("val_acc")]
-        groups = get_json(f"{url}/data/plugin/hparams/session_groups", {
-            "experimentName": "", "allowedStatuses": ["STATUS_SUCCESS"], "startIndex": 0, "sliceSize": 10,
-            "colParams": [{"metric": {"tag": "val_acc"}}, {"metric": {"tag": "test_acc"}}]})["sessionGroups"]
+        assert [(step, value) for _, step, value in served] == [
+            (e.step, pytest.approx(e.value)) for e in run["events"].Scalars("val_acc")
+        ]
+        groups = get_json(
+            f"{url}/data/plugin/hparams/session_groups",
+            {
+                "experimentName": "",
+                "allowedStatuses": ["STATUS_SUCCESS"],
+                "startIndex": 0,
+                "sliceSize": 10,
+                "colParams": [{"metric": {"tag": "val_acc"}}, {"metric": {"tag": "test_acc"}}],
+            },
+        )["sessionGroups"]
         shown = {m["name"]["tag"]: m["value"] for m in groups[0]["metricValues"]}
         assert round(shown["test_acc"], 4) == run["test_acc"]
         assert shown["val_acc"] == pytest.approx(run["events"].Scalars("val_acc")[-1].value)
@@ -219,8 +239,9 @@ def test_tensorboard_server_serves_the_run(run, tmp_path):
 def without_report_callbacks(tmp_path: Path) -> Path:
     """configs/mnist.yaml with only the ModelCheckpoint callback left."""
     config = yaml.safe_load(CONFIG.read_text())
-    config["trainer"]["callbacks"] = [c for c in config["trainer"]["callbacks"]
-                                      if isinstance(c, dict) and c["class_path"].endswith("ModelCheckpoint")]
+    config["trainer"]["callbacks"] = [
+        c for c in config["trainer"]["callbacks"] if isinstance(c, dict) and c["class_path"].endswith("ModelCheckpoint")
+    ]
     path = tmp_path / "plain.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -230,9 +251,22 @@ def without_report_callbacks(tmp_path: Path) -> Path:
 def test_callbacks_do_not_change_training(mnist_dir, tmp_path):
     """Same seed with and without the callbacks: identical weights after 2 epochs and identical test accuracy
     (a callback drawing random numbers or switching modes during epoch 1's validation would change epoch 2)."""
-    short = ("--data.data_dir", str(mnist_dir), "--data.download", "false", "--trainer.max_epochs", "2",
-             "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "4",
-             "--trainer.limit_test_batches", "4", "--trainer.enable_progress_bar", "false")
+    short = (
+        "--data.data_dir",
+        str(mnist_dir),
+        "--data.download",
+        "false",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "6",
+        "--trainer.limit_val_batches",
+        "4",
+        "--trainer.limit_test_batches",
+        "4",
+        "--trainer.enable_progress_bar",
+        "false",
+    )
     results = {}
     for name, config in (("with", CONFIG), ("without", without_report_callbacks(tmp_path))):
         workdir = tmp_path / name
@@ -255,10 +289,23 @@ def test_callbacks_do_not_change_training(mnist_dir, tmp_path):
 @pytest.mark.slow
 def test_standalone_test_gets_its_own_report(run, tmp_path):
     """`test --ckpt_path` alone (the first 10 batches of the test set): its own run folder, HPARAMS and report."""
-    run_cli("test", "--config", str(CONFIG), "--data.data_dir", run["config"]["data"]["data_dir"],
-                   "--data.download", "false", "--ckpt_path", str(run["best_ckpt"]),
-                   "--trainer.limit_test_batches", "10", "--trainer.enable_progress_bar", "false",
-                   cwd=tmp_path, timeout=300)
+    run_cli(
+        "test",
+        "--config",
+        str(CONFIG),
+        "--data.data_dir",
+        run["config"]["data"]["data_dir"],
+        "--data.download",
+        "false",
+        "--ckpt_path",
+        str(run["best_ckpt"]),
+        "--trainer.limit_test_batches",
+        "10",
+        "--trainer.enable_progress_bar",
+        "false",
+        cwd=tmp_path,
+        timeout=300,
+    )
     run_dir = version_dirs(tmp_path)[-1]
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["epochs"] == [] and Path(record["test"]["ckpt_path"]) == run["best_ckpt"]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CONFIG, REPO, run_cli, version_dirs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CONFIG, REPO, run_cli, version_dirs
 from mnist_lit.cli import main
 
 TUNE_CONFIG = REPO / "configs" / "tune.yaml"
@@ -36,9 +36,21 @@ def test_four_trial_search_and_its_best_config_fits(tmp_path, mnist_dir):
     # Prune from the second trial on, after its first (only) epoch, so that pruning happens in 4 trials.
     tune_config["pruner"] = {"n_startup_trials": 1, "n_warmup_steps": 0}
     (tmp_path / "tune.yaml").write_text(yaml.safe_dump(tune_config))
-    proc = run_cli("tune", "--tune_config", "tune.yaml", "--n_trials", "4", "--config", str(CONFIG),
-                   "--trainer.limit_train_batches", "8", "--trainer.limit_val_batches", "4", *data_flags(mnist_dir),
-                   cwd=tmp_path)
+    proc = run_cli(
+        "tune",
+        "--tune_config",
+        "tune.yaml",
+        "--n_trials",
+        "4",
+        "--config",
+        str(CONFIG),
+        "--trainer.limit_train_batches",
+        "8",
+        "--trainer.limit_val_batches",
+        "4",
+        *data_flags(mnist_dir),
+        cwd=tmp_path,
+    )
     run_dir = tmp_path / "lightning_logs" / "tune_0"
     with open(run_dir / "trials.csv", newline="") as f:
         trials = list(csv.DictReader(f))
@@ -79,8 +91,18 @@ def test_four_trial_search_and_its_best_config_fits(tmp_path, mnist_dir):
     assert best_config["data"]["batch_size"] == int(best["data.batch_size"])
     assert best_config["trainer"]["max_epochs"] == 1
 
-    run_cli("fit", "--config", str(best_yaml), "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
-            "--test_after_fit", "false", cwd=tmp_path)
+    run_cli(
+        "fit",
+        "--config",
+        str(best_yaml),
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "2",
+        "--test_after_fit",
+        "false",
+        cwd=tmp_path,
+    )
     fit_dir = version_dirs(tmp_path)[-1]
     hparams = yaml.safe_load((fit_dir / "hparams.yaml").read_text())
     assert hparams["lr"] == pytest.approx(float(best["model.lr"]))
@@ -91,8 +113,19 @@ def test_four_trial_search_and_its_best_config_fits(tmp_path, mnist_dir):
 
 @pytest.mark.slow
 def test_lr_find_prints_a_suggestion_and_saves_the_plot(tmp_path, mnist_dir):
-    proc = run_cli("lr_find", "--config", str(CONFIG), "--num_training", "20", "--min_lr", "1e-5", "--max_lr", "1",
-                   *data_flags(mnist_dir), cwd=tmp_path)
+    proc = run_cli(
+        "lr_find",
+        "--config",
+        str(CONFIG),
+        "--num_training",
+        "20",
+        "--min_lr",
+        "1e-5",
+        "--max_lr",
+        "1",
+        *data_flags(mnist_dir),
+        cwd=tmp_path,
+    )
     run_dir = tmp_path / "lightning_logs" / "lr_find_0"
     with open(run_dir / "lr_find.csv", newline="") as f:
         rows = [(float(r["lr"]), float(r["loss"])) for r in csv.DictReader(f)]
@@ -104,11 +137,14 @@ def test_lr_find_prints_a_suggestion_and_saves_the_plot(tmp_path, mnist_dir):
     assert (run_dir / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("search_space, message", [
-    ("{}", "needs a non-empty 'search_space'"),
-    ("{model.lr: {type: float, low: 0, high: 1, log: true}}", "search_space.model.lr must be"),
-    ("{optimizer.lr: {type: float, low: 0.1, high: 1}}", "search_space.optimizer.lr must be"),
-])
+@pytest.mark.parametrize(
+    "search_space, message",
+    [
+        ("{}", "needs a non-empty 'search_space'"),
+        ("{model.lr: {type: float, low: 0, high: 1, log: true}}", "search_space.model.lr must be"),
+        ("{optimizer.lr: {type: float, low: 0.1, high: 1}}", "search_space.optimizer.lr must be"),
+    ],
+)
 def test_bad_tune_config_is_one_line_error(tmp_path, capsys, monkeypatch, search_space, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.yaml").write_text(f"search_space: {search_space}\n")
@@ -121,29 +157,62 @@ def test_bad_tune_config_is_one_line_error(tmp_path, capsys, monkeypatch, search
 
 # ---------------------------------------------------------------------------------------------- shared studies
 
-TINY_SPACE = {"n_trials": 4, "seed": 0, "pruner": {"n_startup_trials": 1, "n_warmup_steps": 0},
-              "search_space": {"model.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-                               "data.batch_size": {"type": "categorical", "choices": [32, 64]},
-                               "trainer.max_epochs": {"type": "int", "low": 1, "high": 1}}}
+TINY_SPACE = {
+    "n_trials": 4,
+    "seed": 0,
+    "pruner": {"n_startup_trials": 1, "n_warmup_steps": 0},
+    "search_space": {
+        "model.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "data.batch_size": {"type": "categorical", "choices": [32, 64]},
+        "trainer.max_epochs": {"type": "int", "low": 1, "high": 1},
+    },
+}
 
 
 def tiny_tune_args(tmp_path, mnist_dir, storage: str, n_trials: int = 4, space: dict = TINY_SPACE) -> list[str]:
     """A worker of the shared study "s": trials of 1 epoch of 4 batches, validated on 2."""
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(space))
-    return ["tune", "--tune_config", "tiny.yaml", "--n_trials", str(n_trials), "--storage", storage,
-            "--study_name", "s", "--config", str(CONFIG), "--trainer.limit_train_batches", "4",
-            "--trainer.limit_val_batches", "2", *data_flags(mnist_dir)]
+    return [
+        "tune",
+        "--tune_config",
+        "tiny.yaml",
+        "--n_trials",
+        str(n_trials),
+        "--storage",
+        storage,
+        "--study_name",
+        "s",
+        "--config",
+        str(CONFIG),
+        "--trainer.limit_train_batches",
+        "4",
+        "--trainer.limit_val_batches",
+        "2",
+        *data_flags(mnist_dir),
+    ]
 
 
 def start_workers(args: list[str], cwd, count: int) -> list[subprocess.Popen]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-    return [subprocess.Popen([sys.executable, "-m", "mnist_lit", *args], cwd=cwd, env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(count)]
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "mnist_lit", *args],
+            cwd=cwd,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(count)
+    ]
 
 
 def finish(procs: list[subprocess.Popen], timeout: float = 600) -> list[subprocess.CompletedProcess]:
     outputs = [p.communicate(timeout=timeout) for p in procs]
-    return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outputs)]
+    return [
+        subprocess.CompletedProcess(p.args, p.returncode, out, err)
+        for p, (out, err) in zip(procs, outputs, strict=False)
+    ]
 
 
 def check_shared_study(tmp_path, storage, flag: str, workers: list[subprocess.CompletedProcess]) -> None:
@@ -192,11 +261,14 @@ def test_two_workers_share_a_journal_study(tmp_path, mnist_dir):
     check_shared_study(tmp_path, storage, "studies/s.log", workers)
 
     # A worker with another search space is refused before it runs a trial; the study is unchanged.
-    other = {**TINY_SPACE, "search_space": {**TINY_SPACE["search_space"],
-                                            "model.dropout1": {"type": "float", "low": 0.0, "high": 0.5}}}
+    other = {
+        **TINY_SPACE,
+        "search_space": {**TINY_SPACE["search_space"], "model.dropout1": {"type": "float", "low": 0.0, "high": 0.5}},
+    }
     proc = run_cli(*tiny_tune_args(tmp_path, mnist_dir, "studies/s.log", space=other), cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
-        "error: study 's' in studies/s.log searches another space (")
+        "error: study 's' in studies/s.log searches another space ("
+    )
     # A worker started after the total was reached runs nothing.
     proc = run_cli(*tiny_tune_args(tmp_path, mnist_dir, "studies/s.log"), cwd=tmp_path)
     assert "already holds 4 trials; nothing to run" in proc.stdout
@@ -213,8 +285,10 @@ def postgres(tmp_path_factory):
 
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
-        pytest.skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); .ci/run installs Debian's "
-                    "postgresql, or: apt-get install postgresql")
+        pytest.skip(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); .ci/run installs Debian's "
+            "postgresql, or: apt-get install postgresql"
+        )
     bin_dir = Path(found[-1]).parent
     # The server refuses to run as root: as root, run it as `nobody` in a folder nobody owns.
     prefix = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
@@ -225,16 +299,39 @@ def postgres(tmp_path_factory):
     from mnist_lit.distributed import free_port
 
     port = free_port()
-    subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth", "trust",
-                    "--no-sync"], check=True, capture_output=True, timeout=120)
-    subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60",
-                    "-o", f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off", "start"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth", "trust", "--no-sync"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    subprocess.run(
+        [
+            *prefix,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(root / "log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=120,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -253,11 +350,21 @@ def test_workers_opening_a_new_postgresql_database_together(postgres):
     with psycopg.connect(base.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as conn:
         conn.execute("CREATE DATABASE race")
     # Each worker imports everything, says "ready" and waits for "go", so that all open the database at once.
-    code = ("import sys; import optuna, sqlalchemy; from mnist_lit.storage import open_storage; "
-            "print('ready', flush=True); sys.stdin.readline(); "
-            "optuna.create_study(storage=open_storage(sys.argv[1]), study_name='s', load_if_exists=True)")
-    procs = [subprocess.Popen([sys.executable, "-c", code, f"{base}/race"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    code = (
+        "import sys; import optuna, sqlalchemy; from mnist_lit.storage import open_storage; "
+        "print('ready', flush=True); sys.stdin.readline(); "
+        "optuna.create_study(storage=open_storage(sys.argv[1]), study_name='s', load_if_exists=True)"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, f"{base}/race"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
     assert [p.stdout.readline().strip() for p in procs] == ["ready"] * 6
     for p in procs:
         p.stdin.write("go\n")
@@ -282,7 +389,11 @@ def test_interrupted_worker_loses_only_its_trial_and_the_study_continues(tmp_pat
             trials = optuna.load_study(study_name="s", storage=journal).trials
         except KeyError:  # the worker has not created the study yet
             trials = []
-        if len(trials) == 2 and trials[1].state.name == "RUNNING" and (tmp_path / "lightning_logs/tune_s/trial_1").exists():
+        if (
+            len(trials) == 2
+            and trials[1].state.name == "RUNNING"
+            and (tmp_path / "lightning_logs/tune_s/trial_1").exists()
+        ):
             break
         time.sleep(0.5)
     time.sleep(3)  # inside the fit
@@ -291,7 +402,8 @@ def test_interrupted_worker_loses_only_its_trial_and_the_study_continues(tmp_pat
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     assert stopped.stderr.strip().splitlines()[-1] == (
         "tune interrupted (signal 15): trial 1 lost, the others kept in lightning_logs/tune_s/trials.csv; "
-        "run the same command again to continue the study")
+        "run the same command again to continue the study"
+    )
     assert "Traceback" not in stopped.stderr
     trials = optuna.load_study(study_name="s", storage=journal).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"] and trials[1].user_attrs["interrupted"]
@@ -314,25 +426,36 @@ def test_failing_trials_print_one_line_each(tmp_path, mnist_dir):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith(("trial ", "error:"))]
-    assert lines == ["trial 0 failed: batch_size must be a positive integer, got 0",
-                     "trial 1 failed: batch_size must be a positive integer, got 0",
-                     "error: no trial completed (2 fail); the first failure: batch_size must be a positive integer, "
-                     "got 0; see lightning_logs/tune_0/trials.csv"]
+    assert lines == [
+        "trial 0 failed: batch_size must be a positive integer, got 0",
+        "trial 1 failed: batch_size must be a positive integer, got 0",
+        "error: no trial completed (2 fail); the first failure: batch_size must be a positive integer, "
+        "got 0; see lightning_logs/tune_0/trials.csv",
+    ]
     verbose = run_cli(*args, "--verbose", cwd=tmp_path, check=False)
     assert verbose.returncode == 2 and verbose.stderr.count("Traceback (most recent call last)") == 2
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--storage", "s.log"], "error: --storage needs --study_name NAME (the same in every worker)"),
-    (["--storage", "tiny.yaml", "--study_name", "s"],
-     "error: --storage tiny.yaml exists and is not an Optuna journal file; give a new file name (or the journal "
-     "the workers share)"),
-    (["--storage", "s.log", "--study_name", "a/b"],
-     "error: --study_name must be letters, digits, '_', '.', '-' (it names a folder), got 'a/b'"),
-    (["--report"], "error: --report needs --storage URL --study_name NAME (the study to report)"),
-    (["--storage", "postgresql+psycopg://nobody@127.0.0.1:1/none", "--study_name", "s", "--report"],
-     "error: --storage postgresql+psycopg://nobody@127.0.0.1:1/none: cannot open the database (OperationalError: "),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--storage", "s.log"], "error: --storage needs --study_name NAME (the same in every worker)"),
+        (
+            ["--storage", "tiny.yaml", "--study_name", "s"],
+            "error: --storage tiny.yaml exists and is not an Optuna journal file; give a new file name (or the journal "
+            "the workers share)",
+        ),
+        (
+            ["--storage", "s.log", "--study_name", "a/b"],
+            "error: --study_name must be letters, digits, '_', '.', '-' (it names a folder), got 'a/b'",
+        ),
+        (["--report"], "error: --report needs --storage URL --study_name NAME (the study to report)"),
+        (
+            ["--storage", "postgresql+psycopg://nobody@127.0.0.1:1/none", "--study_name", "s", "--report"],
+            "error: --storage postgresql+psycopg://nobody@127.0.0.1:1/none: cannot open the database (OperationalError: ",
+        ),
+    ],
+)
 def test_bad_storage_flags_are_one_line(tmp_path, capsys, monkeypatch, flags, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY_SPACE))

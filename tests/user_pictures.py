@@ -23,16 +23,28 @@ def _ink(digit: torch.Tensor, factor: int) -> torch.Tensor:
     return big[0, 0].clamp(0.0, 1.0)
 
 
-def _paper(height: int, width: int, colour: tuple[float, ...], generator: torch.Generator,
-           noise: float = 6.0, shading: float = 25.0) -> torch.Tensor:
+def _paper(
+    height: int,
+    width: int,
+    colour: tuple[float, ...],
+    generator: torch.Generator,
+    noise: float = 6.0,
+    shading: float = 25.0,
+) -> torch.Tensor:
     """Paper float32 (C, H, W) in 0-255: a colour, a light fall-off across the sheet and grain noise."""
     ramp = torch.linspace(0.0, 1.0, width).expand(height, width) * 0.6 + torch.linspace(0.0, 1.0, height)[:, None] * 0.4
     paper = torch.tensor(colour, dtype=torch.float32)[:, None, None] - shading * ramp
     return paper + noise * torch.randn(len(colour), height, width, generator=generator)
 
 
-def _on_paper(digit: torch.Tensor, generator: torch.Generator, canvas: tuple[int, int], factor: int,
-              paper_colour: tuple[float, ...], ink_colour: tuple[float, ...]) -> torch.Tensor:
+def _on_paper(
+    digit: torch.Tensor,
+    generator: torch.Generator,
+    canvas: tuple[int, int],
+    factor: int,
+    paper_colour: tuple[float, ...],
+    ink_colour: tuple[float, ...],
+) -> torch.Tensor:
     """Ink on paper, the digit at a random off-centre place; float32 (C, H, W) in 0-255."""
     height, width = canvas
     sheet = _paper(height, width, paper_colour, generator)
@@ -41,8 +53,8 @@ def _on_paper(digit: torch.Tensor, generator: torch.Generator, canvas: tuple[int
     top = int(torch.randint(0, height - side + 1, (1,), generator=generator))
     left = int(torch.randint(0, width - side + 1, (1,), generator=generator))
     ink = torch.tensor(ink_colour, dtype=torch.float32)[:, None, None]
-    window = sheet[:, top:top + side, left:left + side]
-    sheet[:, top:top + side, left:left + side] = window * (1 - coverage) + ink * coverage
+    window = sheet[:, top : top + side, left : left + side]
+    sheet[:, top : top + side, left : left + side] = window * (1 - coverage) + ink * coverage
     return sheet.clamp(0, 255)
 
 
@@ -50,8 +62,9 @@ def _to_pil(chw: torch.Tensor) -> Image.Image:
     array = chw.round().to(torch.uint8).permute(1, 2, 0).contiguous()
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[array.shape[2]]
     height, width = array.shape[:2]
-    return Image.frombytes(mode, (width, height), array.squeeze(2).numpy().tobytes() if mode == "L"
-                           else array.numpy().tobytes())
+    return Image.frombytes(
+        mode, (width, height), array.squeeze(2).numpy().tobytes() if mode == "L" else array.numpy().tobytes()
+    )
 
 
 def paper_jpeg(digit: torch.Tensor, path: Path, generator: torch.Generator) -> Path:
@@ -67,10 +80,10 @@ def rgba_transparent(digit: torch.Tensor, path: Path, generator: torch.Generator
     canvas = torch.zeros(4, 200, 200)
     side = coverage.shape[0]
     top, left = (int(v) for v in torch.randint(0, 200 - side + 1, (2,), generator=generator))
-    canvas[0, top:top + side, left:left + side] = 20.0
-    canvas[1, top:top + side, left:left + side] = 40.0
-    canvas[2, top:top + side, left:left + side] = 140.0
-    canvas[3, top:top + side, left:left + side] = 255.0 * coverage
+    canvas[0, top : top + side, left : left + side] = 20.0
+    canvas[1, top : top + side, left : left + side] = 40.0
+    canvas[2, top : top + side, left : left + side] = 140.0
+    canvas[3, top : top + side, left : left + side] = 255.0 * coverage
     _to_pil(canvas).save(path, "PNG")
     return path
 
@@ -97,8 +110,12 @@ def gray16_png(digit: torch.Tensor, path: Path, generator: torch.Generator) -> P
     return path
 
 
-BUILDERS = {"paper_jpeg": (paper_jpeg, ".jpg"), "rgba_transparent": (rgba_transparent, ".png"),
-            "exif_rotated_jpeg": (exif_rotated_jpeg, ".jpg"), "gray16_png": (gray16_png, ".png")}
+BUILDERS = {
+    "paper_jpeg": (paper_jpeg, ".jpg"),
+    "rgba_transparent": (rgba_transparent, ".png"),
+    "exif_rotated_jpeg": (exif_rotated_jpeg, ".jpg"),
+    "gray16_png": (gray16_png, ".png"),
+}
 
 
 def write_pictures(digits: torch.Tensor, folder: Path, kind: str, seed: int = 0) -> list[Path]:
@@ -110,8 +127,9 @@ def write_pictures(digits: torch.Tensor, folder: Path, kind: str, seed: int = 0)
     builder, suffix = BUILDERS[kind]
     folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
-    return [builder(digit.reshape(28, 28), folder / f"{kind}_{i:05d}{suffix}", generator)
-            for i, digit in enumerate(digits)]
+    return [
+        builder(digit.reshape(28, 28), folder / f"{kind}_{i:05d}{suffix}", generator) for i, digit in enumerate(digits)
+    ]
 
 
 @torch.no_grad()
@@ -130,8 +148,9 @@ def predict_files(model: torch.nn.Module, files: list[Path]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def accuracy_by_kind(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, folder: Path,
-                     kinds: tuple[str, ...] = KINDS) -> dict[str, float]:
+def accuracy_by_kind(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, folder: Path, kinds: tuple[str, ...] = KINDS
+) -> dict[str, float]:
     """Accuracy of ``model`` (eval mode) on the untouched digits and on each kind of picture made from them.
 
     Args:

@@ -9,4 +9,12 @@ from mnist_lit.pictures.dataset import PictureFiles
 from mnist_lit.pictures.read import PictureDigits, read_picture
 from mnist_lit.pictures.verdict import MIN_CONFIDENCE, DigitsReading, classify, read_digits
 
-__all__ = ["MIN_CONFIDENCE", "DigitsReading", "PictureDigits", "PictureFiles", "classify", "read_digits", "read_picture"]
+__all__ = [
+    "MIN_CONFIDENCE",
+    "DigitsReading",
+    "PictureDigits",
+    "PictureFiles",
+    "classify",
+    "read_digits",
+    "read_picture",
+]

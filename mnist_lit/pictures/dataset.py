@@ -39,7 +39,14 @@ class PictureFiles(Dataset):
             return torch.zeros(0, 1, 28, 28, dtype=torch.uint8), file, _one_line(err), np.zeros((0, 4, 2), np.float32)
         return picture.pixels, file, picture.refusal, picture.quads
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, list[str], list[str], list[int], list[np.ndarray]]:
+    def __getitems__(
+        self, indices: list[int]
+    ) -> tuple[torch.Tensor, list[str], list[str], list[int], list[np.ndarray]]:
         items = [self[i] for i in indices]
-        return (torch.cat([item[0] for item in items]), [item[1] for item in items], [item[2] for item in items],
-                [len(item[0]) for item in items], [item[3] for item in items])
+        return (
+            torch.cat([item[0] for item in items]),
+            [item[1] for item in items],
+            [item[2] for item in items],
+            [len(item[0]) for item in items],
+            [item[3] for item in items],
+        )

@@ -221,8 +221,11 @@ def _upright_order(quad: np.ndarray) -> np.ndarray:
     angles = np.arctan2(quad[:, 1] - centre[1], quad[:, 0] - centre[0])
     quad = quad[np.argsort(angles)]  # clockwise in image coordinates (y down), starting near (-pi)
     # the top-left corner: the one whose direction from the centre is closest to up-left (-135 deg)
-    start = int(np.argmin(np.abs(np.angle(np.exp(1j * (np.arctan2(quad[:, 1] - centre[1],
-                                                                   quad[:, 0] - centre[0]) + 0.75 * np.pi))))))
+    start = int(
+        np.argmin(
+            np.abs(np.angle(np.exp(1j * (np.arctan2(quad[:, 1] - centre[1], quad[:, 0] - centre[0]) + 0.75 * np.pi))))
+        )
+    )
     return np.roll(quad, -start, axis=0)
 
 
@@ -255,10 +258,16 @@ def _rule_segments(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
     OpenCV's probabilistic Hough transform in ``mask``: at least :data:`RULE_LENGTH` of the side they run along."""
     height, width = mask.shape
     shortest = int(RULE_LENGTH * min(height, width))
-    found = cv2.HoughLinesP(mask * 255, 1, np.pi / 360, threshold=max(10, shortest // 2), minLineLength=shortest,
-                            maxLineGap=max(3, shortest // 20))
+    found = cv2.HoughLinesP(
+        mask * 255,
+        1,
+        np.pi / 360,
+        threshold=max(10, shortest // 2),
+        minLineLength=shortest,
+        maxLineGap=max(3, shortest // 20),
+    )
     segments = []
-    for x1, y1, x2, y2 in (found.reshape(-1, 4) if found is not None else []):
+    for x1, y1, x2, y2 in found.reshape(-1, 4) if found is not None else []:
         angle = abs(np.degrees(np.arctan2(y2 - y1, x2 - x1))) % 90
         along = width if abs(x2 - x1) >= abs(y2 - y1) else height
         if min(angle, 90 - angle) <= RULE_TILT and np.hypot(x2 - x1, y2 - y1) >= RULE_LENGTH * along:

@@ -67,7 +67,7 @@ def digit_crop(ink: InkMap, box: np.ndarray, mask: np.ndarray) -> torch.Tensor:
     X0, Y0, X1, Y1 = max(0, x0 - pad), max(0, y0 - pad), min(width, x1 + pad), min(height, y1 + pad)
     darkness = ink.darkness[Y0:Y1, X0:X1]
     own = np.zeros(darkness.shape, np.uint8)
-    own[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0] = mask
+    own[y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0] = mask
     near = cv2.dilate(own, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * RIM + 1, 2 * RIM + 1))) > 0
     low = thresholds(ink.noise)[0] / 2
     level = max(float(np.percentile(darkness[own > 0], INK_LEVEL_PERCENTILE)), low + 1e-3)
@@ -89,8 +89,9 @@ def _near_sheet(marks: Marks, sheet: InkMap, whole: InkMap) -> Marks:
         return marks
     to_sheet = np.linalg.inv(np.linalg.inv(whole.to_picture) @ sheet.to_picture)  # frame -> sheet is its inverse
     height, width = whole.darkness.shape
-    on_sheet = cv2.warpPerspective(sheet.region.astype(np.uint8), np.linalg.inv(to_sheet), (width, height),
-                                   flags=cv2.INTER_NEAREST)
+    on_sheet = cv2.warpPerspective(
+        sheet.region.astype(np.uint8), np.linalg.inv(to_sheet), (width, height), flags=cv2.INTER_NEAREST
+    )
     grow = max(3, int(SHEET_GROWTH * min(height, width))) | 1
     on_sheet = cv2.dilate(on_sheet, cv2.getStructuringElement(cv2.MORPH_RECT, (grow, grow)))
     keep = [i for i, (x0, y0, x1, y1) in enumerate(marks.boxes) if on_sheet[(y0 + y1) // 2, (x0 + x1) // 2]]
@@ -122,12 +123,14 @@ def read_picture(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Pic
     name = source_name(source)
     ink, gray = ink_map(source, max_pixels)
     marks: Marks = find_marks(ink)
-    if marks.cut and marks.refusal:  # a mark ran into the edge of the sheet found, none left: the sheet was cut too small
+    if (
+        marks.cut and marks.refusal
+    ):  # a mark ran into the edge of the sheet found, none left: the sheet was cut too small
         whole = ink_map_of(gray, ink.picture_size, use_sheet=False)
         again = _near_sheet(find_marks(whole), ink, whole)
         if not again.refusal and len(again.boxes):
             ink, marks = whole, again
-    crops = [digit_crop(ink, box, mask) for box, mask in zip(marks.boxes, marks.masks)]
+    crops = [digit_crop(ink, box, mask) for box, mask in zip(marks.boxes, marks.masks, strict=False)]
     pixels = torch.stack(crops).unsqueeze(1) if crops else torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
     quads = np.stack([_picture_quad(ink, box) for box in marks.boxes]) if crops else np.zeros((0, 4, 2), np.float32)
     refusal = f"{name}: {marks.refusal}" if marks.refusal else ""

@@ -8,6 +8,7 @@ heights, on several lines, or filled like blobs are not digits.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import cv2
@@ -114,8 +115,7 @@ def ink_mask(ink: InkMap) -> tuple[np.ndarray, bool]:
     if ink.sheet_found:
         inner = cv2.erode(ink.region.astype(np.uint8), np.ones((13, 13), np.uint8))
         for i in np.flatnonzero(keep & touching):
-            if (stats[i, cv2.CC_STAT_HEIGHT] >= CUT_HEIGHT * min(mask.shape)
-                    and inner[labels == i].mean() > 0.5):
+            if stats[i, cv2.CC_STAT_HEIGHT] >= CUT_HEIGHT * min(mask.shape) and inner[labels == i].mean() > 0.5:
                 cut = True
     if ink.sheet_found or (keep & ~touching).any():
         keep &= ~touching
@@ -153,8 +153,9 @@ def _group_box(stats: np.ndarray, group: list[int]) -> tuple[int, int, int, int]
     return x0, y0, x1, y1
 
 
-def _attach_fragments(groups: list[list[int]], boxes: list[tuple[int, int, int, int]]
-                      ) -> tuple[list[list[int]], list[tuple[int, int, int, int]]]:
+def _attach_fragments(
+    groups: list[list[int]], boxes: list[tuple[int, int, int, int]]
+) -> tuple[list[list[int]], list[tuple[int, int, int, int]]]:
     """Groups shorter than :data:`FRAGMENT_HEIGHT` of the tallest join the nearest full-height group when the
     gap between their boxes is at most :data:`FRAGMENT_GAP` of the tallest height (a piece of a stroke that
     came loose next to its digit); the others stay as they are."""
@@ -166,11 +167,13 @@ def _attach_fragments(groups: list[list[int]], boxes: list[tuple[int, int, int, 
     for k, box in enumerate(boxes):
         if k in merged:
             continue
-        def gap(j: int) -> float:
+
+        def gap(j: int, box: tuple = box) -> float:
             other = out_boxes[j]
             dx = max(other[0] - box[2], box[0] - other[2], 0)
             dy = max(other[1] - box[3], box[1] - other[3], 0)
             return float(np.hypot(dx, dy))
+
         nearest = min(full, key=gap) if full else None
         if nearest is not None and gap(nearest) <= FRAGMENT_GAP * tallest:
             merged[nearest] += groups[k]
@@ -179,8 +182,10 @@ def _attach_fragments(groups: list[list[int]], boxes: list[tuple[int, int, int, 
         else:
             rest.append(k)
     keys = sorted([*merged, *rest])
-    return ([merged[k] if k in merged else groups[k] for k in keys],
-            [out_boxes[k] if k in out_boxes else boxes[k] for k in keys])
+    return (
+        [merged[k] if k in merged else groups[k] for k in keys],
+        [out_boxes[k] if k in out_boxes else boxes[k] for k in keys],
+    )
 
 
 def _nested(stats: np.ndarray, group: list[int]) -> bool:
@@ -188,12 +193,14 @@ def _nested(stats: np.ndarray, group: list[int]) -> bool:
     house): the pieces of a handwritten digit sit next to or above each other, never inside."""
     for i in group:
         for j in group:
-            if i != j and (stats[j, cv2.CC_STAT_LEFT] > stats[i, cv2.CC_STAT_LEFT]
-                           and stats[j, cv2.CC_STAT_TOP] > stats[i, cv2.CC_STAT_TOP]
-                           and stats[j, cv2.CC_STAT_LEFT] + stats[j, cv2.CC_STAT_WIDTH]
-                           < stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH]
-                           and stats[j, cv2.CC_STAT_TOP] + stats[j, cv2.CC_STAT_HEIGHT]
-                           < stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT]):
+            if i != j and (
+                stats[j, cv2.CC_STAT_LEFT] > stats[i, cv2.CC_STAT_LEFT]
+                and stats[j, cv2.CC_STAT_TOP] > stats[i, cv2.CC_STAT_TOP]
+                and stats[j, cv2.CC_STAT_LEFT] + stats[j, cv2.CC_STAT_WIDTH]
+                < stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH]
+                and stats[j, cv2.CC_STAT_TOP] + stats[j, cv2.CC_STAT_HEIGHT]
+                < stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT]
+            ):
                 return True
     return False
 
@@ -216,7 +223,7 @@ def _split(mask: np.ndarray, x0: int, y0: int) -> list[tuple[np.ndarray, tuple[i
         cuts.append(lo + int(np.argmin(profile[lo:hi])))
     cuts.append(width)
     pieces = []
-    for left, right in zip(cuts[:-1], cuts[1:]):
+    for left, right in itertools.pairwise(cuts):
         piece = np.zeros_like(mask)
         piece[:, left:right] = mask[:, left:right]
         if piece.any():
@@ -240,9 +247,11 @@ def find_marks(ink: InkMap) -> Marks:
     if not mask.any():
         return _refuse("no digit found (nothing stands out from the paper or background)", cut)
     if mask.sum() > MAX_INK_FRACTION * paper:
-        return _refuse(f"not a digit: dark marks cover {mask.sum() / paper:.0%} of the picture, "
-                       "as in a photo of a scene, not writing")
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        return _refuse(
+            f"not a digit: dark marks cover {mask.sum() / paper:.0%} of the picture, "
+            "as in a photo of a scene, not writing"
+        )
+    _count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
     kept = np.flatnonzero(areas >= max(MIN_AREA, DIRT_FRACTION * areas.max())) + 1
     if len(kept) > 4 * MAX_DIGITS:
@@ -251,23 +260,29 @@ def find_marks(ink: InkMap) -> Marks:
     boxes = [_group_box(stats, g) for g in groups]
     union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
     tallest = max(b[3] - b[1] for b in boxes)
-    if (1 < len(groups) <= 4 and union[2] - union[0] <= ONE_DIGIT_ASPECT * (union[3] - union[1])
-            and union[3] - union[1] <= 2.1 * tallest):
+    if (
+        1 < len(groups) <= 4
+        and union[2] - union[0] <= ONE_DIGIT_ASPECT * (union[3] - union[1])
+        and union[3] - union[1] <= 2.1 * tallest
+    ):
         groups, boxes = [[i for g in groups for i in g]], [union]  # pieces of one digit (a broken stroke)
     else:
         groups, boxes = _attach_fragments(groups, boxes)
     pieces = []
-    for group, (x0, y0, x1, y1) in zip(groups, boxes):
+    for group, (x0, y0, x1, y1) in zip(groups, boxes, strict=False):
         if len(groups) > 1 and _nested(stats, group):
             return _refuse("not a digit: marks drawn inside other marks, as in a drawing")
         pieces.append((np.isin(labels[y0:y1, x0:x1], group), (x0, y0, x1, y1)))
     tallest = max(box[3] - box[1] for _, box in pieces)
-    pieces = [(m, b) for m, b in pieces
-              if b[3] - b[1] >= SPECK_FRACTION * tallest or b[2] - b[0] >= SPECK_FRACTION * tallest]
+    pieces = [
+        (m, b) for m, b in pieces if b[3] - b[1] >= SPECK_FRACTION * tallest or b[2] - b[0] >= SPECK_FRACTION * tallest
+    ]
     filled = [(m, b) for m, b in pieces if _stroke_ratio(m) > MAX_STROKE_RATIO]
     if len(filled) == len(pieces):
-        return _refuse(f"not a digit: a filled shape (strokes over {MAX_STROKE_RATIO:.0%} of its height; pen "
-                       "strokes of digits are thinner)")
+        return _refuse(
+            f"not a digit: a filled shape (strokes over {MAX_STROKE_RATIO:.0%} of its height; pen "
+            "strokes of digits are thinner)"
+        )
     pieces = [(m, b) for m, b in pieces if _stroke_ratio(m) <= MAX_STROKE_RATIO]  # e.g. a corner of the table
     marks = []
     for piece, box in pieces:
@@ -285,13 +300,15 @@ def find_marks(ink: InkMap) -> Marks:
     boxes = np.array([box for _, box in marks], np.int64)
     heights = boxes[:, 3] - boxes[:, 1]
     centres = (boxes[:, 1] + boxes[:, 3]) / 2
-    if len(marks) > 1 and (heights.min() < MIN_HEIGHT_RATIO * heights.max()
-                           or np.abs(centres - np.median(centres)).max() > ROW_TOLERANCE * heights.max()):
+    if len(marks) > 1 and (
+        heights.min() < MIN_HEIGHT_RATIO * heights.max()
+        or np.abs(centres - np.median(centres)).max() > ROW_TOLERANCE * heights.max()
+    ):
         areas = np.array([int(piece.sum()) for piece, _ in marks])
         main = int(np.argmax(heights))
         if areas[main] < DOMINANT * (areas.sum() - areas[main]):
             if heights.min() < MIN_HEIGHT_RATIO * heights.max():
                 return _refuse("not a digit: marks of very different sizes, as in words, not a number")
             return _refuse("not a digit: marks on several lines, not one number")
-        boxes, marks = boxes[main:main + 1], marks[main:main + 1]  # one digit and some dirt or table
+        boxes, marks = boxes[main : main + 1], marks[main : main + 1]  # one digit and some dirt or table
     return Marks(boxes, [piece for piece, _ in marks], cut=cut)

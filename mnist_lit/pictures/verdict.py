@@ -6,8 +6,8 @@ probabilities, or a function that computes them, ``probs_fn(uint8 (K, 1, 28, 28)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -77,9 +77,14 @@ def read_digits(picture: PictureDigits, probs: torch.Tensor, min_confidence: flo
     if low:
         i = low[0]
         which = "the mark" if count == 1 else f"mark {i + 1} of {count}"
-        return DigitsReading("", [], probs, f"{picture.name}: not a digit: {which} looks like no digit to the model "
-                                            f"(best guess {int(digits[i])} at {float(top[i]):.0%}, under the "
-                                            f"{min_confidence:.0%} a real digit gets)")
+        return DigitsReading(
+            "",
+            [],
+            probs,
+            f"{picture.name}: not a digit: {which} looks like no digit to the model "
+            f"(best guess {int(digits[i])} at {float(top[i]):.0%}, under the "
+            f"{min_confidence:.0%} a real digit gets)",
+        )
     return DigitsReading("".join(str(int(d)) for d in digits), [float(t) for t in top], probs)
 
 

@@ -98,8 +98,9 @@ def client_message(err: Exception) -> str:
     return re.sub(r" ?<[\w.]+ object at 0x[0-9a-fA-F]+>", "", " ".join(str(err).split()))
 
 
-def predict_picture(model: MNISTClassifier, data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS
-                    ) -> dict[str, Any]:
+def predict_picture(
+    model: MNISTClassifier, data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS
+) -> dict[str, Any]:
     """One picture's bytes -> the ``/predict`` JSON: ``digits`` (the number read, left to right), ``boxes``,
     ``digit_confidences``, the crops as PNG; for a picture of one digit also ``digit``, ``confidence``,
     ``probabilities`` and ``image_png_base64`` (the 28x28 picture the network saw), as before.
@@ -119,13 +120,18 @@ def predict_picture(model: MNISTClassifier, data: bytes, name: str, max_pixels: 
     if reading.error:
         raise RequestError(422, client_message(reading.error))
     one = len(reading.digits) == 1
-    return {"digits": reading.digits, "digit_confidences": reading.confidences,
-            "boxes": picture.boxes.tolist(), "picture_size": list(picture.picture_size),
-            "crops_png_base64": [png_base64(crop) for crop in picture.pixels],
-            "digit": reading.pred, "confidence": reading.confidence,
-            "probabilities": reading.probs[0].tolist() if one else None,
-            "image_png_base64": png_base64(picture.pixels[0]) if one else None,
-            "image_size": list(picture.pixels.shape[-2:])}
+    return {
+        "digits": reading.digits,
+        "digit_confidences": reading.confidences,
+        "boxes": picture.boxes.tolist(),
+        "picture_size": list(picture.picture_size),
+        "crops_png_base64": [png_base64(crop) for crop in picture.pixels],
+        "digit": reading.pred,
+        "confidence": reading.confidence,
+        "probabilities": reading.probs[0].tolist() if one else None,
+        "image_png_base64": png_base64(picture.pixels[0]) if one else None,
+        "image_size": list(picture.pixels.shape[-2:]),
+    }
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -159,8 +165,7 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         else:
             discarded += len(chunk)
     if refused is not None:
-        raise RequestError(413, f"request body over the limit of {max_bytes:,} bytes {refused}; "
-                                "send a smaller picture")
+        raise RequestError(413, f"request body over the limit of {max_bytes:,} bytes {refused}; send a smaller picture")
     return bytes(body)
 
 
@@ -185,8 +190,10 @@ async def picture_from_request(request: Request, max_bytes: int) -> tuple[bytes,
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         if not body:
-            raise RequestError(400, "empty request body; send a PNG or JPEG picture as the body "
-                                    "or as the multipart/form-data field 'file'")
+            raise RequestError(
+                400,
+                "empty request body; send a PNG or JPEG picture as the body or as the multipart/form-data field 'file'",
+            )
         return body, "request body"
 
     async def replay() -> dict[str, Any]:  # the body already read, handed to Starlette's form parser
@@ -207,9 +214,13 @@ async def picture_from_request(request: Request, max_bytes: int) -> tuple[bytes,
     return data, name
 
 
-def create_app(ckpt_path: str | Path, max_request_bytes: int = MAX_REQUEST_BYTES,
-               max_image_pixels: int = MAX_IMAGE_PIXELS, max_concurrent: int = MAX_CONCURRENT_PREDICTIONS,
-               max_waiting: int = MAX_WAITING_PREDICTIONS) -> FastAPI:
+def create_app(
+    ckpt_path: str | Path,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+    max_concurrent: int = MAX_CONCURRENT_PREDICTIONS,
+    max_waiting: int = MAX_WAITING_PREDICTIONS,
+) -> FastAPI:
     """The web app for one checkpoint (loaded once, ``weights_only=True``).
 
     ``max_concurrent`` pictures are decoded and predicted at a time, ``max_waiting`` more wait for a
@@ -221,12 +232,22 @@ def create_app(ckpt_path: str | Path, max_request_bytes: int = MAX_REQUEST_BYTES
     """
     model, checkpoint = load_trained(ckpt_path)
     if model.hparams.dataset != "mnist":
-        raise CheckpointError(f"{ckpt_path}: a {model.hparams.dataset} model; serve reads digits, so it needs a "
-                              "checkpoint trained on mnist")
-    health = {"ok": True, "checkpoint": str(Path(ckpt_path).resolve()), "epoch": checkpoint.get("epoch"),
-              "global_step": checkpoint.get("global_step"), "pixel_scale": model.hparams.pixel_scale,
-              "dataset": model.hparams.dataset, "max_request_bytes": max_request_bytes,
-              "max_image_pixels": max_image_pixels, "max_concurrent": max_concurrent, "max_waiting": max_waiting}
+        raise CheckpointError(
+            f"{ckpt_path}: a {model.hparams.dataset} model; serve reads digits, so it needs a "
+            "checkpoint trained on mnist"
+        )
+    health = {
+        "ok": True,
+        "checkpoint": str(Path(ckpt_path).resolve()),
+        "epoch": checkpoint.get("epoch"),
+        "global_step": checkpoint.get("global_step"),
+        "pixel_scale": model.hparams.pixel_scale,
+        "dataset": model.hparams.dataset,
+        "max_request_bytes": max_request_bytes,
+        "max_image_pixels": max_image_pixels,
+        "max_concurrent": max_concurrent,
+        "max_waiting": max_waiting,
+    }
     gate = PredictionGate(max_concurrent, max_waiting)
     app = FastAPI(title="mnist_lit", summary="Draw or upload a digit; the trained CNN predicts it.")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -270,24 +291,45 @@ def create_app(ckpt_path: str | Path, max_request_bytes: int = MAX_REQUEST_BYTES
 def serve_main(argv: list[str]) -> None:
     """``python -m mnist_lit serve --ckpt_path CKPT [--host 127.0.0.1] [--port 8000]``."""
     parser = argparse.ArgumentParser(
-        prog=f"{PROG} serve", allow_abbrev=False,
+        prog=f"{PROG} serve",
+        allow_abbrev=False,
         description="Serve a web page to draw or upload a digit and see the model's prediction, and its HTTP API "
-                    "(POST /predict, GET /health).")
-    parser.add_argument("--ckpt_path", required=True,
-                        help="Checkpoint written by fit, or a cv run folder (its fold models as one ensemble).")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="Address to listen on (default 127.0.0.1: this machine only).")
+        "(POST /predict, GET /health).",
+    )
+    parser.add_argument(
+        "--ckpt_path",
+        required=True,
+        help="Checkpoint written by fit, or a cv run folder (its fold models as one ensemble).",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1: this machine only)."
+    )
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000).")
-    parser.add_argument("--max_request_bytes", type=int, default=MAX_REQUEST_BYTES,
-                        help=f"Largest accepted request body (default {MAX_REQUEST_BYTES:,}).")
-    parser.add_argument("--max_image_pixels", type=int, default=MAX_IMAGE_PIXELS,
-                        help=f"Largest accepted picture, width x height, read from its header before decoding "
-                             f"(default {MAX_IMAGE_PIXELS:,}; decoding takes up to ~13 bytes a pixel).")
-    parser.add_argument("--max_concurrent", type=int, default=MAX_CONCURRENT_PREDICTIONS,
-                        help=f"Pictures decoded and predicted at once (default {MAX_CONCURRENT_PREDICTIONS}).")
-    parser.add_argument("--max_waiting", type=int, default=MAX_WAITING_PREDICTIONS,
-                        help=f"Requests that may wait for a turn; more are answered 503 "
-                             f"(default {MAX_WAITING_PREDICTIONS}).")
+    parser.add_argument(
+        "--max_request_bytes",
+        type=int,
+        default=MAX_REQUEST_BYTES,
+        help=f"Largest accepted request body (default {MAX_REQUEST_BYTES:,}).",
+    )
+    parser.add_argument(
+        "--max_image_pixels",
+        type=int,
+        default=MAX_IMAGE_PIXELS,
+        help=f"Largest accepted picture, width x height, read from its header before decoding "
+        f"(default {MAX_IMAGE_PIXELS:,}; decoding takes up to ~13 bytes a pixel).",
+    )
+    parser.add_argument(
+        "--max_concurrent",
+        type=int,
+        default=MAX_CONCURRENT_PREDICTIONS,
+        help=f"Pictures decoded and predicted at once (default {MAX_CONCURRENT_PREDICTIONS}).",
+    )
+    parser.add_argument(
+        "--max_waiting",
+        type=int,
+        default=MAX_WAITING_PREDICTIONS,
+        help=f"Requests that may wait for a turn; more are answered 503 (default {MAX_WAITING_PREDICTIONS}).",
+    )
     args = parser.parse_args(argv)
     if FASTAPI_MISSING:
         print(f"error: serve needs the {FASTAPI_MISSING} package: pip install 'mnist_lit[serve]'", file=sys.stderr)
@@ -297,22 +339,27 @@ def serve_main(argv: list[str]) -> None:
     except ImportError:
         print("error: serve needs the uvicorn package: pip install 'mnist_lit[serve]'", file=sys.stderr)
         sys.exit(2)
-    for flag, value, least in (("max_request_bytes", args.max_request_bytes, 1), ("max_image_pixels",
-                               args.max_image_pixels, 1), ("max_concurrent", args.max_concurrent, 1),
-                               ("max_waiting", args.max_waiting, 0)):
+    for flag, value, least in (
+        ("max_request_bytes", args.max_request_bytes, 1),
+        ("max_image_pixels", args.max_image_pixels, 1),
+        ("max_concurrent", args.max_concurrent, 1),
+        ("max_waiting", args.max_waiting, 0),
+    ):
         if value < least:
             raise DataError(f"--{flag} must be at least {least}, got {value}")
     return_freed_memory()  # a picture's memory goes back to the system once it is predicted
-    app = create_app(args.ckpt_path, args.max_request_bytes, args.max_image_pixels, args.max_concurrent,
-                     args.max_waiting)  # CheckpointError: main() prints it, exit 2
+    app = create_app(
+        args.ckpt_path, args.max_request_bytes, args.max_image_pixels, args.max_concurrent, args.max_waiting
+    )  # CheckpointError: main() prints it, exit 2
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:
         loopback = args.host == "localhost"
     if not loopback:
-        print(f"warning: listening on {args.host}: other machines can reach this server; it has no "
-              "authentication", file=sys.stderr)
+        print(
+            f"warning: listening on {args.host}: other machines can reach this server; it has no authentication",
+            file=sys.stderr,
+        )
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"Serving {args.ckpt_path} on http://{shown}:{args.port}/ (Ctrl+C to stop)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
-

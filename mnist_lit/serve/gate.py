@@ -12,8 +12,8 @@ a burst.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 
 class ServerBusy(Exception):
@@ -32,7 +32,9 @@ class PredictionGate:
 
     def __init__(self, max_concurrent: int, max_waiting: int) -> None:
         if max_concurrent < 1 or max_waiting < 0:
-            raise ValueError(f"max_concurrent must be >= 1 and max_waiting >= 0, got {max_concurrent} and {max_waiting}")
+            raise ValueError(
+                f"max_concurrent must be >= 1 and max_waiting >= 0, got {max_concurrent} and {max_waiting}"
+            )
         self.max_concurrent, self.max_waiting = max_concurrent, max_waiting
         self.admitted_now = 0
         self._turns = asyncio.Semaphore(max_concurrent)
@@ -41,8 +43,10 @@ class PredictionGate:
     async def admitted(self) -> AsyncIterator[None]:
         """Count this request in, or raise :class:`ServerBusy` if ``max_concurrent + max_waiting`` are in."""
         if self.admitted_now >= self.max_concurrent + self.max_waiting:
-            raise ServerBusy(f"server busy: {self.max_concurrent} pictures are being processed and {self.max_waiting} "
-                             "are waiting; retry in a few seconds")
+            raise ServerBusy(
+                f"server busy: {self.max_concurrent} pictures are being processed and {self.max_waiting} "
+                "are waiting; retry in a few seconds"
+            )
         self.admitted_now += 1
         try:
             yield
