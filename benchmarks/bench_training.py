@@ -45,7 +45,6 @@ from mnist_lit.cli import build_cli
 from mnist_lit.data import (
     DATASETS,
     RAW_FILES,
-    DataError,
     MNISTDataModule,
     decode_idx,
     find_raw_file,
@@ -54,6 +53,7 @@ from mnist_lit.data import (
     raw_folder,
     split_indices,
 )
+from mnist_lit.errors import DataError
 from mnist_lit.model import MNISTClassifier, scale_pixels
 
 

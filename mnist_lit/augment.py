@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch import Callback
 from torchvision.transforms import v2
 
-from mnist_lit.model import HyperparameterError
+from mnist_lit.errors import HyperparameterError
 
 
 class TrainAugmentation(Callback):

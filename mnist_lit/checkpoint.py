@@ -37,6 +37,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
 from mnist_lit.atomic import atomic_write
+from mnist_lit.errors import CheckpointError
 from mnist_lit.model import MNISTClassifier
 
 #: Key of the content checksum inside a checkpoint saved by :class:`SafeCheckpointIO`.
@@ -45,10 +46,6 @@ CHECKSUM_KEY = "mnist_lit_sha256"
 MOVED_TO_MODEL = ("pixel_scale", "dataset")
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be used; the message is one line naming the file and what to do."""
 
 
 def content_sha256(checkpoint: Mapping[str, Any]) -> str:

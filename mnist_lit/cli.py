@@ -31,12 +31,13 @@ from mnist_lit.callbacks import (
     TrainValLayout,
     ValPredictionGrid,
 )
-from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, check_compatible, check_hparams, load_checkpoint
+from mnist_lit.checkpoint import SafeCheckpointIO, check_compatible, check_hparams, load_checkpoint
 from mnist_lit.command_line import EXTRA_COMMANDS, PROG, prepare_argv
-from mnist_lit.data import DataError, MNISTDataModule
+from mnist_lit.data import MNISTDataModule
 from mnist_lit.data_identity import check_same_data
-from mnist_lit.distributed import EndRanksOnFailure, LaunchError, check_launch, per_device_batch_size
-from mnist_lit.model import HyperparameterError, MNISTClassifier
+from mnist_lit.distributed import EndRanksOnFailure, check_launch, per_device_batch_size
+from mnist_lit.errors import CheckpointError, MnistLitError
+from mnist_lit.model import MNISTClassifier
 from mnist_lit.precision import bf16_cpu_notice, check_precision
 from mnist_lit.quiet import hide_unactionable_messages
 from mnist_lit.runs import claim_version, logger_root, release_unused, version_of
@@ -363,8 +364,6 @@ def main(args: list[str] | None = None) -> None:
         # These runs log into a new version folder, so Lightning warns that the checkpoint callbacks' state in
         # the checkpoint (which best files were kept where) is not reloaded: nothing is saved by these runs.
         warnings.filterwarnings("ignore", message="The dirpath has changed from")
-    from mnist_lit.tuning import TuneError
-
     if (
         argv and not argv[0].startswith("-") and argv[0] not in commands
     ):  # jsonargparse would list only Lightning's four
@@ -382,7 +381,7 @@ def main(args: list[str] | None = None) -> None:
             cli = build_cli(args)
             if cli.failed_files:  # each one already has its `error: FILE: reason` line on stderr
                 sys.exit(1)
-    except (DataError, TuneError, CheckpointError, HyperparameterError, LaunchError) as err:
+    except MnistLitError as err:  # every error a user can act on (mnist_lit.errors)
         release_unused()  # a run folder claimed before the error, still empty
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

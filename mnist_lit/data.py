@@ -21,15 +21,8 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
-from mnist_lit.idx import (
-    IDX_IMAGES_MAGIC,
-    IDX_LABELS_MAGIC,
-    IdxContent,
-    IdxError,
-    file_md5,
-    read_idx_file,
-    read_idx_stream,
-)
+from mnist_lit.errors import DataError, IdxError
+from mnist_lit.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IdxContent, file_md5, read_idx_file, read_idx_stream
 from mnist_lit.limits import DOWNLOAD_DEADLINE, DOWNLOAD_TIMEOUT
 
 NUM_CLASSES = 10
@@ -67,10 +60,6 @@ OFFICIAL_RAW_MD5 = {
 }
 
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """A data file or data argument is unusable; the message is one line that says what to do."""
 
 
 def read_idx(path: str | Path, expected_magic: int) -> torch.Tensor:

@@ -17,16 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mnist_lit.checkpoint import CheckpointError
-from mnist_lit.data import (
-    OFFICIAL_COUNTS,
-    RAW_FILES,
-    DataError,
-    find_raw_file,
-    load_split,
-    missing_files_message,
-    raw_folder,
-)
+from mnist_lit.data import OFFICIAL_COUNTS, RAW_FILES, find_raw_file, load_split, missing_files_message, raw_folder
+from mnist_lit.errors import CheckpointError, DataError
 
 #: Where a checkpoint keeps the datamodule's ``state_dict`` (``MNISTDataModule.__qualname__``).
 STATE_KEY = "MNISTDataModule"

@@ -36,7 +36,7 @@ import socket
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import Dataset, Sampler
 
-from mnist_lit.data import DataError
+from mnist_lit.errors import DataError, LaunchError
 
 
 def world_size_of(trainer) -> int:
@@ -102,10 +102,6 @@ def eval_sampler(dataset: Dataset, trainer) -> Sampler | None:
 
 
 # ---------------------------------------------------------------------------------------------- launching
-
-
-class LaunchError(RuntimeError):
-    """The processes of a several-process run cannot start as configured; the message says what to do."""
 
 
 def launcher_world_size() -> tuple[int, str, str] | None:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from mnist_lit.atomic import atomic_write
-from mnist_lit.data import DataError
+from mnist_lit.errors import DownloadError
 from mnist_lit.limits import DOWNLOAD_DEADLINE, DOWNLOAD_TIMEOUT, MAX_DOWNLOAD_BYTES
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,6 @@ OFFICIAL_SIZES = {
         "t10k-labels-idx1-ubyte.gz": 5_148,
     },
 }
-
-
-class DownloadError(DataError):
-    """No mirror delivered a verified file; the message names the mirrors' reasons and what to place by hand."""
 
 
 class _BadResponse(Exception):

@@ -32,7 +32,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_lit import run_settings
-from mnist_lit.checkpoint import CheckpointError, load_model
+from mnist_lit.checkpoint import load_model
+from mnist_lit.errors import CheckpointError
 from mnist_lit.model import NUM_CLASSES, MNISTClassifier
 from mnist_lit.runs import CONFIG_NAME, best_checkpoint, read_config
 

@@ -39,6 +39,7 @@ from mnist_lit.atomic import atomic_write
 from mnist_lit.command_line import PROG
 from mnist_lit.data import RAW_FILES, find_raw_file, load_split, raw_folder
 from mnist_lit.ensemble import load_trained  # a checkpoint, or a cv run folder as one ensemble model
+from mnist_lit.errors import ExportError
 from mnist_lit.idx import IMAGE_SIDE
 from mnist_lit.model import MNISTClassifier
 
@@ -51,10 +52,6 @@ DEFAULT_NUM_IMAGES = 1000
 #: dynamic batch dimension is exercised with several sizes.
 CHECK_BATCH_SIZE = 256
 INPUT_NAME, OUTPUT_NAME = "pixels", "probabilities"
-
-
-class ExportError(ValueError):
-    """The model cannot be exported or the exported file does not match PyTorch; one line saying what to do."""
 
 
 class Probabilities(nn.Module):

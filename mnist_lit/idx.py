@@ -27,16 +27,13 @@ from typing import BinaryIO
 
 import torch
 
+from mnist_lit.errors import IdxError
 from mnist_lit.limits import MAX_IDX_FILE_BYTES, MAX_IDX_ITEMS
 
 IDX_IMAGES_MAGIC = 2051  # IDX header: 0x00000803 = unsigned byte, 3 dimensions
 IDX_LABELS_MAGIC = 2049  # IDX header: 0x00000801 = unsigned byte, 1 dimension
 IMAGE_SIDE = 28  # pixels; MNIST and Fashion-MNIST are 28x28
 CHUNK_SIZE = 2**20  # bytes inflated or read per step
-
-
-class IdxError(ValueError):
-    """The file is not a usable IDX file; the message is one line naming it and saying what to do."""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from mnist_lit.data import DataError
+from mnist_lit.errors import DataError, ImageError, ImageTooLargeError, NoDigitFoundError
 from mnist_lit.idx import IMAGE_SIDE
 
 #: The longest side of the ink in the output, px (MNIST: digits normalised to a 20x20 box).
@@ -67,18 +67,6 @@ TRIM_FRACTION = 0.005
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm")
 
 ImageSource = str | Path | bytes | BinaryIO | Image.Image
-
-
-class ImageError(DataError):
-    """A picture cannot be turned into an MNIST digit; the message is one line naming the file."""
-
-
-class ImageTooLargeError(ImageError):
-    """The picture's header claims more pixels than the limit; it was not decoded."""
-
-
-class NoDigitFoundError(ImageError):
-    """The picture holds no ink that stands out from its background (e.g. a blank page)."""
 
 
 def _one_line(err: BaseException) -> str:

@@ -13,6 +13,8 @@ from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_lit.errors import HyperparameterError
+
 NUM_CLASSES = 10
 PixelScale = Literal["unit", "raw"]
 LRSchedule = Literal["constant", "onecycle"]
@@ -34,10 +36,6 @@ CLASS_NAMES = {
         "Ankle boot",
     ],
 }
-
-
-class HyperparameterError(ValueError):
-    """A model hyperparameter or input is out of range; the message is one line that says what to do."""
 
 
 def scale_pixels(

@@ -26,7 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mnist_lit.checkpoint import CheckpointError, model_hparams
+from mnist_lit.checkpoint import model_hparams
+from mnist_lit.errors import CheckpointError
 from mnist_lit.runs import (
     CONFIG_NAME,
     LAST_NAME,

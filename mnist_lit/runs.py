@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from mnist_lit.checkpoint import CheckpointError, load_checkpoint
+from mnist_lit.checkpoint import load_checkpoint
+from mnist_lit.errors import CheckpointError
 
 LAST_NAME = "last.ckpt"  # ModelCheckpoint.CHECKPOINT_NAME_LAST + FILE_EXTENSION
 CONFIG_NAME = "config.yaml"  # LightningCLI's SaveConfigCallback default config_filename

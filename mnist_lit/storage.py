@@ -28,6 +28,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from mnist_lit.errors import StorageError
+
 #: Seconds between heartbeats of a running trial in an RDB storage, and after how many seconds without
 #: one Optuna takes its worker for dead (``RDBStorage(heartbeat_interval=..., grace_period=...)``).
 HEARTBEAT_INTERVAL_S = 30
@@ -38,10 +40,6 @@ ERROR, INTERRUPTED, SURPLUS = "error", "interrupted", "surplus"
 WORKER, LOG_DIR, CONFIG = "worker", "log_dir", "config"
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
-
-
-class StorageError(ValueError):
-    """``--storage`` cannot be opened or is not an Optuna storage; the message says what to do."""
 
 
 def is_url(storage: str) -> bool:

@@ -33,6 +33,7 @@ import yaml
 
 from mnist_lit.atomic import atomic_write, write_text
 from mnist_lit.command_line import PROG
+from mnist_lit.errors import MnistLitError, TuneError
 
 if TYPE_CHECKING:
     import torch
@@ -42,10 +43,6 @@ FIT_FLAGS_NOTE = (
     "All fit flags are accepted too (--config, --data.*, --model.*, --trainer.*, --seed_everything); "
     "see `python -m mnist_lit fit --help`."
 )
-
-
-class TuneError(ValueError):
-    """A ``cv``/``lr_find``/``tune`` option or the tune config is unusable; the message says what to do."""
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -495,16 +492,8 @@ class _TrialFailed(Exception):
 
 def one_line(err: BaseException) -> str:
     """``Type: first line of the message`` (errors of this project: the message alone, already one line)."""
-    from mnist_lit.checkpoint import CheckpointError
-    from mnist_lit.data import DataError
-    from mnist_lit.model import HyperparameterError
-
     text = " ".join(str(err).split()) or type(err).__name__
-    return (
-        text
-        if isinstance(err, (DataError, TuneError, CheckpointError, HyperparameterError))
-        else f"{type(err).__name__}: {text}"
-    )
+    return text if isinstance(err, MnistLitError) else f"{type(err).__name__}: {text}"
 
 
 @contextlib.contextmanager

@@ -14,10 +14,11 @@ from conftest import REPO, printed_metrics, printed_test_acc, run_cli
 from lightning.pytorch import Callback, Trainer
 
 from mnist_lit.augment import TrainAugmentation
-from mnist_lit.checkpoint import CheckpointError, load_model
+from mnist_lit.checkpoint import load_model
 from mnist_lit.cli import main
 from mnist_lit.data import MNISTDataModule, load_split
 from mnist_lit.ensemble import EnsembleClassifier, load_ensemble, member_checkpoints
+from mnist_lit.errors import CheckpointError
 from mnist_lit.model import MNISTClassifier, one_cycle_factor
 from mnist_lit.tuning import load_tune_config
 

@@ -13,8 +13,9 @@ import pytest
 import torch
 from conftest import CONFIG, run_cli
 
-from mnist_lit.checkpoint import CheckpointError, SafeCheckpointIO, load_checkpoint
+from mnist_lit.checkpoint import SafeCheckpointIO, load_checkpoint
 from mnist_lit.cli import main
+from mnist_lit.errors import CheckpointError
 
 SAVER = """
 import sys, torch

@@ -17,7 +17,8 @@ from conftest import CONFIG, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lit.cli import main
-from mnist_lit.data import DataError, MNISTDataModule, fold_indices, load_split
+from mnist_lit.data import MNISTDataModule, fold_indices, load_split
+from mnist_lit.errors import DataError
 
 
 def read_csv(path) -> list[dict[str, str]]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_lit.data import DataError, MNISTDataModule, load_split, split_indices
-from mnist_lit.model import HyperparameterError, scale_pixels
+from mnist_lit.data import MNISTDataModule, load_split, split_indices
+from mnist_lit.errors import DataError, HyperparameterError
+from mnist_lit.model import scale_pixels
 
 
 def make_dm(mnist_dir, **kwargs) -> MNISTDataModule:

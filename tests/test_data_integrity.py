@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from mnist_lit.cli import main
-from mnist_lit.data import DataError, load_split, read_idx
+from mnist_lit.data import load_split, read_idx
+from mnist_lit.errors import DataError
 
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"

@@ -45,7 +45,8 @@ def test_one_full_size_epoch_on_fashion_mnist(tmp_path, fashion_dir):
 def test_fashion_files_read_as_mnist_name_the_missing_flag(fashion_dir):
     """Forgetting --data.dataset fashion_mnist: the official Fashion-MNIST files are recognised by their md5
     and the error names the flag, instead of calling the (undamaged, packaged) file damaged."""
-    from mnist_lit.data import DataError, load_split
+    from mnist_lit.data import load_split
+    from mnist_lit.errors import DataError
 
     with pytest.raises(DataError) as error:
         load_split(fashion_dir, "test", "mnist")

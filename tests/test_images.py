@@ -19,14 +19,9 @@ from user_pictures import KINDS, _paper, _to_pil, accuracy_by_kind, predict_file
 
 from mnist_lit.callbacks import PICTURE_COLUMNS
 from mnist_lit.checkpoint import load_model
-from mnist_lit.data import DataError, load_split
-from mnist_lit.images import (
-    ImageError,
-    ImageTooLargeError,
-    NoDigitFoundError,
-    list_images,
-    preprocess_image_uint8,
-)
+from mnist_lit.data import load_split
+from mnist_lit.errors import DataError, ImageError, ImageTooLargeError, NoDigitFoundError
+from mnist_lit.images import list_images, preprocess_image_uint8
 from mnist_lit.images import (
     preprocess_image_uint8 as preprocess_image,
 )

@@ -21,7 +21,8 @@ import yaml
 from conftest import CONFIG, printed_test_acc, run_cli
 from measure import run_measured
 
-from mnist_lit.data import DataError, read_idx
+from mnist_lit.data import read_idx
+from mnist_lit.errors import DataError
 from mnist_lit.limits import (
     DOWNLOAD_DEADLINE,
     DOWNLOAD_TIMEOUT,

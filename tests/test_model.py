@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from mnist_lit.data import load_split
-from mnist_lit.model import CLASS_NAMES, HyperparameterError, MNISTClassifier, SeedCNN, scale_pixels
+from mnist_lit.errors import HyperparameterError
+from mnist_lit.model import CLASS_NAMES, MNISTClassifier, SeedCNN, scale_pixels
 
 
 def real_batch(mnist_dir, n=512):

@@ -252,7 +252,8 @@ def test_single_process_workers_under_srun_are_not_a_mismatch(monkeypatch):
     (independent_ok); for fit/validate/test/predict one process of two is a forgotten DDP config."""
     from lightning.pytorch import Trainer
 
-    from mnist_lit.distributed import LaunchError, check_launch
+    from mnist_lit.distributed import check_launch
+    from mnist_lit.errors import LaunchError
 
     for key, value in {
         "SLURM_NTASKS": "2",

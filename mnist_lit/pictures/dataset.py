@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mnist_lit.images import MAX_IMAGE_PIXELS, ImageError, _one_line
+from mnist_lit.errors import ImageError
+from mnist_lit.images import MAX_IMAGE_PIXELS, _one_line
 from mnist_lit.pictures.read import read_picture
 
 

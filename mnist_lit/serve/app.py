@@ -41,11 +41,9 @@ import torch
 from PIL import Image
 
 from mnist_lit.allocator import return_freed_memory
-from mnist_lit.checkpoint import CheckpointError
 from mnist_lit.command_line import PROG
-from mnist_lit.data import DataError
 from mnist_lit.ensemble import load_trained  # a checkpoint, or a cv run folder as one ensemble model
-from mnist_lit.images import ImageError, ImageTooLargeError
+from mnist_lit.errors import CheckpointError, DataError, ImageError, ImageTooLargeError
 from mnist_lit.limits import MAX_CONCURRENT_PREDICTIONS, MAX_WAITING_PREDICTIONS
 from mnist_lit.model import MNISTClassifier
 from mnist_lit.pictures import classify, read_picture

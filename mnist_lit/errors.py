@@ -1,0 +1,61 @@
+"""The errors a user can act on. ``mnist_lit.cli.main`` catches :class:`MnistLitError` once and prints its
+message as one ``error:`` line (exit status 2); every other exception is a bug and keeps its traceback.
+
+This module imports nothing of the package, so any module may raise these without an import circle.
+Each class also derives from the built-in exception it used to be (``ValueError``, ``RuntimeError``),
+so ``except ValueError`` in user code keeps catching it.
+"""
+
+from __future__ import annotations
+
+
+class MnistLitError(Exception):
+    """Base class: the message is one line that names the thing and says what to do."""
+
+
+class DataError(MnistLitError, ValueError):
+    """A data file or data argument is unusable."""
+
+
+class IdxError(MnistLitError, ValueError):
+    """The file is not a usable IDX file (wrong magic number, truncated, inconsistent sizes)."""
+
+
+class DownloadError(DataError):
+    """No mirror delivered a verified file; the message names the mirrors' reasons and what to place by hand."""
+
+
+class ImageError(DataError):
+    """A picture cannot be turned into an MNIST digit; the message names the file."""
+
+
+class ImageTooLargeError(ImageError):
+    """The picture's header claims more pixels than the limit; it was not decoded."""
+
+
+class NoDigitFoundError(ImageError):
+    """The picture holds no ink that stands out from its background (e.g. a blank page)."""
+
+
+class CheckpointError(MnistLitError, ValueError):
+    """A checkpoint file cannot be used (missing, damaged, of another data set or run)."""
+
+
+class HyperparameterError(MnistLitError, ValueError):
+    """A model hyperparameter or input is out of range."""
+
+
+class TuneError(MnistLitError, ValueError):
+    """A ``cv``/``lr_find``/``tune`` option or the tune config is unusable."""
+
+
+class StorageError(MnistLitError, ValueError):
+    """``--storage`` cannot be opened or is not an Optuna storage."""
+
+
+class ExportError(MnistLitError, ValueError):
+    """The model cannot be exported, or the exported file does not match PyTorch."""
+
+
+class LaunchError(MnistLitError, RuntimeError):
+    """The processes of a several-process run cannot start as configured."""
