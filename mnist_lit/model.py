@@ -1,4 +1,4 @@
-"""The tutorial's CNN (a plain ``nn.Module``) and the LightningModule that trains it."""
+"""The LightningModule that trains the tutorial's CNN (:mod:`mnist_lit.network`): scaling, loss, metrics, optimizer."""
 
 from __future__ import annotations
 
@@ -14,109 +14,10 @@ from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_lit.errors import HyperparameterError
+from mnist_lit.network import CLASS_NAMES, NUM_CLASSES, PixelScale, SeedCNN, scale_pixels
 
-NUM_CLASSES = 10
-PixelScale = Literal["unit", "raw"]
 LRSchedule = Literal["constant", "onecycle"]
 Dataset = Literal["mnist", "fashion_mnist"]
-#: Class names per data set, index = label. Fashion-MNIST's are torchvision's ``FashionMNIST.classes``
-#: (Zalando's labels), written out so that the model needs no torchvision import.
-CLASS_NAMES = {
-    "mnist": [str(digit) for digit in range(NUM_CLASSES)],
-    "fashion_mnist": [
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ],
-}
-
-
-def scale_pixels(
-    images: torch.Tensor, pixel_scale: PixelScale = "unit", dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """Turn uint8 pixels into the network's input. The only place pixels are scaled.
-
-    Args:
-        images: uint8 tensor of any shape, usually (B, 1, 28, 28), values 0-255.
-        pixel_scale: ``"unit"`` divides by 255 (values in [0, 1], the default);
-            ``"raw"`` keeps 0-255, exactly what the Keras tutorial feeds.
-        dtype: floating dtype of the result (the network's parameters' dtype; float32 by default).
-
-    Returns:
-        ``dtype`` tensor of the same shape and device.
-
-    Raises:
-        HyperparameterError: ``images`` is not uint8 or ``pixel_scale`` is unknown.
-    """
-    if images.dtype != torch.uint8:
-        raise HyperparameterError(
-            f"the model takes uint8 pixels (0-255), got {images.dtype}; pass the raw image "
-            "tensor, it scales them itself"
-        )
-    if pixel_scale == "unit":
-        return images.to(dtype).div_(255.0)
-    if pixel_scale == "raw":
-        return images.to(dtype)
-    raise HyperparameterError(f"pixel_scale must be 'unit' or 'raw', got {pixel_scale!r}")
-
-
-class SeedCNN(nn.Module):
-    """Conv32-pool-Conv64-pool-dropout-Dense128-dropout-Dense10, as in the Keras tutorial.
-
-    Layers: Conv2d(1, 32, 3) ReLU -> MaxPool 2 -> Conv2d(32, 64, 3) ReLU -> MaxPool 2 ->
-    Dropout(``dropout1``) -> Flatten (64 x 5 x 5 = 1,600) -> Linear(1600, 128) ReLU ->
-    Dropout(``dropout2``) -> Linear(128, 10). 225,034 parameters. Valid padding, as Keras's default.
-
-    Two exact speed-ups, measured in ``benchmarks/bench_training.py`` (together about 1.8x per
-    training step on 2 CPU cores): each MaxPool runs before its ReLU, which gives the same outputs
-    and gradients (ReLU is monotone, so ``max(relu(a)) == relu(max(a))``) on a quarter of the
-    elements; and the convolutions run in the channels-last memory format (the layout oneDNN and
-    cuDNN prefer; the values are the same, only their order in memory changes).
-
-    Weights are Glorot-uniform and biases zero, Keras's defaults for Conv2D and Dense.
-    (Keras flattens channels-last, PyTorch channels-first; that only permutes Dense128's
-    input rows and changes nothing the network can learn.)
-
-    Args:
-        dropout1: rate after the second pooling (tutorial: 0.25).
-        dropout2: rate after Dense128 (tutorial: 0.5).
-
-    Input: float32 (N, 1, 28, 28). Output: logits, float32 (N, 10) (no softmax).
-    """
-
-    def __init__(self, dropout1: float = 0.25, dropout2: float = 0.5) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 32, kernel_size=3),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, kernel_size=3),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
-            nn.Dropout(dropout1),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(64 * 5 * 5, 128),
-            nn.ReLU(),
-            nn.Dropout(dropout2),
-            nn.Linear(128, NUM_CLASSES),
-        )
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        self.to(memory_format=torch.channels_last)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x.contiguous(memory_format=torch.channels_last)))
 
 
 class MNISTClassifier(LightningModule):
@@ -184,6 +85,8 @@ class MNISTClassifier(LightningModule):
             raise HyperparameterError(f"model.pixel_scale must be 'unit' or 'raw', got {pixel_scale!r}")
         if dataset not in CLASS_NAMES:
             raise HyperparameterError(f"model.dataset must be one of {', '.join(CLASS_NAMES)}, got {dataset!r}")
+        # Checked here rather than by jsonargparse.typing types: those check only command-line values, while
+        # checkpoints and Python callers build the module directly (and their float subclasses would be saved).
         for name, value, ok, allowed in (
             ("lr", lr, lr > 0, "> 0"),
             ("rho", rho, 0 <= rho < 1, "in [0, 1)"),
@@ -201,7 +104,7 @@ class MNISTClassifier(LightningModule):
         self.class_names = CLASS_NAMES[dataset]
         self.example_input_array = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
         # Epoch metrics of each stage, updated every step as torchmetrics objects and handed to ``self.log``
-        # once per epoch (a call costs about 1 ms on a CPU); Lightning computes them at the epoch's end, over
+        # once per epoch (each call has a cost per step); Lightning computes them at the epoch's end, over
         # the batches that ran (also when max_steps or max_time stops an epoch early), summed over processes.
         self.train_metrics = self._metrics()
         self.val_metrics = self._metrics(count=True)
@@ -210,6 +113,8 @@ class MNISTClassifier(LightningModule):
 
     @staticmethod
     def _metrics(count: bool = False) -> nn.ModuleDict:
+        # A ModuleDict, not a MetricCollection: a collection passes one update()'s arguments to every metric,
+        # and loss (value, weight), accuracy (logits, labels) and count (n) take different ones.
         metrics = {"loss": MeanMetric(), "acc": MulticlassAccuracy(NUM_CLASSES, average="micro")}
         return nn.ModuleDict({**metrics, "count": SumMetric()} if count else metrics)
 
