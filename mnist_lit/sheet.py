@@ -11,10 +11,12 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
 from PIL import Image
+from torchvision.utils import make_grid
 
 from mnist_lit.atomic import atomic_write
 from mnist_lit.images import open_image, to_grayscale
@@ -63,8 +65,6 @@ def render_sheet(entries: Sequence[tuple[str, str, float | None, str]], path: st
     Raises:
         ValueError: ``entries`` is empty.
     """
-    import numpy as np
-
     entries = list(entries)[:SHEET_MAX_IMAGES]
     if not entries:
         raise ValueError("render_sheet needs at least one prediction")
@@ -83,31 +83,33 @@ def render_sheet(entries: Sequence[tuple[str, str, float | None, str]], path: st
         if shown is not None:
             picture_ax.imshow(shown[0])
         if error:
-            reason = error.split(": ", 1)[-1]  # messages start with the file's name
-            digit_ax.text(
-                0.5,
-                0.5,
-                "\n".join(textwrap.wrap(reason, 22)[:4]),
-                ha="center",
-                va="center",
-                fontsize=5,
-                color="tab:red",
-                transform=digit_ax.transAxes,
-            )
-            digit_ax.set_title("error", fontsize=8, color="tab:red")
-            continue
-        picture = read_picture(file)
-        if shown is not None:
-            for quad, digit in zip(picture.quads * shown[1], digits, strict=False):
-                picture_ax.add_patch(Polygon(quad, closed=True, fill=False, edgecolor="tab:orange", linewidth=0.8))
-                picture_ax.text(
-                    quad[0, 0], quad[0, 1], digit, color="tab:orange", fontsize=6, fontweight="bold", va="bottom"
-                )
-        crops = picture.pixels[:, 0].numpy()
-        strip = np.concatenate(list(crops), axis=1) if len(crops) else np.zeros((28, 28), np.uint8)
-        digit_ax.imshow(strip, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        digit_ax.set_title(f"{digits} ({100 * confidence:.2f}%)", fontsize=8, fontweight="bold")
+            _draw_error(digit_ax, error)
+        else:
+            _draw_reading(picture_ax, digit_ax, file, shown, digits, confidence)
     fig.tight_layout(pad=0.3)
     with atomic_write(path) as handle:
         fig.savefig(handle, format="png")
     return Path(path)
+
+
+def _draw_error(ax, error: str) -> None:
+    """The error's reason (messages start with the file's name), wrapped, in red, titled "error"."""
+    reason = error.split(": ", 1)[-1]
+    text = "\n".join(textwrap.wrap(reason, 22)[:4])
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=5, color="tab:red", transform=ax.transAxes)
+    ax.set_title("error", fontsize=8, color="tab:red")
+
+
+def _draw_reading(picture_ax, digit_ax, file: str, shown, digits: str, confidence: float) -> None:
+    """Boxes and digits over the picture, and the 28x28 crops side by side (white on black) with the number read."""
+    picture = read_picture(file)
+    if shown is not None:
+        for quad, digit in zip(picture.quads * shown[1], digits, strict=False):
+            picture_ax.add_patch(Polygon(quad, closed=True, fill=False, edgecolor="tab:orange", linewidth=0.8))
+            picture_ax.text(
+                quad[0, 0], quad[0, 1], digit, color="tab:orange", fontsize=6, fontweight="bold", va="bottom"
+            )
+    crops = picture.pixels if len(picture.pixels) else torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
+    strip = make_grid(crops, nrow=len(crops), padding=0)[0]  # (28, 28 * n) uint8
+    digit_ax.imshow(strip.numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    digit_ax.set_title(f"{digits} ({100 * confidence:.2f}%)", fontsize=8, fontweight="bold")
