@@ -80,8 +80,19 @@ def resolve_ckpt_path(subcommand: str, ckpt_path: str | None, trainer_config: Ma
         raise CheckpointError(
             f"--ckpt_path {value}: the logger keeps no lightning_logs/version_N folders to look in; give the .ckpt file"
         )
+    return str(_newest_or_error(root, value))
+
+
+def _newest_or_error(root: Path, value: str) -> Path:
+    """The ``best``/``last`` checkpoint of the newest run under ``root``; never silently an older run's model.
+
+    Raises:
+        CheckpointError: the newest run has no such checkpoint (named), or there is no run under ``root``.
+    """
     found, run_dir, looked = newest_checkpoint(root, value)
-    if found is None and run_dir is not None:  # never silently an older run's model
+    if found is not None:
+        return found
+    if run_dir is not None:
         if value == "best" and (run_dir / "checkpoints" / LAST_NAME).is_file():
             raise CheckpointError(
                 f"--ckpt_path best: the newest run, {run_dir}, has no best checkpoint (by val_acc) "
@@ -91,13 +102,11 @@ def resolve_ckpt_path(subcommand: str, ckpt_path: str | None, trainer_config: Ma
             f"--ckpt_path {value}: the newest run, {run_dir}, has no checkpoint yet (stopped or "
             "still running before its first one); give the .ckpt file of another run"
         )
-    if found is None:
-        where = f"{len(looked)} run folders under {root}/" if looked else f"{root}/ (no version_N folders)"
-        raise CheckpointError(
-            f"--ckpt_path {value}: no {value} checkpoint found in {where}; train first (fit) or "
-            "give the path of a .ckpt file"
-        )
-    return str(found)
+    where = f"{len(looked)} run folders under {root}/" if looked else f"{root}/ (no version_N folders)"
+    raise CheckpointError(
+        f"--ckpt_path {value}: no {value} checkpoint found in {where}; train first (fit) or "
+        "give the path of a .ckpt file"
+    )
 
 
 def base_config(ckpt_path: str | Path, checkpoint: Mapping[str, Any]) -> str | None:
