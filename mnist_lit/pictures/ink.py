@@ -1,5 +1,5 @@
 """A photo or drawing -> where the ink is: grayscale at a bounded size, the sheet found and straightened,
-uneven light and shadows divided out, ruled and squared lines removed.
+uneven light and shadows divided out, ruled and squared lines removed (:mod:`mnist_lit.pictures.rules`).
 
 The steps follow how a person reads a photo of a handwritten digit: find the sheet of paper (a large smooth
 region, the table around it is textured or darker), look at it square-on, judge the ink against the paper
@@ -56,16 +56,6 @@ FULL_FRAME = 0.88
 #: Transparent pictures whose composite onto white keeps less darkness than this (0-255) in its opaque
 #: part have their ink in the alpha channel (white or light ink on a transparent background).
 ALPHA_INK_CONTRAST = 40
-#: Printed lines are at least this fraction of the sheet's width (or height) long: ruled and squared paper
-#: runs across the whole sheet, a digit's strokes are shorter unless the digit fills the picture ...
-RULE_LENGTH = 0.4
-#: ... within this many degrees of the picture's axes ...
-RULE_TILT = 8
-#: ... and thin: the ink within RULE_BAND px of the line is at most RULE_WIDE_RATIO times the ink within 2 px.
-RULE_BAND = 7
-RULE_WIDE_RATIO = 2.0
-#: A stroke's gap across a removed line is bridged up to this many pixels (lines are 1-4 px at the analysis size).
-RULE_BRIDGE = 7
 
 
 @dataclass
@@ -252,59 +242,6 @@ def straighten_sheet(gray: np.ndarray, darkness: np.ndarray) -> tuple[np.ndarray
     margin = max(3, round(0.015 * min(size)))  # the sheet's own edge and a sliver of table are not ink
     region = cv2.erode(inside, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * margin + 1, 2 * margin + 1))) > 0
     return sheet, region, np.linalg.inv(to_sheet)
-
-
-def _rule_segments(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Long straight segments (x1, y1, x2, y2) within :data:`RULE_TILT` degrees of the picture's axes, found by
-    OpenCV's probabilistic Hough transform in ``mask``: at least :data:`RULE_LENGTH` of the side they run along."""
-    height, width = mask.shape
-    shortest = int(RULE_LENGTH * min(height, width))
-    found = cv2.HoughLinesP(
-        mask * 255,
-        1,
-        np.pi / 360,
-        threshold=max(10, shortest // 2),
-        minLineLength=shortest,
-        maxLineGap=max(3, shortest // 20),
-    )
-    segments = []
-    for x1, y1, x2, y2 in found.reshape(-1, 4) if found is not None else []:
-        angle = abs(np.degrees(np.arctan2(y2 - y1, x2 - x1))) % 90
-        along = width if abs(x2 - x1) >= abs(y2 - y1) else height
-        if min(angle, 90 - angle) <= RULE_TILT and np.hypot(x2 - x1, y2 - y1) >= RULE_LENGTH * along:
-            segments.append((int(x1), int(y1), int(x2), int(y2)))
-    return segments
-
-
-def remove_rules(mask: np.ndarray, darkness: np.ndarray) -> None:
-    """Remove long, thin, straight lines near the picture's axes (ruled and squared paper, also a few degrees
-    off after straightening) from ``mask`` (uint8 0/1) and ``darkness`` in place, then bridge the gaps they
-    leave in strokes that crossed them.
-
-    A segment from :func:`_rule_segments` is a printed line when the ink within 2 px of it holds most of the
-    ink within :data:`RULE_BAND` px (a digit's own long bar, in a digit filling the picture, is thicker). Its
-    pixels are cleared, and a stroke crossing it gets them back where ink lies on both sides of it.
-    """
-    lines = np.zeros_like(mask)
-    for x1, y1, x2, y2 in _rule_segments(mask):
-        narrow, wide = np.zeros_like(mask), np.zeros_like(mask)
-        cv2.line(narrow, (x1, y1), (x2, y2), 1, 5)
-        cv2.line(wide, (x1, y1), (x2, y2), 1, 2 * RULE_BAND + 1)
-        inner, outer = int((mask & narrow).sum()), int((mask & wide).sum())
-        if inner and outer <= RULE_WIDE_RATIO * inner:
-            lines |= narrow
-    if not lines.any():
-        return
-    lines &= cv2.dilate(mask, np.ones((3, 3), np.uint8))
-    mask[lines > 0] = 0
-    closed = np.zeros_like(mask)
-    for shape in ((1, RULE_BRIDGE), (RULE_BRIDGE, 1)):  # across horizontal lines, across vertical lines
-        closed |= cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, shape))
-    refill = (closed > 0) & (lines > 0)
-    level = float(np.median(darkness[mask > 0])) if mask.any() else 0.0
-    darkness[lines > 0] = 0.0
-    darkness[refill] = level
-    mask[refill] = 1
 
 
 def ink_map(source: ImageSource, max_pixels: int) -> tuple[InkMap, np.ndarray]:

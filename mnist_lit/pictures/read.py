@@ -11,7 +11,8 @@ from PIL import Image
 
 from mnist_lit.images import MAX_IMAGE_PIXELS, ImageSource, fit_to_mnist_frame, source_name
 from mnist_lit.pictures.ink import InkMap, ink_map, ink_map_of
-from mnist_lit.pictures.segment import Marks, find_marks, thresholds
+from mnist_lit.pictures.mask import thresholds
+from mnist_lit.pictures.segment import Marks, find_marks
 
 #: The ink level a digit's crop is stretched to: this percentile of the darkness of its ink pixels.
 INK_LEVEL_PERCENTILE = 85

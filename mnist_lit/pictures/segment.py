@@ -14,17 +14,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mnist_lit.pictures.ink import InkMap, remove_rules
+from mnist_lit.pictures.ink import InkMap
+from mnist_lit.pictures.mask import ink_mask
 
-#: Ink is darkness above ``max(LOW_DARKNESS, NOISE_SIGMAS_LOW * noise)`` (see :class:`InkMap`) ...
-LOW_DARKNESS = 0.12
-NOISE_SIGMAS_LOW = 5.0
-#: ... in components that reach ``max(HIGH_DARKNESS, NOISE_SIGMAS_HIGH * noise)`` somewhere (hysteresis:
-#: faint pencil edges stay attached to their stroke, paper grain and JPEG ringing do not start a mark).
-HIGH_DARKNESS = 0.18
-NOISE_SIGMAS_HIGH = 8.0
-#: Upper limits of the two thresholds (light pencil is about 0.2-0.4, ballpoint and felt pen 0.6-0.9).
-MAX_LOW_DARKNESS, MAX_HIGH_DARKNESS = 0.2, 0.35
 #: Components under this many pixels, or under this fraction of the largest one's area, are dirt or noise.
 MIN_AREA = 6
 DIRT_FRACTION = 0.02
@@ -45,9 +37,6 @@ ONE_DIGIT_ASPECT = 0.9
 FRAGMENT_HEIGHT = 0.6
 #: ... join the nearest full-height mark when their boxes are at most this fraction of the tallest height apart.
 FRAGMENT_GAP = 0.15
-#: A mark touching the sheet's edge at least this fraction of the sheet's shorter side tall, with most of its
-#: ink inside, suggests the sheet was found too small (a shadow edge taken for the paper's edge).
-CUT_HEIGHT = 0.1
 #: More marks than this is text or a pattern, not a number.
 MAX_DIGITS = 10
 #: All digits of a number are at least this fraction of the tallest one's height ...
@@ -62,6 +51,9 @@ DOMINANT = 3.0
 MAX_STROKE_RATIO = 0.33
 #: Ink covering more than this fraction of the paper is a picture (a scene, a texture), not writing.
 MAX_INK_FRACTION = 0.4
+
+#: A box ``(x0, y0, x1, y1)`` in the ink map's pixels, x1 and y1 exclusive.
+Box = tuple[int, int, int, int]
 
 
 @dataclass
@@ -83,43 +75,6 @@ class Marks:
 
 def _refuse(reason: str, cut: bool = False) -> Marks:
     return Marks(np.zeros((0, 4), np.int64), [], reason, cut)
-
-
-def thresholds(noise: float) -> tuple[float, float]:
-    """(low, high) darkness thresholds of ink for a picture whose paper has this noise sigma; capped, so a
-    textured table that raised the estimate cannot hide dark pen strokes (darkness about 0.8)."""
-    low = min(max(LOW_DARKNESS, NOISE_SIGMAS_LOW * noise), MAX_LOW_DARKNESS)
-    return low, min(max(HIGH_DARKNESS, NOISE_SIGMAS_HIGH * noise), MAX_HIGH_DARKNESS)
-
-
-def ink_mask(ink: InkMap) -> tuple[np.ndarray, bool]:
-    """uint8 (H, W) 0/1: the ink pixels (hysteresis on darkness), ruled and squared lines removed; and whether a
-    substantial mark was left out because it touches the sheet's edge (the sheet may have been cut too small:
-    a mark of at least :data:`CUT_HEIGHT` of the sheet's shorter side with most of its ink away from the edge)."""
-    low, high = thresholds(ink.noise)
-    mask = ((ink.darkness > low) & ink.region).astype(np.uint8)
-    remove_rules(mask, ink.darkness)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    keep = np.zeros(count, bool)
-    keep[np.unique(labels[ink.darkness > high])] = True
-    keep[0] = False
-    # Marks touching the edge of the paper (or of the picture) are slivers of table, the sheet's own edge or
-    # objects cut by the frame; they are left out (on a picture without a sheet, unless nothing else is there:
-    # a drawing may touch its canvas's edge).
-    edge = np.ones(mask.shape, np.uint8)
-    edge[1:-1, 1:-1] = 0
-    edge |= cv2.dilate((~ink.region).astype(np.uint8), np.ones((3, 3), np.uint8))
-    touching = np.zeros(count, bool)
-    touching[np.unique(labels[edge > 0])] = True
-    cut = False
-    if ink.sheet_found:
-        inner = cv2.erode(ink.region.astype(np.uint8), np.ones((13, 13), np.uint8))
-        for i in np.flatnonzero(keep & touching):
-            if stats[i, cv2.CC_STAT_HEIGHT] >= CUT_HEIGHT * min(mask.shape) and inner[labels == i].mean() > 0.5:
-                cut = True
-    if ink.sheet_found or (keep & ~touching).any():
-        keep &= ~touching
-    return keep[labels].astype(np.uint8), cut
 
 
 def _groups(stats: np.ndarray, labels: np.ndarray) -> list[list[int]]:
@@ -145,7 +100,7 @@ def _groups(stats: np.ndarray, labels: np.ndarray) -> list[list[int]]:
     return groups
 
 
-def _group_box(stats: np.ndarray, group: list[int]) -> tuple[int, int, int, int]:
+def _group_box(stats: np.ndarray, group: list[int]) -> Box:
     x0 = min(stats[i, cv2.CC_STAT_LEFT] for i in group)
     y0 = min(stats[i, cv2.CC_STAT_TOP] for i in group)
     x1 = max(stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] for i in group)
@@ -153,9 +108,7 @@ def _group_box(stats: np.ndarray, group: list[int]) -> tuple[int, int, int, int]
     return x0, y0, x1, y1
 
 
-def _attach_fragments(
-    groups: list[list[int]], boxes: list[tuple[int, int, int, int]]
-) -> tuple[list[list[int]], list[tuple[int, int, int, int]]]:
+def _attach_fragments(groups: list[list[int]], boxes: list[Box]) -> tuple[list[list[int]], list[Box]]:
     """Groups shorter than :data:`FRAGMENT_HEIGHT` of the tallest join the nearest full-height group when the
     gap between their boxes is at most :data:`FRAGMENT_GAP` of the tallest height (a piece of a stroke that
     came loose next to its digit); the others stay as they are."""
@@ -205,12 +158,12 @@ def _nested(stats: np.ndarray, group: list[int]) -> bool:
     return False
 
 
-def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+def _box(mask: np.ndarray) -> Box:
     rows, cols = np.nonzero(mask)
     return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
 
 
-def _split(mask: np.ndarray, x0: int, y0: int) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+def _split(mask: np.ndarray, x0: int, y0: int) -> list[tuple[np.ndarray, Box]]:
     """A box mask holding several touching digits, cut at the columns with the least ink near the expected
     digit borders; each piece re-boxed to its own ink. Pieces are (mask, (x0, y0, x1, y1))."""
     height, width = mask.shape
@@ -240,22 +193,41 @@ def _stroke_ratio(mask: np.ndarray) -> float:
     return 2.0 * float(mask.sum()) / max(outline, 1.0) / mask.shape[0]
 
 
+class _NoDigit(Exception):
+    """Raised by a step of :func:`find_marks` with the refusal's reason (one line)."""
+
+
 def find_marks(ink: InkMap) -> Marks:
     """The digits' boxes in ``ink``, left to right, or a refusal saying why there is none."""
     mask, cut = ink_mask(ink)
-    paper = max(1, int(ink.region.sum()))
+    try:
+        labels, stats, kept = _components(mask, max(1, int(ink.region.sum())))
+        pieces = _pieces(labels, stats, kept)
+        marks = _one_number(_split_wide(_pen_strokes(pieces)))
+    except _NoDigit as refusal:  # only "no ink at all" may mean the sheet was cut too small: look again
+        return _refuse(str(refusal), cut=cut and not mask.any())
+    return Marks(np.array([box for _, box in marks], np.int64), [piece for piece, _ in marks], cut=cut)
+
+
+def _components(mask: np.ndarray, paper: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Connected components of ``mask``: (labels, stats, the labels kept: not dirt); refuses no ink, ink over
+    :data:`MAX_INK_FRACTION` of the ``paper`` pixels, and a texture of many marks."""
     if not mask.any():
-        return _refuse("no digit found (nothing stands out from the paper or background)", cut)
+        raise _NoDigit("no digit found (nothing stands out from the paper or background)")
     if mask.sum() > MAX_INK_FRACTION * paper:
-        return _refuse(
-            f"not a digit: dark marks cover {mask.sum() / paper:.0%} of the picture, "
-            "as in a photo of a scene, not writing"
+        raise _NoDigit(
+            f"not a digit: dark marks cover {mask.sum() / paper:.0%} of the picture, as in a photo of a scene, not writing"
         )
     _count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
     kept = np.flatnonzero(areas >= max(MIN_AREA, DIRT_FRACTION * areas.max())) + 1
     if len(kept) > 4 * MAX_DIGITS:
-        return _refuse(f"not a digit: {len(kept)} separate marks, a texture or noise rather than writing")
+        raise _NoDigit(f"not a digit: {len(kept)} separate marks, a texture or noise rather than writing")
+    return labels, stats, kept
+
+
+def _pieces(labels: np.ndarray, stats: np.ndarray, kept: np.ndarray) -> list[tuple[np.ndarray, Box]]:
+    """Components grouped into digit candidates: (bool mask in its box, box) each; a broken digit is one."""
     groups = _groups(stats, kept)
     boxes = [_group_box(stats, g) for g in groups]
     union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
@@ -271,44 +243,57 @@ def find_marks(ink: InkMap) -> Marks:
     pieces = []
     for group, (x0, y0, x1, y1) in zip(groups, boxes, strict=False):
         if len(groups) > 1 and _nested(stats, group):
-            return _refuse("not a digit: marks drawn inside other marks, as in a drawing")
+            raise _NoDigit("not a digit: marks drawn inside other marks, as in a drawing")
         pieces.append((np.isin(labels[y0:y1, x0:x1], group), (x0, y0, x1, y1)))
+    return pieces
+
+
+def _pen_strokes(pieces: list[tuple[np.ndarray, Box]]) -> list[tuple[np.ndarray, Box]]:
+    """``pieces`` without specks (under :data:`SPECK_FRACTION` of the tallest both ways) and filled shapes;
+    refuses when every piece is filled."""
     tallest = max(box[3] - box[1] for _, box in pieces)
     pieces = [
         (m, b) for m, b in pieces if b[3] - b[1] >= SPECK_FRACTION * tallest or b[2] - b[0] >= SPECK_FRACTION * tallest
     ]
-    filled = [(m, b) for m, b in pieces if _stroke_ratio(m) > MAX_STROKE_RATIO]
-    if len(filled) == len(pieces):
-        return _refuse(
+    strokes = [(m, b) for m, b in pieces if _stroke_ratio(m) <= MAX_STROKE_RATIO]  # e.g. not a corner of the table
+    if not strokes:
+        raise _NoDigit(
             f"not a digit: a filled shape (strokes over {MAX_STROKE_RATIO:.0%} of its height; pen "
             "strokes of digits are thinner)"
         )
-    pieces = [(m, b) for m, b in pieces if _stroke_ratio(m) <= MAX_STROKE_RATIO]  # e.g. a corner of the table
+    return strokes
+
+
+def _split_wide(pieces: list[tuple[np.ndarray, Box]]) -> list[tuple[np.ndarray, Box]]:
+    """Pieces wider than :data:`SPLIT_RATIO` times their height cut into touching digits, sorted left to right;
+    refuses joined-up writing (more than two parts) and more than :data:`MAX_DIGITS` marks."""
     marks = []
     for piece, box in pieces:
-        width, height = box[2] - box[0], box[3] - box[1]
-        if width > SPLIT_RATIO * height:
+        if box[2] - box[0] > SPLIT_RATIO * (box[3] - box[1]):
             parts = _split(piece, box[0], box[1])
             if len(parts) > 2:
-                return _refuse("not a digit: joined-up writing, as in words (the digits of a number stand apart)")
+                raise _NoDigit("not a digit: joined-up writing, as in words (the digits of a number stand apart)")
             marks += parts
         else:
             marks.append((piece, box))
     if len(marks) > MAX_DIGITS:
-        return _refuse(f"not a digit: {len(marks)} separate marks, more than the {MAX_DIGITS} digits of a number")
-    marks.sort(key=lambda item: (item[1][0] + item[1][2]) / 2)
+        raise _NoDigit(f"not a digit: {len(marks)} separate marks, more than the {MAX_DIGITS} digits of a number")
+    return sorted(marks, key=lambda item: (item[1][0] + item[1][2]) / 2)
+
+
+def _one_number(marks: list[tuple[np.ndarray, Box]]) -> list[tuple[np.ndarray, Box]]:
+    """``marks`` when they line up as one number (similar heights, one row); else the one dominant digit (the
+    rest is dirt or table), or a refusal (words, several lines)."""
     boxes = np.array([box for _, box in marks], np.int64)
     heights = boxes[:, 3] - boxes[:, 1]
     centres = (boxes[:, 1] + boxes[:, 3]) / 2
-    if len(marks) > 1 and (
-        heights.min() < MIN_HEIGHT_RATIO * heights.max()
-        or np.abs(centres - np.median(centres)).max() > ROW_TOLERANCE * heights.max()
-    ):
-        areas = np.array([int(piece.sum()) for piece, _ in marks])
-        main = int(np.argmax(heights))
-        if areas[main] < DOMINANT * (areas.sum() - areas[main]):
-            if heights.min() < MIN_HEIGHT_RATIO * heights.max():
-                return _refuse("not a digit: marks of very different sizes, as in words, not a number")
-            return _refuse("not a digit: marks on several lines, not one number")
-        boxes, marks = boxes[main : main + 1], marks[main : main + 1]  # one digit and some dirt or table
-    return Marks(boxes, [piece for piece, _ in marks], cut=cut)
+    uneven = heights.min() < MIN_HEIGHT_RATIO * heights.max()
+    if len(marks) == 1 or not (uneven or np.abs(centres - np.median(centres)).max() > ROW_TOLERANCE * heights.max()):
+        return marks
+    areas = np.array([int(piece.sum()) for piece, _ in marks])
+    main = int(np.argmax(heights))
+    if areas[main] < DOMINANT * (areas.sum() - areas[main]):
+        if uneven:
+            raise _NoDigit("not a digit: marks of very different sizes, as in words, not a number")
+        raise _NoDigit("not a digit: marks on several lines, not one number")
+    return marks[main : main + 1]  # one digit and some dirt or table

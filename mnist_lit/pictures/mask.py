@@ -1,0 +1,60 @@
+"""Darkness -> the ink mask: hysteresis thresholds set by the paper's noise, printed lines removed
+(:mod:`mnist_lit.pictures.rules`), and marks touching the sheet's or picture's edge left out."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from mnist_lit.pictures.ink import InkMap
+from mnist_lit.pictures.rules import remove_rules
+
+#: Ink is darkness above ``max(LOW_DARKNESS, NOISE_SIGMAS_LOW * noise)`` (see :class:`InkMap`) ...
+LOW_DARKNESS = 0.12
+NOISE_SIGMAS_LOW = 5.0
+#: ... in components that reach ``max(HIGH_DARKNESS, NOISE_SIGMAS_HIGH * noise)`` somewhere (hysteresis:
+#: faint pencil edges stay attached to their stroke, paper grain and JPEG ringing do not start a mark).
+HIGH_DARKNESS = 0.18
+NOISE_SIGMAS_HIGH = 8.0
+#: Upper limits of the two thresholds (light pencil is about 0.2-0.4, ballpoint and felt pen 0.6-0.9).
+MAX_LOW_DARKNESS, MAX_HIGH_DARKNESS = 0.2, 0.35
+#: A mark touching the sheet's edge at least this fraction of the sheet's shorter side tall, with most of its
+#: ink inside, suggests the sheet was found too small (a shadow edge taken for the paper's edge).
+CUT_HEIGHT = 0.1
+
+
+def thresholds(noise: float) -> tuple[float, float]:
+    """(low, high) darkness thresholds of ink for a picture whose paper has this noise sigma; capped, so a
+    textured table that raised the estimate cannot hide dark pen strokes (darkness about 0.8)."""
+    low = min(max(LOW_DARKNESS, NOISE_SIGMAS_LOW * noise), MAX_LOW_DARKNESS)
+    return low, min(max(HIGH_DARKNESS, NOISE_SIGMAS_HIGH * noise), MAX_HIGH_DARKNESS)
+
+
+def ink_mask(ink: InkMap) -> tuple[np.ndarray, bool]:
+    """uint8 (H, W) 0/1: the ink pixels (hysteresis on darkness), ruled and squared lines removed; and whether a
+    substantial mark was left out because it touches the sheet's edge (the sheet may have been cut too small:
+    a mark of at least :data:`CUT_HEIGHT` of the sheet's shorter side with most of its ink away from the edge)."""
+    low, high = thresholds(ink.noise)
+    mask = ((ink.darkness > low) & ink.region).astype(np.uint8)
+    remove_rules(mask, ink.darkness)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    keep = np.zeros(count, bool)
+    keep[np.unique(labels[ink.darkness > high])] = True
+    keep[0] = False
+    # Marks touching the edge of the paper (or of the picture) are slivers of table, the sheet's own edge or
+    # objects cut by the frame; they are left out (on a picture without a sheet, unless nothing else is there:
+    # a drawing may touch its canvas's edge).
+    edge = np.ones(mask.shape, np.uint8)
+    edge[1:-1, 1:-1] = 0
+    edge |= cv2.dilate((~ink.region).astype(np.uint8), np.ones((3, 3), np.uint8))
+    touching = np.zeros(count, bool)
+    touching[np.unique(labels[edge > 0])] = True
+    cut = False
+    if ink.sheet_found:
+        inner = cv2.erode(ink.region.astype(np.uint8), np.ones((13, 13), np.uint8))
+        for i in np.flatnonzero(keep & touching):
+            if stats[i, cv2.CC_STAT_HEIGHT] >= CUT_HEIGHT * min(mask.shape) and inner[labels == i].mean() > 0.5:
+                cut = True
+    if ink.sheet_found or (keep & ~touching).any():
+        keep &= ~touching
+    return keep[labels].astype(np.uint8), cut
