@@ -212,6 +212,23 @@ async def picture_from_request(request: Request, max_bytes: int) -> tuple[bytes,
     return data, name
 
 
+def _answer_errors_as_json(app: FastAPI) -> None:
+    """Every refusal as ``{"error": "one line"}`` with its status: bad requests (4xx), busy (503 with
+    ``Retry-After``), and Starlette's own (404, 405, ...)."""
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, err: RequestError) -> JSONResponse:
+        return JSONResponse({"error": err.message}, status_code=err.status)
+
+    @app.exception_handler(ServerBusy)
+    async def server_busy(request: Request, err: ServerBusy) -> JSONResponse:
+        return JSONResponse({"error": str(err)}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(err.detail)}, status_code=err.status_code, headers=err.headers)
+
+
 def create_app(
     ckpt_path: str | Path,
     max_request_bytes: int = MAX_REQUEST_BYTES,
@@ -250,17 +267,7 @@ def create_app(
     app = FastAPI(title="mnist_lit", summary="Draw or upload a digit; the trained CNN predicts it.")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    @app.exception_handler(RequestError)
-    async def request_error(request: Request, err: RequestError) -> JSONResponse:
-        return JSONResponse({"error": err.message}, status_code=err.status)
-
-    @app.exception_handler(ServerBusy)
-    async def server_busy(request: Request, err: ServerBusy) -> JSONResponse:
-        return JSONResponse({"error": str(err)}, status_code=503, headers={"Retry-After": "1"})
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(err.detail)}, status_code=err.status_code, headers=err.headers)
+    _answer_errors_as_json(app)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
