@@ -223,7 +223,7 @@ def check_hparams(checkpoint: dict[str, Any], model_class: type, path: str | Pat
     """Raise a one-line :class:`CheckpointError` if the checkpoint's ``hyper_parameters`` are not
     arguments of ``model_class`` (the CLI rebuilds the model from them, so another model's
     checkpoint would otherwise end in a parser error)."""
-    params = inspect.signature(model_class.__init__).parameters
+    params = inspect.signature(model_class).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     unknown = [k for k in checkpoint.get("hyper_parameters") or {} if not k.startswith("_") and k not in params]

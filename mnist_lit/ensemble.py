@@ -25,7 +25,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -62,22 +62,22 @@ def member_checkpoints(folder: str | Path) -> list[Path]:
     if (folder / RESULTS_NAME).is_file():  # runs from before fold_result.json
         with open(folder / RESULTS_NAME, newline="") as handle:
             finished |= {int(row["fold"]) for row in csv.DictReader(handle) if (row.get("fold") or "").isdigit()}
-    finished = sorted(finished)
+    finished_folds = sorted(finished)
     num_folds = (read_config(folder / "fold_0" / CONFIG_NAME).get("data") or {}).get("num_folds")
     if not isinstance(num_folds, int):
         raise CheckpointError(
             f"{folder}: not a usable cv run: {folder / 'fold_0' / CONFIG_NAME} is missing or names no "
             "data.num_folds; give one fold's .ckpt file, or run cv again"
         )
-    if finished != list(range(num_folds)):
-        done = ", ".join(map(str, finished)) or "none"
+    if finished_folds != list(range(num_folds)):
+        done = ", ".join(map(str, finished_folds)) or "none"
         raise CheckpointError(
             f"{folder}: an unfinished cv run (folds finished: {done} of "
             f"{num_folds}); an ensemble "
             "needs every fold: run cv to the end, or give one fold's .ckpt file"
         )
     members = []
-    for fold in finished:
+    for fold in finished_folds:
         best = best_checkpoint(folder / f"fold_{fold}")
         if best is None:
             raise CheckpointError(
@@ -100,6 +100,7 @@ class EnsembleClassifier(MNISTClassifier):
     """
 
     members: nn.ModuleList
+    member_test_acc: nn.ModuleList
 
     @classmethod
     def from_members(cls, members: Sequence[MNISTClassifier]) -> EnsembleClassifier:
@@ -136,9 +137,12 @@ class EnsembleClassifier(MNISTClassifier):
         ensemble.member_test_acc = nn.ModuleList(MulticlassAccuracy(NUM_CLASSES, average="micro") for _ in members)
         return ensemble.eval()
 
+    def _member_models(self) -> list[MNISTClassifier]:
+        return cast(list[MNISTClassifier], list(self.members))
+
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
         """Mean of the members' probabilities: float32 (N, 10), rows sum to 1, for uint8 pixels (N, 1, 28, 28)."""
-        return torch.stack([member.probabilities(pixels) for member in self.members]).mean(dim=0)
+        return torch.stack([member.probabilities(pixels) for member in self._member_models()]).mean(dim=0)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Logits float32 (N, 10): ``log`` of :meth:`probabilities` (floored at the smallest float32)."""
@@ -148,7 +152,8 @@ class EnsembleClassifier(MNISTClassifier):
         """The ensemble's logits (B, 10) and metrics, plus each member's accuracy on the batch."""
         logits = super().test_step(batch, batch_idx)
         images, labels = batch
-        for k, (member, metric) in enumerate(zip(self.members, self.member_test_acc, strict=False)):
+        metrics = cast(list[MulticlassAccuracy], list(self.member_test_acc))
+        for k, (member, metric) in enumerate(zip(self._member_models(), metrics, strict=True)):
             metric.update(member(images).detach(), labels)
             self.log(f"member{k}_test_acc", metric, on_step=False, on_epoch=True)
         return logits

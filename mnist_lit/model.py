@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -118,13 +120,19 @@ class MNISTClassifier(LightningModule):
         metrics = {"loss": MeanMetric(), "acc": MulticlassAccuracy(NUM_CLASSES, average="micro")}
         return nn.ModuleDict({**metrics, "count": SumMetric()} if count else metrics)
 
+    @property
+    def hparams(self) -> AttributeDict:
+        """The saved hyperparameters, read as attributes (``self.hparams.lr``); Lightning types them as a
+        plain mapping, which type checkers would refuse attribute access on."""
+        return cast(AttributeDict, super().hparams)
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Logits (N, 10), float32 (the parameters' dtype) for uint8 pixels (N, 1, 28, 28), 0-255.
 
         Raises:
             HyperparameterError: ``pixels`` is not uint8.
         """
-        return self.net(scale_pixels(pixels, self.hparams.pixel_scale, self.net.classifier[-1].weight.dtype))
+        return self.net(scale_pixels(pixels, self.hparams.pixel_scale, next(self.net.parameters()).dtype))
 
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
         """Softmax of :meth:`forward`: float32 (N, 10), rows sum to 1, for uint8 pixels (N, 1, 28, 28)."""
@@ -179,7 +187,7 @@ class MNISTClassifier(LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, _ = self._step(batch, "train")
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # Lightning's own logging cadence
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # type: ignore[attr-defined]  # Lightning's own logging cadence (a property its stubs omit)
             self.log("train_loss_step", loss, on_step=True, on_epoch=False)
         return loss
 
@@ -197,7 +205,7 @@ class MNISTClassifier(LightningModule):
         probs = self.probabilities(batch[0])
         return {"probs": probs, "preds": probs.argmax(dim=1)}
 
-    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         """RMSprop; with ``lr_schedule: onecycle`` also a ``LambdaLR`` of :func:`one_cycle_factor` over the
         run's steps (``trainer.estimated_stepping_batches``), stepped every batch."""
         optimizer = torch.optim.RMSprop(

@@ -102,7 +102,7 @@ class SeedCNN(nn.Module):
             nn.Linear(128, NUM_CLASSES),
         )
         for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
         self.to(memory_format=torch.channels_last)

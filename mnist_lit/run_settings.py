@@ -59,10 +59,10 @@ def resolve_ckpt_path(subcommand: str, ckpt_path: str | None, trainer_config: Ma
     if value is None:
         if subcommand == "fit":
             return None
-        root = logger_root(trainer_config) or Path("lightning_logs")
+        default_root = logger_root(trainer_config) or Path("lightning_logs")
         raise CheckpointError(
             f"{subcommand} needs a trained model: add --ckpt_path with a .ckpt file written by fit, "
-            f"or --ckpt_path best / last for the newest run in {root}/"
+            f"or --ckpt_path best / last for the newest run in {default_root}/"
         )
     if "://" in value or value in ("hpc", "registry") or value.startswith("registry:"):
         raise CheckpointError(f"--ckpt_path {value}: not supported here; give a local .ckpt file, or best / last")

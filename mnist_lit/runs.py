@@ -140,7 +140,7 @@ def read_config(path: Path) -> dict[str, Any]:
 def run_folders(root: Path) -> list[Path]:
     """``ROOT/version_N`` folders, newest (highest ``N``) first."""
     found = [p for p in root.glob("version_*") if p.is_dir() and version_of(p) is not None] if root.is_dir() else []
-    return sorted(found, key=lambda p: version_of(p), reverse=True)
+    return sorted(found, key=lambda p: version_of(p) or 0, reverse=True)
 
 
 def best_checkpoint(run_dir: Path) -> Path | None:
@@ -195,7 +195,8 @@ def claim_version(root: Path) -> int:
     """
     created_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    number = max((version_of(p) for p in root.glob("version_*") if version_of(p) is not None), default=-1) + 1
+    versions = (version_of(p) for p in root.glob("version_*"))
+    number = max((v for v in versions if v is not None), default=-1) + 1
     while True:
         folder = root / f"version_{number}"
         try:

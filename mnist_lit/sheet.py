@@ -85,7 +85,7 @@ def render_sheet(entries: Sequence[tuple[str, str, float | None, str]], path: st
         if error:
             _draw_error(digit_ax, error)
         else:
-            _draw_reading(picture_ax, digit_ax, file, shown, digits, confidence)
+            _draw_reading(picture_ax, digit_ax, file, shown, digits, float("nan") if confidence is None else confidence)
     fig.tight_layout(pad=0.3)
     with atomic_write(path) as handle:
         fig.savefig(handle, format="png")

@@ -36,6 +36,6 @@ class SigtermCheckpoint(Callback):
         if not callbacks:
             return
         chosen = next((c for c in callbacks if c.filename == "last"), callbacks[0])
-        path = Path(chosen.dirpath) / f"last{chosen.FILE_EXTENSION}"
+        path = Path(str(chosen.dirpath)) / f"last{chosen.FILE_EXTENSION}"
         trainer.save_checkpoint(path, weights_only=False)  # the whole training state, for resuming
         type(self).saved = path

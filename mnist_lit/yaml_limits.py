@@ -39,7 +39,8 @@ def check_yaml(text: str, source: str = "the configuration") -> None:
     """
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigLimitError(f"{source} has {len(text):,} characters, more than the limit of {MAX_CONFIG_BYTES:,}")
-    total, open_collections, anchor_sizes = 0, [], {}
+    total, open_collections = 0, []
+    anchor_sizes: dict[str, int] = {}
     for event in yaml.parse(text, Loader=_EventLoader):
         if isinstance(event, yaml.AliasEvent):
             total += anchor_sizes.get(event.anchor, 1)
@@ -93,5 +94,5 @@ def install() -> None:
             check_yaml(stream)
         return original(stream)
 
-    load.mnist_lit_checked = True
+    load.mnist_lit_checked = True  # type: ignore[attr-defined]  # a mark on the function: install() runs once
     set_loader("yaml", load, exceptions=(yaml.YAMLError,))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -89,13 +90,13 @@ def upright_size(source: ImageSource, image: Image.Image) -> tuple[int, int]:
     if image.format not in ("JPEG", "MPO") or isinstance(source, Image.Image):
         return image.size
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
-    position = handle.tell() if hasattr(handle, "tell") else None
+    position = None if isinstance(handle, (str, Path)) else handle.tell()
     try:
         with Image.open(handle) as header:
             width, height = header.size
             turned = header.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that swap width and height
     finally:
-        if position is not None:
+        if position is not None and not isinstance(handle, (str, Path)):
             handle.seek(position)
     return (height, width) if turned else (width, height)
 
@@ -186,8 +187,8 @@ def _sheet_quad(darkness: np.ndarray) -> np.ndarray | None:
     height, width = darkness.shape
     textured = (darkness > TEXTURE_DARKNESS).astype(np.float32)
     side = _window(darkness.shape, TEXTURE_WINDOW, 5)
-    smooth = (cv2.boxFilter(textured, -1, (side, side)) < SMOOTH_FRACTION).astype(np.uint8)
-    smooth = cv2.erode(smooth, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))  # cut thin links to the table
+    calm = (cv2.boxFilter(textured, -1, (side, side)) < SMOOTH_FRACTION).astype(np.uint8)
+    smooth = cv2.erode(calm, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))  # cut thin links to the table
     count, labels, stats, _ = cv2.connectedComponentsWithStats(smooth, connectivity=4)
     if count < 2:
         return None
@@ -235,8 +236,8 @@ def straighten_sheet(gray: np.ndarray, darkness: np.ndarray) -> tuple[np.ndarray
     height = (np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
     scale = min(1.0, WORK_SIDE / max(width, height))
     size = (max(16, round(width * scale)), max(16, round(height * scale)))
-    target = np.float32([[0, 0], [size[0] - 1, 0], [size[0] - 1, size[1] - 1], [0, size[1] - 1]])
-    to_sheet = cv2.getPerspectiveTransform(np.float32([tl, tr, br, bl]), target)
+    target = np.array([[0, 0], [size[0] - 1, 0], [size[0] - 1, size[1] - 1], [0, size[1] - 1]], np.float32)
+    to_sheet = cv2.getPerspectiveTransform(np.array([tl, tr, br, bl], np.float32), target)
     sheet = cv2.warpPerspective(gray, to_sheet, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     inside = cv2.warpPerspective(np.full(gray.shape, 255, np.uint8), to_sheet, size, flags=cv2.INTER_NEAREST)
     margin = max(3, round(0.015 * min(size)))  # the sheet's own edge and a sliver of table are not ink

@@ -79,7 +79,7 @@ def digit_crop(ink: InkMap, box: np.ndarray, mask: np.ndarray) -> torch.Tensor:
 
 def _picture_quad(ink: InkMap, box: np.ndarray) -> np.ndarray:
     x0, y0, x1, y1 = (float(v) for v in box)
-    corners = np.float64([[x0, y0, 1], [x1, y0, 1], [x1, y1, 1], [x0, y1, 1]]) @ ink.to_picture.T
+    corners = np.array([[x0, y0, 1], [x1, y0, 1], [x1, y1, 1], [x0, y1, 1]], np.float64) @ ink.to_picture.T
     return (corners[:, :2] / corners[:, 2:]).astype(np.float32)
 
 

@@ -90,7 +90,7 @@ def png_base64(pixels: torch.Tensor) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def client_message(err: Exception) -> str:
+def client_message(err: Exception | str) -> str:
     """The error's one-line message without Python object reprs (Pillow names an in-memory file
     ``<_io.BytesIO object at 0x...>``), which say nothing to an API client."""
     return re.sub(r" ?<[\w.]+ object at 0x[0-9a-fA-F]+>", "", " ".join(str(err).split()))
