@@ -17,8 +17,8 @@ from matplotlib.patches import Polygon
 from PIL import Image
 
 from mnist_lit.atomic import atomic_write
-from mnist_lit.images import open_image, to_grayscale
 from mnist_lit.pictures import read_picture
+from mnist_lit.pictures.decode import open_image, to_grayscale
 from mnist_lit.pictures.ink import upright_size
 
 #: At most this many pictures go on one sheet (the first ones, in the CSV's order).

@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image
 
 from mnist_lit.errors import ImageError
-from mnist_lit.images import ImageSource, _one_line, open_image, source_name, to_grayscale
+from mnist_lit.pictures.decode import ImageSource, open_image, source_name, to_grayscale
+from mnist_lit.pictures.decode import one_line as _one_line
 
 #: Pictures are analysed with their longest side at most this many pixels (area-averaged down): a digit
 #: filling a tenth of a phone photo keeps about 50 px, twice MNIST's 20 px box.
