@@ -102,7 +102,7 @@ def _read_body(response, max_bytes: int, time_left: Callable[[], float]) -> byte
     return data
 
 
-def _check_body(data: bytearray, name: str, md5: str | None, verify: Callable[[bytes, str], None] | None) -> None:
+def _check_body(data: bytearray, name: str, md5: str | None, verify: Callable[[bytes, str], object] | None) -> None:
     """Refuse a complete body that is an HTML page, has another ``md5`` or fails ``verify``."""
     if data.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
         raise _BadResponse("an HTML page instead of data")
@@ -121,7 +121,7 @@ def fetch_file(
     target: Path,
     md5: str | None,
     timeout: float = DOWNLOAD_TIMEOUT,
-    verify: Callable[[bytes, str], None] | None = None,
+    verify: Callable[[bytes, str], object] | None = None,
     max_bytes: int = MAX_DOWNLOAD_BYTES,
     deadline: float | None = None,
 ) -> None:
@@ -215,7 +215,7 @@ def download_files(
     files: Sequence[tuple[str, str | None]],
     mirrors: Sequence[str],
     timeout: float = DOWNLOAD_TIMEOUT,
-    verify: Callable[[bytes, str], None] | None = None,
+    verify: Callable[[bytes, str], object] | None = None,
     offline_hint: str = "",
     sizes: Mapping[str, int] | None = None,
     deadline: float = DOWNLOAD_DEADLINE,

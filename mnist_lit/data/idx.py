@@ -93,7 +93,7 @@ def check_file_size(path: str | Path) -> None:
         )
 
 
-def _fill(stream: BinaryIO, view: memoryview, digest) -> int:
+def _fill(stream: io.BufferedIOBase, view: memoryview, digest) -> int:
     """Read into ``view`` until it is full or the stream ends; md5 what was read; return the bytes read."""
     done = 0
     while done < len(view):
@@ -123,7 +123,7 @@ def _check_magic(magic: int, name: str | Path, expected_magic: int) -> None:
         )
 
 
-def _read_header(stream: BinaryIO, name: str | Path, expected_magic: int, digest) -> tuple[int, ...]:
+def _read_header(stream: io.BufferedIOBase, name: str | Path, expected_magic: int, digest) -> tuple[int, ...]:
     """Read and check the header (magic number, sizes, item limit); returns the items' shape, (N, 28, 28) or (N,).
 
     The magic number is checked from the first 4 bytes, before the rest of the header is read."""
@@ -155,7 +155,7 @@ def _read_header(stream: BinaryIO, name: str | Path, expected_magic: int, digest
     return shape
 
 
-def _read_items(stream: BinaryIO, name: str | Path, shape: tuple[int, ...], kind: str, digest) -> torch.Tensor:
+def _read_items(stream: io.BufferedIOBase, name: str | Path, shape: tuple[int, ...], kind: str, digest) -> torch.Tensor:
     """Inflate exactly the items the header announced into a uint8 tensor of ``shape``; refuse fewer or more bytes."""
     header_size = 16 if len(shape) == 3 else 8
     items = torch.empty(math.prod(shape), dtype=torch.uint8)  # untouched pages: no memory until filled
@@ -198,7 +198,8 @@ def read_idx_stream(
     buffered = io.BufferedReader(hashing, CHUNK_SIZE)
     compressed = buffered.peek(2)[:2] == b"\x1f\x8b"
     stream = gzip.GzipFile(fileobj=buffered, mode="rb") if compressed else buffered
-    kind, data_md5, shape = _kind(expected_magic), hashlib.md5(usedforsecurity=False), (0,)
+    kind, data_md5 = _kind(expected_magic), hashlib.md5(usedforsecurity=False)
+    shape: tuple[int, ...] = (0,)
     try:
         shape = _read_header(stream, name, expected_magic, data_md5)
         if check_count is not None:

@@ -132,8 +132,8 @@ def load_split(
             f"{err.filename}: cannot read it ({err.strerror}); check the file and its permissions"
         ) from None
     where = (dataset, stage, str(image_path.resolve()), str(label_path.resolve()))
-    split = _split_cache.pop((*where, *md5s), None) or read_split(image_path, label_path, stage, dataset)
-    _split_cache[(*where, *split.md5s)] = split  # the bytes decoded, should the files have changed meanwhile
+    split = _split_cache.pop(where + md5s, None) or read_split(image_path, label_path, stage, dataset)
+    _split_cache[where + split.md5s] = split  # the bytes decoded, should the files have changed meanwhile
     while len(_split_cache) > SPLIT_CACHE_SIZE:
         _split_cache.pop(next(iter(_split_cache)))  # the least recently used
     if notice and not split.official and rank_zero_only.rank == 0:
