@@ -6,7 +6,7 @@ The same measurement as tests/test_images.py (which uses 300 digits), on more di
 
 Takes every ``10000 // num_digits``-th test digit, writes one picture of each kind per digit
 (tests/user_pictures.py) into a temporary folder, preprocesses them with
-``mnist_lit.images.preprocess_image_uint8`` and prints the accuracy per kind and its ratio to the
+``mnist_lit.pictures.frame.preprocess_image_uint8`` and prints the accuracy per kind and its ratio to the
 accuracy on the original digits.
 """
 

@@ -7,7 +7,7 @@ import importlib
 #: Public names and their modules, imported on first use (PEP 562): ``python -m mnist_lit`` imports this
 #: package first, and its ``--help`` or a usage error should not wait for torch and Lightning.
 _EXPORTS = {
-    "DataError": "mnist_lit.data",
+    "DataError": "mnist_lit.errors",
     "MNISTDataModule": "mnist_lit.data",
     "MNISTClassifier": "mnist_lit.model",
     "SeedCNN": "mnist_lit.model",

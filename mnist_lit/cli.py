@@ -34,8 +34,9 @@ from mnist_lit.callbacks import (
 from mnist_lit.checkpoint import SafeCheckpointIO, check_compatible, check_hparams, load_checkpoint
 from mnist_lit.command_line import EXTRA_COMMANDS, PROG, prepare_argv
 from mnist_lit.data import MNISTDataModule
-from mnist_lit.data_identity import check_same_data
-from mnist_lit.distributed import EndRanksOnFailure, check_launch, per_device_batch_size
+from mnist_lit.data.identity import check_same_data
+from mnist_lit.data.sharding import per_device_batch_size
+from mnist_lit.distributed import EndRanksOnFailure, check_launch
 from mnist_lit.errors import CheckpointError, MnistLitError
 from mnist_lit.model import MNISTClassifier
 from mnist_lit.precision import bf16_cpu_notice, check_precision

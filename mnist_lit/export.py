@@ -6,7 +6,7 @@ pixels in, probabilities out, with the checkpoint's pixel scaling and the softma
 deployment needs no knowledge of how the model was trained:
 
     input  ``pixels``         uint8   (N, 1, 28, 28), 0-255, white digit on black (the IDX layout, or
-                              :func:`mnist_lit.images.preprocess_image_uint8` of a picture); N is dynamic
+                              :func:`mnist_lit.pictures.frame.preprocess_image_uint8` of a picture); N is dynamic
     output ``probabilities``  float32 (N, 10), softmax over the digits 0-9
 
 Before the file is written, the serialized bytes are loaded back (ONNX Runtime / ``torch.jit.load``)
@@ -38,9 +38,9 @@ from torch import nn
 from mnist_lit.atomic import atomic_write
 from mnist_lit.command_line import PROG
 from mnist_lit.data import RAW_FILES, find_raw_file, load_split, raw_folder
+from mnist_lit.data.idx import IMAGE_SIDE
 from mnist_lit.ensemble import load_trained  # a checkpoint, or a cv run folder as one ensemble model
 from mnist_lit.errors import ExportError
-from mnist_lit.idx import IMAGE_SIDE
 from mnist_lit.model import MNISTClassifier
 
 FORMATS = ("onnx", "torchscript")

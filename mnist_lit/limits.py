@@ -8,7 +8,7 @@ from __future__ import annotations
 
 #: Largest item count an IDX file may announce in its header: 1,000,000 images (784 MB uncompressed),
 #: above the largest 28x28 IDX set published (EMNIST ByClass, 697,932 training images). A header over
-#: it is refused before anything is inflated (:mod:`mnist_lit.idx`).
+#: it is refused before anything is inflated (:mod:`mnist_lit.data.idx`).
 MAX_IDX_ITEMS = 1_000_000
 #: Largest IDX file accepted on disk, compressed or not, bytes: the largest legal uncompressed images
 #: file (16 + 1,000,000 x 784 bytes) plus 1 MiB for gzip's overhead on incompressible data.
@@ -23,7 +23,7 @@ DOWNLOAD_TIMEOUT = 20.0
 #: 30.9 MB at 770 kB/s); a slower network needs a larger value.
 DOWNLOAD_DEADLINE = 40.0
 #: Bytes read at most from a mirror for a file whose size is not known in advance (the official
-#: files' sizes are known: :data:`mnist_lit.download.OFFICIAL_SIZES`).
+#: files' sizes are known: :data:`mnist_lit.data.files.OFFICIAL_SIZES`).
 MAX_DOWNLOAD_BYTES = 64 * 2**20
 
 #: ``serve``: pictures decoded and predicted at once (each a thread; an RGBA picture takes up to about 13

@@ -220,7 +220,7 @@ def test_a_file_changed_in_place_between_two_reads_is_read_and_checked_again(dat
 
 
 def test_split_cache_keeps_the_most_recently_used_and_size_0_keeps_none(mnist_dir, monkeypatch):
-    from mnist_lit import data
+    from mnist_lit.data import splits as data
 
     monkeypatch.setattr(data, "_split_cache", {})
     monkeypatch.setattr(data, "SPLIT_CACHE_SIZE", 0)

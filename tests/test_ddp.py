@@ -15,7 +15,7 @@ from conftest import CONFIG, REPO, printed_metrics, printed_test_line, run_cli, 
 
 from mnist_lit.checkpoint import load_model
 from mnist_lit.data import load_split
-from mnist_lit.distributed import per_device_batch_size
+from mnist_lit.data.sharding import per_device_batch_size
 from mnist_lit.errors import DataError
 
 pytestmark = pytest.mark.ddp

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from mnist_lit.data import MNISTDataModule, load_split, read_idx
-from mnist_lit.download import download_files
+from mnist_lit.data.download import download_files
 from mnist_lit.errors import DataError, DownloadError
 
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")  # official: torchvision's md5s apply

@@ -1,4 +1,4 @@
-"""Predicting on the user's own pictures: preprocessing (mnist_lit.images) and `predict --data.predict_path`.
+"""Predicting on the user's own pictures: preprocessing (mnist_lit.pictures.frame) and `predict --data.predict_path`.
 
 Every picture is built from real MNIST test digits (tests/user_pictures.py); the model is the shared
 `trained_run` (configs/mnist.yaml, 5 epochs on ../shared/data/mnist-10k).
@@ -21,8 +21,8 @@ from mnist_lit.callbacks import PICTURE_COLUMNS
 from mnist_lit.checkpoint import load_model
 from mnist_lit.data import load_split
 from mnist_lit.errors import DataError, ImageError, ImageTooLargeError, NoDigitFoundError
-from mnist_lit.images import list_images, preprocess_image_uint8
-from mnist_lit.images import (
+from mnist_lit.pictures import list_images, preprocess_image_uint8
+from mnist_lit.pictures import (
     preprocess_image_uint8 as preprocess_image,
 )
 

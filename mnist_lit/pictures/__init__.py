@@ -1,11 +1,14 @@
 """Photos and drawings -> the digits in them (see docs/pictures.md).
 
+:mod:`~mnist_lit.pictures.decode` opens any picture file within a pixel limit; :func:`preprocess_image_uint8`
+(:mod:`~mnist_lit.pictures.frame`) turns a picture of one clean digit into MNIST pixels (MNIST's centring);
 :func:`read_picture` finds the sheet, the ink and each digit and returns MNIST-style crops with their boxes
 (no model needed); :func:`classify` / :func:`read_digits` add the model's probabilities and the "not a digit"
 refusal; :class:`PictureFiles` is the predict set of ``predict --data.predict_path``.
 """
 
-from mnist_lit.pictures.dataset import PictureFiles
+from mnist_lit.pictures.dataset import PictureFiles, list_images
+from mnist_lit.pictures.frame import preprocess_image_uint8
 from mnist_lit.pictures.read import PictureDigits, read_picture
 from mnist_lit.pictures.verdict import MIN_CONFIDENCE, DigitsReading, classify, read_digits
 
@@ -15,6 +18,8 @@ __all__ = [
     "PictureDigits",
     "PictureFiles",
     "classify",
+    "list_images",
+    "preprocess_image_uint8",
     "read_digits",
     "read_picture",
 ]

@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 from mnist_lit.errors import ImageError
-from mnist_lit.images import ImageSource, _one_line, open_image, source_name, to_grayscale
+from mnist_lit.pictures.decode import ImageSource, open_image, source_name, to_grayscale
+from mnist_lit.pictures.decode import one_line as _one_line
 
 #: Pictures are analysed with their longest side at most this many pixels (area-averaged down): a digit
 #: filling a tenth of a phone photo keeps about 50 px, twice MNIST's 20 px box.
@@ -110,10 +111,10 @@ def load_gray(source: ImageSource, max_pixels: int) -> tuple[np.ndarray, tuple[i
 
     Returns:
         (gray uint8 (H, W), (width, height) of the upright picture). Large pictures come back reduced (JPEGs
-        in the decoder, others to 1024 px, see :func:`mnist_lit.images.to_grayscale`).
+        in the decoder, others to 1024 px, see :func:`mnist_lit.pictures.decode.to_grayscale`).
 
     Raises:
-        ImageTooLargeError, ImageError: see :func:`mnist_lit.images.open_image`.
+        ImageTooLargeError, ImageError: see :func:`mnist_lit.pictures.decode.open_image`.
     """
     name = source_name(source)
     image = open_image(source, max_pixels)
@@ -253,7 +254,7 @@ def ink_map(source: ImageSource, max_pixels: int) -> tuple[InkMap, np.ndarray]:
         :func:`ink_map_of` can look again without the sheet.
 
     Raises:
-        ImageTooLargeError, ImageError: see :func:`mnist_lit.images.open_image`.
+        ImageTooLargeError, ImageError: see :func:`mnist_lit.pictures.decode.open_image`.
     """
     gray, picture_size = load_gray(source, max_pixels)
     work, _ = _work_size(gray)

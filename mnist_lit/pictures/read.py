@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mnist_lit.images import MAX_IMAGE_PIXELS, ImageSource, fit_to_mnist_frame, source_name
+from mnist_lit.pictures.decode import MAX_IMAGE_PIXELS, ImageSource, source_name
+from mnist_lit.pictures.frame import fit_to_mnist_frame
 from mnist_lit.pictures.ink import InkMap, ink_map, ink_map_of
 from mnist_lit.pictures.mask import thresholds
 from mnist_lit.pictures.segment import Marks, find_marks
@@ -61,7 +62,7 @@ class PictureDigits:
 def digit_crop(ink: InkMap, box: np.ndarray, mask: np.ndarray) -> torch.Tensor:
     """One digit's ink as MNIST pixels uint8 (28, 28): its darkness inside ``box`` (x0, y0, x1, y1), kept within
     :data:`RIM` px of its own ink ``mask``, stretched so its ink level (:data:`INK_LEVEL_PERCENTILE`) is 255,
-    then fitted and centred by :func:`mnist_lit.images.fit_to_mnist_frame`."""
+    then fitted and centred by :func:`mnist_lit.pictures.frame.fit_to_mnist_frame`."""
     x0, y0, x1, y1 = (int(v) for v in box)
     pad = RIM + 1
     height, width = ink.darkness.shape
@@ -119,7 +120,7 @@ def read_picture(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Pic
 
     Raises:
         ImageTooLargeError, ImageError: a missing, empty, unreadable, damaged or oversized file
-            (:func:`mnist_lit.images.open_image`); one-line messages starting with the file's name.
+            (:func:`mnist_lit.pictures.decode.open_image`); one-line messages starting with the file's name.
     """
     name = source_name(source)
     ink, gray = ink_map(source, max_pixels)

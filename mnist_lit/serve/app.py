@@ -107,7 +107,7 @@ def predict_picture(
         RequestError: 413 too many pixels, 422 no digit found or not a digit, 415 not a readable image.
     """
     source = io.BytesIO(data)
-    source.name = name  # named in the error messages of mnist_lit.images
+    source.name = name  # named in the error messages of mnist_lit.pictures.decode
     try:
         picture = read_picture(source, max_pixels)
     except ImageTooLargeError as err:

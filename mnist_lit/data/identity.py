@@ -2,7 +2,7 @@
 
 ``data_dir`` may change when a run is resumed (:data:`mnist_lit.runs.RESUMABLE_CHANGES`): the same files
 may have moved, been decompressed or renamed the Kaggle way. What may not change is the data itself.
-:meth:`mnist_lit.data.MNISTDataModule.state_dict` saves :func:`train_data_identity` in every checkpoint
+:meth:`mnist_lit.data.datamodule.MNISTDataModule.state_dict` saves :func:`train_data_identity` in every checkpoint
 (Lightning stores a datamodule's ``state_dict`` under its class name, ``MNISTDataModule``);
 :func:`check_same_data` compares it with the data a resumed ``fit`` would read, before anything is
 written. The identity is a SHA-256 of the decoded images and labels, not of the files, so the same data
@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mnist_lit.data import OFFICIAL_COUNTS, RAW_FILES, find_raw_file, load_split, missing_files_message, raw_folder
+from mnist_lit.data.files import OFFICIAL_COUNTS, RAW_FILES, find_raw_file, missing_files_message, raw_folder
+from mnist_lit.data.splits import load_split
 from mnist_lit.errors import CheckpointError, DataError
 
 #: Where a checkpoint keeps the datamodule's ``state_dict`` (``MNISTDataModule.__qualname__``).
@@ -29,11 +30,11 @@ def train_data_identity(data_dir: str | Path, dataset: str) -> dict[str, Any]:
 
     Returns:
         ``{"dataset", "data_dir", "train_images" (int), "official" (bool: the official 60,000, md5-checked
-        by :func:`mnist_lit.data.load_split`), "sha256" (hex of the uint8 images (N, 1, 28, 28) then the
+        by :func:`mnist_lit.data.splits.load_split`), "sha256" (hex of the uint8 images (N, 1, 28, 28) then the
         int64 labels (N,), as decoded)}``.
 
     Raises:
-        DataError: the files are missing or damaged (see :func:`mnist_lit.data.load_split`).
+        DataError: the files are missing or damaged (see :func:`mnist_lit.data.splits.load_split`).
     """
     images, labels = load_split(data_dir, "train", dataset, notice=False)
     digest = hashlib.sha256(images.contiguous().numpy())

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import struct
 import zlib
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from typing import BinaryIO
 
 import torch
 
-from mnist_lit.errors import IdxError
+from mnist_lit.errors import DataError, IdxError
 from mnist_lit.limits import MAX_IDX_FILE_BYTES, MAX_IDX_ITEMS
 
 IDX_IMAGES_MAGIC = 2051  # IDX header: 0x00000803 = unsigned byte, 3 dimensions
@@ -92,7 +93,7 @@ def check_file_size(path: str | Path) -> None:
         )
 
 
-def _fill(stream: BinaryIO, view: memoryview, digest) -> int:
+def _fill(stream: io.BufferedIOBase, view: memoryview, digest) -> int:
     """Read into ``view`` until it is full or the stream ends; md5 what was read; return the bytes read."""
     done = 0
     while done < len(view):
@@ -102,6 +103,75 @@ def _fill(stream: BinaryIO, view: memoryview, digest) -> int:
         digest.update(view[done : done + count])
         done += count
     return done
+
+
+def _kind(expected_magic: int) -> str:
+    return "images" if expected_magic == IDX_IMAGES_MAGIC else "labels"
+
+
+def _check_magic(magic: int, name: str | Path, expected_magic: int) -> None:
+    """Refuse a magic number other than ``expected_magic``, naming a swapped file when it is the other kind's."""
+    if magic != expected_magic:
+        kind = _kind(expected_magic)
+        hint = {
+            IDX_IMAGES_MAGIC: " (an images file: are two names swapped?)",
+            IDX_LABELS_MAGIC: " (a labels file: are two names swapped?)",
+        }.get(magic, "")
+        raise IdxError(
+            f"{name}: IDX magic number {magic}{hint}, expected {expected_magic} for {kind}; "
+            f"not an MNIST {kind} file, replace it with the right one"
+        )
+
+
+def _read_header(stream: io.BufferedIOBase, name: str | Path, expected_magic: int, digest) -> tuple[int, ...]:
+    """Read and check the header (magic number, sizes, item limit); returns the items' shape, (N, 28, 28) or (N,).
+
+    The magic number is checked from the first 4 bytes, before the rest of the header is read."""
+    kind = _kind(expected_magic)
+    header = bytearray(16 if expected_magic == IDX_IMAGES_MAGIC else 8)
+    got = _fill(stream, memoryview(header)[:4], digest)
+    if got == 4:
+        _check_magic(struct.unpack(">I", header[:4])[0], name, expected_magic)
+        got += _fill(stream, memoryview(header)[4:], digest)
+    if got < len(header):
+        raise IdxError(
+            f"{name}: only {got} bytes, too short for an IDX {kind} file; delete it and download or copy it again"
+        )
+    count = struct.unpack(">I", header[4:8])[0]
+    shape: tuple[int, ...] = (count,)
+    if expected_magic == IDX_IMAGES_MAGIC:
+        rows, cols = struct.unpack(">II", header[8:16])
+        if (rows, cols) != (IMAGE_SIDE, IMAGE_SIDE):
+            raise IdxError(
+                f"{name}: images are {rows}x{cols} pixels, expected 28x28; "
+                "not MNIST-format data, replace it with the official file"
+            )
+        shape = (count, rows, cols)
+    if count > MAX_IDX_ITEMS:
+        raise IdxError(
+            f"{name}: the header announces {count:,} {kind}, more than the limit of "
+            f"{MAX_IDX_ITEMS:,}; not an MNIST file (or a damaged one), replace it"
+        )
+    return shape
+
+
+def _read_items(stream: io.BufferedIOBase, name: str | Path, shape: tuple[int, ...], kind: str, digest) -> torch.Tensor:
+    """Inflate exactly the items the header announced into a uint8 tensor of ``shape``; refuse fewer or more bytes."""
+    header_size = 16 if len(shape) == 3 else 8
+    items = torch.empty(math.prod(shape), dtype=torch.uint8)  # untouched pages: no memory until filled
+    got = header_size + _fill(stream, memoryview(items.numpy()), digest)
+    expected = header_size + len(items)
+    if got < expected:
+        raise IdxError(
+            f"{name}: {got} bytes but its header promises {expected} ({shape[0]} {kind}); "
+            "the file is truncated or damaged, delete it and download or copy it again"
+        )
+    if stream.read(1):
+        raise IdxError(
+            f"{name}: more than the {expected} bytes its header promises ({shape[0]} {kind}); "
+            "the file is damaged or not one IDX file, delete it and download or copy it again"
+        )
+    return items.view(shape)
 
 
 def read_idx_stream(
@@ -128,59 +198,16 @@ def read_idx_stream(
     buffered = io.BufferedReader(hashing, CHUNK_SIZE)
     compressed = buffered.peek(2)[:2] == b"\x1f\x8b"
     stream = gzip.GzipFile(fileobj=buffered, mode="rb") if compressed else buffered
-    kind = "images" if expected_magic == IDX_IMAGES_MAGIC else "labels"
-    data_md5, count = hashlib.md5(usedforsecurity=False), 0
+    kind, data_md5 = _kind(expected_magic), hashlib.md5(usedforsecurity=False)
+    shape: tuple[int, ...] = (0,)
     try:
-        header = bytearray(16 if expected_magic == IDX_IMAGES_MAGIC else 8)
-        got = _fill(stream, memoryview(header)[:4], data_md5)
-        magic = struct.unpack(">I", header[:4])[0] if got == 4 else None
-        if magic is not None and magic != expected_magic:
-            hint = {
-                IDX_IMAGES_MAGIC: " (an images file: are two names swapped?)",
-                IDX_LABELS_MAGIC: " (a labels file: are two names swapped?)",
-            }.get(magic, "")
-            raise IdxError(
-                f"{name}: IDX magic number {magic}{hint}, expected {expected_magic} for {kind}; "
-                f"not an MNIST {kind} file, replace it with the right one"
-            )
-        got += _fill(stream, memoryview(header)[4:], data_md5) if got == 4 else 0
-        if got < len(header):
-            raise IdxError(
-                f"{name}: only {got} bytes, too short for an IDX {kind} file; delete it and download or copy it again"
-            )
-        count = struct.unpack(">I", header[4:8])[0]
-        shape: tuple[int, ...] = (count,)
-        if expected_magic == IDX_IMAGES_MAGIC:
-            rows, cols = struct.unpack(">II", header[8:16])
-            if (rows, cols) != (IMAGE_SIDE, IMAGE_SIDE):
-                raise IdxError(
-                    f"{name}: images are {rows}x{cols} pixels, expected 28x28; "
-                    "not MNIST-format data, replace it with the official file"
-                )
-            shape = (count, rows, cols)
-        if count > MAX_IDX_ITEMS:
-            raise IdxError(
-                f"{name}: the header announces {count:,} {kind}, more than the limit of "
-                f"{MAX_IDX_ITEMS:,}; not an MNIST file (or a damaged one), replace it"
-            )
+        shape = _read_header(stream, name, expected_magic, data_md5)
         if check_count is not None:
             try:
-                check_count(count)
+                check_count(shape[0])
             except ValueError as err:
                 raise IdxError(str(err)) from None
-        expected = len(header) + count * (IMAGE_SIDE * IMAGE_SIDE if expected_magic == IDX_IMAGES_MAGIC else 1)
-        items = torch.empty(expected - len(header), dtype=torch.uint8)  # untouched pages: no memory until filled
-        got += _fill(stream, memoryview(items.numpy()), data_md5)
-        if got < expected:
-            raise IdxError(
-                f"{name}: {got} bytes but its header promises {expected} ({count} {kind}); "
-                "the file is truncated or damaged, delete it and download or copy it again"
-            )
-        if stream.read(1):
-            raise IdxError(
-                f"{name}: more than the {expected} bytes its header promises ({count} {kind}); "
-                "the file is damaged or not one IDX file, delete it and download or copy it again"
-            )
+        items = _read_items(stream, name, shape, kind, data_md5)
         while buffered.read(CHUNK_SIZE):  # the rest of the stored file (gzip's trailer), for its md5
             pass
     except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
@@ -190,10 +217,10 @@ def read_idx_stream(
         ) from None
     except MemoryError:
         raise IdxError(
-            f"{name}: not enough memory for the {count:,} {kind} its header announces; "
+            f"{name}: not enough memory for the {shape[0]:,} {kind} its header announces; "
             "free memory or use a smaller file"
         ) from None
-    return IdxContent(items.view(shape), hashing.md5.hexdigest(), data_md5.hexdigest(), compressed)
+    return IdxContent(items, hashing.md5.hexdigest(), data_md5.hexdigest(), compressed)
 
 
 def read_idx_file(
@@ -210,3 +237,43 @@ def read_idx_file(
             return read_idx_stream(handle, path, expected_magic, check_count)
     except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
         raise IdxError(f"{path}: cannot read it ({err.strerror}); check the file and its permissions") from None
+
+
+def read_idx(path: str | Path, expected_magic: int) -> torch.Tensor:
+    """Read one IDX file (gzip-compressed or not) into a uint8 tensor, in bounded memory.
+
+    Args:
+        path: the file; gzip is recognised by its magic bytes (``1f 8b``), not by the name, so
+            a gzip file without ``.gz`` and an uncompressed file named ``.gz`` both read.
+        expected_magic: 2051 for images (N, 28, 28) or 2049 for labels (N,).
+
+    Returns:
+        uint8 tensor of shape (N, 28, 28) for images or (N,) for labels.
+
+    Raises:
+        DataError: see :func:`read_idx_stream` (the same one-line messages).
+    """
+    try:
+        return read_idx_file(path, expected_magic).tensor
+    except IdxError as err:
+        raise DataError(str(err)) from None
+
+
+def decode_idx(path: Path, file_bytes: bytes, expected_magic: int) -> tuple[torch.Tensor, bytes]:
+    """:func:`read_idx` on bytes already in memory (e.g. a download), named ``path`` in errors.
+
+    Returns:
+        (tensor, data): the uint8 tensor and the uncompressed IDX content (header and items).
+    """
+    try:
+        content = read_idx_stream(io.BytesIO(file_bytes), path, expected_magic)
+    except IdxError as err:
+        raise DataError(str(err)) from None
+    tensor = content.tensor
+    dims = struct.pack(">II", *tensor.shape[1:]) if tensor.dim() == 3 else b""
+    return tensor, struct.pack(">II", expected_magic, len(tensor)) + dims + tensor.numpy().tobytes()
+
+
+def magic_for(name: str) -> int:
+    """The IDX magic number a file of this name must have: 2051 for ``*-images-*``, else 2049."""
+    return IDX_IMAGES_MAGIC if "-images-" in name else IDX_LABELS_MAGIC

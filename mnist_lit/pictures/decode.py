@@ -1,0 +1,133 @@
+"""Any picture file -> a decoded, upright, 8-bit grayscale PIL image, within a pixel limit.
+
+A photo or drawing arrives as JPEG or PNG (or BMP, GIF, TIFF, WebP, PNM), any size, sometimes 16-bit or
+with transparency, sometimes stored rotated with an EXIF orientation tag. :func:`open_image` refuses a
+picture whose header claims more than ``max_pixels`` before any pixel is decoded, decodes it (JPEGs already
+reduced in the decoder) and applies the EXIF orientation; :func:`to_grayscale` turns any mode into 8-bit
+``L`` (16/32-bit and float pixels rescaled, transparency composited onto white, ITU-R 601 luma), shrunk to
+at most :data:`WORK_SIDE` px. Pillow only; every error is one line starting with the picture's name.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+from typing import BinaryIO
+
+from PIL import Image, ImageOps
+
+from mnist_lit.errors import ImageError, ImageTooLargeError
+
+#: Pictures with more pixels than this (width x height, read from the header) are refused before
+#: decoding: 64 megapixels, above 48 MP phone photos (the memory this allows: docs/troubleshooting.md).
+MAX_IMAGE_PIXELS = 64_000_000
+#: Pictures are shrunk (area averaging) so that their longest side is at most this many pixels
+#: before the ink is analysed: enough for a digit filling 1/10 of the picture to keep ~100 px.
+WORK_SIDE = 1024
+
+ImageSource = str | Path | bytes | BinaryIO | Image.Image
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (Pillow's may hold several), or its type's name."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def source_name(source: ImageSource) -> str:
+    """The name used in messages: the path, the PIL image's file name, or ``<image>``."""
+    if isinstance(source, (str, Path)):
+        return str(source)
+    return getattr(source, "filename", None) or getattr(source, "name", None) or "<image>"
+
+
+def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open and decode a picture, refusing oversized headers first, and apply its EXIF orientation.
+
+    Args:
+        source: a file path, the file's bytes, a binary file object, or a PIL image (used as is).
+        max_pixels: the largest ``width * height`` accepted (default :data:`MAX_IMAGE_PIXELS`).
+
+    Returns:
+        a loaded PIL image, upright, in the file's own mode (JPEGs may come back reduced by a
+        power of two and in mode ``L``: the decoder's cheap downscale, still >= ``WORK_SIDE``).
+
+    Raises:
+        ImageTooLargeError: the header claims more than ``max_pixels`` pixels (nothing decoded).
+        ImageError: a missing, empty, unidentifiable, truncated or otherwise damaged file.
+    """
+    name = source_name(source)
+    image = source if isinstance(source, Image.Image) else _open_header(source, name, max_pixels)
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{name}: the header claims {width}x{height} = {width * height:,} pixels, "
+            f"more than the limit of {max_pixels:,}; not decoded, shrink the picture first"
+        )
+    if width == 0 or height == 0:
+        raise ImageError(f"{name}: the image is {width}x{height} pixels, nothing to read")
+    try:
+        if image.format in ("JPEG", "MPO"):
+            image.draft("L", (WORK_SIDE, WORK_SIDE))  # DCT-domain downscale, only by powers of two
+        ImageOps.exif_transpose(image, in_place=True)  # loads (decodes) the pixels
+    except Exception as err:
+        raise ImageError(f"{name}: damaged or truncated image data ({one_line(err)})") from None
+    return image
+
+
+def _open_header(source: str | Path | bytes | BinaryIO, name: str, max_pixels: int) -> Image.Image:
+    """``Image.open``: the header read, no pixel decoded; every failure as one :class:`ImageError` line."""
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        return Image.open(source)
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except Image.DecompressionBombError as err:  # Pillow's own limit, above ours
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        claimed = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        raise ImageTooLargeError(
+            f"{name}: the header claims {claimed}, more than the limit of "
+            f"{max_pixels:,}; not decoded, shrink the picture first"
+        ) from None
+    except Exception as err:  # Pillow's format plugins raise many types on hostile input
+        if isinstance(source, (str, Path)) and os.path.isfile(source) and os.path.getsize(source) == 0:
+            raise ImageError(f"{name}: empty file (0 bytes), not an image") from None
+        raise ImageError(
+            f"{name}: not a readable image ({one_line(err)}); use a PNG, JPEG, BMP, GIF, TIFF or WebP file"
+        ) from None
+
+
+def to_grayscale(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit grayscale (mode ``L``), transparency composited onto white.
+
+    16-bit (``I;16*``) pixels are divided by 257 (65535 -> 255); other ``I``/``F`` images are
+    kept if they lie within 0-255 and otherwise stretched from their minimum to their maximum.
+    Colour uses Pillow's ITU-R 601 luma (``L = 0.299 R + 0.587 G + 0.114 B``). Pictures larger
+    than ``WORK_SIDE`` are shrunk by area averaging, keeping the aspect ratio.
+
+    Args:
+        image: a loaded PIL image in any mode (``1``, ``L``, ``LA``, ``P``, ``RGB``, ``RGBA``,
+            ``CMYK``, ``I;16``, ``I``, ``F``, ...).
+
+    Returns:
+        a PIL image in mode ``L``.
+    """
+    if image.mode.startswith("I;16"):
+        image = image.convert("I").point(lambda v: v * (1 / 257) + 0.5).convert("L")
+    elif image.mode in ("I", "F"):
+        low, high = image.getextrema()
+        if low < 0 or high > 255:
+            scale = 255 / (high - low) if high > low else 0.0
+            image = image.point(lambda v: (v - low) * scale + 0.5)
+        image = image.convert("L")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        image = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
+    if image.mode != "L":
+        image = image.convert("L")
+    if max(image.size) > WORK_SIDE:
+        image = image.copy()
+        image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
+    return image
