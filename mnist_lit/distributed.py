@@ -39,8 +39,8 @@ def launcher_world_size() -> tuple[int, str, str] | None:
         )
     if SLURMEnvironment.detect() and "SLURM_NTASKS" in os.environ:
         world = int(os.environ["SLURM_NTASKS"])
-        per_node, nodes = os.environ.get("SLURM_NTASKS_PER_NODE", "?"), os.environ.get("SLURM_NNODES", "?")
-        return world, f"SLURM (SLURM_NTASKS={world})", f"--trainer.devices {per_node} --trainer.num_nodes {nodes}"
+        tasks, nodes = os.environ.get("SLURM_NTASKS_PER_NODE", "?"), os.environ.get("SLURM_NNODES", "?")
+        return world, f"SLURM (SLURM_NTASKS={world})", f"--trainer.devices {tasks} --trainer.num_nodes {nodes}"
     return None
 
 

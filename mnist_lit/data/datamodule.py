@@ -13,9 +13,10 @@ before anything is written; ``setup`` (every process) reads the files it needs t
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
@@ -139,8 +140,12 @@ class MNISTDataModule(LightningDataModule):
                 "(the pictures to predict)"
             )
         self.save_hyperparameters()
-        self.data_train = self.data_val = self.data_test = self.data_predict = None
-        self.train_idx = self.val_idx = None
+        self.data_train: InMemoryDataset | None = None
+        self.data_val: InMemoryDataset | None = None
+        self.data_test: InMemoryDataset | None = None
+        self.data_predict: Dataset | None = None  # the test set, or a folder of pictures
+        self.train_idx: torch.Tensor | None = None
+        self.val_idx: torch.Tensor | None = None
         self._train_identity: dict | None = None
 
     def state_dict(self) -> dict:
@@ -215,7 +220,15 @@ class MNISTDataModule(LightningDataModule):
             else:
                 self.data_predict = self.data_test
 
-    def _loader(self, dataset: InMemoryDataset, shuffle: bool) -> DataLoader:
+    @property
+    def hparams(self) -> AttributeDict:
+        """The saved arguments, read as attributes (``self.hparams.batch_size``); Lightning types them as a
+        plain mapping, which type checkers would refuse attribute access on."""
+        return cast(AttributeDict, super().hparams)
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:  # Lightning calls setup(stage) first; a hand-driven DataModule may not
+            raise RuntimeError("call setup() with this stage before asking for its dataloader")
         # Several processes (DDP): batch_size is global; evaluation shards are never padded.
         batch_size = per_device_batch_size(self.hparams.batch_size, world_size_of(self.trainer), training=shuffle)
         sampler = None if shuffle else eval_sampler(dataset, self.trainer)

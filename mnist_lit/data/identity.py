@@ -37,8 +37,8 @@ def train_data_identity(data_dir: str | Path, dataset: str) -> dict[str, Any]:
         DataError: the files are missing or damaged (see :func:`mnist_lit.data.splits.load_split`).
     """
     images, labels = load_split(data_dir, "train", dataset, notice=False)
-    digest = hashlib.sha256(images.contiguous().numpy())
-    digest.update(labels.contiguous().numpy())
+    digest = hashlib.sha256(images.contiguous().numpy().data)
+    digest.update(labels.contiguous().numpy().data)
     return {
         "dataset": dataset,
         "data_dir": str(data_dir),

@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import torch
 
@@ -64,7 +64,7 @@ class _HashingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        count = self.raw.readinto(buffer)
+        count = cast(io.BufferedIOBase, self.raw).readinto(buffer)  # binary files have it; typing.BinaryIO omits it
         if count:
             self.md5.update(memoryview(buffer)[:count])
         return count
@@ -159,7 +159,7 @@ def _read_items(stream: io.BufferedIOBase, name: str | Path, shape: tuple[int, .
     """Inflate exactly the items the header announced into a uint8 tensor of ``shape``; refuse fewer or more bytes."""
     header_size = 16 if len(shape) == 3 else 8
     items = torch.empty(math.prod(shape), dtype=torch.uint8)  # untouched pages: no memory until filled
-    got = header_size + _fill(stream, memoryview(items.numpy()), digest)
+    got = header_size + _fill(stream, items.numpy().data, digest)
     expected = header_size + len(items)
     if got < expected:
         raise IdxError(

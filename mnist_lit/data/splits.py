@@ -136,7 +136,7 @@ def load_split(
     _split_cache[where + split.md5s] = split  # the bytes decoded, should the files have changed meanwhile
     while len(_split_cache) > SPLIT_CACHE_SIZE:
         _split_cache.pop(next(iter(_split_cache)))  # the least recently used
-    if notice and not split.official and rank_zero_only.rank == 0:
+    if notice and not split.official and getattr(rank_zero_only, "rank", 0) == 0:
         log.info(
             f"Notice: {raw_folder(data_dir, dataset)} holds a non-official {dataset} {stage} set of {len(split.labels):,} "
             f"images and labels (official: {OFFICIAL_COUNTS[RAW_FILES[stage][0].split('-')[0]]:,}); checked "

@@ -14,7 +14,7 @@ import io
 import os
 import re
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from PIL import Image, ImageOps
 
@@ -117,7 +117,7 @@ def to_grayscale(image: Image.Image) -> Image.Image:
     if image.mode.startswith("I;16"):
         image = image.convert("I").point(lambda v: v * (1 / 257) + 0.5).convert("L")
     elif image.mode in ("I", "F"):
-        low, high = image.getextrema()
+        low, high = cast(tuple[float, float], image.getextrema())  # one band: (min, max)
         if low < 0 or high > 255:
             scale = 255 / (high - low) if high > low else 0.0
             image = image.point(lambda v: (v - low) * scale + 0.5)

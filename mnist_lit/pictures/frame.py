@@ -75,7 +75,7 @@ def normalise_ink(gray: Image.Image, name: str = "<image>") -> Image.Image:
     """
     width, height = gray.size
     strips = [(0, 0, width, 1), (0, height - 1, width, height), (0, 0, 1, height), (width - 1, 0, width, height)]
-    border = sum(torch.tensor(gray.crop(box).histogram(), dtype=torch.int64) for box in strips)
+    border = torch.tensor([gray.crop(box).histogram() for box in strips], dtype=torch.int64).sum(0)
     counts = torch.tensor(gray.histogram(), dtype=torch.int64)
     invert = _median_of_histogram(border) > 127.5  # light paper, dark ink: make it MNIST's white on black
     if invert:
