@@ -14,15 +14,18 @@ import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna  # an optional dependency: this module is imported by `tune` once optuna is found
-from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna_integration import PyTorchLightningPruningCallback
 
 from mnist_lit.atomic import write_csv
 from mnist_lit.commands import storage as st
 from mnist_lit.commands.common import fit_val_acc, logger_flag, one_line
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
 
 
 class TrialNotRun(Exception):
@@ -72,7 +75,17 @@ class Objective:
         received: ``{"signal": number}`` of :func:`signals_interrupt`.
     """
 
-    def __init__(self, study, space, fit_args, parser, run_dir: Path, n_trials: int, opts, received) -> None:
+    def __init__(
+        self,
+        study: optuna.Study,
+        space: dict[str, BaseDistribution],
+        fit_args: list[str],
+        parser: ArgumentParser,
+        run_dir: Path,
+        n_trials: int,
+        opts: argparse.Namespace,
+        received: dict[str, int],
+    ) -> None:
         self.study, self.space, self.fit_args, self.parser = study, space, fit_args, parser
         self.run_dir, self.n_trials, self.opts, self.received = run_dir, n_trials, opts, received
 
