@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 def temp_path_beside(path: str | Path) -> Path:
@@ -45,3 +47,14 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_write(path) as handle:
         handle.write(text.encode())
     return Path(path)
+
+
+def write_csv(path: str | Path, fieldnames: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write a CSV table with :class:`csv.DictWriter` (a header line of ``fieldnames``, then one line per row,
+    ``\\n`` line ends; a missing key or ``None`` is an empty cell) with :func:`atomic_write`; returns the path.
+    Every table of a run (predictions, confusion matrices, cv folds, tune trials, lr_find) is written here."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text(path, buffer.getvalue())

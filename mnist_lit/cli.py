@@ -1,4 +1,6 @@
-"""LightningCLI wiring: ``fit``/``validate``/``test``/``predict``, the extra commands, and friendly errors."""
+"""The entry point of every command: the command line checked and prepared, the project's LightningCLI built
+(:mod:`mnist_lit.lightning_cli`) or an extra command called (:mod:`mnist_lit.commands`), and the one place where
+the errors a user can act on become one ``error:`` line and an exit status."""
 
 from __future__ import annotations
 
@@ -7,41 +9,22 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
-import yaml
-from lightning.fabric.plugins import CheckpointIO
-from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from mnist_lit import ensemble, resume, run_settings, yaml_limits
+from mnist_lit import yaml_limits
 from mnist_lit.allocator import keep_freed_memory
-from mnist_lit.augment import TrainAugmentation
-from mnist_lit.callbacks import (
-    ConfidentErrors,
-    ConfusionMatrixLogger,
-    GraphLogger,
-    HParamsLogger,
-    MetricsHistory,
-    PredictionWriter,
-    TrainValLayout,
-    ValPredictionGrid,
-)
-from mnist_lit.checkpoint import SafeCheckpointIO, check_compatible, check_hparams, load_checkpoint
+from mnist_lit.callbacks import PredictionWriter
 from mnist_lit.command_line import EXTRA_COMMANDS, PROG, prepare_argv
 from mnist_lit.data import MNISTDataModule
-from mnist_lit.data.identity import check_same_data
-from mnist_lit.data.sharding import per_device_batch_size
-from mnist_lit.distributed import EndRanksOnFailure, check_launch
-from mnist_lit.errors import CheckpointError, MnistLitError
+from mnist_lit.distributed import EndRanksOnFailure
+from mnist_lit.errors import MnistLitError
+from mnist_lit.lightning_cli import MNISTLightningCLI
 from mnist_lit.model import MNISTClassifier
-from mnist_lit.precision import bf16_cpu_notice, check_precision
 from mnist_lit.quiet import hide_unactionable_messages
-from mnist_lit.runs import claim_version, logger_root, release_unused, version_of
+from mnist_lit.runs import release_unused
 from mnist_lit.signals import SIGTERM_EXIT_STATUS, SigtermCheckpoint
 from mnist_lit.tensorboard_writer import use_tensorboard_stub
 
@@ -54,261 +37,6 @@ class ArgumentParser(LightningArgumentParser):
         """Print the first line of the usage only (the full list of options is in ``--help``)."""
         lines = self.format_usage().splitlines()
         self._print_message(lines[0] + (" ...\n" if len(lines) > 1 else "\n"), file or sys.stdout)
-
-
-class MNISTLightningCLI(LightningCLI):
-    """LightningCLI where a trained run is self-contained (:mod:`mnist_lit.run_settings`), plus
-    ``--test_after_fit`` (after ``fit``, test the best checkpoint: the tutorial's ``evaluate``) and
-    ``--finetune_from`` (a new run starting from a checkpoint's weights)."""
-
-    checkpoint: dict | None = None  # the --ckpt_path checkpoint, verified and loaded with weights_only=True
-    run_version: int | None = None  # the lightning_logs/version_N this run logs into (claimed, resumed or reused)
-    restart_dir: Path | None = None  # `fit --ckpt_path last` of a run killed before its first checkpoint
-    failed_files = 0  # picture files that failed in `predict --data.predict_path` (exit status 1)
-    ensemble_model = None  # --ckpt_path CV_RUN of test/predict: the fold models as one (mnist_lit.ensemble)
-
-    def parse_arguments(self, parser, args) -> None:
-        """Parse, then settle ``--ckpt_path`` and the settings a command takes from the run before anything is built.
-
-        Raises:
-            CheckpointError: see :mod:`mnist_lit.run_settings` (one line each).
-        """
-        argv = self._argv = list(sys.argv[1:] if args is None else args)
-        self.config = parser.parse_args(argv)
-        subcommand = self.config.get("subcommand")
-        if subcommand is None:  # run=False (cv, tune, lr_find): parsed as fit, no checkpoint involved
-            self._settle_dataset(self.config, argv)
-            return
-        config = self.config[subcommand]
-        if config.get("finetune_from") and subcommand != "fit":
-            raise CheckpointError(f"--finetune_from starts a new training run: use it with fit, not {subcommand}")
-        if subcommand != "fit" and ensemble.is_cv_run(config.get("ckpt_path")):  # K-fold models as one ensemble
-            self.config, self.ensemble_model = ensemble.settle_cli(parser, argv, subcommand, self.config)
-            return
-        ckpt_path = run_settings.resolve_ckpt_path(subcommand, config.get("ckpt_path"), config.trainer)
-        if ckpt_path not in (None, "last"):
-            self.checkpoint = load_checkpoint(ckpt_path)
-            check_hparams(self.checkpoint, self.model_class, ckpt_path)
-            base = None if config.get("config") else run_settings.base_config(ckpt_path, self.checkpoint)
-            if base is not None:  # no --config: start from the run's own settings, then the command's flags
-                at = argv.index(subcommand) + 1
-                self.config = parser.parse_args([*argv[:at], "--config", base, *argv[at:]])
-                config = self.config[subcommand]
-                self._evaluate_in_a_new_folder(config, argv)
-            if ckpt_path != config.get("ckpt_path"):
-                print(f"Using checkpoint {ckpt_path}", file=sys.stderr)
-        config.ckpt_path = ckpt_path
-        if subcommand == "fit":
-            self._settle_fit(config, argv)
-        else:
-            run_settings.check_eval(subcommand, ckpt_path, self.checkpoint, config.data)
-            if subcommand == "validate" and self.checkpoint is not None:  # its validation images: the run's own
-                check_same_data(ckpt_path, self.checkpoint, config.data, "validate")
-
-    @staticmethod
-    def _evaluate_in_a_new_folder(config, argv: list[str]) -> None:
-        """A run whose logger writes into a fixed folder (a ``cv`` fold: ``cv_N/fold_k``) is evaluated in a new
-        ``lightning_logs/version_N`` instead, never into the fold's own folder, unless ``--trainer.logger`` is given."""
-        init = getattr(config.trainer.get("logger"), "init_args", None)
-        if (
-            init is not None
-            and isinstance(init.get("version"), str)
-            and not any(arg.startswith("--trainer.logger") for arg in argv)
-        ):
-            init.save_dir, init.name, init.version = ".", "lightning_logs", None
-
-    def _settle_fit(self, config, argv: list[str]) -> None:
-        """``model.dataset`` follows ``data.dataset``; a resume must be the same run; fine-tuning is a new run."""
-        self._settle_dataset(config, argv)
-        if config.get("finetune_from") and config.ckpt_path:
-            raise CheckpointError(
-                "--ckpt_path resumes a run, --finetune_from starts a new one from trained weights: give one of them"
-            )
-        root = logger_root(config.trainer)
-        command = yaml.safe_load(self._parser("fit").dump(config, skip_none=False))
-        if config.ckpt_path == "last":
-            last, run_dir, what = run_settings.find_run_to_resume(root, command)
-            print(what, file=sys.stderr)
-            config.ckpt_path = None if last is None else str(last)
-            if last is not None:
-                self.checkpoint = load_checkpoint(last)
-            elif run_dir is not None:
-                self.restart_dir, self.run_version = run_dir, version_of(run_dir)
-                self.save_config_kwargs.update(overwrite=True)  # the same configuration, written again
-        if config.ckpt_path:
-            run_settings.check_resume(config.ckpt_path, self.checkpoint, command)
-            check_same_data(config.ckpt_path, self.checkpoint, config.data)  # data_dir may move, not change
-            self.run_version = run_settings.resumed_version(config.ckpt_path, root)
-            if self.run_version is not None:  # the first run's config.yaml stays as it is
-                self.save_config_kwargs.update(
-                    config_filename=f"config_resume_step{self.checkpoint['global_step']}.yaml", overwrite=True
-                )
-        if config.get("finetune_from"):
-            self.finetune_checkpoint = load_checkpoint(config.finetune_from)
-            notice = run_settings.check_finetune(config.finetune_from, self.finetune_checkpoint, config.model, argv)
-            if notice:
-                print(notice, file=sys.stderr)
-
-    @staticmethod
-    def _settle_dataset(config, argv: list[str]) -> None:
-        """Training: the model's ``dataset`` (what its outputs mean, saved in checkpoints) is ``--data.dataset``,
-        and ``data_dir`` is recorded as an absolute path, so the run's settings work from any folder."""
-        if "dataset" in run_settings.explicit_flags(argv, "model") and config.model.dataset != config.data.dataset:
-            raise CheckpointError("--model.dataset is set by --data.dataset for training; drop --model.dataset")
-        config.model.dataset = config.data.dataset
-        config.data.data_dir = str(Path(config.data.data_dir).expanduser().resolve())
-
-    def _parse_ckpt_path(self) -> None:
-        """The model's hyperparameters come from the checkpoint (Lightning's rule), after refusing
-        ``--model.*`` flags that contradict them (:func:`mnist_lit.run_settings.check_model_flags`)."""
-        if self.checkpoint is None:
-            return
-        subcommand = self.config.subcommand
-        hparams = run_settings.check_model_flags(
-            self.config[subcommand].ckpt_path, self.checkpoint, self.config[subcommand].model, self._argv
-        )
-        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
-
-    def instantiate_trainer(self, **kwargs):
-        """The configured trainer, plus :class:`SafeCheckpointIO` (atomic saves with a checksum, verified
-        ``weights_only`` loads) unless the configuration brings its own ``CheckpointIO`` plugin; without the
-        configured progress bar when ``enable_progress_bar`` is false; without the callbacks that write into
-        a run folder, and without saving ``config.yaml``, when ``logger`` is false (one line says so).
-
-        With ``deterministic: true`` (the configs), PyTorch's deterministic algorithms stay on but new
-        tensors are no longer filled with NaN first (``torch.utils.deterministic.fill_uninitialized_memory``):
-        that filling only exposes reads of uninitialized memory, and PyTorch's documentation advises turning
-        it off for valid programs."""
-        config = self._get(self.config_init, "trainer", default={})
-        check_precision(kwargs.get("precision", config.get("precision")))  # before a 100-line dtype traceback
-        plugins = kwargs.get("plugins", config.get("plugins"))
-        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
-        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
-            kwargs["plugins"] = [*plugins, SafeCheckpointIO()]
-        callbacks = list(kwargs.get("callbacks", config.get("callbacks")) or [])
-        if kwargs.get("enable_progress_bar", config.get("enable_progress_bar")) is False:
-            # `--trainer.enable_progress_bar false` turns off the configured progress bar too (Lightning
-            # would refuse the combination); the YAML keeps one only to set its refresh_rate.
-            callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-        if kwargs.get("logger", config.get("logger")) is False:
-            dropped = [c for c in callbacks if isinstance(c, NEED_A_LOGGER)]
-            callbacks = [c for c in callbacks if not isinstance(c, NEED_A_LOGGER)]
-            self.save_config_callback = None  # no run folder to keep config.yaml in
-            if dropped:
-                print(
-                    f"logger false: no run folder, so without {', '.join(sorted({type(c).__name__ for c in dropped}))}",
-                    file=sys.stderr,
-                )
-        kwargs["callbacks"] = callbacks
-        trainer = super().instantiate_trainer(**kwargs)
-        # Several processes: launcher/world size mismatch or busy MASTER_PORT, before any starts. The extra
-        # commands (no subcommand here) may run as independent single-process workers under srun/torchrun.
-        check_launch(trainer, independent_ok=self.subcommand is None)
-        if torch.are_deterministic_algorithms_enabled():
-            torch.utils.deterministic.fill_uninitialized_memory = False
-        notice = bf16_cpu_notice(trainer.precision, trainer.strategy.root_device.type == "cpu")
-        if notice and trainer.is_global_zero:
-            print(notice, file=sys.stderr)
-        return trainer
-
-    def after_instantiate_classes(self) -> None:
-        """Claim (or reuse) the run folder; check and load checkpoint weights; before a resumed fit,
-        drop logged steps it will redo."""
-        self._set_run_folder()
-        if self.ensemble_model is not None:
-            self.model = self.ensemble_model
-        if self.checkpoint is not None:
-            ckpt_path = self.config[self.subcommand].ckpt_path
-            check_compatible(self.checkpoint, self.model, ckpt_path)
-            print(
-                f"Checkpoint {ckpt_path}: epoch {self.checkpoint['epoch']}, global step "
-                f"{self.checkpoint['global_step']}",
-                file=sys.stderr,
-            )
-        finetune = getattr(self, "finetune_checkpoint", None)
-        if finetune is not None:
-            path = self.config[self.subcommand].finetune_from
-            check_compatible(finetune, self.model, path)
-            self.model.load_state_dict(finetune["state_dict"])
-            print(
-                f"Fine-tuning: a new run starting from the weights of {path} (new optimizer state, epoch 0)",
-                file=sys.stderr,
-            )
-        logger = self.trainer.logger
-        if logger is None or self.subcommand != "fit":
-            return
-        if self.restart_dir is not None:
-            for events in Path(logger.log_dir).glob("events.out.tfevents.*"):
-                events.unlink()  # the killed attempt's partial logs: the run starts again from step 0
-        elif self.checkpoint is not None and self.run_version is not None:
-            step, saved_at = self.checkpoint["global_step"], Path(self.config.fit.ckpt_path).stat().st_mtime
-            removed = resume.trim_event_files(logger.log_dir, step, saved_at)
-            print(
-                f"Resuming in {logger.log_dir}; removed {removed} events logged after that checkpoint "
-                "(the resumed run logs those steps again)",
-                file=sys.stderr,
-            )
-
-    def _set_run_folder(self) -> None:
-        """Log into ``version_N``: the resumed or reused run's, else a new one claimed atomically (rank 0),
-        so that two runs started together never share a folder. Loggers with a version of their own keep it."""
-        logger = self.trainer.logger
-        if not isinstance(logger, (TensorBoardLogger, CSVLogger)) or logger._version is not None:
-            return  # Lightning's loggers keep the configured version in `_version` (None: next free one)
-        if self.run_version is None and rank_zero_only.rank == 0:
-            self.run_version = claim_version(Path(logger.root_dir))
-        if self.run_version is not None:
-            logger._version = self.run_version
-
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument(
-            "--test_after_fit",
-            type=bool,
-            default=True,
-            help="After fit, evaluate the best checkpoint on the test set and print test_acc.",
-        )
-        parser.add_argument(
-            "--finetune_from",
-            type=str | None,
-            default=None,
-            help="fit only: start a NEW run from this checkpoint's weights, with this command's "
-            "hyperparameters and a fresh optimizer (--ckpt_path resumes the same run instead).",
-        )
-        # Training-batch augmentation (mnist_lit.augment): always a trainer callback, off unless `augment:` sets it.
-        parser.add_lightning_class_args(TrainAugmentation, "augment")
-
-    def before_fit(self) -> None:
-        """Several processes: refuse a global ``batch_size`` they don't divide before any process starts."""
-        per_device_batch_size(self.datamodule.hparams.batch_size, self.trainer.world_size, training=True)
-
-    def after_predict(self) -> None:
-        """Count the picture files that could not be predicted (the writer printed why); main() exits 1 then."""
-        self.failed_files = sum(getattr(callback, "failed_files", 0) for callback in self.trainer.callbacks)
-
-    def after_fit(self) -> None:
-        """Test the best checkpoint (else the last weights) unless ``--test_after_fit false`` or the fit was
-        interrupted, and print ``Test accuracy: ACC (test_loss LOSS, CKPT)``."""
-        if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
-            return
-        callback = self.trainer.checkpoint_callback
-        ckpt_path = "best" if callback is not None and callback.best_model_path else None
-        results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False)
-        if self.trainer.is_global_zero and results:
-            where = callback.best_model_path if ckpt_path else "the final weights"
-            print(f"Test accuracy: {results[0]['test_acc']:.4f} (test_loss {results[0]['test_loss']:.4f}, {where})")
-
-
-#: Callbacks that write into a run folder or need a logger; dropped with ``--trainer.logger false``.
-NEED_A_LOGGER = (
-    LearningRateMonitor,
-    TrainValLayout,
-    HParamsLogger,
-    GraphLogger,
-    ValPredictionGrid,
-    ConfusionMatrixLogger,
-    ConfidentErrors,
-    MetricsHistory,
-)
 
 
 def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequence = ()) -> MNISTLightningCLI:
@@ -335,8 +63,9 @@ def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequen
         )
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``python -m mnist_lit`` and ``mnist-lit``."""
+def quiet_process() -> None:
+    """Process-wide settings of a run: the allocator, the package's log lines on stderr, no warnings users
+    cannot act on."""
     keep_freed_memory()  # before any tensor is allocated: CPU training steps about 1.4x faster (mnist_lit.allocator)
     package_log = logging.getLogger("mnist_lit")  # notices and download attempts on stderr, as Lightning's own
     if not logging.getLogger().hasHandlers() and not package_log.handlers:
@@ -346,6 +75,43 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
     )
+
+
+def refuse_usage_errors(argv: list[str], commands: Sequence[str]) -> None:
+    """Exit 2 with one ``error:`` line for ``--data.pixel_scale`` (moved into the model) or an unknown command
+    (jsonargparse would list only Lightning's four)."""
+    if "--data.pixel_scale" in argv or any(arg.startswith("--data.pixel_scale=") for arg in argv):
+        print(
+            "error: --data.pixel_scale moved into the model, which scales its own uint8 input and saves the "
+            "setting in its checkpoints: use --model.pixel_scale",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    if argv and not argv[0].startswith("-") and argv[0] not in commands:
+        print(
+            f"usage: {PROG} COMMAND ...\nerror: unknown command {argv[0]!r}: choose from {', '.join(commands)} "
+            f"({PROG} COMMAND --help)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+def run_command(argv: list[str], args: list[str] | None) -> None:
+    """Run the extra command ``argv[0]`` with the rest of ``argv``, or LightningCLI on ``args`` (``None``:
+    ``sys.argv``); exit 1 when pictures of ``predict`` failed (each has its ``error:`` line already)."""
+    if argv and argv[0] in EXTRA_COMMANDS:
+        module, function = EXTRA_COMMANDS[argv[0]].split(":")
+        getattr(importlib.import_module(module), function)(argv[1:])
+    else:
+        cli = build_cli(args)
+        if cli.failed_files:  # each one already has its `error: FILE: reason` line on stderr
+            sys.exit(1)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``python -m mnist_lit`` and ``mnist-lit``: every error a user can act on ends here as one
+    ``error:`` line and exit status 2 (SIGTERM: :data:`mnist_lit.signals.SIGTERM_EXIT_STATUS`)."""
+    quiet_process()
     commands = [*MNISTLightningCLI.subcommands(), *EXTRA_COMMANDS]
     argv = prepare_argv(sys.argv[1:] if args is None else args, commands, PROG)  # no command, --config first
     if args is None:
@@ -354,34 +120,13 @@ def main(args: list[str] | None = None) -> None:
         args = argv
     hide_unactionable_messages(argv)
     use_tensorboard_stub(argv)  # no TensorFlow import (seconds) when it is installed: mnist_lit.tensorboard_writer
-    if "--data.pixel_scale" in argv or any(arg.startswith("--data.pixel_scale=") for arg in argv):
-        print(
-            "error: --data.pixel_scale moved into the model, which scales its own uint8 input and saves the "
-            "setting in its checkpoints: use --model.pixel_scale",
-            file=sys.stderr,
-        )
-        sys.exit(2)
+    refuse_usage_errors(argv, commands)
     if argv and argv[0] in ("validate", "test", "predict"):
         # These runs log into a new version folder, so Lightning warns that the checkpoint callbacks' state in
         # the checkpoint (which best files were kept where) is not reloaded: nothing is saved by these runs.
         warnings.filterwarnings("ignore", message="The dirpath has changed from")
-    if (
-        argv and not argv[0].startswith("-") and argv[0] not in commands
-    ):  # jsonargparse would list only Lightning's four
-        print(
-            f"usage: {PROG} COMMAND ...\nerror: unknown command {argv[0]!r}: choose from {', '.join(commands)} "
-            f"({PROG} COMMAND --help)",
-            file=sys.stderr,
-        )
-        sys.exit(2)
     try:
-        if argv and argv[0] in EXTRA_COMMANDS:
-            module, function = EXTRA_COMMANDS[argv[0]].split(":")
-            getattr(importlib.import_module(module), function)(argv[1:])
-        else:
-            cli = build_cli(args)
-            if cli.failed_files:  # each one already has its `error: FILE: reason` line on stderr
-                sys.exit(1)
+        run_command(argv, args)
     except MnistLitError as err:  # every error a user can act on (mnist_lit.errors)
         release_unused()  # a run folder claimed before the error, still empty
         print(f"error: {err}", file=sys.stderr)

@@ -25,11 +25,11 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 #: Commands beyond LightningCLI's own: name -> "module:function", called with the arguments after the name.
 #: They build their runs with :func:`mnist_lit.cli.build_cli` (``run=False``), so all fit flags work the same there.
 EXTRA_COMMANDS = {
-    "cv": "mnist_lit.tuning:cv_main",
-    "lr_find": "mnist_lit.tuning:lr_find_main",
-    "tune": "mnist_lit.tuning:tune_main",
-    "export": "mnist_lit.export:export_main",
-    "serve": "mnist_lit.serve.app:serve_main",
+    "cv": "mnist_lit.commands.cv:cv_main",
+    "lr_find": "mnist_lit.commands.lr_find:lr_find_main",
+    "tune": "mnist_lit.commands.tune:tune_main",
+    "export": "mnist_lit.commands.export:export_main",
+    "serve": "mnist_lit.commands.serve:serve_main",
 }
 
 #: Commands whose options include every fit flag, ``--config`` among them.

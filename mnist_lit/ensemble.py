@@ -37,7 +37,7 @@ from mnist_lit.errors import CheckpointError
 from mnist_lit.model import NUM_CLASSES, MNISTClassifier
 from mnist_lit.runs import CONFIG_NAME, best_checkpoint, read_config
 
-RESULTS_NAME = "cv_results.csv"  # written by `cv` (mnist_lit.tuning.cv_main), a row per finished fold
+RESULTS_NAME = "cv_results.csv"  # written by `cv` (mnist_lit.commands.cv.cv_main), a row per finished fold
 FOLD_RESULT = "fold_result.json"  # fold_K/fold_result.json: written by `cv` when fold K has finished
 ENSEMBLE_LOGS = "ensemble"  # cv_N/ensemble/version_M: the logs of test/predict runs of the ensemble
 
@@ -202,7 +202,7 @@ def ensemble_logger(folder: Path) -> dict[str, Any]:
 
 def settle_cli(parser: Any, argv: list[str], subcommand: str, config: Any) -> tuple[Any, EnsembleClassifier]:
     """For ``test``/``predict``/``validate --ckpt_path CV_RUN``: the parsed configuration to run with and the
-    ensemble. Called by :class:`mnist_lit.cli.MNISTLightningCLI` before anything is built.
+    ensemble. Called by :class:`mnist_lit.lightning_cli.MNISTLightningCLI` before anything is built.
 
     Without ``--config``, the settings come from fold 0's ``config.yaml`` and the logs go to
     ``CV_RUN/ensemble/version_M`` (unless ``--trainer.logger`` is given); ``ckpt_path`` is cleared, as the

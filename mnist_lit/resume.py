@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from tensorboard.compat.proto import event_pb2
 
 
+# Kept instead of SummaryWriter(purge_step=...): that only marks the files for readers that honour it, and by step
+# alone, so events at the checkpoint's own step logged after it (next epoch's first lr, train_loss_step) would stay.
 def trim_event_files(log_dir: str | Path, step: int, saved_at: float | None = None) -> int:
     """Remove the events a resumed run will log again from the event files directly in ``log_dir``.
 

@@ -16,11 +16,11 @@ from lightning.pytorch import Callback, Trainer
 from mnist_lit.augment import TrainAugmentation
 from mnist_lit.checkpoint import load_model
 from mnist_lit.cli import main
+from mnist_lit.commands.tune import load_tune_config
 from mnist_lit.data import MNISTDataModule, load_split
 from mnist_lit.ensemble import EnsembleClassifier, load_ensemble, member_checkpoints
 from mnist_lit.errors import CheckpointError
 from mnist_lit.model import MNISTClassifier, one_cycle_factor
-from mnist_lit.tuning import load_tune_config
 
 BEST = REPO / "configs" / "best.yaml"
 CONFIG = REPO / "configs" / "mnist.yaml"

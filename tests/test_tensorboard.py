@@ -321,8 +321,8 @@ def test_standalone_test_gets_its_own_report(run, tmp_path):
 
 def test_redrawn_confusion_matrix_is_the_same_picture_as_a_new_one(mnist_dir):
     """ConfusionMatrixLogger redraws one figure each epoch: its pixels must equal a freshly made figure's."""
+    from mnist_lit.callbacks.plots import confusion_matrix_figure, figure_to_array
     from mnist_lit.data import load_split
-    from mnist_lit.plots import confusion_matrix_figure, figure_to_array
 
     labels = load_split(mnist_dir, "test")[1]
     right = torch.bincount(labels * 10 + labels, minlength=100).reshape(10, 10)  # all on the diagonal

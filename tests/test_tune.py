@@ -351,7 +351,7 @@ def test_workers_opening_a_new_postgresql_database_together(postgres):
         conn.execute("CREATE DATABASE race")
     # Each worker imports everything, says "ready" and waits for "go", so that all open the database at once.
     code = (
-        "import sys; import optuna, sqlalchemy; from mnist_lit.storage import open_storage; "
+        "import sys; import optuna, sqlalchemy; from mnist_lit.commands.storage import open_storage; "
         "print('ready', flush=True); sys.stdin.readline(); "
         "optuna.create_study(storage=open_storage(sys.argv[1]), study_name='s', load_if_exists=True)"
     )

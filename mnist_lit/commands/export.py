@@ -22,21 +22,18 @@ still supports. ONNX needs the ``export`` extra (``pip install 'mnist_lit[export
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.core.module import _jit_is_scripting
 from torch import nn
 
 from mnist_lit.atomic import atomic_write
 from mnist_lit.command_line import PROG
+from mnist_lit.commands.exporters import EXPORTERS, INPUT_NAME, OUTPUT_NAME, Probabilities
 from mnist_lit.data import RAW_FILES, find_raw_file, load_split, raw_folder
 from mnist_lit.data.idx import IMAGE_SIDE
 from mnist_lit.ensemble import load_trained  # a checkpoint, or a cv run folder as one ensemble model
@@ -51,81 +48,6 @@ DEFAULT_NUM_IMAGES = 1000
 #: Batch size of the check: 1,000 images run as 256 + 256 + 256 + 232, plus one batch of 1, so the
 #: dynamic batch dimension is exercised with several sizes.
 CHECK_BATCH_SIZE = 256
-INPUT_NAME, OUTPUT_NAME = "pixels", "probabilities"
-
-
-class Probabilities(nn.Module):
-    """The model's :meth:`~mnist_lit.model.MNISTClassifier.probabilities` as ``forward``, which exporters trace.
-
-    Input: uint8 (N, 1, 28, 28), 0-255. Output: float32 (N, 10), rows sum to 1.
-    """
-
-    def __init__(self, model: MNISTClassifier) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.probabilities(pixels)
-
-
-def to_onnx(model: nn.Module, metadata: dict[str, str]) -> bytes:
-    """Serialize ``model`` as ONNX (one self-contained file, dynamic batch ``N``) with ``metadata`` as model props."""
-    try:
-        import onnx  # noqa: F401  (torch.onnx needs onnx and onnxscript)
-        import onnxscript  # noqa: F401
-    except ImportError as err:
-        raise ExportError(f"ONNX export needs the {err.name} package: pip install 'mnist_lit[export]'") from None
-    example = torch.zeros(2, 1, IMAGE_SIDE, IMAGE_SIDE, dtype=torch.uint8)  # 2, not 1: torch.export specializes 1
-    program = torch.onnx.export(
-        model,
-        (example,),
-        dynamo=True,
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_shapes=({0: torch.export.Dim("N")},),
-        external_data=False,
-        verbose=False,
-    )
-    proto = program.model_proto
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
-    return proto.SerializeToString()
-
-
-def to_torchscript(model: nn.Module, metadata: dict[str, str]) -> bytes:
-    """Serialize ``model`` as a traced TorchScript archive; ``metadata`` goes in as the extra file ``metadata.json``."""
-    example = torch.zeros(2, 1, IMAGE_SIDE, IMAGE_SIDE, dtype=torch.uint8)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
-        with _jit_is_scripting():  # Lightning's own switch for tracing a LightningModule (its to_torchscript)
-            traced = torch.jit.trace(model, example)
-        torch.jit.save(traced, buffer, _extra_files={"metadata.json": json.dumps(metadata)})
-    return buffer.getvalue()
-
-
-def onnx_runner(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function running ONNX model bytes with ONNX Runtime (CPU): uint8 (N, 1, 28, 28) -> float32 (N, 10)."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ExportError("checking the ONNX file needs onnxruntime: pip install 'mnist_lit[export]'") from None
-    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-    return lambda pixels: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: pixels.numpy()})[0])
-
-
-def torchscript_runner(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function running TorchScript bytes with ``torch.jit.load``: uint8 (N, 1, 28, 28) -> float32 (N, 10)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
-        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
-    return lambda pixels: module(pixels)
-
-
-EXPORTERS = {
-    "onnx": (to_onnx, onnx_runner, "ONNX Runtime"),
-    "torchscript": (to_torchscript, torchscript_runner, "TorchScript"),
-}
 
 
 def compare(
@@ -189,6 +111,42 @@ def check_images(
     return images[:num_images], labels[:num_images], folder
 
 
+def check_output(output: str | Path, format: str) -> None:
+    """Refuse an unknown ``format`` and an ``--output`` that is a folder or whose folder cannot be created,
+    before the slow work.
+
+    Raises:
+        ExportError: one line naming the obstacle (a file where a folder should be, a permission).
+    """
+    if format not in EXPORTERS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if Path(output).is_dir():
+        raise ExportError(
+            f"--output {output} is a folder; give the file to write, e.g. "
+            f"{Path(output) / ('model.onnx' if format == 'onnx' else 'model.pt')}"
+        )
+    try:  # before the slow work: the folder of --output must exist or be creatable
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocker = next((p for p in Path(output).parents if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else f"{err.strerror} ({err.filename})"
+        raise ExportError(f"cannot write {output}: {why}; choose another --output") from None
+
+
+def export_metadata(ckpt_path: str | Path, classifier: MNISTClassifier, checkpoint: dict[str, Any]) -> dict[str, str]:
+    """What the exported file says about itself: the checkpoint, its epoch, pixel scaling, data set, class names,
+    and the input and output layout (ONNX metadata props, TorchScript's ``metadata.json``)."""
+    return {
+        "mnist_lit.checkpoint": Path(ckpt_path).name,
+        "mnist_lit.epoch": str(checkpoint.get("epoch")),
+        "mnist_lit.pixel_scale": classifier.hparams.pixel_scale,
+        "mnist_lit.dataset": classifier.hparams.dataset,
+        "mnist_lit.class_names": json.dumps(classifier.class_names),
+        "mnist_lit.input": f"{INPUT_NAME}: uint8 (N, 1, 28, 28), 0-255, white on black",
+        "mnist_lit.output": f"{OUTPUT_NAME}: float32 (N, 10), softmax over the classes (class_names)",
+    }
+
+
 def export_model(
     ckpt_path: str | Path,
     format: str,
@@ -216,34 +174,13 @@ def export_model(
         ExportError: unknown format, missing packages, no test data, or a check that failed.
         CheckpointError: see :func:`mnist_lit.checkpoint.load_model`; DataError: damaged test files.
     """
-    if format not in EXPORTERS:
-        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if Path(output).is_dir():
-        raise ExportError(
-            f"--output {output} is a folder; give the file to write, e.g. "
-            f"{Path(output) / ('model.onnx' if format == 'onnx' else 'model.pt')}"
-        )
-    try:  # before the slow work: the folder of --output must exist or be creatable
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        blocker = next((p for p in Path(output).parents if p.exists() and not p.is_dir()), None)
-        why = f"{blocker} is a file, not a folder" if blocker else f"{err.strerror} ({err.filename})"
-        raise ExportError(f"cannot write {output}: {why}; choose another --output") from None
+    check_output(output, format)
     start = time.perf_counter()
     classifier, checkpoint = load_trained(ckpt_path)
     model = Probabilities(classifier).eval()
     images, labels, folder = check_images(checkpoint, data_dir, num_images)
     serialize, runner, runtime = EXPORTERS[format]
-    metadata = {
-        "mnist_lit.checkpoint": Path(ckpt_path).name,
-        "mnist_lit.epoch": str(checkpoint.get("epoch")),
-        "mnist_lit.pixel_scale": classifier.hparams.pixel_scale,
-        "mnist_lit.dataset": classifier.hparams.dataset,
-        "mnist_lit.class_names": json.dumps(classifier.class_names),
-        "mnist_lit.input": f"{INPUT_NAME}: uint8 (N, 1, 28, 28), 0-255, white on black",
-        "mnist_lit.output": f"{OUTPUT_NAME}: float32 (N, 10), softmax over the classes (class_names)",
-    }
-    data = serialize(model, metadata)
+    data = serialize(model, export_metadata(ckpt_path, classifier, checkpoint))
     report = compare(model, runner(data), images, labels)
     if not report["max_abs_diff"] <= atol:  # also catches NaN
         raise ExportError(
@@ -262,8 +199,8 @@ def export_model(
     }
 
 
-def export_main(argv: list[str]) -> None:
-    """``python -m mnist_lit export --ckpt_path CKPT --format onnx|torchscript --output FILE``."""
+def export_parser() -> argparse.ArgumentParser:
+    """The options of ``export``: ``--ckpt_path``, ``--format``, ``--output``, ``--data_dir``, ``--num_images``, ``--atol``."""
     parser = argparse.ArgumentParser(
         prog=f"{PROG} export",
         allow_abbrev=False,
@@ -295,12 +232,17 @@ def export_main(argv: list[str]) -> None:
         default=DEFAULT_ATOL,
         help=f"Largest accepted probability difference (default {DEFAULT_ATOL:g}).",
     )
-    args = parser.parse_args(argv)
-    try:
-        report = export_model(args.ckpt_path, args.format, args.output, args.data_dir, args.num_images, args.atol)
-    except ExportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    return parser
+
+
+def export_main(argv: list[str]) -> None:
+    """``python -m mnist_lit export --ckpt_path CKPT --format onnx|torchscript --output FILE``.
+
+    Raises:
+        ExportError, CheckpointError, DataError: see :func:`export_model` (``main`` prints the one line, exit 2).
+    """
+    args = export_parser().parse_args(argv)
+    report = export_model(args.ckpt_path, args.format, args.output, args.data_dir, args.num_images, args.atol)
     print(
         f"Checked on {report['num_images']:,} test images from {report['data_dir']}: "
         f"max abs difference of probabilities {report['max_abs_diff']:.3g} (tolerance {args.atol:g}); "

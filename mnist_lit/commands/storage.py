@@ -19,6 +19,7 @@ What Optuna leaves to the caller, and this module adds:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -27,6 +28,11 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+import optuna  # an optional dependency: this module is imported by `tune` once optuna is found
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+from sqlalchemy.exc import IntegrityError, ProgrammingError  # SQLAlchemy: a dependency of optuna
 
 from mnist_lit.errors import StorageError
 
@@ -57,9 +63,6 @@ def open_storage(storage: str):
         StorageError: the path is a folder or a file that is not an Optuna journal; the database
             cannot be reached or its driver is missing (the first line of the driver's error is kept).
     """
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
     if not is_url(storage):
         path = Path(storage)
         if path.is_dir():
@@ -89,9 +92,6 @@ def _rdb_storage(url: str, attempts: int = 5):
     ``CREATE TABLE IF NOT EXISTS`` is not atomic against a concurrent one, and the loser fails with a
     unique violation on ``pg_type_typname_nsp_index`` (or ``DuplicateTable``). A retry finds the tables.
     """
-    import optuna
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
-
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():  # "heartbeat_interval is an experimental feature": nothing to act on
@@ -125,16 +125,12 @@ def check_journal(path: Path) -> None:
 
 
 def _importable(module: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(module) is not None
 
 
 def counted(trial) -> bool:
     """Whether a trial counts towards ``--n_trials``: it ran, runs or waits to run; a ``FAIL`` counts only
     when the run itself failed (recorded :data:`ERROR`), not when its worker was interrupted or died."""
-    from optuna.trial import TrialState
-
     return trial.state != TrialState.FAIL or ERROR in trial.user_attrs
 
 
@@ -178,8 +174,6 @@ def fail_dead_local_trials(study, storage) -> list[int]:
     Returns:
         the numbers of the trials marked.
     """
-    from optuna.trial import TrialState
-
     host = socket.gethostname()
     marked = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -209,8 +203,6 @@ def _alive(pid: int) -> bool:
 
 def trial_state(trial) -> str:
     """``COMPLETE``, ``PRUNED``, ``RUNNING``, ``FAIL`` (the run raised) or ``INTERRUPTED`` (its worker stopped)."""
-    from optuna.trial import TrialState
-
     if trial.state == TrialState.FAIL and ERROR not in trial.user_attrs:
         return "INTERRUPTED"
     return trial.state.name

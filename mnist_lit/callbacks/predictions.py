@@ -1,0 +1,204 @@
+"""``predictions.csv``: the predictions of ``predict``, on the test set or on picture files."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from mnist_lit.atomic import write_csv
+from mnist_lit.callbacks.common import run_dir
+
+#: The columns of ``predictions.csv`` for the test set: ``prob`` is the probability of ``pred``.
+COLUMNS = ["index", "label", "pred", "prob", *(f"prob_{d}" for d in range(10))]
+
+
+def test_row(row: Sequence) -> dict[str, object]:
+    """A :data:`COLUMNS` row of ``predictions.csv`` from ``[index, label or None, pred, prob, *probs]``."""
+    index, label, pred, prob, *probs = row
+    return dict(zip(COLUMNS, [index, label, pred, f"{prob:.6f}", *(f"{p:.6f}" for p in probs)], strict=True))
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``predictions.csv`` into the run directory and prints the first prediction.
+
+    One row per predicted image, sorted by its index in the predict set:
+    ``index, label, pred, prob, prob_0 .. prob_9`` where ``prob`` is the probability of
+    ``pred``. Under several processes each rank's rows are gathered and rank 0 writes
+    the file once (to a temporary name, then renamed).
+
+    Pictures (``--data.predict_path``, :class:`mnist_lit.pictures.PictureFiles` batches) get instead
+    :data:`PICTURE_COLUMNS` per file (:func:`picture_rows`), a table on stdout, one
+    ``error: FILE: reason`` line on stderr per file that failed, and the PNG sheet of
+    ``--data.predict_sheet`` (:func:`write_picture_predictions`); ``failed_files`` then counts
+    the failures (the CLI exits with status 1 when it is not 0).
+
+    Args:
+        output_dir: folder for the CSV; default: the trainer's ``log_dir`` (``lightning_logs/version_N``).
+        filename: name of the CSV file.
+    """
+
+    def __init__(self, output_dir: str | None = None, filename: str = "predictions.csv") -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir, self.filename = output_dir, filename
+        self._rows: list[list] = []
+        self._finished: list[list] | None = None  # rank 0's sorted rows, written and reported at teardown
+        self.failed_files = 0
+
+    def on_predict_epoch_start(self, trainer, pl_module) -> None:
+        self._rows = []
+        self.failed_files = 0
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        probs = prediction["probs"].float().cpu()
+        preds = prediction["preds"].cpu()
+        indices = batch_indices if batch_indices is not None else range(len(preds))
+        if len(batch) == 5 and isinstance(batch[1], (list, tuple)):  # pictures: mnist_lit.pictures.PictureFiles
+            self._rows += picture_rows(indices, batch, probs)
+            return
+        labels = batch[1].cpu() if len(batch) > 1 and torch.is_tensor(batch[1]) else [None] * len(preds)
+        for index, label, pred, row in zip(indices, labels, preds.tolist(), probs.tolist(), strict=False):
+            self._rows.append([int(index), None if label is None else int(label), pred, row[pred], *row])
+
+    def _gathered_rows(self, trainer) -> list[list]:
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            parts: list = [None] * trainer.world_size
+            dist.all_gather_object(parts, self._rows)
+            return [row for part in parts for row in part]
+        return self._rows
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        rows = sorted(self._gathered_rows(trainer), key=lambda row: row[0])  # a collective under DDP: every rank
+        pictures = bool(rows) and isinstance(rows[0][1], str)
+        self.failed_files = sum(1 for row in rows if row[-1]) if pictures else 0
+        self._finished = rows if trainer.is_global_zero and rows else None
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        """Rank 0 writes and reports once the run is over: after the progress bar has closed, which would
+        otherwise draw its last line again below the report."""
+        rows, self._finished = self._finished, None
+        if stage != "predict" or not rows:
+            return
+        pictures = isinstance(rows[0][1], str)
+        folder = Path(self.output_dir) if self.output_dir else run_dir(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / self.filename
+        if pictures:
+            datamodule = getattr(trainer, "datamodule", None)
+            sheet = getattr(datamodule, "hparams", {}).get("predict_sheet")
+            write_picture_predictions([row[1:] for row in rows], path, sheet)  # rows: [index, *PICTURE_COLUMNS]
+            return
+        write_csv(path, COLUMNS, (test_row(row) for row in rows))
+        first = rows[0]
+        print(f"Wrote {len(rows)} predictions to {path}")
+        print(
+            f"Sample {first[0]} probabilities: [{', '.join(f'{p:.4f}' for p in first[4:])}]"
+            f" -> predicted digit {first[2]}" + ("" if first[1] is None else f" (label {first[1]})")
+        )
+        sys.stdout.flush()
+
+
+#: The columns of ``predictions.csv`` for pictures. ``pred``/``confidence``/``prob_*``: the digit of a picture of
+#: one digit (empty for a number: see ``digits``); ``digits``: the number read left to right; ``digit_confidences``:
+#: each digit's probability, space-separated; ``boxes``: each digit's ``x0 y0 x1 y1`` in the picture's pixels,
+#: ``;``-separated; ``error``: why a file gave no answer (unreadable, "no digit found", "not a digit: ...").
+PICTURE_COLUMNS = [
+    "file",
+    "pred",
+    "confidence",
+    "digits",
+    "digit_confidences",
+    "boxes",
+    *(f"prob_{d}" for d in range(10)),
+    "error",
+]
+
+
+def picture_rows(indices, batch, probs: torch.Tensor) -> list[list]:
+    """One row ``[index, *PICTURE_COLUMNS values]`` per file of a :class:`mnist_lit.pictures.PictureFiles` batch
+    ``(crops, files, errors, counts, quads)``, whose crops' probabilities float32 (sum K, 10) are ``probs``;
+    the number is read and refused by :func:`mnist_lit.pictures.verdict.read_digits`."""
+    from mnist_lit.pictures import PictureDigits, read_digits  # OpenCV, when pictures are predicted
+
+    _, files, errors, counts, quads = batch
+    rows, start = [], 0
+    for index, file, error, count, quad in zip(indices, files, errors, counts, quads, strict=False):
+        part, start = probs[start : start + count], start + count
+        picture = PictureDigits(file, torch.zeros(count, 1, 28, 28, dtype=torch.uint8), quad, (0, 0), error)
+        reading = read_digits(picture, part)
+        one = len(reading.digits) == 1
+        boxes = ";".join(" ".join(f"{v:.0f}" for v in (*q.min(0), *q.max(0))) for q in quad) if reading.digits else ""
+        rows.append(
+            [
+                int(index),
+                file,
+                reading.pred,
+                reading.confidence,
+                reading.digits,
+                " ".join(f"{c:.6f}" for c in reading.confidences),
+                boxes,
+                part[0].tolist() if one else None,
+                reading.error,
+            ]
+        )
+    return rows
+
+
+def picture_row(file, pred, confidence, digits, digit_confidences, boxes, probs, error) -> dict[str, object]:
+    """A :data:`PICTURE_COLUMNS` row of ``predictions.csv`` from one row of :func:`picture_rows` (without its index)."""
+    values = [
+        file,
+        pred,
+        None if confidence is None else f"{confidence:.6f}",
+        digits,
+        digit_confidences,
+        boxes,
+        *([None] * 10 if probs is None else [f"{p:.6f}" for p in probs]),
+        error,
+    ]
+    return dict(zip(PICTURE_COLUMNS, values, strict=True))
+
+
+def write_picture_predictions(rows: Sequence[Sequence], path: str | Path, sheet: str | Path | None = None) -> None:
+    """Report predictions on picture files: CSV, a table on stdout, errors on stderr, optional PNG sheet.
+
+    Args:
+        rows: per file, in order, ``(file, pred, confidence, digits, digit_confidences, boxes, probs, error)``
+            (:func:`picture_rows`): ``pred`` the digit of a one-digit picture (else None), ``confidence``
+            the probability that the whole reading is right (product over its digits), ``digits`` the
+            number read, ``probs`` the 10 probabilities of a one-digit picture (else None); a file that
+            failed has empty values and ``error`` a one-line message (``""`` otherwise).
+        path: the CSV with :data:`PICTURE_COLUMNS`, written atomically (empty cells where not applicable).
+        sheet: a PNG path for :func:`mnist_lit.sheet.render_sheet`, or ``None``.
+    """
+    write_csv(path, PICTURE_COLUMNS, (picture_row(*row) for row in rows))
+    width = max(len("file"), *(len(row[0]) for row in rows))
+    print(f"{'file':<{width}}  digits      confidence")
+    for file, _, confidence, digits, *_, error in rows:
+        reason = error.split(": ", 1)[-1] if error.startswith(f"{file}: ") else error
+        print(
+            f"{file:<{width}}  "
+            + (f"{'-':<10}           -  error: {reason}" if error else f"{digits:<10}  {confidence:>10.4f}")
+        )
+    failed = [row[-1] for row in rows if row[-1]]
+    for error in failed:
+        print(f"error: {error}", file=sys.stderr)
+    print(
+        f"Predicted {len(rows) - len(failed)} of {len(rows)} pictures"
+        + (f" ({len(failed)} failed or hold no digit, see the error lines)" if failed else "")
+        + f"; wrote {path}"
+    )
+    if sheet is not None:
+        from mnist_lit.sheet import SHEET_MAX_IMAGES, render_sheet
+
+        shown = min(len(rows), SHEET_MAX_IMAGES)
+        render_sheet([(row[0], row[3], row[2], row[-1]) for row in rows], sheet)
+        print(f"Wrote the sheet of {shown} of {len(rows)} pictures to {sheet}")
+    sys.stdout.flush()
+    sys.stderr.flush()
