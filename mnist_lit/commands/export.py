@@ -35,7 +35,6 @@ from mnist_lit.atomic import atomic_write
 from mnist_lit.command_line import PROG
 from mnist_lit.commands.exporters import EXPORTERS, INPUT_NAME, OUTPUT_NAME, Probabilities
 from mnist_lit.data import RAW_FILES, find_raw_file, load_split, raw_folder
-from mnist_lit.data.idx import IMAGE_SIDE
 from mnist_lit.ensemble import load_trained  # a checkpoint, or a cv run folder as one ensemble model
 from mnist_lit.errors import ExportError
 from mnist_lit.model import MNISTClassifier

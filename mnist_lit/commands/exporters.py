@@ -17,8 +17,8 @@ import torch
 from lightning.pytorch.core.module import _jit_is_scripting
 from torch import nn
 
-from mnist_lit.errors import ExportError
 from mnist_lit.data.idx import IMAGE_SIDE
+from mnist_lit.errors import ExportError
 from mnist_lit.model import MNISTClassifier
 
 INPUT_NAME, OUTPUT_NAME = "pixels", "probabilities"

@@ -51,7 +51,7 @@ try:
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import UploadFile
     from starlette.exceptions import HTTPException as StarletteHTTPException
-except ImportError as err:  # serve_main turns this into a one-line error
+except ImportError as err:  # mnist_lit.commands.serve turns this into a one-line error
     FASTAPI_MISSING: str | None = err.name
 else:
     FASTAPI_MISSING = None
@@ -224,6 +224,33 @@ def _answer_errors_as_json(app: FastAPI) -> None:
         return JSONResponse({"error": str(err.detail)}, status_code=err.status_code, headers=err.headers)
 
 
+def _digit_model(ckpt_path: str | Path) -> tuple[MNISTClassifier, dict[str, Any]]:
+    """The checkpoint's model (or a cv run's ensemble) and the checkpoint; refuses a model of other classes.
+
+    Raises:
+        CheckpointError: see :func:`mnist_lit.checkpoint.load_model`; a model of another data set than MNIST.
+    """
+    model, checkpoint = load_trained(ckpt_path)
+    if model.hparams.dataset != "mnist":
+        raise CheckpointError(
+            f"{ckpt_path}: a {model.hparams.dataset} model; serve reads digits, so it needs a checkpoint trained on mnist"
+        )
+    return model, checkpoint
+
+
+def _health(ckpt_path: str | Path, model: MNISTClassifier, checkpoint: dict[str, Any], limits: tuple) -> dict:
+    """``GET /health``: which checkpoint is served (epoch, step, pixel scaling, data set) and the limits."""
+    return {
+        "ok": True,
+        "checkpoint": str(Path(ckpt_path).resolve()),
+        "epoch": checkpoint.get("epoch"),
+        "global_step": checkpoint.get("global_step"),
+        "pixel_scale": model.hparams.pixel_scale,
+        "dataset": model.hparams.dataset,
+        **dict(zip(("max_request_bytes", "max_image_pixels", "max_concurrent", "max_waiting"), limits, strict=True)),
+    }
+
+
 def create_app(
     ckpt_path: str | Path,
     max_request_bytes: int = MAX_REQUEST_BYTES,
@@ -240,24 +267,9 @@ def create_app(
         CheckpointError: see :func:`mnist_lit.checkpoint.load_model`; a model of another data set
             than MNIST (the page reads digits).
     """
-    model, checkpoint = load_trained(ckpt_path)
-    if model.hparams.dataset != "mnist":
-        raise CheckpointError(
-            f"{ckpt_path}: a {model.hparams.dataset} model; serve reads digits, so it needs a "
-            "checkpoint trained on mnist"
-        )
-    health = {
-        "ok": True,
-        "checkpoint": str(Path(ckpt_path).resolve()),
-        "epoch": checkpoint.get("epoch"),
-        "global_step": checkpoint.get("global_step"),
-        "pixel_scale": model.hparams.pixel_scale,
-        "dataset": model.hparams.dataset,
-        "max_request_bytes": max_request_bytes,
-        "max_image_pixels": max_image_pixels,
-        "max_concurrent": max_concurrent,
-        "max_waiting": max_waiting,
-    }
+    limits = (max_request_bytes, max_image_pixels, max_concurrent, max_waiting)
+    model, checkpoint = _digit_model(ckpt_path)
+    health = _health(ckpt_path, model, checkpoint, limits)
     gate = PredictionGate(max_concurrent, max_waiting)
     app = FastAPI(title="mnist_lit", summary="Draw or upload a digit; the trained CNN predicts it.")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
