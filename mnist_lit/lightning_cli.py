@@ -33,6 +33,7 @@ from mnist_lit.data.identity import check_same_data
 from mnist_lit.data.sharding import per_device_batch_size
 from mnist_lit.distributed import check_launch
 from mnist_lit.errors import CheckpointError
+from mnist_lit.model import MNISTClassifier
 from mnist_lit.precision import bf16_cpu_notice, check_precision
 from mnist_lit.runs import claim_version, logger_root, version_of
 
@@ -81,7 +82,7 @@ class MNISTLightningCLI(LightningCLI):
         ckpt_path = run_settings.resolve_ckpt_path(subcommand, config.get("ckpt_path"), config.trainer)
         if ckpt_path not in (None, "last"):
             self.checkpoint = load_checkpoint(ckpt_path)
-            check_hparams(self.checkpoint, self.model_class, ckpt_path)
+            check_hparams(self.checkpoint, MNISTClassifier, ckpt_path)
             base = None if config.get("config") else run_settings.base_config(ckpt_path, self.checkpoint)
             if base is not None:  # no --config: start from the run's own settings, then the command's flags
                 at = argv.index(subcommand) + 1
@@ -93,7 +94,8 @@ class MNISTLightningCLI(LightningCLI):
         config.ckpt_path = ckpt_path
         if subcommand == "fit":
             self._settle_fit(config, argv)
-        else:
+        else:  # resolve_ckpt_path refused a missing checkpoint; the one named is loaded above
+            assert ckpt_path is not None and self.checkpoint is not None
             run_settings.check_eval(subcommand, ckpt_path, self.checkpoint, config.data)
             if subcommand == "validate" and self.checkpoint is not None:  # its validation images: the run's own
                 check_same_data(ckpt_path, self.checkpoint, config.data, "validate")
@@ -129,6 +131,7 @@ class MNISTLightningCLI(LightningCLI):
                 self.restart_dir, self.run_version = run_dir, version_of(run_dir)
                 self.save_config_kwargs.update(overwrite=True)  # the same configuration, written again
         if config.ckpt_path:
+            assert self.checkpoint is not None  # loaded with the path it came from, above or in parse_arguments
             run_settings.check_resume(config.ckpt_path, self.checkpoint, command)
             check_same_data(config.ckpt_path, self.checkpoint, config.data)  # data_dir may move, not change
             self.run_version = run_settings.resumed_version(config.ckpt_path, root)
@@ -198,7 +201,7 @@ class MNISTLightningCLI(LightningCLI):
         # commands (no subcommand here) may run as independent single-process workers under srun/torchrun.
         check_launch(trainer, independent_ok=self.subcommand is None)
         if torch.are_deterministic_algorithms_enabled():
-            torch.utils.deterministic.fill_uninitialized_memory = False
+            torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]  # set, not declared, by torch
         notice = bf16_cpu_notice(trainer.precision, trainer.strategy.root_device.type == "cpu")
         if notice and trainer.is_global_zero:
             print(notice, file=sys.stderr)
@@ -230,14 +233,15 @@ class MNISTLightningCLI(LightningCLI):
         logger = self.trainer.logger
         if logger is None or self.subcommand != "fit":
             return
+        log_dir = str(logger.log_dir)  # TensorBoard and CSV loggers (the ones with run folders) always have one
         if self.restart_dir is not None:
-            for events in Path(logger.log_dir).glob("events.out.tfevents.*"):
+            for events in Path(log_dir).glob("events.out.tfevents.*"):
                 events.unlink()  # the killed attempt's partial logs: the run starts again from step 0
         elif self.checkpoint is not None and self.run_version is not None:
             step, saved_at = self.checkpoint["global_step"], Path(self.config.fit.ckpt_path).stat().st_mtime
-            removed = resume.trim_event_files(logger.log_dir, step, saved_at)
+            removed = resume.trim_event_files(log_dir, step, saved_at)
             print(
-                f"Resuming in {logger.log_dir}; removed {removed} events logged after that checkpoint "
+                f"Resuming in {log_dir}; removed {removed} events logged after that checkpoint "
                 "(the resumed run logs those steps again)",
                 file=sys.stderr,
             )
@@ -248,7 +252,7 @@ class MNISTLightningCLI(LightningCLI):
         logger = self.trainer.logger
         if not isinstance(logger, (TensorBoardLogger, CSVLogger)) or logger._version is not None:
             return  # Lightning's loggers keep the configured version in `_version` (None: next free one)
-        if self.run_version is None and rank_zero_only.rank == 0:
+        if self.run_version is None and getattr(rank_zero_only, "rank", 0) == 0:
             self.run_version = claim_version(Path(logger.root_dir))
         if self.run_version is not None:
             logger._version = self.run_version
@@ -276,7 +280,8 @@ class MNISTLightningCLI(LightningCLI):
 
     def after_predict(self) -> None:
         """Count the picture files that could not be predicted (the writer printed why); main() exits 1 then."""
-        self.failed_files = sum(getattr(callback, "failed_files", 0) for callback in self.trainer.callbacks)
+        callbacks = self.trainer.callbacks  # type: ignore[attr-defined]  # a Trainer property its stubs omit
+        self.failed_files = sum(int(getattr(callback, "failed_files", 0)) for callback in callbacks)
 
     def after_fit(self) -> None:
         """Test the best checkpoint (else the last weights) unless ``--test_after_fit false`` or the fit was
@@ -284,8 +289,9 @@ class MNISTLightningCLI(LightningCLI):
         if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
             return
         callback = self.trainer.checkpoint_callback
-        ckpt_path = "best" if callback is not None and callback.best_model_path else None
+        best = getattr(callback, "best_model_path", "")  # a ModelCheckpoint's; "" before its first save
+        ckpt_path = "best" if best else None
         results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False)
         if self.trainer.is_global_zero and results:
-            where = callback.best_model_path if ckpt_path else "the final weights"
+            where = best if ckpt_path else "the final weights"
             print(f"Test accuracy: {results[0]['test_acc']:.4f} (test_loss {results[0]['test_loss']:.4f}, {where})")

@@ -186,9 +186,9 @@ class ConfidentErrors(Callback):
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         import mnist_lit.callbacks.plots as plots  # matplotlib: imported when a plot is drawn, not by `fit --help`
 
-        parts = [self._top]
+        parts: list[list[torch.Tensor]] = [self._top]
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            parts = [None] * trainer.world_size
+            parts = [[] for _ in range(trainer.world_size)]
             dist.all_gather_object(parts, self._top)
         top = self._keep_top(parts)
         if not trainer.is_global_zero or not top:

@@ -167,7 +167,7 @@ def learning_curves_figure(epochs: Sequence[dict], test: dict | None = None) -> 
 def figure_to_array(fig: Figure) -> np.ndarray:
     """Render ``fig``: uint8 (H, W, 3) RGB pixels, for ``SummaryWriter.add_image(..., dataformats="HWC")``."""
     fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # type: ignore[attr-defined]  # the Agg canvas's
 
 
 def save_png(pixels: np.ndarray, path: str | Path) -> Path:

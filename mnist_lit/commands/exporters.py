@@ -56,6 +56,8 @@ def to_onnx(model: nn.Module, metadata: dict[str, str]) -> bytes:
         external_data=False,
         verbose=False,
     )
+    if program is None:  # torch.onnx.export returns the program when dynamo=True
+        raise ExportError("torch.onnx.export returned no ONNX program; update torch, or use --format torchscript")
     proto = program.model_proto
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)

@@ -49,12 +49,14 @@ def lr_find_main(argv: list[str]) -> None:
             num_training=opts.num_training,
             update_attr=False,
         )
+        if finder is None:  # Tuner.lr_find returns None only on processes other than rank 0; this runs one
+            raise TuneError("lr_find found no learning-rate curve (the run stopped before its first batch)")
         suggestion = finder.suggestion()
         points = zip(finder.results["lr"], finder.results["loss"], strict=False)
         write_csv(run_dir / "lr_find.csv", ["lr", "loss"], ({"lr": lr, "loss": loss} for lr, loss in points))
         figure = finder.plot(suggest=suggestion is not None)
         with atomic_write(run_dir / "lr_find.png") as handle:
-            figure.savefig(handle, format="png", dpi=100)
+            figure.savefig(handle, format="png", dpi=100)  # type: ignore[union-attr]  # a Figure when not given an ax
         if suggestion is None:
             print(f"No learning rate suggested (too few finite losses); see {run_dir / 'lr_find.png'}")
         else:

@@ -62,7 +62,7 @@ def search(
     parser = build_cli(fit_args, run=False).parser  # checks the fit flags before any trial runs
     pruner = optuna.pruners.MedianPruner(**config.get("pruner", {}))
     if storage is None:
-        run_context = fresh_run_dir(opts.log_dir, "tune")
+        run_context: contextlib.AbstractContextManager[Path] = fresh_run_dir(opts.log_dir, "tune")
         sampler = optuna.samplers.TPESampler(seed=config.get("seed", 0))
     else:
         run_dir = Path(opts.log_dir) / f"tune_{opts.study_name}"

@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import optuna  # an optional dependency: this module is imported by `tune` once optuna is found
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
@@ -119,7 +119,7 @@ class Objective:
             self.fail(trial, one_line(err), traceback.format_exc() if self.opts.verbose else "")
 
     @staticmethod
-    def fail(trial, message: str, details: str = "") -> None:
+    def fail(trial, message: str, details: str = "") -> NoReturn:
         """Record and print the one-line ``message`` of a failed trial (and ``details``, its traceback).
 
         Raises:

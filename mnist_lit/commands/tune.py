@@ -147,7 +147,7 @@ def distributions(space: dict[str, Any], path: str | Path = "the tune config") -
     """
     from optuna import distributions as dist  # an optional dependency, and not imported by `tune --help`
 
-    found = {}
+    found: dict[str, dist.BaseDistribution] = {}
     for key, spec in space.items():
         kind = spec.get("type") if isinstance(spec, dict) else None
         try:
@@ -156,9 +156,11 @@ def distributions(space: dict[str, Any], path: str | Path = "the tune config") -
             if kind == "categorical" and isinstance(spec.get("choices"), list):
                 found[key] = dist.CategoricalDistribution(spec["choices"])
             elif kind in ("float", "int") and all(type(spec.get(end)) in (int, float) for end in ("low", "high")):
-                make = dist.FloatDistribution if kind == "float" else dist.IntDistribution
-                convert = float if kind == "float" else int
-                found[key] = make(convert(spec["low"]), convert(spec["high"]), log=bool(spec.get("log", False)))
+                log = bool(spec.get("log", False))
+                if kind == "float":
+                    found[key] = dist.FloatDistribution(float(spec["low"]), float(spec["high"]), log=log)
+                else:
+                    found[key] = dist.IntDistribution(int(spec["low"]), int(spec["high"]), log=log)
             else:
                 raise ValueError(key)
         except ValueError:
