@@ -1,9 +1,9 @@
-"""Process-wide memory-allocator setting that makes CPU training about a third faster.
+"""Process-wide memory-allocator setting that makes CPU training faster (figures: docs/performance.md).
 
 A training step allocates and frees the same large activations and gradients every time (the first
 convolution's output alone is 128 x 32 x 26 x 26 float32 = 11 MB). glibc's ``malloc`` hands blocks
 that big back to the kernel when they are freed, so every step faults the pages in again and the
-kernel zeroes them: about 5,000 page faults a step here, a third of the step's time on 2 CPU cores.
+kernel zeroes them: thousands of page faults a step, a large share of a CPU step's time.
 PyTorch's CPU performance guide names the cure, an allocator that keeps freed memory for reuse
 (jemalloc or TCMalloc through ``LD_PRELOAD``); glibc does the same when two of its documented
 tunables are raised (``mallopt(3)``), which needs no extra library and no change to the command.

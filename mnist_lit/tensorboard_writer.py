@@ -3,7 +3,7 @@
 ``torch.utils.tensorboard`` (what Lightning's ``TensorBoardLogger`` writes with) reads
 ``tensorboard.compat.tf`` when it is imported, and TensorBoard resolves that to the whole of TensorFlow
 whenever TensorFlow is installed, e.g. next to the Keras comparison (``pip install -e '.[bench]'``).
-That import cost every ``fit`` several seconds (16 s of a 100 s fit on a loaded 2-core VM) and
+That import costs every ``fit`` seconds (docs/performance.md) and
 gives nothing here: the event files are the same. TensorBoard's documented switch
 (``tensorboard.compat.tf``'s docstring: the ``no_tensorflow`` target) is the presence of the module
 ``tensorboard.compat.notf``, which makes it use its built-in stub, as it does when TensorFlow is

@@ -46,9 +46,9 @@ def grid_size_px(num_images: int, ncols: int = 8) -> tuple[int, int]:
 def digit_grid(images: torch.Tensor, captions: Sequence[str], colors: Sequence[str], ncols: int = 8) -> np.ndarray:
     """Digits in a grid, each with a caption above it, drawn with Pillow.
 
-    Pillow rather than a matplotlib figure because callbacks draw one every validation epoch: 32
-    captions take about 3 ms here against 70 ms as matplotlib text (2-core CPU), in the same font
-    (DejaVu Sans, which matplotlib ships) and colours.
+    Pillow rather than a matplotlib figure because callbacks draw one every validation epoch and Pillow's
+    text is far cheaper than matplotlib's (docs/performance.md), in the same font (DejaVu Sans, which
+    matplotlib ships) and colours.
 
     Args:
         images: (N, 1, 28, 28) or (N, 28, 28), any dtype and pixel scale (each digit is shown
@@ -77,6 +77,8 @@ def digit_grid(images: torch.Tensor, captions: Sequence[str], colors: Sequence[s
     side = 28 * scale
     low = pixels.min(axis=(1, 2), keepdims=True)
     ink = (pixels - low) / np.maximum(pixels.max(axis=(1, 2), keepdims=True) - low, 1e-12)  # each digit in [0, 1]
+    # Tiled here rather than by torchvision.utils.make_grid: each cell needs room for its caption above the
+    # digit, and make_grid pads every side alike.
     canvas = np.full((height, width), 255, dtype=np.uint8)  # white
     corners = [((i % ncols) * cell_w + (cell_w - side) // 2, (i // ncols) * cell_h + 20) for i in range(len(ink))]
     for digit, (x0, y0) in zip(ink, corners, strict=False):
