@@ -257,6 +257,11 @@ def ink_map(source: ImageSource, max_pixels: int) -> tuple[InkMap, np.ndarray]:
         ImageTooLargeError, ImageError: see :func:`mnist_lit.pictures.decode.open_image`.
     """
     gray, picture_size = load_gray(source, max_pixels)
+    return ink_map_of_gray(gray, picture_size)
+
+
+def ink_map_of_gray(gray: np.ndarray, picture_size: tuple[int, int]) -> tuple[InkMap, np.ndarray]:
+    """:func:`ink_map` of a picture already decoded by :func:`load_gray`: (the InkMap, the picture at analysis size)."""
     work, _ = _work_size(gray)
     return ink_map_of(work, picture_size), work
 

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from mnist_lit.pictures.decode import MAX_IMAGE_PIXELS, ImageSource, source_name
-from mnist_lit.pictures.frame import fit_to_mnist_frame
-from mnist_lit.pictures.ink import InkMap, ink_map, ink_map_of
+from mnist_lit.pictures.frame import MIN_INK_PIXELS, fit_to_mnist_frame
+from mnist_lit.pictures.ink import InkMap, ink_map_of, ink_map_of_gray, load_gray
 from mnist_lit.pictures.mask import thresholds
 from mnist_lit.pictures.segment import Marks, find_marks
 
@@ -23,6 +23,8 @@ SHEET_GROWTH = 0.15
 #: Pixels of the crop within this many pixels of the digit's own ink are kept (the anti-aliased rim);
 #: farther ones belong to neighbours or dirt and are cleared.
 RIM = 2
+#: A 28x28 picture whose border pixels are all at most this bright (0-255) has MNIST's black background.
+MNIST_BORDER = 32
 
 
 @dataclass
@@ -100,11 +102,25 @@ def _near_sheet(marks: Marks, sheet: InkMap, whole: InkMap) -> Marks:
     return Marks(marks.boxes[keep], [marks.masks[i] for i in keep])
 
 
+def mnist_format(gray: np.ndarray) -> torch.Tensor | None:
+    """uint8 (1, 1, 28, 28) when ``gray`` (uint8 (H, W), as :func:`~mnist_lit.pictures.ink.load_gray` returns it) is
+    already in MNIST's own format, else None: 28x28 pixels, light ink on a black background (its border at most
+    :data:`MNIST_BORDER` bright) and at least ``MIN_INK_PIXELS`` pixels of ink (above 127). Such a picture, e.g. a
+    test digit saved as PNG or a 28x28 canvas, is exactly what the network reads, so it is taken as it is."""
+    if gray.shape != (28, 28):
+        return None
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if border.max() > MNIST_BORDER or int((gray > 127).sum()) < MIN_INK_PIXELS:
+        return None
+    return torch.from_numpy(gray.copy()).reshape(1, 1, 28, 28)
+
+
 def read_picture(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> PictureDigits:
     """Find the digits in a picture (a photo, scan or drawing; one digit or a whole number) and cut each out
     MNIST-style, left to right.
 
-    Steps: :func:`mnist_lit.pictures.ink.ink_map` (decode at a bounded size, find and straighten the sheet,
+    A picture already in MNIST's format (:func:`mnist_format`) is taken as it is. Otherwise the steps are:
+    :func:`mnist_lit.pictures.ink.ink_map` (decode at a bounded size, find and straighten the sheet,
     divide out uneven light and shadows), :func:`mnist_lit.pictures.segment.find_marks` (remove ruled lines,
     connected components, merge, split, order, ink-statistics refusals; once more on the whole frame when a
     mark ran into the edge of the sheet found), then :func:`digit_crop` per digit.
@@ -123,7 +139,12 @@ def read_picture(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Pic
             (:func:`mnist_lit.pictures.decode.open_image`); one-line messages starting with the file's name.
     """
     name = source_name(source)
-    ink, gray = ink_map(source, max_pixels)
+    picture, picture_size = load_gray(source, max_pixels)
+    as_is = mnist_format(picture)
+    if as_is is not None:  # the network's own input format: nothing to find or re-centre
+        frame = np.array([[[0, 0], [28, 0], [28, 28], [0, 28]]], np.float32)  # the digit's box: the whole picture
+        return PictureDigits(name, as_is, frame, picture_size, "", light_ink=True)
+    ink, gray = ink_map_of_gray(picture, picture_size)
     marks: Marks = find_marks(ink)
     if (
         marks.cut and marks.refusal

@@ -79,9 +79,9 @@ class RequestError(Exception):
 
 def png_base64(pixels: torch.Tensor) -> str:
     """uint8 (1, 28, 28) or (28, 28) pixels -> base64 text of a grayscale PNG of them."""
-    image = pixels.reshape(pixels.shape[-2:]).contiguous()
+    image = pixels.reshape(pixels.shape[-2:]).contiguous().numpy()
     buffer = io.BytesIO()
-    Image.frombytes("L", (image.shape[1], image.shape[0]), bytes(image.flatten().tolist())).save(buffer, "PNG")
+    Image.fromarray(image).save(buffer, "PNG")  # uint8 (28, 28): mode L
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
