@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -19,7 +20,6 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from mnist_lit.atomic import atomic_write
-from mnist_lit.pictures import read_picture
 from mnist_lit.pictures.decode import open_image, to_grayscale
 from mnist_lit.pictures.ink import upright_size
 
@@ -29,6 +29,9 @@ PAIRS_PER_ROW = 4  # picture + preprocessed version = one pair
 CELL_INCHES = (1.3, 1.55)  # (width, height) of one panel, title included
 DPI = 100
 DISPLAY_SIDE = 256  # pictures are shown shrunk to at most this many pixels
+
+#: One picture of the sheet: ``(file, digits, confidence, error, crops, quads)``, see :func:`render_sheet`.
+SheetEntry = tuple[str, str, float | None, str, torch.Tensor, np.ndarray]
 
 
 def _display_image(file: str) -> tuple[Image.Image, float] | None:
@@ -46,17 +49,21 @@ def _display_image(file: str) -> tuple[Image.Image, float] | None:
     return image, image.width / full_width
 
 
-def render_sheet(entries: Sequence[tuple[str, str, float | None, str]], path: str | Path) -> Path:
+def render_sheet(entries: Sequence[SheetEntry], path: str | Path) -> Path:
     """Render up to :data:`SHEET_MAX_IMAGES` predictions as a PNG sheet, written atomically.
 
     Each entry gets two panels: the picture (titled with its file name) with the box of every digit found and
     the digit read in it, and the 28x28 crops side by side, white ink on black as the network sees them
     (titled with the number read and its confidence, or the error when the file failed or holds no digit).
-    Boxes and crops are recomputed with :func:`mnist_lit.pictures.read_picture`, which is deterministic.
+    Boxes and crops are the ones the prediction ran on (:class:`mnist_lit.pictures.PictureFiles` batches): the
+    picture is not read again, only decoded once more for display.
 
     Args:
-        entries: ``(file, digits, confidence, error)`` per picture; ``digits`` is ``""`` and ``error`` a
-            one-line message when the file failed, else ``error == ""``.
+        entries: ``(file, digits, confidence, error, crops, quads)`` per picture; ``digits`` is ``""`` and
+            ``error`` a one-line message when the file failed, else ``error == ""``; ``crops`` uint8
+            (K, 1, 28, 28) white ink on black, ``quads`` float32 (K, 4, 2) each digit's box corners (x, y) in
+            the upright picture's pixels, as :func:`mnist_lit.pictures.read_picture` returns them (K = 0
+            when the file failed or holds no digit).
         path: the PNG file to write (its folder is created).
 
     Returns:
@@ -75,7 +82,7 @@ def render_sheet(entries: Sequence[tuple[str, str, float | None, str]], path: st
     axes = fig.subplots(rows, 2 * pairs, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    for i, (file, digits, confidence, error) in enumerate(entries):
+    for i, (file, digits, confidence, error, crops, quads) in enumerate(entries):
         picture_ax, digit_ax = axes[i // pairs, 2 * (i % pairs)], axes[i // pairs, 2 * (i % pairs) + 1]
         name = Path(file).name
         picture_ax.set_title(name if len(name) <= 18 else name[:8] + "..." + name[-7:], fontsize=7)
@@ -85,7 +92,8 @@ def render_sheet(entries: Sequence[tuple[str, str, float | None, str]], path: st
         if error:
             _draw_error(digit_ax, error)
         else:
-            _draw_reading(picture_ax, digit_ax, file, shown, digits, float("nan") if confidence is None else confidence)
+            reading = (digits, float("nan") if confidence is None else confidence)
+            _draw_reading(picture_ax, digit_ax, shown, reading, crops, quads)
     fig.tight_layout(pad=0.3)
     with atomic_write(path) as handle:
         fig.savefig(handle, format="png")
@@ -100,16 +108,20 @@ def _draw_error(ax, error: str) -> None:
     ax.set_title("error", fontsize=8, color="tab:red")
 
 
-def _draw_reading(picture_ax, digit_ax, file: str, shown, digits: str, confidence: float) -> None:
-    """Boxes and digits over the picture, and the 28x28 crops side by side (white on black) with the number read."""
-    picture = read_picture(file)
+def _draw_reading(
+    picture_ax, digit_ax, shown, reading: tuple[str, float], crops: torch.Tensor, quads: np.ndarray
+) -> None:
+    """Boxes (``quads`` float32 (K, 4, 2) in the picture's pixels, scaled to the shown picture) and digits over the
+    picture, and the uint8 (K, 1, 28, 28) ``crops`` side by side (white on black) with ``reading``: the number
+    read and its confidence."""
+    digits, confidence = reading
     if shown is not None:
-        for quad, digit in zip(picture.quads * shown[1], digits, strict=False):
+        for quad, digit in zip(quads * shown[1], digits, strict=False):
             picture_ax.add_patch(Polygon(quad, closed=True, fill=False, edgecolor="tab:orange", linewidth=0.8))
             picture_ax.text(
                 quad[0, 0], quad[0, 1], digit, color="tab:orange", fontsize=6, fontweight="bold", va="bottom"
             )
-    crops = picture.pixels if len(picture.pixels) else torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
+    crops = crops if len(crops) else torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
     strip = make_grid(crops, nrow=len(crops), padding=0)[0]  # (28, 28 * n) uint8
     digit_ax.imshow(strip.numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     digit_ax.set_title(f"{digits} ({100 * confidence:.2f}%)", fontsize=8, fontweight="bold")

@@ -5,6 +5,8 @@ the shared `trained_run` (configs/mnist.yaml on ../shared/data/mnist-10k)."""
 from __future__ import annotations
 
 import csv
+import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,10 +22,11 @@ from photos import (
 )
 from PIL import Image, ImageDraw
 
-from mnist_lit.callbacks import PICTURE_COLUMNS
+from mnist_lit.callbacks import PICTURE_COLUMNS, PredictionWriter
 from mnist_lit.checkpoint import load_model
 from mnist_lit.data import load_split
-from mnist_lit.pictures import classify, read_digits, read_picture
+from mnist_lit.pictures import PictureFiles, classify, read_digits, read_picture
+from mnist_lit.sheet import render_sheet
 
 SEED = 0  # the pipeline was tuned on seed 1 with other test digits (docs/pictures.md)
 
@@ -197,3 +200,68 @@ def test_degenerate_pictures_are_refused_not_crashed(size):
     for fill in (0, 255):
         picture = read_picture(Image.new("L", size, fill))
         assert len(picture.pixels) == 0 and picture.refusal.startswith("<image>: no digit found")
+
+
+def _forbid_reading_pictures(monkeypatch):
+    """Every loaded mnist_lit module's ``read_picture`` raises from now on: the sheet may not read a picture again."""
+
+    def read_again(*args, **kwargs):
+        raise AssertionError(f"a picture was read again: {args}")
+
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "mnist_lit" and hasattr(module, "read_picture"):
+            monkeypatch.setattr(module, "read_picture", read_again)
+
+
+def _orange_pixels(png) -> int:
+    """Pixels of the sheet in the boxes' colour (matplotlib's tab:orange, 255 127 14)."""
+    with Image.open(png) as image:
+        rgb = np.asarray(image.convert("RGB")).astype(int)
+    return int((np.abs(rgb - (255, 127, 14)).sum(-1) < 40).sum())
+
+
+def test_sheet_is_drawn_from_the_crops_and_quads_it_is_given(test_digits, tmp_path, monkeypatch):
+    images, labels = test_digits
+    pics = tmp_path / "pics"
+    files = [*write_digit_set(images[:2], "ballpoint", pics, SEED), *write_number_set(images, labels, 1, pics, SEED)]
+    (pics / "notes.png").write_text("not a picture\n")
+    files = [str(f) for f in [*files[:2], files[2][0], pics / "notes.png"]]
+    crops, _, errors, counts, quads = PictureFiles(files).__getitems__([0, 1, 2, 3])
+    assert errors[:3] == ["", "", ""] and errors[3] and counts[3] == 0 and min(counts[:3]) >= 1
+    parts = torch.split(crops, counts)
+    entries = [(f, "7" * k, 0.9, e, c, q) for f, k, e, c, q in zip(files, counts, errors, parts, quads, strict=True)]
+    _forbid_reading_pictures(monkeypatch)
+    sheet = render_sheet(entries, tmp_path / "sheet.png")
+    with Image.open(sheet) as png:  # one row of 4 pairs of 1.3 x 1.55 inch panels at 100 dpi
+        assert png.format == "PNG" and png.size == (1040, 155)
+    assert _orange_pixels(sheet) > 100  # the boxes, drawn from the quads
+    no_boxes = [(*entry[:5], np.zeros((0, 4, 2), np.float32)) for entry in entries]
+    assert _orange_pixels(render_sheet(no_boxes, tmp_path / "no_boxes.png")) == 0
+
+
+def test_prediction_writer_keeps_the_crops_of_the_sheets_pictures_only(test_digits, tmp_path, monkeypatch, capsys):
+    images, _ = test_digits
+    dataset = PictureFiles([str(f) for f in write_digit_set(images[:5], "ballpoint", tmp_path / "pics", SEED)])
+    monkeypatch.setattr("mnist_lit.sheet.SHEET_MAX_IMAGES", 3)
+    sheet = tmp_path / "sheet.png"
+    for asked in (None, str(sheet)):
+        trainer = SimpleNamespace(
+            datamodule=SimpleNamespace(hparams={"predict_sheet": asked}), world_size=1, is_global_zero=True
+        )
+        writer = PredictionWriter(output_dir=str(tmp_path / "run"))
+        writer.on_predict_epoch_start(trainer, None)
+        for indices in ([4, 3], [0, 2], [1]):  # batches out of index order
+            batch = dataset.__getitems__(indices)
+            probs = torch.nn.functional.one_hot(torch.full((len(batch[0]),), 7), 10).float()
+            writer.write_on_batch_end(trainer, None, {"probs": probs, "preds": probs.argmax(1)}, indices, batch, 0)
+            assert len(writer._sheet) <= (3 if asked else 0)  # bounded while predicting
+    assert [index for index, _, _ in writer._sheet] == [0, 1, 2]
+    for index, crops, quads in writer._sheet:
+        assert torch.equal(crops, dataset[index][0]) and crops.dtype == torch.uint8
+        assert np.array_equal(quads, dataset[index][3]) and quads.dtype == np.float32
+    _forbid_reading_pictures(monkeypatch)
+    writer.on_predict_epoch_end(trainer, None)
+    writer.teardown(trainer, None, "predict")
+    assert f"Wrote the sheet of 3 of 5 pictures to {sheet}" in capsys.readouterr().out
+    with Image.open(sheet) as png:  # one row of 3 pairs
+        assert png.size == (780, 155)

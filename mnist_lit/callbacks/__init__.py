@@ -14,6 +14,7 @@ from mnist_lit.callbacks.predictions import (
     PICTURE_COLUMNS,
     PredictionWriter,
     picture_rows,
+    sheet_pictures,
     write_picture_predictions,
 )
 from mnist_lit.callbacks.tensorboard import GraphLogger, HParamsLogger, TrainValLayout, run_hyperparameters
@@ -31,6 +32,7 @@ __all__ = [
     "picture_rows",
     "run_dir",
     "run_hyperparameters",
+    "sheet_pictures",
     "tensorboard_writer",
     "write_picture_predictions",
 ]

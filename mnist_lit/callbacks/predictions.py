@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
@@ -15,6 +16,9 @@ from mnist_lit.callbacks.common import run_dir
 
 #: The columns of ``predictions.csv`` for the test set: ``prob`` is the probability of ``pred``.
 COLUMNS = ["index", "label", "pred", "prob", *(f"prob_{d}" for d in range(10))]
+
+#: One picture kept for the sheet: ``(index, crops uint8 (K, 1, 28, 28), quads float32 (K, 4, 2))``.
+SheetPicture = tuple[int, torch.Tensor, np.ndarray]
 
 
 def test_row(row: Sequence) -> dict[str, object]:
@@ -35,7 +39,9 @@ class PredictionWriter(BasePredictionWriter):
     :data:`PICTURE_COLUMNS` per file (:func:`picture_rows`), a table on stdout, one
     ``error: FILE: reason`` line on stderr per file that failed, and the PNG sheet of
     ``--data.predict_sheet`` (:func:`write_picture_predictions`); ``failed_files`` then counts
-    the failures (the CLI exits with status 1 when it is not 0).
+    the failures (the CLI exits with status 1 when it is not 0). For the sheet the writer keeps the crops and
+    boxes of its pictures only (:func:`sheet_pictures`): at most :data:`mnist_lit.sheet.SHEET_MAX_IMAGES`, the
+    lowest indices, gathered from every rank with the rows.
 
     Args:
         output_dir: folder for the CSV; default: the trainer's ``log_dir`` (``lightning_logs/version_N``).
@@ -46,11 +52,19 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output_dir, self.filename = output_dir, filename
         self._rows: list[list] = []
-        self._finished: list[list] | None = None  # rank 0's sorted rows, written and reported at teardown
+        self._sheet: list[SheetPicture] = []  # the sheet's pictures seen so far, lowest indices first
+        self._sheet_limit = 0  # how many pictures the sheet shows; 0: no sheet asked for
+        # rank 0's sorted rows and the sheet's pictures, written and reported at teardown
+        self._finished: tuple[list[list], list[SheetPicture]] | None = None
         self.failed_files = 0
 
     def on_predict_epoch_start(self, trainer, pl_module) -> None:
-        self._rows = []
+        self._rows, self._sheet = [], []
+        self._sheet_limit = 0
+        if _sheet_path(trainer) is not None:
+            from mnist_lit.sheet import SHEET_MAX_IMAGES  # matplotlib and OpenCV: imported only for a sheet
+
+            self._sheet_limit = SHEET_MAX_IMAGES
         self.failed_files = 0
 
     def write_on_batch_end(
@@ -61,38 +75,42 @@ class PredictionWriter(BasePredictionWriter):
         indices = batch_indices if batch_indices is not None else range(len(preds))
         if len(batch) == 5 and isinstance(batch[1], (list, tuple)):  # pictures: mnist_lit.pictures.PictureFiles
             self._rows += picture_rows(indices, batch, probs)
+            if self._sheet_limit:
+                self._sheet = _lowest([*self._sheet, *sheet_pictures(indices, batch)], self._sheet_limit)
             return
         labels = batch[1].cpu() if len(batch) > 1 and torch.is_tensor(batch[1]) else [None] * len(preds)
         for index, label, pred, row in zip(indices, labels, preds.tolist(), probs.tolist(), strict=False):
             self._rows.append([int(index), None if label is None else int(label), pred, row[pred], *row])
 
-    def _gathered_rows(self, trainer) -> list[list]:
+    def _gathered(self, trainer) -> tuple[list[list], list[SheetPicture]]:
+        """Every rank's rows and sheet pictures (one collective under DDP: every rank calls it)."""
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             parts: list = [None] * trainer.world_size
-            dist.all_gather_object(parts, self._rows)
-            return [row for part in parts for row in part]
-        return self._rows
+            dist.all_gather_object(parts, (self._rows, self._sheet))
+            return [row for rows, _ in parts for row in rows], [item for _, sheet in parts for item in sheet]
+        return self._rows, self._sheet
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
-        rows = sorted(self._gathered_rows(trainer), key=lambda row: row[0])  # a collective under DDP: every rank
+        rows, sheet = self._gathered(trainer)
+        rows = sorted(rows, key=lambda row: row[0])
         pictures = bool(rows) and isinstance(rows[0][1], str)
         self.failed_files = sum(1 for row in rows if row[-1]) if pictures else 0
-        self._finished = rows if trainer.is_global_zero and rows else None
+        self._finished = (rows, _lowest(sheet, self._sheet_limit)) if trainer.is_global_zero and rows else None
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         """Rank 0 writes and reports once the run is over: after the progress bar has closed, which would
         otherwise draw its last line again below the report."""
-        rows, self._finished = self._finished, None
-        if stage != "predict" or not rows:
+        finished, self._finished = self._finished, None
+        if stage != "predict" or not finished:
             return
+        rows, sheet = finished
         pictures = isinstance(rows[0][1], str)
         folder = Path(self.output_dir) if self.output_dir else run_dir(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / self.filename
-        if pictures:
-            datamodule = getattr(trainer, "datamodule", None)
-            sheet = getattr(datamodule, "hparams", {}).get("predict_sheet")
-            write_picture_predictions([row[1:] for row in rows], path, sheet)  # rows: [index, *PICTURE_COLUMNS]
+        if pictures:  # rows: [index, *PICTURE_COLUMNS]
+            shown = [(crops, quads) for _, crops, quads in sheet]
+            write_picture_predictions([row[1:] for row in rows], path, _sheet_path(trainer), shown)
             return
         write_csv(path, COLUMNS, (test_row(row) for row in rows))
         first = rows[0]
@@ -150,6 +168,28 @@ def picture_rows(indices, batch, probs: torch.Tensor) -> list[list]:
     return rows
 
 
+def sheet_pictures(indices, batch) -> list[SheetPicture]:
+    """``(index, crops, quads)`` per file of a :class:`mnist_lit.pictures.PictureFiles` batch
+    ``(crops, files, errors, counts, quads)``: the file's own uint8 (K, 1, 28, 28) crops, copied to the CPU
+    (so that the batch is not kept alive), and its float32 (K, 4, 2) box corners."""
+    crops, _, _, counts, quads = batch
+    parts = torch.split(crops.cpu(), list(counts))
+    return [
+        (int(index), part.clone(), np.asarray(quad, dtype=np.float32))
+        for index, part, quad in zip(indices, parts, quads, strict=False)
+    ]
+
+
+def _lowest(pictures: list[SheetPicture], limit: int) -> list[SheetPicture]:
+    """The ``limit`` pictures of lowest index, in index order: those that come first in the CSV."""
+    return sorted(pictures, key=lambda picture: picture[0])[:limit]
+
+
+def _sheet_path(trainer) -> str | None:
+    """``--data.predict_sheet``: the PNG sheet the datamodule asks for, or ``None``."""
+    return getattr(getattr(trainer, "datamodule", None), "hparams", {}).get("predict_sheet")
+
+
 def picture_row(file, pred, confidence, digits, digit_confidences, boxes, probs, error) -> dict[str, object]:
     """A :data:`PICTURE_COLUMNS` row of ``predictions.csv`` from one row of :func:`picture_rows` (without its index)."""
     values = [
@@ -165,7 +205,12 @@ def picture_row(file, pred, confidence, digits, digit_confidences, boxes, probs,
     return dict(zip(PICTURE_COLUMNS, values, strict=True))
 
 
-def write_picture_predictions(rows: Sequence[Sequence], path: str | Path, sheet: str | Path | None = None) -> None:
+def write_picture_predictions(
+    rows: Sequence[Sequence],
+    path: str | Path,
+    sheet: str | Path | None = None,
+    sheet_crops: Sequence[tuple[torch.Tensor, np.ndarray]] = (),
+) -> None:
     """Report predictions on picture files: CSV, a table on stdout, errors on stderr, optional PNG sheet.
 
     Args:
@@ -176,6 +221,12 @@ def write_picture_predictions(rows: Sequence[Sequence], path: str | Path, sheet:
             failed has empty values and ``error`` a one-line message (``""`` otherwise).
         path: the CSV with :data:`PICTURE_COLUMNS`, written atomically (empty cells where not applicable).
         sheet: a PNG path for :func:`mnist_lit.sheet.render_sheet`, or ``None``.
+        sheet_crops: with ``sheet``, ``(crops, quads)`` of the first rows' files, at least
+            ``min(len(rows), SHEET_MAX_IMAGES)`` of them: uint8 (K, 1, 28, 28) and float32 (K, 4, 2), what
+            :class:`mnist_lit.pictures.PictureFiles` gave the model (:func:`sheet_pictures`).
+
+    Raises:
+        ValueError: a sheet is asked for with fewer ``sheet_crops`` than it shows.
     """
     write_csv(path, PICTURE_COLUMNS, (picture_row(*row) for row in rows))
     width = max(len("file"), *(len(row[0]) for row in rows))
@@ -195,10 +246,18 @@ def write_picture_predictions(rows: Sequence[Sequence], path: str | Path, sheet:
         + f"; wrote {path}"
     )
     if sheet is not None:
-        from mnist_lit.sheet import SHEET_MAX_IMAGES, render_sheet
-
-        shown = min(len(rows), SHEET_MAX_IMAGES)
-        render_sheet([(row[0], row[3], row[2], row[-1]) for row in rows], sheet)
-        print(f"Wrote the sheet of {shown} of {len(rows)} pictures to {sheet}")
+        _write_sheet(rows, sheet, sheet_crops)
     sys.stdout.flush()
     sys.stderr.flush()
+
+
+def _write_sheet(rows: Sequence[Sequence], sheet: str | Path, sheet_crops: Sequence[tuple]) -> None:
+    """The PNG sheet of the first rows (:func:`write_picture_predictions`' arguments), and a line saying so."""
+    from mnist_lit.sheet import SHEET_MAX_IMAGES, render_sheet  # matplotlib: imported only for a sheet
+
+    shown = min(len(rows), SHEET_MAX_IMAGES)
+    if len(sheet_crops) < shown:
+        raise ValueError(f"the sheet shows {shown} pictures: give the crops and quads of as many")
+    pictures = zip(rows[:shown], sheet_crops, strict=False)
+    render_sheet([(row[0], row[3], row[2], row[-1], crops, quads) for row, (crops, quads) in pictures], sheet)
+    print(f"Wrote the sheet of {shown} of {len(rows)} pictures to {sheet}")
