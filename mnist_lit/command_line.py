@@ -3,8 +3,10 @@
 jsonargparse only knows LightningCLI's four commands at the top level, so with no command it lists
 those four, and a ``--config`` given before the command is read at the top level, where
 LightningCLI accepts no ``trainer``/``model``/``data`` keys. :func:`prepare_argv` fixes both
-before parsing; :func:`mnist_lit.yaml_limits.check_config_file` refuses an oversized or
-alias-bomb config file before jsonargparse reads it, and :func:`check_argument_values` such a value.
+before parsing; :func:`mnist_lit.yaml_limits.check_config_file` refuses an oversized,
+alias-bomb or unreadable config file before jsonargparse reads it, and :func:`check_argument_values`
+such a value. :func:`missing_config` and :func:`fit_without_config` find what
+:func:`mnist_lit.launch.main` refuses before Lightning is imported.
 """
 
 from __future__ import annotations
