@@ -369,7 +369,7 @@ def main() -> None:
     except DataError as err:
         parser.error(
             f"--data-dir: {err} (the benchmark does not download: fill the folder once with "
-            f"`python -m mnist_lit fit --data.data_dir {args.data_dir} --data.dataset {args.dataset} --data.download true`, "
+            f"`python -m mnist_lit fit --config configs/mnist.yaml --data.data_dir {args.data_dir} --data.dataset {args.dataset} --data.download true`, "
             "or copy the files there)"
         )
     warn_if_busy()

@@ -9,6 +9,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 import torch
 from lightning.pytorch.cli import LightningArgumentParser
@@ -23,6 +24,7 @@ from mnist_lit.distributed import EndRanksOnFailure
 from mnist_lit.errors import MnistLitError
 from mnist_lit.lightning_cli import MNISTLightningCLI
 from mnist_lit.model import MNISTClassifier
+from mnist_lit.parser_errors import one_line_error
 from mnist_lit.quiet import hide_unactionable_messages
 from mnist_lit.runs import release_unused
 from mnist_lit.signals import SIGTERM_EXIT_STATUS, SigtermCheckpoint
@@ -31,7 +33,13 @@ from mnist_lit.tensorboard_writer import use_tensorboard_stub
 
 class ArgumentParser(LightningArgumentParser):
     """LightningCLI's parser, whose error messages show the first line of the usage only: ``fit``'s full usage
-    is some 60 lines of options, which buried the one-line error below it (``--help`` still lists them all)."""
+    is some 60 lines of options, which buried the one-line error below it (``--help`` still lists them all);
+    the error itself is one line too (:func:`mnist_lit.parser_errors.one_line_error`)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        """jsonargparse's error, printed on one line when it exits (``--trainer.max_epochs abc: expected an int
+        (or null)``); raised unchanged to the parser that called this one otherwise."""
+        super().error(one_line_error(message) if self.exit_on_error else message, ex)
 
     def print_usage(self, file=None) -> None:
         """Print the first line of the usage only (the full list of options is in ``--help``)."""

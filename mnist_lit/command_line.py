@@ -3,8 +3,10 @@
 jsonargparse only knows LightningCLI's four commands at the top level, so with no command it lists
 those four, and a ``--config`` given before the command is read at the top level, where
 LightningCLI accepts no ``trainer``/``model``/``data`` keys. :func:`prepare_argv` fixes both
-before parsing; :func:`mnist_lit.yaml_limits.check_config_file` refuses an oversized or
-alias-bomb config file before jsonargparse reads it, and :func:`check_argument_values` such a value.
+before parsing; :func:`mnist_lit.yaml_limits.check_config_file` refuses an oversized,
+alias-bomb or unreadable config file before jsonargparse reads it, and :func:`check_argument_values`
+such a value. :func:`missing_config` and :func:`fit_without_config` find what
+:func:`mnist_lit.launch.main` refuses before Lightning is imported.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from mnist_lit.yaml_limits import ConfigLimitError, check_config_file, check_yaml
+from mnist_lit.yaml_limits import ConfigLimitError, check_config_file, check_yaml, yaml_problem
 
 PROG = "python -m mnist_lit"  # the name usage lines and tips give the program (the extra commands' too)
 
@@ -121,12 +123,40 @@ def missing_config(argv: Sequence[str]) -> str | None:
     return None
 
 
+def missing_config_reason(path: str, hint: str) -> str:
+    """Why ``--config PATH`` (from :func:`missing_config`) cannot be read: ``no such file (HINT)``, or a folder
+    (with its YAML files named, at most eight)."""
+    if not Path(path).is_dir():
+        return f"no such file ({hint})"
+    files = sorted(str(Path(path) / p.name) for p in Path(path).iterdir() if p.suffix in (".yaml", ".yml"))
+    if not files:
+        return "a folder, not a file; give a YAML file"
+    return (
+        f"a folder, not a file; give one of its YAML files ({', '.join(files[:8])}{', ...' if len(files) > 8 else ''})"
+    )
+
+
+#: Flags that make ``fit`` without ``--config`` a run spelled out by hand (Lightning's defaults would train 1000 epochs).
+TRAINING_LENGTH_FLAGS = ("--trainer.max_epochs", "--trainer.max_steps")
+
+
+def fit_without_config(argv: Sequence[str]) -> bool:
+    """True for ``fit`` with neither ``--config`` nor a training length (:data:`TRAINING_LENGTH_FLAGS`) given: it
+    would run Lightning's defaults (1000 epochs, none of the recipe's callbacks, a download into ./data) instead
+    of the tutorial's recipe. ``--help`` and ``--print_config`` run nothing and pass."""
+    if not argv or argv[0] != "fit" or config_paths(argv) or {"-h", "--help"} & set(argv):
+        return False
+    if any(arg == "--print_config" or arg.startswith("--print_config=") for arg in argv):
+        return False
+    return not any(arg == flag or arg.startswith(f"{flag}=") for arg in argv for flag in TRAINING_LENGTH_FLAGS)
+
+
 def prepare_argv(argv: Sequence[str], commands: Sequence[str], prog: str) -> list[str]:
     """The command line to parse, or exit 2 with one ``error:`` line.
 
-    Exits when no command is given (after listing all ``commands``; an unknown one is left to the caller) or a ``--config`` file is over
-    a limit of :mod:`mnist_lit.yaml_limits` (other YAML errors are left to jsonargparse); moves leading ``--config`` options after the command
-    (:func:`config_after_command`).
+    Exits when no command is given (after listing all ``commands``; an unknown one is left to the caller), or a
+    ``--config`` file is not valid YAML or over a limit of :mod:`mnist_lit.yaml_limits` (:func:`config_error`);
+    moves leading ``--config`` options after the command (:func:`config_after_command`).
     """
     argv = list(argv)
     if (
@@ -137,14 +167,26 @@ def prepare_argv(argv: Sequence[str], commands: Sequence[str], prog: str) -> lis
         print(no_command_usage(prog, commands), file=sys.stderr)
         print(f"error: no command given; choose one of {', '.join(commands)}", file=sys.stderr)
         sys.exit(2)
+    error = config_error(argv)
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    return config_after_command(argv, commands)
+
+
+def config_error(argv: Sequence[str]) -> str | None:
+    """Why a ``--config`` file or a YAML value of ``argv`` cannot be read, in one line, else None: over a limit
+    of :mod:`mnist_lit.yaml_limits`, or a file that is not valid YAML (PyYAML's first line and its position)."""
+    path = None
     try:
         for path in config_paths(argv):
             check_config_file(path)
         check_argument_values(argv)
     except ConfigLimitError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    return config_after_command(argv, commands)
+        return str(err)
+    except yaml.YAMLError as err:  # only check_config_file lets these through
+        return f"--config {path}: not valid YAML ({yaml_problem(err)})"
+    return None
 
 
 def check_argument_values(argv: Sequence[str]) -> None:

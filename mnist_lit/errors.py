@@ -37,6 +37,10 @@ class NoDigitFoundError(ImageError):
     """The picture holds no ink that stands out from its background (e.g. a blank page)."""
 
 
+class SettingError(MnistLitError, ValueError):
+    """A setting would run but do nothing the user meant (e.g. ``fit`` with ``--trainer.max_epochs 0``)."""
+
+
 class CheckpointError(MnistLitError, ValueError):
     """A checkpoint file cannot be used (missing, damaged, of another data set or run)."""
 

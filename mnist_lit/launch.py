@@ -2,7 +2,7 @@
 
 Importing Lightning costs about twice a bare ``import torch`` (Lightning imports torchmetrics, which imports
 torchvision's models and ``torch._dynamo``). The top-level ``--help``, a missing or unknown command, a
-``--config`` file that does not exist, and ``--help`` of ``cv``/``lr_find``/``tune`` are answered here
+``--config`` file that does not exist, ``fit`` without ``--config``, and ``--help`` of ``cv``/``lr_find``/``tune`` are answered here
 without it; everything else goes to :func:`mnist_lit.cli.main`.
 """
 
@@ -17,7 +17,9 @@ from mnist_lit.command_line import (
     FIT_FLAG_COMMANDS,
     LIGHTNING_COMMANDS,
     PROG,
+    fit_without_config,
     missing_config,
+    missing_config_reason,
     no_command_usage,
     prepare_argv,
 )
@@ -37,7 +39,8 @@ def top_level_help() -> str:
 
 def main(args: Sequence[str] | None = None) -> None:
     """Run the command line ``args`` (default ``sys.argv[1:]``); exits 0 after a help text, 2 with one ``error:``
-    line on a usage error (no or unknown command, a ``--config`` file that does not exist)."""
+    line on a usage error (no or unknown command, a ``--config`` file that does not exist or is a folder, ``fit``
+    without ``--config``: :func:`mnist_lit.command_line.fit_without_config`)."""
     argv = list(sys.argv[1:] if args is None else args)
     if (not argv or argv[0].startswith("-")) and HELP_FLAGS & set(argv) and not set(COMMANDS) & set(argv):
         sys.stdout.write(top_level_help())
@@ -55,7 +58,15 @@ def main(args: Sequence[str] | None = None) -> None:
     if missing is not None and not HELP_FLAGS & set(prepared):
         print(
             f"usage: {PROG} {command} [--config FILE] [options]\n"
-            f"error: --config {missing}: no such file ({PROG} {command} --help lists the options)",
+            f"error: --config {missing}: {missing_config_reason(missing, f'{PROG} {command} --help lists the options')}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    if fit_without_config(prepared):
+        print(
+            f"usage: {PROG} fit --config FILE [options]\n"
+            "error: fit needs --config: the tutorial's recipe is --config configs/mnist.yaml (or give "
+            "--trainer.max_epochs and the other settings yourself)",
             file=sys.stderr,
         )
         sys.exit(2)

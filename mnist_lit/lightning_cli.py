@@ -113,7 +113,9 @@ class MNISTLightningCLI(LightningCLI):
             init.save_dir, init.name, init.version = ".", "lightning_logs", None
 
     def _settle_fit(self, config, argv: list[str]) -> None:
-        """``model.dataset`` follows ``data.dataset``; a resume must be the same run; fine-tuning is a new run."""
+        """It trains something; ``model.dataset`` follows ``data.dataset``; a resume must be the same run; fine-tuning
+        is a new run."""
+        run_settings.check_training_length(config.trainer)
         self._settle_dataset(config, argv)
         if config.get("finetune_from") and config.ckpt_path:
             raise CheckpointError(

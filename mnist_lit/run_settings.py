@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_lit.checkpoint import model_hparams
-from mnist_lit.errors import CheckpointError
+from mnist_lit.errors import CheckpointError, SettingError
 from mnist_lit.runs import (
     CONFIG_NAME,
     LAST_NAME,
@@ -175,14 +175,10 @@ def check_finetune(
         return None
     if "dataset" not in explicit_flags(argv, "data"):
         raise CheckpointError(
-            f"--finetune_from {ckpt_path}: a {trained_set} model; this run trains on {dataset}; "
-            f"to fine-tune across data sets (transfer learning) say so with --data.dataset "
-            f"{dataset}, or train on {trained_set}"
+            f"--finetune_from {ckpt_path}: a {trained_set} model; this run trains on {dataset}; to fine-tune across "
+            f"data sets (transfer learning) say so with --data.dataset {dataset}, or train on {trained_set}"
         )
-    return (
-        f"Fine-tuning a {trained_set} model's weights on {dataset} (transfer learning): its outputs now mean "
-        f"{dataset}'s classes"
-    )
+    return f"Fine-tuning a {trained_set} model's weights on {dataset} (transfer learning): its outputs now mean {dataset}'s classes"
 
 
 def split_keys_in_use(data: Mapping[str, Any]) -> set[str]:
@@ -202,6 +198,7 @@ def check_eval(
     Raises:
         CheckpointError: another data set than the model's; ``validate`` with a split setting that
             selects other validation images than training's (:func:`split_keys_in_use`); pictures (``--data.predict_path``, read as digits) for a non-MNIST model.
+        DataError: ``--data.predict_path`` names no picture (:func:`mnist_lit.pictures.dataset.list_images`).
     """
     dataset = model_hparams(dict(checkpoint)).get("dataset", "mnist")
     if data_config.get("dataset") != dataset:
@@ -224,6 +221,21 @@ def check_eval(
             f"{ckpt_path}: a {dataset} model; --data.predict_path reads pictures as digits, so it "
             "needs a checkpoint trained on mnist"
         )
+    if subcommand == "predict" and data_config.get("predict_path"):
+        from mnist_lit.pictures.dataset import list_images  # start-up speed: OpenCV only when pictures are predicted
+
+        list_images(data_config["predict_path"])  # no pictures there: DataError, before the run folder is made
+
+
+def check_training_length(trainer_config: Mapping[str, Any]) -> None:
+    """Refuse a ``fit`` that trains nothing (``max_epochs`` or ``max_steps`` 0): it would test untrained weights.
+
+    Raises:
+        SettingError: one line naming the setting.
+    """
+    for key in ("max_epochs", "max_steps"):
+        if trainer_config.get(key) == 0:
+            raise SettingError(f"--trainer.{key} 0 trains nothing; give 1 or more")
 
 
 def check_resume(ckpt_path: str | Path, checkpoint: Mapping[str, Any], command: Mapping[str, Any]) -> None:

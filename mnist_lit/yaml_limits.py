@@ -64,11 +64,25 @@ def check_yaml(text: str, source: str = "the configuration") -> None:
             )
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's error in a few words with its place: ``line 2, column 1: did not find expected ',' or ']'``
+    (line and column count from 1, as PyYAML prints them), ``position 0: unacceptable character ...`` for a
+    character that YAML does not allow (a binary file), else the first line of the message."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    position = getattr(err, "position", None)
+    return f"position {position}: {first}" if position is not None else first
+
+
 def check_config_file(path: str | Path) -> None:
     """:func:`check_yaml` on a file, refusing it by its size before reading it.
 
     Raises:
-        ConfigLimitError, yaml.YAMLError: see :func:`check_yaml`. A missing file passes (jsonargparse names it).
+        ConfigLimitError, yaml.YAMLError: see :func:`check_yaml`; ``yaml.reader.ReaderError`` also for a file that
+            is not UTF-8 text. A missing file passes (jsonargparse names it).
     """
     path = Path(path)
     if not path.is_file():
@@ -78,7 +92,14 @@ def check_config_file(path: str | Path) -> None:
         raise ConfigLimitError(
             f"{path} has {size:,} bytes, more than the limit of {MAX_CONFIG_BYTES:,} for a configuration"
         )
-    check_yaml(path.read_text(errors="replace"), str(path))
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")  # what jsonargparse reads configuration files as
+    except UnicodeDecodeError as err:
+        raise yaml.reader.ReaderError(
+            str(path), err.start, data[err.start : err.start + 1], "utf-8", err.reason
+        ) from None
+    check_yaml(text, str(path))
 
 
 def install() -> None:

@@ -267,3 +267,67 @@ def test_bf16_mixed_precision_trains_through_every_callback(tmp_path, mnist_dir)
     matrix = (run_dir / "confusion_matrix_test.csv").read_text().splitlines()[1:]
     assert sum(int(n) for row in matrix for n in row.split(",")[1:]) == 10_000
     assert (run_dir / "test_confident_errors.png").stat().st_size > 1000
+
+
+def test_fit_without_config_is_refused_before_lightning(tmp_path):
+    """Lightning's defaults (1000 epochs, none of the recipe's callbacks, a download into ./data) are never what
+    a user of the tutorial means: fit asks for --config, unless the training length is spelled out."""
+    for args in (["fit"], ["fit", "--data.batch_size", "32"], ["fit", "--seed_everything", "1"]):
+        out = run_cli(*args, cwd=tmp_path, check=False)
+        assert out.returncode == 2 and out.stderr.splitlines()[-1] == (
+            "error: fit needs --config: the tutorial's recipe is --config configs/mnist.yaml (or give "
+            "--trainer.max_epochs and the other settings yourself)"
+        ), out.stderr[-2000:]
+        assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 2  # usage, error
+    assert not (tmp_path / "lightning_logs").exists() and not (tmp_path / "data").exists()
+
+
+@pytest.mark.slow
+def test_training_nothing_is_refused_before_a_run_folder(tmp_path, mnist_dir):
+    """max_epochs 0 or max_steps 0 would print the test accuracy of an untrained model; a training length given
+    by hand without --config gets past the --config check and is judged on its value."""
+    data = ("--data.data_dir", str(mnist_dir), "--data.download", "false")
+    zero_epochs = run_cli("fit", "--config", str(CONFIG), *data, "--trainer.max_epochs", "0", cwd=tmp_path, check=False)
+    zero_steps = run_cli("fit", *data, "--trainer.max_steps=0", cwd=tmp_path, check=False)
+    for out, key in ((zero_epochs, "max_epochs"), (zero_steps, "max_steps")):
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert [line for line in out.stderr.splitlines() if line.startswith("error:")] == [
+            f"error: --trainer.{key} 0 trains nothing; give 1 or more"
+        ]
+        assert "Test accuracy" not in out.stdout
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.mark.slow
+def test_a_value_of_the_wrong_type_is_one_line_naming_key_value_and_type(tmp_path):
+    expected = {
+        ("--trainer.max_epochs", "abc"): "error: --trainer.max_epochs abc: expected an int (or null)",
+        ("--data.download", "flase"): "error: --data.download flase: expected a bool (true or false)",
+        ("--data.dataset", "emnist"): "error: --data.dataset emnist: expected one of 'mnist', 'fashion_mnist'",
+        ("--model.lr", "fast"): "error: --model.lr fast: expected a float",
+    }
+    for (flag, value), line in expected.items():
+        out = run_cli("fit", "--config", str(CONFIG), flag, value, cwd=tmp_path, check=False)
+        assert out.returncode == 2 and out.stderr.splitlines()[-1] == line, out.stderr[-2000:]
+        assert len(out.stderr.splitlines()) == 3  # usage's first line, the --help tip, the error
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_parser_errors_other_than_a_wrong_type_keep_their_words_on_one_line():
+    from mnist_lit.parser_errors import one_line_error
+
+    logger = (
+        'Parser key "trainer.logger":\n\n  - Expected a path but 5 either not accessible or invalid\n'
+        "  - Does not validate against any of the Union subtypes\n  Subtypes: [<class "
+        "'lightning.pytorch.loggers.logger.Logger'>, collections.abc.Iterable[lightning.pytorch.loggers.logger.Logger], "
+        "<class 'bool'>, <class 'NoneType'>]\n  Errors:\n    - Expected a dot import path string: 5\n"
+        "    - Expected a <class 'bool'>\n    - Expected a <class 'NoneType'>\n  Given value type: <class 'str'>\n"
+        "  Given value: 5"
+    )
+    assert one_line_error(logger) == (
+        "--trainer.logger 5: expected a Logger, an Iterable[Logger] or a bool (true or false) (or null)"
+    )
+    assert one_line_error('Parser key "x":\n  Unable to load config "y"') == 'Parser key "x": Unable to load config "y"'
+    assert one_line_error("unrecognized arguments: --data.batch_sise 64") == (
+        "unrecognized arguments: --data.batch_sise 64"
+    )

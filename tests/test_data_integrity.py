@@ -169,7 +169,7 @@ def test_cli_reports_a_bad_file_in_one_line_before_training(data_dir, tmp_path, 
     "flag, value, message",
     [
         ("--data.batch_sise", "64", "error: unrecognized arguments: --data.batch_sise 64"),
-        ("--data.batch_size", "many", 'error: Parser key "data.batch_size":'),
+        ("--data.batch_size", "many", "error: --data.batch_size many: expected an int"),
         ("--data.batch_size", "0", "error: batch_size must be a positive integer, got 0"),
         ("--data.val_split", "1.5", "error: val_split must be between 0 and 1 (exclusive), got 1.5"),
         (

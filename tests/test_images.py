@@ -287,3 +287,25 @@ def test_predict_cli_on_a_folder_with_bad_files(trained_run, model, test_digits,
     clean = run_cli("predict", *common, "--data.predict_path", str(pics / "*_0000[0-2].*"), cwd=workdir)
     assert clean.returncode == 0 and "error: " not in clean.stderr
     assert [row["file"] for row in _read_csv(version_dirs(workdir)[-1] / "predictions.csv")] == sorted(map(str, good))
+
+
+@pytest.mark.slow
+def test_predict_with_no_pictures_stops_before_a_run_folder(trained_run, tmp_path):
+    """An empty folder, a missing path, a glob matching nothing: one error line, and no lightning_logs/version_N
+    left behind (the pictures are listed before the logger exists)."""
+    workdir = tmp_path / "work"
+    (workdir / "empty").mkdir(parents=True)
+    (workdir / "empty" / "notes.txt").write_text("not a picture\n")
+    common = ("--config", str(CONFIG), "--ckpt_path", str(trained_run["best_ckpt"]), "--data.download", "false")
+    expected = {
+        "empty": "error: empty: no image files (.png, .jpg, .jpeg, .bmp, .gif, .tif, .tiff, .webp, .pgm, .ppm, .pbm, "
+        ".pnm) in this folder",
+        "nowhere": "error: nowhere: no such file, folder or glob; give a picture, a folder of pictures or a pattern",
+        "empty/*.png": "error: no files match 'empty/*.png'; check the pattern (quote it so the shell leaves it alone)",
+    }
+    before = len(version_dirs(workdir))
+    for path, line in expected.items():
+        out = run_cli("predict", *common, "--data.predict_path", path, cwd=workdir, check=False)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert [error for error in out.stderr.splitlines() if error.startswith("error:")] == [line]
+    assert len(version_dirs(workdir)) == before == 0

@@ -542,3 +542,22 @@ def test_messages_users_cannot_act_on_are_not_printed(tmp_path, mnist_dir):
         assert "litlogger" not in output and "multiple `ModelCheckpoint`" not in output
         assert "`weights_only` was not set" not in output and "exists and is not empty" not in output
         assert "Traceback" not in output
+
+
+def test_config_that_is_not_yaml_is_one_line_naming_where(tmp_path):
+    """A --config file PyYAML cannot read: its first problem and where, before Lightning is imported."""
+    (tmp_path / "bad.yaml").write_text("trainer: [unclosed\n")
+    (tmp_path / "binary.yaml").write_bytes(bytes([0x7F, 0x45, 0x4C, 0x46, 2, 1, 1, 0]) + bytes(56))
+    (tmp_path / "latin1.yaml").write_bytes("trainer:\n  max_epochs: 1\n# caf\xe9\n".encode("latin-1"))
+    expected = {
+        "bad.yaml": "error: --config bad.yaml: not valid YAML (line 2, column 1: did not find expected ',' or ']')",
+        "binary.yaml": "error: --config binary.yaml: not valid YAML (position 0: unacceptable character #x007f: "
+        "control characters are not allowed)",
+        "latin1.yaml": "error: --config latin1.yaml: not valid YAML (position 30: 'utf-8' codec can't decode byte "
+        "#xe9: invalid continuation byte)",
+    }
+    for name, line in expected.items():
+        for args in (["fit", "--config", name], ["--config", name, "test"]):
+            out = run_cli(*args, cwd=tmp_path, check=False)
+            assert out.returncode == 2 and out.stderr.splitlines() == [line], (args, out.stderr[-2000:])
+    assert not (tmp_path / "lightning_logs").exists()

@@ -56,7 +56,18 @@ def test_missing_config_file_is_one_error_line_before_any_import(tmp_path):
 
 def test_config_folder_or_second_missing_config_is_refused_too(tmp_path):
     out, _ = run_traced("cv", "--config", str(CONFIG), "--config", str(tmp_path), cwd=tmp_path)
-    assert out.returncode == 2 and out.stderr.splitlines()[-1].startswith(f"error: --config {tmp_path}: no such file")
+    assert out.returncode == 2 and out.stderr.splitlines()[-1] == (
+        f"error: --config {tmp_path}: a folder, not a file; give a YAML file"
+    )
+    out, imported = run_traced("fit", "--config", "configs", cwd=REPO)
+    assert out.returncode == 2 and out.stderr.splitlines()[-1] == (
+        "error: --config configs: a folder, not a file; give one of its YAML files (configs/best.yaml, "
+        "configs/ddp.yaml, configs/fashion_mnist.yaml, configs/fast.yaml, configs/mnist.yaml, configs/multinode.yaml, "
+        "configs/tune.yaml, configs/tune_best.yaml)"
+    )
+    assert not HEAVY & imported, HEAVY & imported
+    out, _ = run_traced("fit", "--config", str(tmp_path / "missing.yaml"), cwd=tmp_path)
+    assert out.stderr.splitlines()[-1].startswith(f"error: --config {tmp_path / 'missing.yaml'}: no such file (")
 
 
 @pytest.mark.slow
