@@ -186,6 +186,21 @@ def load_trained(path: str | Path) -> tuple[MNISTClassifier, dict[str, Any]]:
     return load_model(path)
 
 
+def resolve_trained(path: str | Path) -> str | Path:
+    """What ``export --ckpt_path`` and ``serve --ckpt_path`` name: ``best``/``last`` is that checkpoint of the newest
+    training run in ``lightning_logs/`` (:func:`mnist_lit.run_settings.newest_or_error`), named on stderr as
+    ``test`` and ``predict`` do; a file or a cv run folder is returned as it is.
+
+    Raises:
+        CheckpointError: ``best``/``last`` and the newest run has no such checkpoint, or there is no run.
+    """
+    if str(path) not in run_settings.KEYWORDS:
+        return path
+    found = run_settings.newest_or_error(Path("lightning_logs"), str(path))
+    print(f"Using checkpoint {found}", file=sys.stderr)
+    return found
+
+
 def describe(folder: str | Path, paths: Sequence[Path]) -> str:
     """One line naming the ensemble's members."""
     names = ", ".join(str(p.relative_to(Path(folder))) if p.is_relative_to(Path(folder)) else str(p) for p in paths)

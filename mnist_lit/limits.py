@@ -1,7 +1,7 @@
 """The bounds on memory, time and work that hostile or unlucky input cannot get past, in one place.
 
-docs/troubleshooting.md ("Limits") lists these numbers and says what each one protects;
-``serve``'s request and picture limits live in :mod:`mnist_lit.serve.app` beside their flags.
+docs/troubleshooting.md ("Limits") lists these numbers and says what each one protects. ``serve``'s are here
+too, so that ``serve --help`` can show them without importing the web app (:mod:`mnist_lit.serve.app`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,14 @@ DOWNLOAD_DEADLINE = 40.0
 #: files' sizes are known: :data:`mnist_lit.data.files.OFFICIAL_SIZES`).
 MAX_DOWNLOAD_BYTES = 64 * 2**20
 
+#: ``serve``: largest request body accepted, bytes: 5 MB, far above a drawn 280x280 PNG (~5-15 kB) or a phone
+#: JPEG (``--max_request_bytes``).
+MAX_REQUEST_BYTES = 5_000_000
+#: ``serve``: largest picture accepted, width x height pixels (checked from the header before decoding): 25 MP,
+#: which a 5 MB compressed file can claim (``--max_image_pixels``). Decoding and reading an RGBA picture
+#: takes up to about 13 bytes a pixel at its peak, so ~0.33 GB at 25 MP; :data:`MAX_CONCURRENT_PREDICTIONS`
+#: of them run at a time (docs/troubleshooting.md).
+MAX_IMAGE_PIXELS = 25_000_000
 #: ``serve``: pictures decoded and predicted at once (each a thread; an RGBA picture takes up to about 13
 #: bytes a pixel while it is decoded, ~0.33 GB at serve's 25 MP limit); further requests wait for a turn
 #: (``--max_concurrent``).

@@ -80,10 +80,10 @@ def resolve_ckpt_path(subcommand: str, ckpt_path: str | None, trainer_config: Ma
         raise CheckpointError(
             f"--ckpt_path {value}: the logger keeps no lightning_logs/version_N folders to look in; give the .ckpt file"
         )
-    return str(_newest_or_error(root, value))
+    return str(newest_or_error(root, value))
 
 
-def _newest_or_error(root: Path, value: str) -> Path:
+def newest_or_error(root: Path, value: str) -> Path:
     """The ``best``/``last`` checkpoint of the newest run under ``root``; never silently an older run's model.
 
     Raises:

@@ -260,3 +260,24 @@ def test_cv_fold_out_of_range_is_one_line(tmp_path, capsys, monkeypatch):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "error: --fold must be in 0..2 for --folds 3, got 3"
     assert not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--folds", "abc"], "argument --folds: invalid int value: 'abc'"),
+        (["--fold", "1", "--collect"], "argument --collect: not allowed with argument --fold"),
+    ],
+)
+def test_cv_usage_error_is_usage_then_one_error_line(tmp_path, capsys, monkeypatch, args, message):
+    """argparse's own errors too: the usage, then `error: ...` (not `python -m mnist_lit cv: error: ...`), exit 2."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cv", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[0].startswith("usage: python -m mnist_lit cv ")
+    assert [line for line in err if not line.startswith(" ")] == [
+        err[0],
+        f"error: {message} (python -m mnist_lit cv --help lists the options)",
+    ]
+    assert not (tmp_path / "lightning_logs").exists()

@@ -3,7 +3,9 @@ PyTorch model's probabilities on 1,000 real test images; a failed check leaves t
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import warnings
 
 import onnxruntime
@@ -12,6 +14,7 @@ import torch
 from conftest import run_cli
 
 from mnist_lit.checkpoint import load_model
+from mnist_lit.cli import main
 from mnist_lit.data import load_split
 
 NUM_IMAGES = 1000
@@ -128,3 +131,62 @@ def test_output_under_a_file_is_refused_before_exporting(trained_run, tmp_path):
         "not a folder; choose another --output"
     )
     assert (tmp_path / "notes.txt").read_text() == "not a folder\n"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "the following arguments are required: --ckpt_path, --format, --output"),
+        (
+            ["--ckpt_path", "m.ckpt", "--format", "tflite", "--output", "m.tflite"],
+            "argument --format: invalid choice: 'tflite' (choose from 'onnx', 'torchscript')",
+        ),
+        (
+            ["--ckpt_path", "m.ckpt", "--format", "onnx", "--output", "m.onnx", "--num_images", "all"],
+            "argument --num_images: invalid int value: 'all'",
+        ),
+    ],
+)
+def test_usage_error_is_usage_then_one_error_line(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[0].startswith("usage: python -m mnist_lit export ")
+    assert [line for line in err if not line.startswith(" ")] == [
+        err[0],
+        f"error: {message} (python -m mnist_lit export --help lists the options)",
+    ]
+    assert sorted(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("which", ["best", "last"])
+def test_best_or_last_without_a_run_is_refused_naming_the_folder(tmp_path, capsys, monkeypatch, which):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--ckpt_path", which, "--format", "torchscript", "--output", "model.pt"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --ckpt_path {which}: no {which} checkpoint found in lightning_logs/ (no version_N folders); "
+        "train first (fit) or give the path of a .ckpt file"
+    )
+    assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_export_last_exports_the_newest_runs_last_checkpoint(trained_run, mnist_dir, tmp_path):
+    """`export --ckpt_path last` in a folder holding a copy of the trained run: its last.ckpt, named on stderr and
+    in the file's metadata, gives the probabilities of that checkpoint."""
+    shutil.copytree(trained_run["run_dir"], tmp_path / "lightning_logs" / "version_0")
+    args = ["--format", "torchscript", "--output", "model.pt", "--data_dir", str(mnist_dir), "--num_images", "100"]
+    proc = run_cli("export", "--ckpt_path", "last", *args, cwd=tmp_path)
+    assert "Using checkpoint lightning_logs/version_0/checkpoints/last.ckpt" in proc.stderr.splitlines()
+    extra = {"metadata.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in PyTorch 2.14, still supported
+        module = torch.jit.load(str(tmp_path / "model.pt"), _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["mnist_lit.checkpoint"] == "last.ckpt"
+    model, _ = load_model(trained_run["last_ckpt"])
+    images = load_split(mnist_dir, "test")[0][:100]
+    with torch.no_grad():
+        assert torch.allclose(module(images), model.probabilities(images), atol=ATOL, rtol=0)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
+import socket
 
 import pytest
 import torch
+from conftest import run_cli
 from PIL import Image
-from serving import first_of_each_digit, http, user_drawing_png
+from serving import first_of_each_digit, http, serve, user_drawing_png
 
 from mnist_lit.checkpoint import load_model
+from mnist_lit.cli import main
 from mnist_lit.data import load_split
 from mnist_lit.pictures import read_picture
 
@@ -138,3 +142,81 @@ def test_still_predicts_after_bad_requests(served_model, test_digits):
     label, png = test_digits[3]
     status, result = http("POST", f"{served_model['url']}/predict", png, {"Content-Type": "image/png"})
     assert status == 200 and result["digit"] == label
+
+
+# ---------------------------------------------------------------- the command line, before any model is loaded
+
+
+def serve_error(tmp_path, capsys, monkeypatch, *args: str) -> list[str]:
+    """Run ``serve ARGS`` in this process from ``tmp_path``; it must exit 2. Returns its stderr lines."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", *args])
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-5"])
+def test_port_outside_the_range_is_one_line(tmp_path, capsys, monkeypatch, port):
+    err = serve_error(tmp_path, capsys, monkeypatch, "--ckpt_path", "none.ckpt", "--port", port)
+    assert err == [f"error: --port must be 0-65535, got {port}"]
+
+
+def test_port_in_use_is_refused_before_the_model_is_loaded(tmp_path, capsys, monkeypatch):
+    """A real listening socket holds the port; the checkpoint does not exist, so a later check would name it."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = serve_error(tmp_path, capsys, monkeypatch, "--ckpt_path", "none.ckpt", "--port", str(port))
+    assert err == [f"error: 127.0.0.1:{port} is in use; choose another --port"]
+
+
+def test_host_that_cannot_be_resolved_or_bound_is_one_line(tmp_path, capsys, monkeypatch):
+    err = serve_error(tmp_path, capsys, monkeypatch, "--ckpt_path", "none.ckpt", "--host", "no-such-host.invalid")
+    assert len(err) == 1 and err[0].startswith("error: --host no-such-host.invalid: cannot be resolved (")
+    err = serve_error(tmp_path, capsys, monkeypatch, "--ckpt_path", "none.ckpt", "--host", "192.0.2.1")  # TEST-NET-1
+    assert err == [
+        "error: 192.0.2.1:8000 cannot be bound (Cannot assign requested address); give an address of this machine "
+        "as --host"
+    ]
+
+
+def test_usage_error_is_usage_then_one_error_line(tmp_path, capsys, monkeypatch):
+    err = serve_error(tmp_path, capsys, monkeypatch)
+    assert err[0].startswith("usage: python -m mnist_lit serve ")
+    assert [line for line in err if not line.startswith(" ")] == [
+        err[0],
+        "error: the following arguments are required: --ckpt_path (python -m mnist_lit serve --help lists the options)",
+    ]
+
+
+def test_best_without_a_run_is_refused_naming_the_folder(tmp_path, capsys, monkeypatch):
+    err = serve_error(tmp_path, capsys, monkeypatch, "--ckpt_path", "best")
+    assert err == [
+        "error: --ckpt_path best: no best checkpoint found in lightning_logs/ (no version_N folders); train first "
+        "(fit) or give the path of a .ckpt file"
+    ]
+
+
+@pytest.mark.slow
+def test_serve_refusals_in_a_real_process_are_one_line(tmp_path):
+    """`python -m mnist_lit serve` as a user runs it: a port out of range, then one in use: no traceback, exit 2."""
+    out = run_cli("serve", "--ckpt_path", "none.ckpt", "--port", "99999", cwd=tmp_path, check=False)
+    assert (out.returncode, out.stdout, out.stderr.strip()) == (2, "", "error: --port must be 0-65535, got 99999")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = run_cli("serve", "--ckpt_path", "none.ckpt", "--port", str(port), cwd=tmp_path, check=False)
+    assert out.returncode == 2 and out.stderr.strip() == f"error: 127.0.0.1:{port} is in use; choose another --port"
+
+
+def test_serve_best_serves_the_newest_runs_best_checkpoint(trained_run, tmp_path):
+    """`serve --ckpt_path best` in a folder holding a copy of the trained run: its best checkpoint, named on stderr."""
+    shutil.copytree(trained_run["run_dir"], tmp_path / "lightning_logs" / "version_0")
+    best = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / trained_run["best_ckpt"].name
+    with serve("best", tmp_path) as server:
+        assert server["health"]["checkpoint"] == str(best.resolve())
+        log = server["log"].read_text()
+    assert f"Using checkpoint {best.relative_to(tmp_path)}" in log.splitlines()

@@ -81,7 +81,7 @@ def test_inline_yaml_config_still_reaches_lightning(tmp_path):
 
 
 def test_extra_commands_help_without_lightning(tmp_path):
-    for command in ("cv", "lr_find", "tune"):
+    for command in ("cv", "lr_find", "tune", "export", "serve"):
         out, imported = run_traced(command, "--help", cwd=tmp_path)
         assert out.returncode == 0 and out.stdout.startswith(f"usage: python -m mnist_lit {command}")
         assert not HEAVY & imported, (command, HEAVY & imported)

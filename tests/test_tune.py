@@ -465,3 +465,45 @@ def test_bad_storage_flags_are_one_line(tmp_path, capsys, monkeypatch, flags, me
     assert exit_info.value.code == 2 and err.startswith(message) and "\n" not in err, err
     assert yaml.safe_load((tmp_path / "tiny.yaml").read_text()) == TINY_SPACE  # never written to
     assert not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["tune", "--n_trials", "many"], "argument --n_trials: invalid int value: 'many'"),
+        (["tune", "--timeout"], "argument --timeout: expected one argument"),
+        (["lr_find", "--min_lr", "small"], "argument --min_lr: invalid float value: 'small'"),
+    ],
+)
+def test_usage_error_is_usage_then_one_error_line(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[0].startswith(f"usage: python -m mnist_lit {args[0]} ")
+    assert [line for line in err if not line.startswith(" ")] == [
+        err[0],
+        f"error: {message} (python -m mnist_lit {args[0]} --help lists the options)",
+    ]
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_data_error_stops_the_study_at_its_first_trial(tmp_path, capsys, monkeypatch):
+    """No data and no download: the first trial's fit fails with the DataError every trial would meet; the search
+    stops there with that one line (no 'trial N failed' lines), its trial recorded as failed in trials.csv."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY_SPACE))
+    args = ["tune", "--tune_config", "tiny.yaml", "--n_trials", "3", "--config", str(CONFIG)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--data.data_dir", str(tmp_path / "none"), "--data.download", "false"])
+    err = capsys.readouterr().err
+    missing = "mnist data not found: put train-images-idx3-ubyte.gz, "
+    assert exit_info.value.code == 2 and "Traceback" not in err and "failed" not in err
+    assert [line for line in err.splitlines() if line.startswith(("trial ", "error:"))] == [
+        next(line for line in err.splitlines() if line.startswith(f"error: {missing}"))
+    ]
+    assert f"in {tmp_path / 'none' / 'MNIST' / 'raw'}/ or set --data.download true" in err
+    with open(tmp_path / "lightning_logs" / "tune_0" / "trials.csv", newline="") as f:
+        (row,) = csv.DictReader(f)
+    assert row["number"] == "0" and row["state"] == "FAIL" and row["error"].startswith(missing)
+    assert sorted(p.name for p in (tmp_path / "lightning_logs" / "tune_0").iterdir()) == ["trials.csv"]

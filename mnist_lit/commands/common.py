@@ -1,4 +1,5 @@
-"""What ``cv``, ``lr_find`` and ``tune`` share: their argument parsing, their run folders, one ``fit`` run."""
+"""What the extra commands share: their argument parser (:class:`CommandParser`, all five); for ``cv``, ``lr_find``
+and ``tune`` also the split of their options from the fit flags, their run folders, one ``fit`` run."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import argparse
 import contextlib
 import json
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from mnist_lit.command_line import PROG
 from mnist_lit.errors import MnistLitError, TuneError
@@ -18,6 +20,21 @@ FIT_FLAGS_NOTE = (
     "All fit flags are accepted too (--config, --data.*, --model.*, --trainer.*, --seed_everything); "
     "see `python -m mnist_lit fit --help`."
 )
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The argument parser of the extra commands: a usage error is the usage, then one line
+    ``error: MESSAGE (python -m mnist_lit COMMAND --help lists the options)``, exit status 2, as for the other
+    commands (argparse's own line starts with the program's name). Abbreviated options are not accepted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and the one ``error:`` line to stderr; exit 2."""
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message} ({self.prog} --help lists the options)\n")
 
 
 def new_run_dir(log_dir: str | Path, prefix: str) -> Path:
@@ -81,9 +98,7 @@ def parse_command(
     prog: str, description: str, add_options: Callable[[argparse.ArgumentParser], None], argv: list[str]
 ) -> tuple[argparse.Namespace, list[str]]:
     """Split ``argv`` into this command's own options and the ``fit`` flags passed on to LightningCLI."""
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} {prog}", description=description, epilog=FIT_FLAGS_NOTE, allow_abbrev=False
-    )
+    parser = CommandParser(prog=f"{PROG} {prog}", description=description, epilog=FIT_FLAGS_NOTE)
     parser.add_argument(
         "--log_dir",
         default="lightning_logs",
@@ -100,6 +115,15 @@ def fit_val_acc(fit_args: list[str], callbacks: tuple = ()) -> tuple[float, Any]
         TuneError: the run logged no ``val_acc`` (e.g. ``--trainer.limit_val_batches 0``).
     """
     cli = build_cli(fit_args, run=False, callbacks=callbacks)
+    return fit_built(cli), cli
+
+
+def fit_built(cli: Any) -> float:
+    """Fit the run of a CLI built with ``run=False``; returns its last ``val_acc``.
+
+    Raises:
+        TuneError: the run logged no ``val_acc`` (see :func:`fit_val_acc`).
+    """
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     val_acc = cli.trainer.callback_metrics.get("val_acc")
     if val_acc is None:
@@ -107,7 +131,7 @@ def fit_val_acc(fit_args: list[str], callbacks: tuple = ()) -> tuple[float, Any]
             "the run logged no val_acc; do not set --trainer.limit_val_batches 0 or "
             "--trainer.check_val_every_n_epoch above max_epochs"
         )
-    return float(val_acc), cli
+    return float(val_acc)
 
 
 def one_line(err: BaseException) -> str:

@@ -22,92 +22,20 @@ still supports. ONNX needs the ``export`` extra (``pip install 'mnist_lit[export
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from mnist_lit.atomic import atomic_write
 from mnist_lit.command_line import PROG
-from mnist_lit.commands.exporters import EXPORTERS, INPUT_NAME, OUTPUT_NAME, Probabilities
-from mnist_lit.data import RAW_FILES, find_raw_file, load_split, raw_folder
-from mnist_lit.ensemble import load_trained  # a checkpoint, or a cv run folder as one ensemble model
+from mnist_lit.commands.common import CommandParser
 from mnist_lit.errors import ExportError
-from mnist_lit.model import MNISTClassifier
 
 FORMATS = ("onnx", "torchscript")
 #: Largest accepted difference between exported and PyTorch probabilities (float32 rounding is ~1e-7).
 DEFAULT_ATOL = 1e-5
 #: Test images the export is checked on (the first ones of the test file).
 DEFAULT_NUM_IMAGES = 1000
-#: Batch size of the check: 1,000 images run as 256 + 256 + 256 + 232, plus one batch of 1, so the
-#: dynamic batch dimension is exercised with several sizes.
-CHECK_BATCH_SIZE = 256
-
-
-def compare(
-    model: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor
-) -> dict[str, float]:
-    """Run ``model`` and the exported ``run`` on the same images.
-
-    Args:
-        images: uint8 (N, 1, 28, 28); labels: int64 (N,).
-
-    Returns:
-        ``max_abs_diff`` (largest |p_exported - p_torch| over all N x 10 probabilities),
-        ``torch_acc`` and ``exported_acc`` (fractions of ``labels`` predicted), ``disagreements``
-        (images whose predicted digit differs).
-    """
-    with torch.inference_mode():
-        expected = model(images)
-        got = torch.cat(
-            [run(images[:1])] + [run(images[i : i + CHECK_BATCH_SIZE]) for i in range(0, len(images), CHECK_BATCH_SIZE)]
-        )[1:]
-    if got.shape != expected.shape:
-        raise ExportError(
-            f"the exported model returned shape {tuple(got.shape)} for {len(images)} images, "
-            f"expected {tuple(expected.shape)}"
-        )
-    return {
-        "max_abs_diff": float((got.float() - expected).abs().max()),
-        "torch_acc": float((expected.argmax(1) == labels).float().mean()),
-        "exported_acc": float((got.argmax(1) == labels).float().mean()),
-        "disagreements": int((got.argmax(1) != expected.argmax(1)).sum()),
-    }
-
-
-def check_images(
-    checkpoint: dict[str, Any], data_dir: str | Path | None, num_images: int
-) -> tuple[torch.Tensor, torch.Tensor, Path]:
-    """The first ``num_images`` test images and labels to check the export on.
-
-    ``data_dir`` defaults to the checkpoint's ``datamodule_hyper_parameters["data_dir"]`` (relative
-    paths are relative to the current folder, as in training); the data set (MNIST or Fashion-MNIST)
-    is the checkpoint's.
-
-    Raises:
-        ExportError: the test files are not there (the message says to pass ``--data_dir``).
-        DataError: they are there but damaged (see :func:`mnist_lit.data.load_split`).
-    """
-    if num_images < 1:
-        raise ExportError(f"--num_images must be at least 1, got {num_images}")
-    data_hparams = checkpoint.get("datamodule_hyper_parameters") or {}
-    folder = Path(data_dir if data_dir is not None else data_hparams.get("data_dir", "data/"))
-    dataset = (checkpoint.get("hyper_parameters") or {}).get("dataset") or data_hparams.get("dataset", "mnist")
-    raw = raw_folder(folder, dataset)
-    if any(find_raw_file(raw, stem) is None for stem in RAW_FILES["test"]):
-        where = "--data_dir" if data_dir is not None else "the checkpoint's data_dir"
-        raise ExportError(
-            f"no {dataset} test images to check the export against: {raw}/ ({where}) lacks "
-            f"{' or '.join(f'{stem}[.gz]' for stem in RAW_FILES['test'])}; pass --data_dir with "
-            "the data folder the model was trained from"
-        )
-    images, labels = load_split(folder, "test", dataset)
-    return images[:num_images], labels[:num_images], folder
 
 
 def check_output(output: str | Path, format: str) -> None:
@@ -117,7 +45,7 @@ def check_output(output: str | Path, format: str) -> None:
     Raises:
         ExportError: one line naming the obstacle (a file where a folder should be, a permission).
     """
-    if format not in EXPORTERS:
+    if format not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if Path(output).is_dir():
         raise ExportError(
@@ -132,20 +60,6 @@ def check_output(output: str | Path, format: str) -> None:
         raise ExportError(f"cannot write {output}: {why}; choose another --output") from None
 
 
-def export_metadata(ckpt_path: str | Path, classifier: MNISTClassifier, checkpoint: dict[str, Any]) -> dict[str, str]:
-    """What the exported file says about itself: the checkpoint, its epoch, pixel scaling, data set, class names,
-    and the input and output layout (ONNX metadata props, TorchScript's ``metadata.json``)."""
-    return {
-        "mnist_lit.checkpoint": Path(ckpt_path).name,
-        "mnist_lit.epoch": str(checkpoint.get("epoch")),
-        "mnist_lit.pixel_scale": classifier.hparams.pixel_scale,
-        "mnist_lit.dataset": classifier.hparams.dataset,
-        "mnist_lit.class_names": json.dumps(classifier.class_names),
-        "mnist_lit.input": f"{INPUT_NAME}: uint8 (N, 1, 28, 28), 0-255, white on black",
-        "mnist_lit.output": f"{OUTPUT_NAME}: float32 (N, 10), softmax over the classes (class_names)",
-    }
-
-
 def export_model(
     ckpt_path: str | Path,
     format: str,
@@ -157,24 +71,29 @@ def export_model(
     """Export a checkpoint, check it on real test images, then write ``output`` atomically.
 
     Args:
-        ckpt_path: a ``fit`` checkpoint, or a finished ``cv`` run folder (its fold models as one ensemble,
-            :mod:`mnist_lit.ensemble`).
+        ckpt_path: a ``fit`` checkpoint; ``best`` / ``last``, that checkpoint of the newest run in ``lightning_logs/``
+            (:func:`mnist_lit.ensemble.resolve_trained`); or a finished ``cv`` run folder (its models as one ensemble).
         format: ``"onnx"`` or ``"torchscript"``.
-        output: the file to write (parent folders are created); an existing file is replaced only
-            after the check passed.
+        output: the file to write (parent folders are created); an existing one is replaced only after the check passed.
         data_dir: folder of the test images (default: the checkpoint's ``data_dir``).
         num_images: how many test images the check runs (the first ones).
         atol: largest accepted |p_exported - p_torch|.
 
     Returns:
-        the :func:`compare` figures plus ``bytes``, ``seconds``, ``num_images``, ``data_dir``, ``runtime``.
+        the :func:`mnist_lit.commands.exporters.compare` figures plus ``bytes``, ``seconds``, ``num_images``,
+        ``data_dir``, ``runtime``.
 
     Raises:
-        ExportError: unknown format, missing packages, no test data, or a check that failed.
-        CheckpointError: see :func:`mnist_lit.checkpoint.load_model`; DataError: damaged test files.
+        ExportError: unknown format, missing packages, no test data, or a check that failed. CheckpointError: see
+            :func:`mnist_lit.ensemble.resolve_trained`, :func:`mnist_lit.checkpoint.load_model`. DataError: damaged test files.
     """
     check_output(output, format)
+    # start-up speed: torch, the model, the exporters only for a real export (not for --help or a bad option)
+    from mnist_lit.commands.exporters import EXPORTERS, Probabilities, check_images, compare, export_metadata
+    from mnist_lit.ensemble import load_trained, resolve_trained  # a checkpoint, best / last, or a cv run folder
+
     start = time.perf_counter()
+    ckpt_path = resolve_trained(ckpt_path)
     classifier, checkpoint = load_trained(ckpt_path)
     model = Probabilities(classifier).eval()
     images, labels, folder = check_images(checkpoint, data_dir, num_images)
@@ -188,29 +107,22 @@ def export_model(
         )
     with atomic_write(output) as handle:
         handle.write(data)
-    return {
-        **report,
-        "bytes": len(data),
-        "seconds": time.perf_counter() - start,
-        "num_images": len(labels),
-        "data_dir": str(folder),
-        "runtime": runtime,
-    }
+    report |= {"bytes": len(data), "seconds": time.perf_counter() - start, "num_images": len(labels)}
+    return report | {"data_dir": str(folder), "runtime": runtime}
 
 
 def export_parser() -> argparse.ArgumentParser:
     """The options of ``export``: ``--ckpt_path``, ``--format``, ``--output``, ``--data_dir``, ``--num_images``, ``--atol``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=f"{PROG} export",
-        allow_abbrev=False,
         description="Export a trained checkpoint as ONNX or TorchScript (input pixels uint8 (N, 1, 28, 28), output "
         "probabilities float32 (N, 10)), checked against PyTorch on real test images before it is written.",
     )
     parser.add_argument(
         "--ckpt_path",
         required=True,
-        help="Checkpoint written by fit (e.g. .../checkpoints/last.ckpt), or a cv run folder "
-        "(its fold models as one ensemble).",
+        help="Checkpoint written by fit (e.g. .../checkpoints/last.ckpt); best or last (that checkpoint of the "
+        "newest run in lightning_logs/); or a cv run folder (its fold models as one ensemble).",
     )
     parser.add_argument("--format", required=True, choices=FORMATS, help="onnx (ONNX Runtime) or torchscript.")
     parser.add_argument("--output", required=True, help="File to write, e.g. model.onnx or model.pt.")
@@ -241,6 +153,8 @@ def export_main(argv: list[str]) -> None:
         ExportError, CheckpointError, DataError: see :func:`export_model` (``main`` prints the one line, exit 2).
     """
     args = export_parser().parse_args(argv)
+    from mnist_lit.commands.exporters import INPUT_NAME, OUTPUT_NAME  # start-up speed, as in export_model
+
     report = export_model(args.ckpt_path, args.format, args.output, args.data_dir, args.num_images, args.atol)
     print(
         f"Checked on {report['num_images']:,} test images from {report['data_dir']}: "

@@ -1,7 +1,9 @@
 """The trials of one ``tune`` worker: each a ``fit`` with suggested flags, scored by its last val_acc.
 
-A trial that fails prints one line and the search goes on; SIGINT and SIGTERM stop the worker after recording
-its running trial as interrupted. Imported once Optuna is known to be installed.
+A trial that fails prints one line and the search goes on, unless its data or a checkpoint failed it once its run
+was built (:data:`STUDY_ERRORS`): then every trial would fail the same way, and the worker stops with that error's
+line. SIGINT and SIGTERM stop the worker after recording its running trial as interrupted. Imported once Optuna
+is known to be installed.
 """
 
 from __future__ import annotations
@@ -22,10 +24,17 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from mnist_lit.atomic import write_csv
 from mnist_lit.commands import storage as st
-from mnist_lit.commands.common import fit_val_acc, logger_flag, one_line
+from mnist_lit.commands.common import build_cli, fit_built, logger_flag, one_line
+from mnist_lit.errors import CheckpointError, DataError, IdxError
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
+
+
+#: Errors that stop the whole study when a trial's fit raises them: unusable data files (missing, not downloadable,
+#: damaged) or checkpoints, the same for every trial. Raised while the run is built from the flags (e.g.
+#: ``batch_size must be a positive integer``), they depend on the suggested values and fail only that trial.
+STUDY_ERRORS = (DataError, IdxError, CheckpointError)
 
 
 class TrialNotRun(Exception):
@@ -88,6 +97,7 @@ class Objective:
     ) -> None:
         self.study, self.space, self.fit_args, self.parser = study, space, fit_args, parser
         self.run_dir, self.n_trials, self.opts, self.received = run_dir, n_trials, opts, received
+        self.stopped_by: Exception | None = None  # the error of STUDY_ERRORS that stopped the study
 
     def __call__(self, trial) -> float:
         if self.opts.storage is not None and st.is_surplus(self.study, trial, self.n_trials):
@@ -98,14 +108,17 @@ class Objective:
         log_dir = self.run_dir / f"trial_{trial.number}"
         trial.set_user_attr(st.WORKER, st.WORKER_ID)
         trial.set_user_attr(st.LOG_DIR, str(log_dir))
+        built = False
         try:
             config = self.parser.parse_args([*self.fit_args, *flags])
             trial.set_user_attr(st.CONFIG, self.parser.dump(config, skip_none=False))
-            val_acc, _ = fit_val_acc(
+            cli = build_cli(
                 [*self.fit_args, *flags, logger_flag(self.run_dir, log_dir.name)],
+                run=False,
                 callbacks=(PyTorchLightningPruningCallback(trial, monitor="val_acc"),),
             )
-            return val_acc
+            built = True  # the suggested values are accepted; from here on the data and checkpoints are read
+            return fit_built(cli)
         except optuna.TrialPruned:
             raise
         except (KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into SystemExit(1)
@@ -116,7 +129,23 @@ class Objective:
                 raise TrialNotRun from None
             self.fail(trial, f"the run exited with status {err.code}")  # e.g. a suggested value its parser refused
         except Exception as err:
+            if built and isinstance(err, STUDY_ERRORS):
+                self.stop_study(trial, err)
             self.fail(trial, one_line(err), traceback.format_exc() if self.opts.verbose else "")
+
+    def stop_study(self, trial, err: Exception) -> NoReturn:
+        """Record ``err`` as the trial's failure (its traceback printed with ``--verbose``) and stop the study;
+        :func:`run_trials` raises ``err`` once Optuna has recorded the trial.
+
+        Raises:
+            TrialFailed: always, so that Optuna records the trial as failed and stops.
+        """
+        trial.set_user_attr(st.ERROR, one_line(err))
+        if self.opts.verbose:
+            print(traceback.format_exc(), end="", file=sys.stderr, flush=True)
+        self.stopped_by = err
+        self.study.stop()
+        raise TrialFailed from None
 
     @staticmethod
     def fail(trial, message: str, details: str = "") -> NoReturn:
@@ -154,14 +183,19 @@ def run_trials(study, space, fit_args, parser, run_dir: Path, n_trials: int, opt
 
     Exits with status 128 + the signal's number after SIGINT or SIGTERM (the trials so far are in
     ``trials.csv``; with ``--storage`` the same command continues the study).
+
+    Raises:
+        DataError, IdxError, CheckpointError: a trial's fit raised it (:data:`STUDY_ERRORS`); the trials so far,
+            that one failed, are in ``trials.csv``.
     """
     if len(st.counted_trials(study)) >= n_trials:
         print(f"Study {study.study_name!r} already holds {n_trials} trials; nothing to run", flush=True)
         return
     with signals_interrupt() as received:
+        objective = Objective(study, space, fit_args, parser, run_dir, n_trials, opts, received)
         try:
             study.optimize(
-                Objective(study, space, fit_args, parser, run_dir, n_trials, opts, received),
+                objective,
                 n_trials=None if opts.storage else n_trials,
                 timeout=opts.timeout,
                 callbacks=[st.TotalTrials(n_trials), after_trial(run_dir)],
@@ -173,6 +207,8 @@ def run_trials(study, space, fit_args, parser, run_dir: Path, n_trials: int, opt
             write_trials(study, run_dir)
             report_interrupted(study, run_dir, received["signal"], shared=opts.storage is not None)
             sys.exit(128 + int(received["signal"]))
+    if objective.stopped_by is not None:  # the data or a checkpoint: every further trial would fail the same way
+        raise objective.stopped_by
 
 
 def report_interrupted(study, run_dir: Path, signum: int, shared: bool) -> None:

@@ -73,7 +73,9 @@ def tune_main(argv: list[str]) -> None:
     reported to Optuna after every epoch and :class:`optuna.pruners.MedianPruner` stops trials that fall
     below the median of earlier trials at the same epoch (optuna-integration's
     ``PyTorchLightningPruningCallback``). A trial that fails prints one line (its traceback with
-    ``--verbose``) and the search goes on.
+    ``--verbose``) and the search goes on; but when its data files or a checkpoint fail it once its run is built
+    (:data:`mnist_lit.commands.trials.STUDY_ERRORS`: every trial would fail alike), the search stops with that
+    error's line, the trials so far recorded in ``trials.csv``.
 
     Without ``--storage`` the study lives in this process (TPE sampler seeded by the tune config) and
     writes into a new ``lightning_logs/tune_N/``. With ``--storage`` (see :mod:`mnist_lit.commands.storage`) any
@@ -88,7 +90,7 @@ def tune_main(argv: list[str]) -> None:
 
     Raises:
         TuneError: optuna missing, a bad tune config, an unusable ``--storage``, a study of another search
-            space, no trial completed.
+            space, no trial completed. DataError, IdxError, CheckpointError: a trial's data or checkpoint.
     """
     opts, fit_args = parse_command(
         "tune", "Optuna search over the tune config's space, maximising val_acc.", tune_options, argv

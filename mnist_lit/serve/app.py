@@ -39,7 +39,12 @@ from PIL import Image
 
 from mnist_lit.ensemble import load_trained  # a checkpoint, or a cv run folder as one ensemble model
 from mnist_lit.errors import CheckpointError, ImageError, ImageTooLargeError
-from mnist_lit.limits import MAX_CONCURRENT_PREDICTIONS, MAX_WAITING_PREDICTIONS
+from mnist_lit.limits import (
+    MAX_CONCURRENT_PREDICTIONS,
+    MAX_IMAGE_PIXELS,
+    MAX_REQUEST_BYTES,
+    MAX_WAITING_PREDICTIONS,
+)
 from mnist_lit.model import MNISTClassifier
 from mnist_lit.pictures import classify, read_picture
 from mnist_lit.serve.gate import PredictionGate, ServerBusy
@@ -57,16 +62,9 @@ else:
     FASTAPI_MISSING = None
 
 STATIC_DIR = Path(__file__).parent / "static"
-#: Largest request body accepted, bytes: 5 MB, far above a drawn 280x280 PNG (~5-15 kB) or a phone JPEG.
-MAX_REQUEST_BYTES = 5_000_000
 #: After refusing an over-limit body, read and discard up to this much more of it before answering (like
 #: nginx's lingering close), so that a client still sending receives the 413 instead of a connection reset.
 DRAIN_BYTES = 64 * 2**20
-#: Largest picture accepted, width x height pixels (checked from the header before decoding): 25 MP,
-#: which a 5 MB compressed file can claim (``--max_image_pixels``). Decoding and reading an RGBA picture
-#: takes up to about 13 bytes a pixel at its peak, so ~0.33 GB at 25 MP;
-#: :data:`mnist_lit.limits.MAX_CONCURRENT_PREDICTIONS` of them run at a time (docs/troubleshooting.md).
-MAX_IMAGE_PIXELS = 25_000_000
 
 
 class RequestError(Exception):
