@@ -1,9 +1,10 @@
 """Entry point of ``python -m mnist_lit`` and ``mnist-lit``: answer what needs no model before importing one.
 
-Importing Lightning costs about twice a bare ``import torch`` (Lightning imports torchmetrics, which imports
-torchvision's models and ``torch._dynamo``). The top-level ``--help``, a missing or unknown command, a
-``--config`` file that does not exist, ``fit`` without ``--config``, and ``--help`` of ``cv``/``lr_find``/``tune`` are answered here
-without it; everything else goes to :func:`mnist_lit.cli.main`.
+Importing Lightning costs a multiple of a bare ``import torch`` (Lightning imports torchmetrics, which imports
+torchvision's models and ``torch._dynamo``; figures in docs/performance.md). The top-level ``--help``, a missing or
+unknown command, a ``--config`` file that does not exist or is not YAML, ``fit`` without ``--config``, and
+``--help`` of the extra commands (``cv``, ``lr_find``, ``tune``, ``export``, ``serve``) are answered here without it;
+everything else goes to :func:`mnist_lit.cli.main`.
 """
 
 from __future__ import annotations
