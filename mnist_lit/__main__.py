@@ -1,4 +1,4 @@
-from mnist_lit.launch import main
+from mnist_lit.launch import entry_point
 
 if __name__ == "__main__":
-    main()
+    entry_point()

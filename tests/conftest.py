@@ -6,9 +6,12 @@ import os
 import re
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.util import tensor_util
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_10K = Path(os.environ.get("MNIST_10K", REPO.parent / "shared" / "data" / "mnist-10k")).resolve()
@@ -131,3 +134,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "trained_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
+def events(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value or nan)] over all event files of a run folder, read with TensorBoard's reader."""
+    found = defaultdict(list)
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                scalar = value.metadata.plugin_data.plugin_name == "scalars"
+                number = float(tensor_util.make_ndarray(value.tensor)) if scalar else float("nan")
+                found[value.tag].append((event.step, number))
+    return found
+
+
+def max_logged_step(run_dir: Path, tag: str = "train_loss_step") -> int:
+    """The highest step at which ``tag`` was logged in the run folder's event files (-1: none yet)."""
+    steps = [step for step, _ in events(run_dir).get(tag, [])]
+    return max(steps, default=-1)

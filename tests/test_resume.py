@@ -10,14 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG, printed_test_acc, run_cli, version_dirs
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-from tensorboard.util import tensor_util
+from conftest import CONFIG, events, max_logged_step, printed_test_acc, run_cli, version_dirs
 
 STEPS_PER_EPOCH = 71  # ceil(9,000 training images / batch_size 128)
 LOG_EVERY = 10  # --trainer.log_every_n_steps: train_loss_step at steps 9, 19, ...
@@ -54,23 +51,6 @@ def fit_args(mnist_dir: Path, *extra: str) -> list[str]:
         "false",
         *extra,
     ]
-
-
-def events(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """tag -> [(step, value or nan)] over all event files of a run folder, read with TensorBoard's reader."""
-    found = defaultdict(list)
-    for path in sorted(run_dir.glob("events.out.tfevents.*")):
-        for event in EventFileLoader(str(path)).Load():
-            for value in event.summary.value:
-                scalar = value.metadata.plugin_data.plugin_name == "scalars"
-                number = float(tensor_util.make_ndarray(value.tensor)) if scalar else float("nan")
-                found[value.tag].append((event.step, number))
-    return found
-
-
-def max_logged_step(run_dir: Path, tag: str) -> int:
-    steps = [step for step, _ in events(run_dir).get(tag, [])]
-    return max(steps, default=-1)
 
 
 @pytest.mark.slow

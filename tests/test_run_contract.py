@@ -319,7 +319,10 @@ def test_two_fits_started_together_get_two_folders_and_logger_false_twice(tmp_pa
 @pytest.mark.slow
 def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path, mnist_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-    args = fit_args(mnist_dir, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "40")
+    # Epochs of 400 batches of 16 images: long enough (seconds on any CPU) for the signal to land inside epoch 2.
+    args = fit_args(
+        mnist_dir, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "400", "--data.batch_size", "16"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "mnist_lit", *args],
         cwd=tmp_path,
@@ -332,7 +335,7 @@ def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path, mnist_d
     deadline = time.monotonic() + 300
     while not (run_dir / "checkpoints" / "last.ckpt").is_file() and time.monotonic() < deadline:
         time.sleep(0.05)  # the first epoch's last.ckpt: Lightning's SIGTERM handler is in place
-    time.sleep(1.0)  # into the second epoch
+    time.sleep(0.5)  # into the second epoch
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 143 and "Traceback" not in stderr
@@ -342,10 +345,10 @@ def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path, mnist_d
         "--ckpt_path last"
     )
     stopped = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    assert 40 < stopped["global_step"] < 80  # mid-epoch 2, not the epoch-end checkpoint
+    assert 400 < stopped["global_step"] < 800  # mid-epoch 2, not the epoch-end checkpoint
     resumed = run_cli(*args, "--ckpt_path", "last", cwd=tmp_path)
     assert f"Resuming {Path('lightning_logs') / 'version_0'}" in resumed.stderr
-    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 80  # 2 epochs of 40 batches
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 800  # 2 epochs of 400 batches
     assert 0.1 < printed_test_acc(resumed.stdout) <= 1.0 and len(version_dirs(tmp_path)) == 1
 
 

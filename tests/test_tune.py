@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONFIG, REPO, run_cli, version_dirs
+from conftest import CONFIG, REPO, max_logged_step, run_cli, version_dirs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lit.cli import main
@@ -380,7 +380,7 @@ def test_interrupted_worker_loses_only_its_trial_and_the_study_continues(tmp_pat
 
     run_cli(*tiny_tune_args(tmp_path, mnist_dir, "s.log", n_trials=1), cwd=tmp_path)  # trial 0
     args = tiny_tune_args(tmp_path, mnist_dir, "s.log", n_trials=2)
-    args += ["--trainer.limit_train_batches", "400"]  # trial 1 long enough to be caught running
+    args += ["--trainer.limit_train_batches", "400", "--trainer.log_every_n_steps", "5"]  # long, and seen early
     (worker,) = start_workers(args, tmp_path, 1)
     journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "s.log")))
     deadline = time.monotonic() + 300
@@ -389,14 +389,10 @@ def test_interrupted_worker_loses_only_its_trial_and_the_study_continues(tmp_pat
             trials = optuna.load_study(study_name="s", storage=journal).trials
         except KeyError:  # the worker has not created the study yet
             trials = []
-        if (
-            len(trials) == 2
-            and trials[1].state.name == "RUNNING"
-            and (tmp_path / "lightning_logs/tune_s/trial_1").exists()
-        ):
-            break
-        time.sleep(0.5)
-    time.sleep(3)  # inside the fit
+        trial_dir = tmp_path / "lightning_logs/tune_s/trial_1"
+        if len(trials) == 2 and trials[1].state.name == "RUNNING" and max_logged_step(trial_dir) >= 0:
+            break  # trial 1 has trained its first logged steps: inside the fit, whatever the CPU's speed
+        time.sleep(0.05)
     worker.send_signal(signal.SIGTERM)
     (stopped,) = finish([worker])
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]

@@ -8,7 +8,6 @@ heights, on several lines, or filled like blobs are not digits.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import cv2
@@ -16,6 +15,7 @@ import numpy as np
 
 from mnist_lit.pictures.ink import InkMap
 from mnist_lit.pictures.mask import ink_mask
+from mnist_lit.pictures.shapes import Box, scattered, split_touching, stroke_ratio
 
 #: Components under this many pixels, or under this fraction of the largest one's area, are dirt or noise.
 MIN_AREA = 6
@@ -28,8 +28,6 @@ SPECK_FRACTION = 0.4
 STACK_OVERLAP = 0.5
 #: A digit wider than this many times its height is taken as several touching digits.
 SPLIT_RATIO = 1.5
-#: Expected width of one digit, as a fraction of its height, when counting touching digits.
-DIGIT_ASPECT = 0.75
 #: All marks together no wider than this many times their height are one digit in pieces (two digits side by
 #: side are wider: about 0.6-0.8 height each plus a gap; only "11" and the like are narrower).
 ONE_DIGIT_ASPECT = 0.9
@@ -51,9 +49,6 @@ DOMINANT = 3.0
 MAX_STROKE_RATIO = 0.33
 #: Ink covering more than this fraction of the paper is a picture (a scene, a texture), not writing.
 MAX_INK_FRACTION = 0.4
-
-#: A box ``(x0, y0, x1, y1)`` in the ink map's pixels, x1 and y1 exclusive.
-Box = tuple[int, int, int, int]
 
 
 @dataclass
@@ -158,41 +153,6 @@ def _nested(stats: np.ndarray, group: list[int]) -> bool:
     return False
 
 
-def _box(mask: np.ndarray) -> Box:
-    rows, cols = np.nonzero(mask)
-    return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
-
-
-def _split(mask: np.ndarray, x0: int, y0: int) -> list[tuple[np.ndarray, Box]]:
-    """A box mask holding several touching digits, cut at the columns with the least ink near the expected
-    digit borders; each piece re-boxed to its own ink. Pieces are (mask, (x0, y0, x1, y1))."""
-    height, width = mask.shape
-    count = int(np.clip(round(width / (DIGIT_ASPECT * height)), 2, 4))
-    profile = mask.sum(0).astype(np.float64)
-    cuts = [0]
-    for k in range(1, count):
-        centre, reach = k * width / count, width / count / 3
-        lo, hi = int(centre - reach), int(centre + reach) + 1
-        cuts.append(lo + int(np.argmin(profile[lo:hi])))
-    cuts.append(width)
-    pieces = []
-    for left, right in itertools.pairwise(cuts):
-        piece = np.zeros_like(mask)
-        piece[:, left:right] = mask[:, left:right]
-        if piece.any():
-            bx0, by0, bx1, by1 = _box(piece)
-            pieces.append((piece[by0:by1, bx0:bx1], (x0 + bx0, y0 + by0, x0 + bx1, y0 + by1)))
-    return pieces
-
-
-def _stroke_ratio(mask: np.ndarray) -> float:
-    """Mean stroke thickness over height: twice the area over the outline's length (a thin stroke of width w
-    and length L has area wL and outline about 2L), divided by the mark's height."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-    outline = sum(cv2.arcLength(c, True) for c in contours)
-    return 2.0 * float(mask.sum()) / max(outline, 1.0) / mask.shape[0]
-
-
 class _NoDigit(Exception):
     """Raised by a step of :func:`find_marks` with the refusal's reason (one line)."""
 
@@ -255,12 +215,15 @@ def _pen_strokes(pieces: list[tuple[np.ndarray, Box]]) -> list[tuple[np.ndarray,
     pieces = [
         (m, b) for m, b in pieces if b[3] - b[1] >= SPECK_FRACTION * tallest or b[2] - b[0] >= SPECK_FRACTION * tallest
     ]
-    strokes = [(m, b) for m, b in pieces if _stroke_ratio(m) <= MAX_STROKE_RATIO]  # e.g. not a corner of the table
+    strokes = [(m, b) for m, b in pieces if stroke_ratio(m) <= MAX_STROKE_RATIO]  # e.g. not a corner of the table
     if not strokes:
         raise _NoDigit(
             f"not a digit: a filled shape (strokes over {MAX_STROKE_RATIO:.0%} of its height; pen "
             "strokes of digits are thinner)"
         )
+    strokes = [(m, b) for m, b in strokes if not scattered(m)]
+    if not strokes:
+        raise _NoDigit("not a digit: scattered specks, as in noise or a texture (a digit's strokes hang together)")
     return strokes
 
 
@@ -270,7 +233,7 @@ def _split_wide(pieces: list[tuple[np.ndarray, Box]]) -> list[tuple[np.ndarray, 
     marks = []
     for piece, box in pieces:
         if box[2] - box[0] > SPLIT_RATIO * (box[3] - box[1]):
-            parts = _split(piece, box[0], box[1])
+            parts = split_touching(piece, box[0], box[1])
             if len(parts) > 2:
                 raise _NoDigit("not a digit: joined-up writing, as in words (the digits of a number stand apart)")
             marks += parts
