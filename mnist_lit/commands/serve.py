@@ -69,6 +69,9 @@ def serve_parser() -> argparse.ArgumentParser:
         default=MAX_WAITING_PREDICTIONS,
         help=f"Requests that may wait for a turn; more are answered 503 (default {MAX_WAITING_PREDICTIONS}).",
     )
+    parser.add_argument(
+        "--access_log", action="store_true", help="Print one line per request (uvicorn's access log; off by default)."
+    )
     return parser
 
 
@@ -149,6 +152,8 @@ def serve_main(argv: list[str]) -> None:
         print("error: serve needs the uvicorn package: pip install 'mnist_lit[serve]'", file=sys.stderr)
         sys.exit(2)
     check_address(args.host, args.port)
+    import torch  # start-up speed, as above
+
     from mnist_lit.ensemble import resolve_trained  # start-up speed, as above (torch)
 
     ckpt_path = resolve_trained(args.ckpt_path)  # best / last: the newest run's
@@ -167,4 +172,6 @@ def serve_main(argv: list[str]) -> None:
         )
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"Serving {ckpt_path} on http://{shown}:{args.port}/ (Ctrl+C to stop)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # One thread per prediction: --max_concurrent of them run at once, and a 28x28 batch gains nothing from more.
+    torch.set_num_threads(1)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=args.access_log)

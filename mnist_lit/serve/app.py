@@ -111,16 +111,17 @@ def predict_picture(
     if reading.error:
         raise RequestError(422, client_message(reading.error))
     one = len(reading.digits) == 1
+    crops = [png_base64(crop) for crop in picture.pixels]
     return {
         "digits": reading.digits,
         "digit_confidences": reading.confidences,
         "boxes": picture.boxes.tolist(),
         "picture_size": list(picture.picture_size),
-        "crops_png_base64": [png_base64(crop) for crop in picture.pixels],
+        "crops_png_base64": crops,
         "digit": reading.pred,
         "confidence": reading.confidence,
         "probabilities": reading.probs[0].tolist() if one else None,
-        "image_png_base64": png_base64(picture.pixels[0]) if one else None,
+        "image_png_base64": crops[0] if one else None,
         "image_size": list(picture.pixels.shape[-2:]),
     }
 
