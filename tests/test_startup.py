@@ -133,3 +133,21 @@ def test_stub_is_not_forced_for_remote_log_folders():
     from mnist_lit.tensorboard_writer import use_tensorboard_stub
 
     assert use_tensorboard_stub(["fit", "--trainer.logger.init_args.save_dir", "gs://bucket/runs"]) is False
+
+
+@pytest.mark.parametrize(("code", "status", "stderr"), [(None, 0, ""), (3, 3, ""), ("a message", 1, "a message\n")])
+def test_leave_runs_exit_handlers_and_flushes_like_a_normal_exit(code, status, stderr):
+    """The CLI's exit skips the interpreter's module teardown, not what a normal exit does: atexit handlers run
+    (after buffered output), stdout and stderr arrive whole through pipes, and the status is sys.exit's."""
+    script = (
+        "import atexit, sys\n"
+        "from mnist_lit.launch import leave\n"
+        "atexit.register(lambda: print('handler ran'))\n"
+        "sys.stdout.write('x' * 100000)\n"  # more than a pipe buffer: must be flushed, not lost
+        f"leave({code!r})\n"
+        "print('never')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == status
+    assert proc.stdout == "x" * 100000 + "handler ran\n"
+    assert proc.stderr == stderr
