@@ -32,10 +32,11 @@ from mnist_lit.checkpoint import SafeCheckpointIO, check_compatible, check_hpara
 from mnist_lit.data.identity import check_same_data
 from mnist_lit.data.sharding import per_device_batch_size
 from mnist_lit.distributed import check_launch
-from mnist_lit.errors import CheckpointError
+from mnist_lit.errors import CheckpointError, SettingError
 from mnist_lit.model import MNISTClassifier
+from mnist_lit.parser_errors import lightning_refusal
 from mnist_lit.precision import bf16_cpu_notice, check_precision
-from mnist_lit.runs import claim_version, logger_root, version_of
+from mnist_lit.runs import claim_version, evaluate_in_a_new_folder, logger_root, version_of
 
 #: Callbacks that write into a run folder or need a logger; dropped with ``--trainer.logger false``.
 NEED_A_LOGGER = (
@@ -88,7 +89,7 @@ class MNISTLightningCLI(LightningCLI):
                 at = argv.index(subcommand) + 1
                 self.config = parser.parse_args([*argv[:at], "--config", base, *argv[at:]])
                 config = self.config[subcommand]
-                self._evaluate_in_a_new_folder(config, argv)
+                evaluate_in_a_new_folder(config, argv)
             if ckpt_path != config.get("ckpt_path"):
                 print(f"Using checkpoint {ckpt_path}", file=sys.stderr)
         config.ckpt_path = ckpt_path
@@ -99,18 +100,6 @@ class MNISTLightningCLI(LightningCLI):
             run_settings.check_eval(subcommand, ckpt_path, self.checkpoint, config.data)
             if subcommand == "validate" and self.checkpoint is not None:  # its validation images: the run's own
                 check_same_data(ckpt_path, self.checkpoint, config.data, "validate")
-
-    @staticmethod
-    def _evaluate_in_a_new_folder(config, argv: list[str]) -> None:
-        """A run whose logger writes into a fixed folder (a ``cv`` fold: ``cv_N/fold_k``) is evaluated in a new
-        ``lightning_logs/version_N`` instead, never into the fold's own folder, unless ``--trainer.logger`` is given."""
-        init = getattr(config.trainer.get("logger"), "init_args", None)
-        if (
-            init is not None
-            and isinstance(init.get("version"), str)
-            and not any(arg.startswith("--trainer.logger") for arg in argv)
-        ):
-            init.save_dir, init.name, init.version = ".", "lightning_logs", None
 
     def _settle_fit(self, config, argv: list[str]) -> None:
         """It trains something; ``model.dataset`` follows ``data.dataset``; a resume must be the same run; fine-tuning
@@ -173,10 +162,11 @@ class MNISTLightningCLI(LightningCLI):
         configured progress bar when ``enable_progress_bar`` is false; without the callbacks that write into
         a run folder, and without saving ``config.yaml``, when ``logger`` is false (one line says so).
 
-        With ``deterministic: true`` (the configs), PyTorch's deterministic algorithms stay on but new
-        tensors are no longer filled with NaN first (``torch.utils.deterministic.fill_uninitialized_memory``):
-        that filling only exposes reads of uninitialized memory, and PyTorch's documentation advises turning
-        it off for valid programs."""
+        With ``deterministic: true`` (the configs), new tensors are no longer filled with NaN first
+        (``torch.utils.deterministic.fill_uninitialized_memory``; PyTorch's docs advise it for valid programs).
+
+        Raises:
+            SettingError: a trainer argument Lightning refuses (accelerator, devices, strategy), in one line."""
         config = self._get(self.config_init, "trainer", default={})
         check_precision(kwargs.get("precision", config.get("precision")))  # before a 100-line dtype traceback
         plugins = kwargs.get("plugins", config.get("plugins"))
@@ -198,7 +188,12 @@ class MNISTLightningCLI(LightningCLI):
                     file=sys.stderr,
                 )
         kwargs["callbacks"] = callbacks
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except (ValueError, TypeError) as err:  # Lightning's own checks of the arguments; anything else re-raised
+            if lightning_refusal(err) is None:
+                raise
+            raise SettingError(f"--trainer: {lightning_refusal(err)}") from None
         # Several processes: launcher/world size mismatch or busy MASTER_PORT, before any starts. The extra
         # commands (no subcommand here) may run as independent single-process workers under srun/torchrun.
         check_launch(trainer, independent_ok=self.subcommand is None)

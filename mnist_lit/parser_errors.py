@@ -8,6 +8,7 @@ then the Union's subtypes, each subtype's error, the value's type and the value:
 
 from __future__ import annotations
 
+import os
 import re
 
 _KEY = re.compile(r'Parser key "(?P<key>[^"]+)":\s*(?P<rest>.*)', re.DOTALL)
@@ -72,3 +73,15 @@ def one_line_error(message: str) -> str:
         return " ".join(message.split())
     value, types = found
     return f"--{match['key']} {value}: expected {types}"
+
+
+def lightning_refusal(err: BaseException) -> str | None:
+    """The one-line message of an exception that Lightning itself raised while checking the Trainer's arguments
+    (e.g. ``--trainer.accelerator 5``: ``ValueError``; ``--trainer.devices a,b``: ``TypeError``), or None when it
+    was raised elsewhere (a bug, which keeps its traceback): the innermost frame decides."""
+    frame = err.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    if frame is None or f"{os.sep}lightning{os.sep}" not in frame.tb_frame.f_code.co_filename:
+        return None
+    return " ".join(str(err).split())

@@ -213,6 +213,18 @@ def claim_version(root: Path) -> int:
 _claimed: list[Path] = []  # folders made by claim_version, innermost first
 
 
+def evaluate_in_a_new_folder(config, argv: list[str]) -> None:
+    """A run whose logger writes into a fixed folder (a ``cv`` fold: ``cv_N/fold_k``) is evaluated in a new
+    ``lightning_logs/version_N`` instead, never into the fold's own folder, unless ``--trainer.logger`` is given."""
+    init = getattr(config.trainer.get("logger"), "init_args", None)
+    if (
+        init is not None
+        and isinstance(init.get("version"), str)
+        and not any(arg.startswith("--trainer.logger") for arg in argv)
+    ):
+        init.save_dir, init.name, init.version = ".", "lightning_logs", None
+
+
 def release_unused() -> None:
     """Remove the folders :func:`claim_version` made that are still empty (runs at exit, and on an error)."""
     while _claimed:

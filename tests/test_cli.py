@@ -299,6 +299,34 @@ def test_training_nothing_is_refused_before_a_run_folder(tmp_path, mnist_dir):
 
 
 @pytest.mark.slow
+def test_a_trainer_argument_lightning_refuses_is_one_line_before_a_run_folder(tmp_path, mnist_dir):
+    """Values jsonargparse accepts (strings) but Lightning's Trainer refuses ended in its ValueError/TypeError traceback."""
+    data = ("--data.data_dir", str(mnist_dir), "--data.download", "false")
+    for flag, value, words in (
+        ("--trainer.accelerator", "5", "invalid accelerator name"),
+        ("--trainer.devices", "a,b", "`devices` selected with `CPUAccelerator`"),
+    ):
+        out = run_cli("fit", "--config", str(CONFIG), *data, flag, value, cwd=tmp_path, check=False)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert out.stderr.splitlines()[-1].startswith("error: --trainer: ") and words in out.stderr.splitlines()[-1]
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_only_lightnings_own_refusals_become_error_lines():
+    """A ValueError raised outside Lightning (a bug of ours) is not turned into a user error: it keeps its traceback."""
+    from lightning.pytorch import Trainer
+
+    from mnist_lit.parser_errors import lightning_refusal
+
+    with pytest.raises(ValueError) as lightning_error:
+        Trainer(accelerator="5")
+    assert "invalid accelerator name" in lightning_refusal(lightning_error.value)
+    with pytest.raises(ValueError) as own_error:
+        int("not a number")
+    assert lightning_refusal(own_error.value) is None
+
+
+@pytest.mark.slow
 def test_a_value_of_the_wrong_type_is_one_line_naming_key_value_and_type(tmp_path):
     expected = {
         ("--trainer.max_epochs", "abc"): "error: --trainer.max_epochs abc: expected an int (or null)",
