@@ -191,9 +191,10 @@ class MNISTLightningCLI(LightningCLI):
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except (ValueError, TypeError) as err:  # Lightning's own checks of the arguments; anything else re-raised
-            if lightning_refusal(err) is None:
+            refusal = lightning_refusal(err)
+            if refusal is None:
                 raise
-            raise SettingError(f"--trainer: {lightning_refusal(err)}") from None
+            raise SettingError(f"--trainer: {refusal}") from None
         # Several processes: launcher/world size mismatch or busy MASTER_PORT, before any starts. The extra
         # commands (no subcommand here) may run as independent single-process workers under srun/torchrun.
         check_launch(trainer, independent_ok=self.subcommand is None)
