@@ -41,6 +41,11 @@ def run_cli(
     return proc
 
 
+def offline_data(data_dir) -> list[str]:
+    """The data flags of a run on real files already on disk: ``--data.data_dir DIR --data.download false``."""
+    return ["--data.data_dir", str(data_dir), "--data.download", "false"]
+
+
 def printed_test_line(stdout: str) -> str:
     """The ``Test accuracy: 0.9667 (test_loss 0.1040, CKPT)`` line that ``fit`` prints after its test."""
     return next(line for line in stdout.splitlines() if line.startswith("Test accuracy:"))

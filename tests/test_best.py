@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 import yaml
-from conftest import REPO, printed_metrics, printed_test_acc, run_cli
+from conftest import REPO, offline_data, printed_metrics, printed_test_acc, run_cli
 from lightning.pytorch import Callback, Trainer
 
 from mnist_lit.augment import TrainAugmentation
@@ -165,10 +165,7 @@ def test_best_yaml_trains_end_to_end(tmp_path, mnist_dir):
         "fit",
         "--config",
         str(BEST),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--trainer.max_epochs",
         "2",
         "--trainer.limit_train_batches",
@@ -201,10 +198,7 @@ def test_best_yaml_trains_end_to_end(tmp_path, mnist_dir):
         "fit",
         "--config",
         str(BEST),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--trainer.max_epochs",
         "4",
         "--trainer.limit_train_batches",
@@ -238,10 +232,7 @@ def cv_run(tmp_path_factory, mnist_dir):
         "--folds",
         "2",
         *TINY,
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         cwd=workdir,
     )
     assert "test --ckpt_path" in proc.stdout  # cv names the ensemble command
@@ -408,10 +399,7 @@ def test_tune_best_searches_the_new_options(tmp_path, mnist_dir):
         "--n_trials",
         "2",
         *TINY,
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         cwd=tmp_path,
     )
     run_dir = tmp_path / "lightning_logs" / "tune_0"

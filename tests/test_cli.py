@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONFIG, printed_metric, printed_test_acc, run_cli, version_dirs
+from conftest import CONFIG, offline_data, printed_metric, printed_test_acc, run_cli, version_dirs
 
 
 def test_fit_trains_the_recipe_and_reports_test_accuracy(trained_run):
@@ -44,10 +44,7 @@ def test_test_and_predict_in_new_processes_reproduce_the_test_accuracy(trained_r
     common = (
         "--config",
         str(CONFIG),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--ckpt_path",
         ckpt,
     )
@@ -76,10 +73,7 @@ def test_validate_reports_val_acc(trained_run, mnist_dir):
         "validate",
         "--config",
         str(CONFIG),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--ckpt_path",
         str(trained_run["best_ckpt"]),
         cwd=trained_run["workdir"],
@@ -172,10 +166,7 @@ def test_lightning_misconfiguration_is_one_line_and_progress_bar_off_still_works
         "fit",
         "--config",
         str(CONFIG),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--trainer.callbacks+=lightning.pytorch.callbacks.TQDMProgressBar",
         cwd=tmp_path,
         check=False,
@@ -187,10 +178,7 @@ def test_lightning_misconfiguration_is_one_line_and_progress_bar_off_still_works
         "fit",
         "--config",
         str(CONFIG),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--trainer.enable_progress_bar",
         "false",
         "--trainer.max_epochs",
@@ -225,10 +213,7 @@ def test_deterministic_runs_keep_deterministic_algorithms_without_the_nan_fill(m
         probe,
         "--config",
         str(CONFIG),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--trainer.default_root_dir",
         str(tmp_path),
     ]
@@ -245,10 +230,7 @@ def test_bf16_mixed_precision_trains_through_every_callback(tmp_path, mnist_dir)
         "fit",
         "--config",
         str(CONFIG),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--trainer.precision",
         "bf16-mixed",
         "--trainer.max_epochs",
@@ -286,7 +268,7 @@ def test_fit_without_config_is_refused_before_lightning(tmp_path):
 def test_training_nothing_is_refused_before_a_run_folder(tmp_path, mnist_dir):
     """max_epochs 0 or max_steps 0 would print the test accuracy of an untrained model; a training length given
     by hand without --config gets past the --config check and is judged on its value."""
-    data = ("--data.data_dir", str(mnist_dir), "--data.download", "false")
+    data = offline_data(mnist_dir)
     zero_epochs = run_cli("fit", "--config", str(CONFIG), *data, "--trainer.max_epochs", "0", cwd=tmp_path, check=False)
     zero_steps = run_cli("fit", *data, "--trainer.max_steps=0", cwd=tmp_path, check=False)
     for out, key in ((zero_epochs, "max_epochs"), (zero_steps, "max_steps")):
@@ -301,7 +283,7 @@ def test_training_nothing_is_refused_before_a_run_folder(tmp_path, mnist_dir):
 @pytest.mark.slow
 def test_a_trainer_argument_lightning_refuses_is_one_line_before_a_run_folder(tmp_path, mnist_dir):
     """Values jsonargparse accepts (strings) but Lightning's Trainer refuses ended in its ValueError/TypeError traceback."""
-    data = ("--data.data_dir", str(mnist_dir), "--data.download", "false")
+    data = offline_data(mnist_dir)
     for flag, value, words in (
         ("--trainer.accelerator", "5", "invalid accelerator name"),
         ("--trainer.devices", "a,b", "`devices` selected with `CPUAccelerator`"),

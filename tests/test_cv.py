@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONFIG, run_cli
+from conftest import CONFIG, offline_data, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lit.cli import main
@@ -41,10 +41,7 @@ def test_cv_three_folds_on_real_subset(tmp_path, mnist_dir):
         "12",
         "--trainer.enable_progress_bar",
         "false",
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         cwd=tmp_path,
     )
     run_dir = tmp_path / "lightning_logs" / "cv_0"
@@ -158,10 +155,7 @@ def fold_flags(mnist_dir) -> list[str]:
         "4",
         "--trainer.enable_progress_bar",
         "false",
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
     ]
 
 

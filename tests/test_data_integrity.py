@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import offline_data
 
 from mnist_lit.cli import main
 from mnist_lit.data import load_split, read_idx
@@ -153,10 +154,7 @@ def test_cli_reports_a_bad_file_in_one_line_before_training(data_dir, tmp_path, 
                 "fit",
                 "--config",
                 str(Path(__file__).parents[1] / "configs" / "mnist.yaml"),
-                "--data.data_dir",
-                str(data_dir),
-                "--data.download",
-                "false",
+                *offline_data(data_dir),
             ]
         )
     assert exit_info.value.code == 2
@@ -189,10 +187,7 @@ def test_configuration_errors_stop_before_anything_is_written(
                 "fit",
                 "--config",
                 str(Path(__file__).parents[1] / "configs" / "mnist.yaml"),
-                "--data.data_dir",
-                str(mnist_dir),
-                "--data.download",
-                "false",
+                *offline_data(mnist_dir),
                 flag,
                 value,
             ]

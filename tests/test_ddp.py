@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG, REPO, printed_metrics, printed_test_line, run_cli, version_dirs
+from conftest import CONFIG, REPO, offline_data, printed_metrics, printed_test_line, run_cli, version_dirs
 
 from mnist_lit.checkpoint import load_model
 from mnist_lit.data import load_split
@@ -30,10 +30,7 @@ def ddp_args(mnist_dir: Path, devices: int) -> list[str]:
         str(CONFIG),
         "--config",
         str(DDP_CONFIG),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--trainer.accelerator",
         "cpu",
         "--trainer.devices",

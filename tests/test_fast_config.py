@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import CONFIG, REPO, run_cli
+from conftest import CONFIG, REPO, offline_data, run_cli
 
 FAST = REPO / "configs" / "fast.yaml"
 
@@ -21,10 +21,7 @@ def test_fast_config_parses_as_fit_reads_it(tmp_path, mnist_dir):
         "fit",
         "--config",
         str(FAST),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--print_config",
         cwd=tmp_path,
     )
@@ -52,10 +49,7 @@ def test_bf16_fit_on_a_cpu_without_bf16_says_it_is_emulated(tmp_path, mnist_dir)
         "fit",
         "--config",
         str(FAST),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--trainer.max_epochs",
         "1",
         "--trainer.limit_train_batches",

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONFIG, printed_test_acc, run_cli
+from conftest import CONFIG, offline_data, printed_test_acc, run_cli
 from measure import run_measured
 
 from mnist_lit.data import read_idx
@@ -488,10 +488,7 @@ def test_export_to_a_folder_is_one_line(trained_run, tmp_path):
 @pytest.mark.slow
 def test_precision_64_true_trains_and_16_true_is_one_line(tmp_path, mnist_dir):
     short = [
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--trainer.max_epochs",
         "1",
         "--trainer.limit_train_batches",
@@ -522,10 +519,7 @@ def test_messages_users_cannot_act_on_are_not_printed(tmp_path, mnist_dir):
     short = [
         "--config",
         str(CONFIG),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--trainer.limit_train_batches",
         "3",
         "--trainer.limit_val_batches",

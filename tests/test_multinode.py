@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import CONFIG, REPO, printed_metrics, printed_test_acc, run_cli, version_dirs
+from conftest import CONFIG, REPO, offline_data, printed_metrics, printed_test_acc, run_cli, version_dirs
 
 from mnist_lit.distributed import EndRanksOnFailure, free_port
 
@@ -34,10 +34,7 @@ def small_fit(mnist_dir: Path) -> list[str]:
         str(CONFIG),
         "--config",
         str(MULTINODE),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--trainer.accelerator",
         "cpu",
         "--trainer.max_epochs",
@@ -137,10 +134,7 @@ def test_fit_on_two_torchrun_nodes_then_test_on_one_process(tmp_path, mnist_dir)
         "test",
         "--config",
         str(CONFIG),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--trainer.accelerator",
         "cpu",
         "--trainer.enable_progress_bar",

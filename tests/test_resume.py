@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG, events, max_logged_step, printed_test_acc, run_cli, version_dirs
+from conftest import CONFIG, events, max_logged_step, offline_data, printed_test_acc, run_cli, version_dirs
 
 STEPS_PER_EPOCH = 71  # ceil(9,000 training images / batch_size 128)
 LOG_EVERY = 10  # --trainer.log_every_n_steps: train_loss_step at steps 9, 19, ...
@@ -37,10 +37,7 @@ def fit_args(mnist_dir: Path, *extra: str) -> list[str]:
         "fit",
         "--config",
         str(CONFIG),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--data.val_split",
         "0.1",
         "--trainer.max_epochs",
@@ -136,10 +133,7 @@ def test_two_seeded_runs_give_identical_metrics_and_weights(tmp_path, mnist_dir)
         "fit",
         "--config",
         str(CONFIG),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--data.split",
         "random",
         "--trainer.max_epochs",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG, printed_metric, printed_test_acc, run_cli, version_dirs
+from conftest import CONFIG, offline_data, printed_metric, printed_test_acc, run_cli, version_dirs
 
 from mnist_lit.checkpoint import CHECKSUM_KEY, load_checkpoint
 
@@ -40,10 +40,7 @@ def fit_args(data_dir: Path, *extra: str) -> list[str]:
         "fit",
         "--config",
         str(CONFIG),
-        "--data.data_dir",
-        str(data_dir),
-        "--data.download",
-        "false",
+        *offline_data(data_dir),
         *SHORT,
         *extra,
     ]
@@ -98,10 +95,7 @@ def test_raw_pixel_run_tests_right_from_the_checkpoint_alone_or_with_the_recipe_
         str(CONFIG),
         "--ckpt_path",
         ckpt,
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         cwd=tmp_path,
     )
     assert round(printed_metric(with_config.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
@@ -159,10 +153,7 @@ def test_fashion_run_tests_from_its_checkpoint_and_is_refused_on_mnist(tmp_path,
             str(CONFIG),
             "--ckpt_path",
             ckpt,
-            "--data.data_dir",
-            str(mnist_dir),
-            "--data.download",
-            "false",
+            *offline_data(mnist_dir),
             cwd=tmp_path,
             check=False,
         )

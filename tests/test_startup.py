@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CONFIG, REPO
+from conftest import CONFIG, REPO, offline_data
 
 HEAVY = {"torch", "lightning", "torchvision", "matplotlib", "tensorboard", "optuna", "fastapi", "onnx", "cv2", "PIL"}
 
@@ -107,10 +107,7 @@ def test_fit_with_tensorflow_installed_does_not_import_it(tmp_path, mnist_dir):
         "fit",
         "--config",
         str(CONFIG),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--trainer.max_epochs",
         "1",
         "--trainer.limit_train_batches",

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import CONFIG, printed_test_line, run_cli, stop_process, version_dirs
+from conftest import CONFIG, offline_data, printed_test_line, run_cli, stop_process, version_dirs
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2
@@ -252,10 +252,7 @@ def test_callbacks_do_not_change_training(mnist_dir, tmp_path):
     """Same seed with and without the callbacks: identical weights after 2 epochs and identical test accuracy
     (a callback drawing random numbers or switching modes during epoch 1's validation would change epoch 2)."""
     short = (
-        "--data.data_dir",
-        str(mnist_dir),
-        "--data.download",
-        "false",
+        *offline_data(mnist_dir),
         "--trainer.max_epochs",
         "2",
         "--trainer.limit_train_batches",

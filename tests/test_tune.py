@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONFIG, REPO, max_logged_step, run_cli, version_dirs
+from conftest import CONFIG, REPO, max_logged_step, offline_data, run_cli, version_dirs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lit.cli import main
@@ -24,7 +24,7 @@ TUNE_CONFIG_SPACE = yaml.safe_load(TUNE_CONFIG.read_text())["search_space"]
 
 
 def data_flags(mnist_dir) -> list[str]:
-    return ["--data.data_dir", str(mnist_dir), "--data.download", "false", "--trainer.enable_progress_bar", "false"]
+    return [*offline_data(mnist_dir), "--trainer.enable_progress_bar", "false"]
 
 
 @pytest.mark.slow
