@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import torch
+from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
@@ -19,7 +20,6 @@ from mnist_lit import yaml_limits
 from mnist_lit.allocator import keep_freed_memory
 from mnist_lit.callbacks import PredictionWriter
 from mnist_lit.command_line import EXTRA_COMMANDS, PROG, prepare_argv
-from mnist_lit.data import MNISTDataModule
 from mnist_lit.distributed import EndRanksOnFailure
 from mnist_lit.errors import MnistLitError
 from mnist_lit.lightning_cli import MNISTLightningCLI
@@ -57,7 +57,8 @@ def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequen
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         return MNISTLightningCLI(
             MNISTClassifier,
-            MNISTDataModule,
+            LightningDataModule,  # --data CLASS: MNISTDataModule (the default) or PicturesDataModule (predict)
+            subclass_mode_data=True,
             seed_everything_default=0,
             trainer_defaults={"callbacks": [PredictionWriter(), SigtermCheckpoint(), EndRanksOnFailure(), *callbacks]},
             auto_configure_optimizers=False,

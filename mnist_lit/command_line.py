@@ -42,7 +42,7 @@ SUMMARIES = {
     "fit": "train, then test the best checkpoint",
     "validate": "evaluate a checkpoint on the validation part",
     "test": "evaluate a checkpoint on the test set",
-    "predict": "predict the test set or your pictures (--data.predict_path)",
+    "predict": "predict the test set, or your pictures (--data PicturesDataModule --data.predict_path PATH)",
     "cv": "K-fold cross-validation",
     "lr_find": "Lightning's learning-rate finder",
     "tune": "hyperparameter search with Optuna",
@@ -171,7 +171,22 @@ def prepare_argv(argv: Sequence[str], commands: Sequence[str], prog: str) -> lis
     if error is not None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    return config_after_command(argv, commands)
+    return pictures_shorthand(config_after_command(argv, commands))
+
+
+#: The DataModule of your own pictures (``predict --data PicturesDataModule``).
+PICTURES_DATAMODULE = "mnist_lit.pictures.PicturesDataModule"
+_PICTURE_FLAGS = ("--data.predict_path", "--data.predict_sheet")
+
+
+def pictures_shorthand(argv: Sequence[str]) -> list[str]:
+    """``predict --data.predict_path PATH`` (the flag of earlier versions) -> ``predict --data
+    mnist_lit.pictures.PicturesDataModule --data.predict_path PATH``, unless ``--data`` names a class already."""
+    argv = list(argv)
+    if not argv or argv[0] != "predict" or any(arg == "--data" or arg.startswith("--data=") for arg in argv):
+        return argv
+    at = next((i for i, arg in enumerate(argv) if arg.split("=", 1)[0] in _PICTURE_FLAGS), None)
+    return argv if at is None else [*argv[:at], f"--data={PICTURES_DATAMODULE}", *argv[at:]]
 
 
 def config_error(argv: Sequence[str]) -> str | None:

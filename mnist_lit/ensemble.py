@@ -33,9 +33,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_lit import run_settings
 from mnist_lit.checkpoint import load_model
+from mnist_lit.data_choice import check_eval, uses_pictures
 from mnist_lit.errors import CheckpointError
 from mnist_lit.model import NUM_CLASSES, MNISTClassifier
-from mnist_lit.runs import CONFIG_NAME, best_checkpoint, read_config
+from mnist_lit.runs import CONFIG_NAME, best_checkpoint, data_settings, read_config
 
 RESULTS_NAME = "cv_results.csv"  # written by `cv` (mnist_lit.commands.cv.cv_main), a row per finished fold
 FOLD_RESULT = "fold_result.json"  # fold_K/fold_result.json: written by `cv` when fold K has finished
@@ -63,7 +64,7 @@ def member_checkpoints(folder: str | Path) -> list[Path]:
         with open(folder / RESULTS_NAME, newline="") as handle:
             finished |= {int(row["fold"]) for row in csv.DictReader(handle) if (row.get("fold") or "").isdigit()}
     finished_folds = sorted(finished)
-    num_folds = (read_config(folder / "fold_0" / CONFIG_NAME).get("data") or {}).get("num_folds")
+    num_folds = data_settings(read_config(folder / "fold_0" / CONFIG_NAME)).get("num_folds")
     if not isinstance(num_folds, int):
         raise CheckpointError(
             f"{folder}: not a usable cv run: {folder / 'fold_0' / CONFIG_NAME} is missing or names no "
@@ -225,7 +226,7 @@ def settle_cli(parser: Any, argv: list[str], subcommand: str, config: Any) -> tu
 
     Raises:
         CheckpointError: ``validate`` (no held-out data), or see :func:`load_ensemble` and
-            :func:`mnist_lit.run_settings.check_eval`.
+            :func:`mnist_lit.check_eval`.
     """
     folder = Path(config[subcommand].ckpt_path)
     if subcommand == "validate":
@@ -243,6 +244,7 @@ def settle_cli(parser: Any, argv: list[str], subcommand: str, config: Any) -> tu
             logger = [f"--trainer.logger={json.dumps(ensemble_logger(folder))}"]
         config = parser.parse_args([*argv[:at], *(["--config", base] if base else []), *argv[at:], *logger])
     config[subcommand].ckpt_path = None
-    run_settings.check_eval(subcommand, folder, first, config[subcommand].data)
+    data = config[subcommand]
+    check_eval(subcommand, folder, first, data_settings(data), uses_pictures(data.data))
     print(describe(folder, paths), file=sys.stderr)
     return config, model

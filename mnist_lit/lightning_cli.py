@@ -11,44 +11,23 @@ from pathlib import Path
 
 import torch
 import yaml
-from lightning.fabric.plugins import CheckpointIO
-from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_lit import ensemble, resume, run_settings
 from mnist_lit.augment import TrainAugmentation
-from mnist_lit.callbacks import (
-    ConfidentErrors,
-    ConfusionMatrixLogger,
-    GraphLogger,
-    HParamsLogger,
-    MetricsHistory,
-    TrainValLayout,
-    ValPredictionGrid,
-)
-from mnist_lit.checkpoint import SafeCheckpointIO, check_compatible, check_hparams, load_checkpoint
+from mnist_lit.checkpoint import check_compatible, check_hparams, load_checkpoint
 from mnist_lit.data.identity import check_same_data
 from mnist_lit.data.sharding import per_device_batch_size
+from mnist_lit.data_choice import check_data_class, check_eval, uses_pictures
 from mnist_lit.distributed import check_launch
-from mnist_lit.errors import CheckpointError, SettingError
+from mnist_lit.errors import CheckpointError, MnistLitError, SettingError
 from mnist_lit.model import MNISTClassifier
 from mnist_lit.parser_errors import lightning_refusal
 from mnist_lit.precision import bf16_cpu_notice, check_precision
-from mnist_lit.runs import claim_version, evaluate_in_a_new_folder, logger_root, version_of
-
-#: Callbacks that write into a run folder or need a logger; dropped with ``--trainer.logger false``.
-NEED_A_LOGGER = (
-    LearningRateMonitor,
-    TrainValLayout,
-    HParamsLogger,
-    GraphLogger,
-    ValPredictionGrid,
-    ConfusionMatrixLogger,
-    ConfidentErrors,
-    MetricsHistory,
-)
+from mnist_lit.runs import claim_version, data_settings, evaluate_in_a_new_folder, logger_root, version_of
+from mnist_lit.trainer_args import trainer_kwargs
 
 
 class MNISTLightningCLI(LightningCLI):
@@ -59,7 +38,7 @@ class MNISTLightningCLI(LightningCLI):
     checkpoint: dict | None = None  # the --ckpt_path checkpoint, verified and loaded with weights_only=True
     run_version: int | None = None  # the lightning_logs/version_N this run logs into (claimed, resumed or reused)
     restart_dir: Path | None = None  # `fit --ckpt_path last` of a run killed before its first checkpoint
-    failed_files = 0  # picture files that failed in `predict --data.predict_path` (exit status 1)
+    failed_files = 0  # picture files that failed in `predict --data PicturesDataModule` (exit status 1)
     ensemble_model = None  # --ckpt_path CV_RUN of test/predict: the fold models as one (mnist_lit.ensemble)
 
     def parse_arguments(self, parser, args) -> None:
@@ -72,9 +51,11 @@ class MNISTLightningCLI(LightningCLI):
         self.config = parser.parse_args(argv)
         subcommand = self.config.get("subcommand")
         if subcommand is None:  # run=False (cv, tune, lr_find): parsed as fit, no checkpoint involved
+            check_data_class("fit", self.config.data)
             self._settle_dataset(self.config, argv)
             return
         config = self.config[subcommand]
+        check_data_class(subcommand, config.data)
         if config.get("finetune_from") and subcommand != "fit":
             raise CheckpointError(f"--finetune_from starts a new training run: use it with fit, not {subcommand}")
         if subcommand != "fit" and ensemble.is_cv_run(config.get("ckpt_path")):  # K-fold models as one ensemble
@@ -97,9 +78,9 @@ class MNISTLightningCLI(LightningCLI):
             self._settle_fit(config, argv)
         else:  # resolve_ckpt_path refused a missing checkpoint; the one named is loaded above
             assert ckpt_path is not None and self.checkpoint is not None
-            run_settings.check_eval(subcommand, ckpt_path, self.checkpoint, config.data)
+            check_eval(subcommand, ckpt_path, self.checkpoint, data_settings(config), uses_pictures(config.data))
             if subcommand == "validate" and self.checkpoint is not None:  # its validation images: the run's own
-                check_same_data(ckpt_path, self.checkpoint, config.data, "validate")
+                check_same_data(ckpt_path, self.checkpoint, data_settings(config), "validate")
 
     def _settle_fit(self, config, argv: list[str]) -> None:
         """It trains something; ``model.dataset`` follows ``data.dataset``; a resume must be the same run; fine-tuning
@@ -124,7 +105,7 @@ class MNISTLightningCLI(LightningCLI):
         if config.ckpt_path:
             assert self.checkpoint is not None  # loaded with the path it came from, above or in parse_arguments
             run_settings.check_resume(config.ckpt_path, self.checkpoint, command)
-            check_same_data(config.ckpt_path, self.checkpoint, config.data)  # data_dir may move, not change
+            check_same_data(config.ckpt_path, self.checkpoint, data_settings(config))  # data_dir may move, not change
             self.run_version = run_settings.resumed_version(config.ckpt_path, root)
             if self.run_version is not None:  # the first run's config.yaml stays as it is
                 self.save_config_kwargs.update(
@@ -140,10 +121,11 @@ class MNISTLightningCLI(LightningCLI):
     def _settle_dataset(config, argv: list[str]) -> None:
         """Training: the model's ``dataset`` (what its outputs mean, saved in checkpoints) is ``--data.dataset``,
         and ``data_dir`` is recorded as an absolute path, so the run's settings work from any folder."""
-        if "dataset" in run_settings.explicit_flags(argv, "model") and config.model.dataset != config.data.dataset:
+        data = config.data.init_args  # MNISTDataModule's arguments (check_data_class)
+        if "dataset" in run_settings.explicit_flags(argv, "model") and config.model.dataset != data.dataset:
             raise CheckpointError("--model.dataset is set by --data.dataset for training; drop --model.dataset")
-        config.model.dataset = config.data.dataset
-        config.data.data_dir = str(Path(config.data.data_dir).expanduser().resolve())
+        config.model.dataset = data.dataset
+        data.data_dir = str(Path(data.data_dir).expanduser().resolve())
 
     def _parse_ckpt_path(self) -> None:
         """The model's hyperparameters come from the checkpoint (Lightning's rule), after refusing
@@ -157,10 +139,9 @@ class MNISTLightningCLI(LightningCLI):
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def instantiate_trainer(self, **kwargs):
-        """The configured trainer, plus :class:`SafeCheckpointIO` (atomic saves with a checksum, verified
-        ``weights_only`` loads) unless the configuration brings its own ``CheckpointIO`` plugin; without the
-        configured progress bar when ``enable_progress_bar`` is false; without the callbacks that write into
-        a run folder, and without saving ``config.yaml``, when ``logger`` is false (one line says so).
+        """The configured trainer with the arguments of :func:`mnist_lit.trainer_args.trainer_kwargs` (safe
+        checkpoint IO; without the callbacks that write into a run folder, and without saving ``config.yaml``,
+        when ``logger`` is false: one line says so).
 
         With ``deterministic: true`` (the configs), new tensors are no longer filled with NaN first
         (``torch.utils.deterministic.fill_uninitialized_memory``; PyTorch's docs advise it for valid programs).
@@ -169,25 +150,11 @@ class MNISTLightningCLI(LightningCLI):
             SettingError: a trainer argument Lightning refuses (accelerator, devices, strategy), in one line."""
         config = self._get(self.config_init, "trainer", default={})
         check_precision(kwargs.get("precision", config.get("precision")))  # before a 100-line dtype traceback
-        plugins = kwargs.get("plugins", config.get("plugins"))
-        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
-        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
-            kwargs["plugins"] = [*plugins, SafeCheckpointIO()]
-        callbacks = list(kwargs.get("callbacks", config.get("callbacks")) or [])
-        if kwargs.get("enable_progress_bar", config.get("enable_progress_bar")) is False:
-            # `--trainer.enable_progress_bar false` turns off the configured progress bar too (Lightning
-            # would refuse the combination); the YAML keeps one only to set its refresh_rate.
-            callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+        kwargs, dropped = trainer_kwargs(kwargs, config)
         if kwargs.get("logger", config.get("logger")) is False:
-            dropped = [c for c in callbacks if isinstance(c, NEED_A_LOGGER)]
-            callbacks = [c for c in callbacks if not isinstance(c, NEED_A_LOGGER)]
             self.save_config_callback = None  # no run folder to keep config.yaml in
             if dropped:
-                print(
-                    f"logger false: no run folder, so without {', '.join(sorted({type(c).__name__ for c in dropped}))}",
-                    file=sys.stderr,
-                )
-        kwargs["callbacks"] = callbacks
+                print(f"logger false: no run folder, so without {', '.join(dropped)}", file=sys.stderr)
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except (ValueError, TypeError) as err:  # Lightning's own checks of the arguments; anything else re-raised
@@ -204,6 +171,20 @@ class MNISTLightningCLI(LightningCLI):
         if notice and trainer.is_global_zero:
             print(notice, file=sys.stderr)
         return trainer
+
+    def instantiate_classes(self) -> None:
+        """Lightning's, except that an error of ours raised by the DataModule's ``__init__`` (a bad
+        ``--data.*`` value) is raised as it is: jsonargparse wraps it into a many-line ``ValueError``
+        when ``--data`` takes a class path."""
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            cause = err.__cause__
+            while cause is not None and not isinstance(cause, MnistLitError):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            raise cause from None
 
     def after_instantiate_classes(self) -> None:
         """Claim (or reuse) the run folder; check and load checkpoint weights; before a resumed fit,
@@ -256,6 +237,8 @@ class MNISTLightningCLI(LightningCLI):
             logger._version = self.run_version
 
     def add_arguments_to_parser(self, parser) -> None:
+        # `--data` is a class path; without one it is the IDX files' DataModule (configs may leave class_path out).
+        parser.set_defaults({"data": {"class_path": "mnist_lit.data.MNISTDataModule"}})
         parser.add_argument(
             "--test_after_fit",
             type=bool,

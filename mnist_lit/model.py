@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
@@ -16,13 +15,14 @@ from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_lit.errors import HyperparameterError
+from mnist_lit.hparams import TypedHParams
 from mnist_lit.network import CLASS_NAMES, NUM_CLASSES, PixelScale, SeedCNN, scale_pixels
 
 LRSchedule = Literal["constant", "onecycle"]
 Dataset = Literal["mnist", "fashion_mnist"]
 
 
-class MNISTClassifier(LightningModule):
+class MNISTClassifier(TypedHParams, LightningModule):
     """Trains :class:`SeedCNN` with RMSprop and cross-entropy, logging loss and accuracy.
 
     The module owns its input contract: it takes uint8 pixels (N, 1, 28, 28), 0-255, white on
@@ -119,12 +119,6 @@ class MNISTClassifier(LightningModule):
         # and loss (value, weight), accuracy (logits, labels) and count (n) take different ones.
         metrics = {"loss": MeanMetric(), "acc": MulticlassAccuracy(NUM_CLASSES, average="micro")}
         return nn.ModuleDict({**metrics, "count": SumMetric()} if count else metrics)
-
-    @property
-    def hparams(self) -> AttributeDict:
-        """The saved hyperparameters, read as attributes (``self.hparams.lr``); Lightning types them as a
-        plain mapping, which type checkers would refuse attribute access on."""
-        return cast(AttributeDict, super().hparams)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Logits (N, 10), float32 (the parameters' dtype) for uint8 pixels (N, 1, 28, 28), 0-255.

@@ -15,6 +15,10 @@ _KEY = re.compile(r'Parser key "(?P<key>[^"]+)":\s*(?P<rest>.*)', re.DOTALL)
 _SIMPLE = re.compile(r"^\s*Expected a (?P<type>.+)\. Got value: (?P<value>.*)$")  # one type, one line
 _CLASS = re.compile(r"<class '(?:\w+\.)*(\w+)'>")  # <class 'lightning.pytorch.loggers.logger.Logger'> -> Logger
 _MODULE = re.compile(r"\b(?:[a-z_]\w*\.)+(?=[A-Za-z_])")  # typing.Literal -> Literal, collections.abc. -> ""
+# A class-path argument (``--data``): the error of the class's own parser, indented below this line.
+_CLASS_PROBLEM = re.compile(r"- Problem with given class_path '(?P<cls>[^']+)':\n(?P<inner>(?:[ ]{6,}.*(?:\n|$))+)")
+_UNKNOWN = re.compile(r"Option '(?P<name>[^']+)' is not accepted")
+_NESTED = re.compile(r"Given value: NestedArg\(key='(?P<key>[^']*)', val='(?P<value>.*)'\)")
 
 #: How the message names a type (anything else: "a NAME", "an NAME" before a vowel).
 _NAMES = {"int": "an int", "float": "a float", "bool": "a bool (true or false)", "str": "a string", "dict": "a mapping"}
@@ -68,11 +72,29 @@ def one_line_error(message: str) -> str:
     """jsonargparse's error ``message`` as one line: ``--KEY VALUE: expected TYPES`` for a value of the wrong type,
     else the message with its line breaks and indentation collapsed to single spaces."""
     match = _KEY.fullmatch(message.strip())
+    problem = _CLASS_PROBLEM.search(match["rest"]) if match else None
+    if match is not None and problem is not None:
+        return _class_error(match["key"], problem, match["rest"])
     found = _type_error(match["rest"]) if match else None
     if match is None or found is None:
         return " ".join(message.split())
     value, types = found
     return f"--{match['key']} {value}: expected {types}"
+
+
+def _class_error(key: str, problem: re.Match, rest: str) -> str:
+    """One line for an error inside a class-path argument's own options (``--data.batch_size many``:
+    ``--data.batch_size many: expected an int``; ``--data.batch_sise 64``: ``unrecognized arguments: ...``)."""
+    inner = " ".join(problem["inner"].split())
+    unknown, nested = _UNKNOWN.fullmatch(inner), _NESTED.search(rest)
+    if unknown is not None:
+        given = f" {nested['value']}" if nested is not None and nested["key"] == unknown["name"] else ""
+        return f"unrecognized arguments: --{key}.{unknown['name']}{given}"
+    inner_match = _KEY.fullmatch(problem["inner"].strip())
+    found = _type_error(" ".join(inner_match["rest"].split())) if inner_match else None
+    if inner_match is not None and found is not None:
+        return f"--{key}.{inner_match['key']} {found[0]}: expected {found[1]}"
+    return f"--{key} {problem['cls']}: {inner}"
 
 
 def lightning_refusal(err: BaseException) -> str | None:

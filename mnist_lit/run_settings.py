@@ -11,7 +11,8 @@ The rules, applied by :class:`mnist_lit.cli.MNISTLightningCLI` right after parsi
   hyperparameters (:func:`base_config`). Flags on the command line override them.
 * The model's hyperparameters (pixel scaling, data set, ...) always come from the checkpoint; a
   ``--model.*`` flag that says otherwise, a data set other than the model's, or (for ``validate``) a
-  split other than training's is refused with one line naming both values (:func:`check_eval`).
+  split other than training's is refused with one line naming both values
+  (:func:`mnist_lit.data_choice.check_eval`).
 * ``fit --ckpt_path`` continues the same run only: the command's configuration must equal the run's
   recorded one up to :data:`mnist_lit.runs.RESUMABLE_CHANGES` (:func:`check_resume`); ``last`` picks
   the newest run whose configuration matches (:func:`find_run_to_resume`). New hyperparameters on
@@ -179,52 +180,6 @@ def check_finetune(
             f"data sets (transfer learning) say so with --data.dataset {dataset}, or train on {trained_set}"
         )
     return f"Fine-tuning a {trained_set} model's weights on {dataset} (transfer learning): its outputs now mean {dataset}'s classes"
-
-
-def split_keys_in_use(data: Mapping[str, Any]) -> set[str]:
-    """The data settings that choose the validation images under ``data``'s split: ``num_folds``, ``fold``
-    and ``split_seed`` for K-fold; else ``num_folds``, ``val_split``, ``split`` and, for ``split: random``
-    only, ``split_seed`` (``tail`` takes the last images in file order, whatever the seed)."""
-    if data.get("num_folds") is not None:
-        return {"num_folds", "fold", "split_seed"}
-    return {"num_folds", "val_split", "split"} | ({"split_seed"} if data.get("split") == "random" else set())
-
-
-def check_eval(
-    subcommand: str, ckpt_path: str | Path, checkpoint: Mapping[str, Any], data_config: Mapping[str, Any]
-) -> None:
-    """Refuse data settings that contradict what the model was trained on, for ``validate``/``test``/``predict``.
-
-    Raises:
-        CheckpointError: another data set than the model's; ``validate`` with a split setting that
-            selects other validation images than training's (:func:`split_keys_in_use`); pictures (``--data.predict_path``, read as digits) for a non-MNIST model.
-        DataError: ``--data.predict_path`` names no picture (:func:`mnist_lit.pictures.dataset.list_images`).
-    """
-    dataset = model_hparams(dict(checkpoint)).get("dataset", "mnist")
-    if data_config.get("dataset") != dataset:
-        raise CheckpointError(
-            f"{ckpt_path}: a {dataset} model, but the data is {data_config.get('dataset')} "
-            f"(data.dataset); use --data.dataset {dataset} or a checkpoint trained on "
-            f"{data_config.get('dataset')}"
-        )
-    trained = checkpoint.get("datamodule_hyper_parameters") or {}
-    if subcommand == "validate":
-        for key in split_keys_in_use(trained) | split_keys_in_use(data_config):
-            if key in trained and data_config.get(key) != trained[key]:
-                raise CheckpointError(
-                    f"validate: data.{key} {data_config.get(key)!r} contradicts the {trained[key]!r} "
-                    f"{ckpt_path} was trained with, so validation would score training images; "
-                    "drop the flag or the --config that sets it"
-                )
-    if subcommand == "predict" and data_config.get("predict_path") and dataset != "mnist":
-        raise CheckpointError(
-            f"{ckpt_path}: a {dataset} model; --data.predict_path reads pictures as digits, so it "
-            "needs a checkpoint trained on mnist"
-        )
-    if subcommand == "predict" and data_config.get("predict_path"):
-        from mnist_lit.pictures.dataset import list_images  # start-up speed: OpenCV only when pictures are predicted
-
-        list_images(data_config["predict_path"])  # no pictures there: DataError, before the run folder is made
 
 
 def check_training_length(trainer_config: Mapping[str, Any]) -> None:

@@ -235,12 +235,23 @@ def release_unused() -> None:
 atexit.register(release_unused)
 
 
+def data_settings(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The DataModule's arguments in a configuration (a ``config.yaml`` dict or a parsed namespace): the
+    ``init_args`` of a ``data: {class_path, init_args}`` section (LightningCLI's ``--data CLASS``), or the
+    section itself when it has no ``class_path`` (configs and runs written before the picture DataModule);
+    ``{}`` without one."""
+    data = config.get("data") or {}
+    return (data.get("init_args") or {}) if "class_path" in data else data
+
+
 def differences(recorded: Mapping[str, Any], command: Mapping[str, Any]) -> list[str]:
     """What ``command`` changes in a run's ``recorded`` configuration, beyond :data:`RESUMABLE_CHANGES`.
 
     Both are plain dicts as in ``config.yaml`` (sections ``trainer``, ``model``, ``data``,
-    ``seed_everything``). Returns lines such as ``"model.lr 0.002 (run: 0.001)"``, sorted.
+    ``seed_everything``; ``data`` flat or as ``class_path``/``init_args``: :func:`data_settings`).
+    Returns lines such as ``"model.lr 0.002 (run: 0.001)"``, sorted.
     """
+    recorded, command = ({**c, "data": data_settings(c)} for c in (recorded, command))
     found = []
     for key in sorted(set(recorded) | set(command)):
         if key in IGNORED_TOP:

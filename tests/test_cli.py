@@ -13,6 +13,8 @@ import torch
 import yaml
 from conftest import CONFIG, offline_data, printed_metric, printed_test_acc, run_cli, version_dirs
 
+from mnist_lit.runs import data_settings
+
 
 def test_fit_trains_the_recipe_and_reports_test_accuracy(trained_run):
     run_dir = trained_run["run_dir"]
@@ -23,7 +25,7 @@ def test_fit_trains_the_recipe_and_reports_test_accuracy(trained_run):
     # Tutorial recipe on 7,000 / 3,000 real images, tested on the official 10,000 test images.
     assert trained_run["test_acc"] >= 0.965
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert config["trainer"]["max_epochs"] == 5 and config["data"]["batch_size"] == 128
+    assert config["trainer"]["max_epochs"] == 5 and data_settings(config)["batch_size"] == 128
     assert config["seed_everything"] == 0
     # Deprecation notices about Lightning's and TensorBoard's own use of torch: nothing a user can act on.
     assert "LeafSpec" not in trained_run["stderr"] and "torch.jit.trace" not in trained_run["stderr"]
@@ -99,7 +101,7 @@ def test_print_config_shows_the_recipe(tmp_path):
         "lr_schedule": "constant",
         "warmup_fraction": 0.3,
     }  # the recipe: every extra off
-    assert config["data"]["split"] == "tail" and config["data"]["val_split"] == 0.3
+    assert data_settings(config)["split"] == "tail" and data_settings(config)["val_split"] == 0.3
     assert not (tmp_path / "lightning_logs").exists()
 
 

@@ -19,6 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mnist_lit.cli import main
 from mnist_lit.data import MNISTDataModule, fold_indices, load_split
 from mnist_lit.errors import DataError
+from mnist_lit.runs import data_settings
 
 
 def read_csv(path) -> list[dict[str, str]]:
@@ -73,7 +74,7 @@ def test_cv_three_folds_on_real_subset(tmp_path, mnist_dir):
         events.Reload()
         assert events.Scalars("val_acc")[-1].value == pytest.approx(acc, abs=1e-6)
         config = yaml.safe_load((tmp_path / row["log_dir"] / "config.yaml").read_text())
-        assert (config["data"]["num_folds"], config["data"]["fold"]) == (3, int(row["fold"]))
+        assert (data_settings(config)["num_folds"], data_settings(config)["fold"]) == (3, int(row["fold"]))
     summary = {r["fold"]: float(r["val_acc"]) for r in table if not r["fold"].isdigit()}
     assert summary["mean"] == pytest.approx(statistics.mean(accs), abs=1e-6)
     assert summary["std"] == pytest.approx(statistics.stdev(accs), abs=1e-6)

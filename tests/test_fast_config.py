@@ -6,6 +6,8 @@ import pytest
 import yaml
 from conftest import CONFIG, REPO, offline_data, run_cli
 
+from mnist_lit.runs import data_settings
+
 FAST = REPO / "configs" / "fast.yaml"
 
 
@@ -27,7 +29,7 @@ def test_fast_config_parses_as_fit_reads_it(tmp_path, mnist_dir):
     )
     config = yaml.safe_load(out.stdout)
     assert config["trainer"]["precision"] == "bf16-mixed" and config["trainer"]["max_epochs"] == 5
-    assert config["data"]["batch_size"] == 128 and config["model"]["lr"] == 0.001
+    assert data_settings(config)["batch_size"] == 128 and config["model"]["lr"] == 0.001
 
 
 def test_cpu_bf16_flags_are_read_from_cpuinfo(tmp_path):

@@ -32,6 +32,7 @@ from mnist_lit.limits import (
     MAX_IDX_ITEMS,
     MAX_WAITING_PREDICTIONS,
 )
+from mnist_lit.runs import data_settings
 
 #: Peak RSS allowed to any CLI process refusing hostile input (the issue's bound), MiB.
 MAX_PEAK_MIB = 1200
@@ -373,7 +374,9 @@ def test_no_command_lists_all_nine(tmp_path):
 def test_config_before_the_command_is_read_as_after_it(tmp_path):
     out = run_cli("--config", str(CONFIG), "fit", "--trainer.max_epochs", "3", "--print_config", cwd=tmp_path)
     config = yaml.safe_load(out.stdout)
-    assert config["trainer"]["max_epochs"] == 3 and config["data"]["val_split"] == 0.3  # the file's, then the flag
+    assert (
+        config["trainer"]["max_epochs"] == 3 and data_settings(config)["val_split"] == 0.3
+    )  # the file's, then the flag
     assert config["trainer"]["logger"]["init_args"]["save_dir"] == "."
     # An extra command the same way: cv reads the config (and then finds no data there).
     cv = run_cli(

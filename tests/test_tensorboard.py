@@ -28,6 +28,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
+from mnist_lit.runs import data_settings
+
 VAL_IMAGES = 3_000  # val_split 0.3 of the subset's 10,000 training images (the last 30%)
 TEST_IMAGES = 10_000  # the official MNIST test set
 EPOCH_TAGS = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -291,7 +293,7 @@ def test_standalone_test_gets_its_own_report(run, tmp_path):
         "--config",
         str(CONFIG),
         "--data.data_dir",
-        run["config"]["data"]["data_dir"],
+        data_settings(run["config"])["data_dir"],
         "--data.download",
         "false",
         "--ckpt_path",

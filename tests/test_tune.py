@@ -18,6 +18,7 @@ from conftest import CONFIG, REPO, max_logged_step, offline_data, run_cli, versi
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lit.cli import main
+from mnist_lit.runs import data_settings
 
 TUNE_CONFIG = REPO / "configs" / "tune.yaml"
 TUNE_CONFIG_SPACE = yaml.safe_load(TUNE_CONFIG.read_text())["search_space"]
@@ -69,7 +70,7 @@ def test_four_trial_search_and_its_best_config_fits(tmp_path, mnist_dir):
         # The trial ran with those values and logged validation, never the test set.
         trial_config = yaml.safe_load((tmp_path / t["log_dir"] / "config.yaml").read_text())
         assert trial_config["model"]["lr"] == pytest.approx(float(t["model.lr"]))
-        assert trial_config["data"]["batch_size"] == int(t["data.batch_size"])
+        assert data_settings(trial_config)["batch_size"] == int(t["data.batch_size"])
         events = EventAccumulator(str(tmp_path / t["log_dir"]))
         events.Reload()
         tags = events.Tags()["scalars"]
@@ -88,7 +89,7 @@ def test_four_trial_search_and_its_best_config_fits(tmp_path, mnist_dir):
     assert best_config["model"]["lr"] == pytest.approx(float(best["model.lr"]))
     assert best_config["model"]["dropout1"] == pytest.approx(float(best["model.dropout1"]))
     assert best_config["model"]["dropout2"] == pytest.approx(float(best["model.dropout2"]))
-    assert best_config["data"]["batch_size"] == int(best["data.batch_size"])
+    assert data_settings(best_config)["batch_size"] == int(best["data.batch_size"])
     assert best_config["trainer"]["max_epochs"] == 1
 
     run_cli(
@@ -242,7 +243,7 @@ def check_shared_study(tmp_path, storage, flag: str, workers: list[subprocess.Co
     best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     best_config = yaml.safe_load((run_dir / "best_config.yaml").read_text())
     assert best_config["model"]["lr"] == pytest.approx(best.params["model.lr"])
-    assert best_config["data"]["batch_size"] == best.params["data.batch_size"]
+    assert data_settings(best_config)["batch_size"] == best.params["data.batch_size"]
     # A separate `--report` (no search space, no fit flags) writes and prints the same best trial.
     (run_dir / "best_config.yaml").unlink()
     report = run_cli("tune", "--storage", flag, "--study_name", "s", "--report", cwd=tmp_path)

@@ -37,7 +37,10 @@ FOLD_RESULT = "fold_result.json"  # fold_K/fold_result.json: written last, so a 
 
 def fold_settings(cli) -> dict[str, Any]:
     """The parsed fit configuration of a fold as flat ``{"data.batch_size": 128, ...}``, minus :data:`PER_JOB_SETTINGS`."""
+    from mnist_lit.runs import data_settings  # start-up: `cv --help` answers without importing torch
+
     config = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
+    config["data"] = dict(data_settings(config))  # MNISTDataModule's arguments, without class_path/init_args
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:

@@ -13,10 +13,9 @@ before anything is written; ``setup`` (every process) reads the files it needs t
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Literal
 
 import torch
-from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
@@ -26,6 +25,7 @@ from mnist_lit.data.identity import train_data_identity
 from mnist_lit.data.sharding import eval_sampler, per_device_batch_size, world_size_of
 from mnist_lit.data.splits import check_folds, check_holdout, fold_indices, load_split, split_indices
 from mnist_lit.errors import DataError
+from mnist_lit.hparams import TypedHParams
 from mnist_lit.limits import DOWNLOAD_DEADLINE, DOWNLOAD_TIMEOUT
 
 
@@ -61,7 +61,7 @@ def collate_batch(batch):
     return batch
 
 
-class MNISTDataModule(LightningDataModule):
+class MNISTDataModule(TypedHParams, LightningDataModule):
     """MNIST (or Fashion-MNIST) with the Keras tutorial's split.
 
     Batches are ``(images, labels)``: images uint8 (B, 1, 28, 28), 0-255 (the model scales them),
@@ -90,13 +90,9 @@ class MNISTDataModule(LightningDataModule):
         pin_memory: pin host memory for faster copies to a GPU (unused when ``data_on_device``).
         data_on_device: when the trainer runs on a GPU, keep the images and labels there (uint8:
             55 MB for all of MNIST), so batches are cut on the GPU and nothing is copied per batch.
-        predict_path: pictures to predict instead of the test set: an image file, a folder (its
-            images, sorted by name) or a glob (:func:`mnist_lit.pictures.dataset.list_images`). Each picture
-            goes through :func:`mnist_lit.pictures.read_picture` (one digit or a whole number); predict
-            batches are then :class:`mnist_lit.pictures.PictureFiles` batches and a file that fails or
-            holds no digit gets an error row.
-        predict_sheet: with ``predict_path``, also render a PNG sheet to this path: each picture,
-            its 28x28 preprocessed version and the predicted digit (:mod:`mnist_lit.sheet`).
+
+    ``predict`` predicts the test set; your own pictures are another DataModule,
+    :class:`mnist_lit.pictures.PicturesDataModule` (``--data PicturesDataModule``).
     """
 
     def __init__(
@@ -116,8 +112,6 @@ class MNISTDataModule(LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         data_on_device: bool = True,
-        predict_path: str | None = None,
-        predict_sheet: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -134,16 +128,11 @@ class MNISTDataModule(LightningDataModule):
             raise DataError(
                 f"K-fold needs num_folds >= 2 and fold in 0..num_folds-1, got num_folds={num_folds}, fold={fold}"
             )
-        if predict_sheet is not None and (predict_path is None or not predict_sheet.lower().endswith(".png")):
-            raise DataError(
-                f"predict_sheet={predict_sheet!r}: the sheet is a .png file and needs predict_path "
-                "(the pictures to predict)"
-            )
         self.save_hyperparameters()
         self.data_train: InMemoryDataset | None = None
         self.data_val: InMemoryDataset | None = None
         self.data_test: InMemoryDataset | None = None
-        self.data_predict: Dataset | None = None  # the test set, or a folder of pictures
+        self.data_predict: InMemoryDataset | None = None  # the test set
         self.train_idx: torch.Tensor | None = None
         self.val_idx: torch.Tensor | None = None
         self._train_identity: dict | None = None
@@ -170,8 +159,6 @@ class MNISTDataModule(LightningDataModule):
                 and the offline command), a file is damaged (see :func:`mnist_lit.data.splits.load_split`),
                 or the split leaves a part empty.
         """
-        if self.hparams.get("predict_path") is not None and self.trainer is not None and self.trainer.predicting:
-            return  # predicting on pictures needs no MNIST files
         data_dir, dataset = self.hparams.data_dir, self.hparams.dataset
         if not self.hparams.download and missing_stems(data_dir, dataset):
             raise DataError(missing_files_message(data_dir, dataset))
@@ -207,24 +194,11 @@ class MNISTDataModule(LightningDataModule):
             self.train_idx, self.val_idx = train_idx, val_idx  # int64 indices into the training file
             self.data_train = InMemoryDataset(images[train_idx], labels[train_idx])
             self.data_val = InMemoryDataset(images[val_idx], labels[val_idx])
-        predict_images = self.hparams.get("predict_path") is not None
-        if self.data_test is None and (stage in (None, "test") or (stage == "predict" and not predict_images)):
+        if self.data_test is None and stage in (None, "test", "predict"):
             self.data_test = InMemoryDataset(
                 *load_split(self.hparams.data_dir, "test", self.hparams.dataset, notice=False)
             )
-        if self.data_predict is None and stage in (None, "predict"):
-            if predict_images:  # imported here for start-up: the picture reader loads OpenCV
-                from mnist_lit.pictures.dataset import PictureFiles, list_images
-
-                self.data_predict = PictureFiles(list_images(self.hparams.predict_path))
-            else:
-                self.data_predict = self.data_test
-
-    @property
-    def hparams(self) -> AttributeDict:
-        """The saved arguments, read as attributes (``self.hparams.batch_size``); Lightning types them as a
-        plain mapping, which type checkers would refuse attribute access on."""
-        return cast(AttributeDict, super().hparams)
+        self.data_predict = self.data_test
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:  # Lightning calls setup(stage) first; a hand-driven DataModule may not

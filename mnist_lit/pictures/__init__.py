@@ -4,9 +4,10 @@
 (:mod:`~mnist_lit.pictures.frame`) turns a picture of one clean digit into MNIST pixels (MNIST's centring);
 :func:`read_picture` finds the sheet, the ink and each digit and returns MNIST-style crops with their boxes
 (no model needed); :func:`classify` / :func:`read_digits` add the model's probabilities and the "not a digit"
-refusal; :class:`PictureFiles` is the predict set of ``predict --data.predict_path``.
+refusal; :class:`PictureFiles` is the predict set of :class:`PicturesDataModule` (``predict --data PicturesDataModule``).
 """
 
+from mnist_lit.pictures.datamodule import PicturesDataModule
 from mnist_lit.pictures.dataset import PictureFiles, list_images
 from mnist_lit.pictures.frame import preprocess_image_uint8
 from mnist_lit.pictures.read import PictureDigits, read_picture
@@ -17,6 +18,7 @@ __all__ = [
     "DigitsReading",
     "PictureDigits",
     "PictureFiles",
+    "PicturesDataModule",
     "classify",
     "list_images",
     "preprocess_image_uint8",

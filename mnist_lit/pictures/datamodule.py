@@ -1,0 +1,82 @@
+"""Your pictures as a predict set: ``predict --data PicturesDataModule --data.predict_path PATH``.
+
+LightningCLI's ``--data`` takes a class path, so the pictures are a DataModule of their own and
+:class:`mnist_lit.data.MNISTDataModule` stays about the IDX files. Each picture goes through
+:func:`mnist_lit.pictures.read_picture` (one digit or a whole number) when its batch is loaded; a file that
+fails or holds no digit gets its error row from :class:`mnist_lit.callbacks.PredictionWriter`.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from mnist_lit.data.datamodule import collate_batch
+from mnist_lit.data.sharding import eval_sampler, per_device_batch_size, world_size_of
+from mnist_lit.errors import DataError
+from mnist_lit.hparams import TypedHParams
+from mnist_lit.pictures.dataset import PictureFiles, list_images
+from mnist_lit.pictures.decode import MAX_IMAGE_PIXELS
+
+
+class PicturesDataModule(TypedHParams, LightningDataModule):
+    """Picture files to predict; no training, validation or test data.
+
+    Batches are :class:`mnist_lit.pictures.PictureFiles` batches
+    ``(crops uint8 (sum K, 1, 28, 28), files, errors, counts, quads)``: every digit found in the batch's
+    pictures, 0-255, white ink on black as MNIST (the model scales them).
+
+    Args:
+        predict_path: an image file, a folder (its images, sorted by name) or a glob
+            (:func:`mnist_lit.pictures.dataset.list_images`).
+        predict_sheet: also draw a PNG sheet to this path: each picture, the digits found in it and what
+            was read (:mod:`mnist_lit.sheet`); ``None``: no sheet.
+        batch_size: pictures per batch, all devices together (each picture may hold several digits).
+        num_workers: DataLoader worker processes reading pictures in parallel (0: in the main process).
+        max_pixels: the largest ``width * height`` a picture's header may claim
+            (:data:`mnist_lit.pictures.decode.MAX_IMAGE_PIXELS`); larger files get an error row undecoded.
+
+    Raises:
+        DataError: ``predict_path`` names no picture (:func:`mnist_lit.pictures.dataset.list_images`: checked
+            here, before a run folder is made), ``predict_sheet`` is not a ``.png`` path, or a number below 1
+            (``num_workers``: below 0).
+    """
+
+    def __init__(
+        self,
+        predict_path: str,
+        predict_sheet: str | None = None,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        max_pixels: int = MAX_IMAGE_PIXELS,
+    ) -> None:
+        super().__init__()
+        if predict_sheet is not None and not predict_sheet.lower().endswith(".png"):
+            raise DataError(f"predict_sheet={predict_sheet!r}: the sheet is a .png file; give a path ending in .png")
+        if batch_size < 1 or max_pixels < 1:
+            raise DataError(f"batch_size and max_pixels must be positive, got {batch_size} and {max_pixels}")
+        if num_workers < 0:
+            raise DataError(f"num_workers must be 0 or more, got {num_workers}")
+        list_images(predict_path)
+        self.save_hyperparameters()
+        self.data_predict: PictureFiles | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """List the pictures (read later, batch by batch); only ``predict`` has data here."""
+        if stage not in (None, "predict"):
+            raise DataError(f"{PicturesDataModule.__name__} only predicts: {stage} needs MNISTDataModule's data")
+        if self.data_predict is None:
+            self.data_predict = PictureFiles(list_images(self.hparams.predict_path), self.hparams.max_pixels)
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.data_predict is None:  # Lightning calls setup("predict") first; a hand-driven DataModule may not
+            raise RuntimeError("call setup('predict') before asking for the predict dataloader")
+        batch_size = per_device_batch_size(self.hparams.batch_size, world_size_of(self.trainer), training=False)
+        return DataLoader(
+            self.data_predict,
+            batch_size=batch_size,
+            sampler=eval_sampler(self.data_predict, self.trainer),
+            num_workers=self.hparams.num_workers,
+            collate_fn=collate_batch,
+            persistent_workers=False,
+        )

@@ -1,0 +1,148 @@
+"""Your pictures as a DataModule of their own: ``predict --data PicturesDataModule --data.predict_path PATH``
+(LightningCLI's ``--data`` class path), the earlier ``--data.predict_path`` shorthand, and the refusals of a
+DataModule a command cannot use."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONFIG, run_cli, version_dirs
+from PIL import Image
+
+from mnist_lit.command_line import PICTURES_DATAMODULE, pictures_shorthand
+from mnist_lit.data import load_split
+from mnist_lit.errors import DataError
+from mnist_lit.pictures import PicturesDataModule
+from mnist_lit.runs import data_settings, differences, read_config
+
+
+def _digit_pictures(folder, mnist_dir, count: int = 4) -> list[int]:
+    """The first ``count`` real test digits as dark-on-white 112x112 PNGs ``d{i}.png``; returns their labels."""
+    images, labels = load_split(mnist_dir, "test")
+    folder.mkdir(exist_ok=True)
+    for i in range(count):
+        Image.fromarray(255 - images[i, 0].numpy()).resize((112, 112)).save(folder / f"d{i}.png")
+    return [int(label) for label in labels[:count]]
+
+
+def test_pictures_datamodule_batches_real_digits(tmp_path, mnist_dir):
+    labels = _digit_pictures(tmp_path / "pics", mnist_dir)
+    (tmp_path / "pics" / "notes.txt").write_text("not a picture")  # not an image suffix: not listed
+    dm = PicturesDataModule(str(tmp_path / "pics"), batch_size=3)
+    dm.setup("predict")
+    batches = list(dm.predict_dataloader())
+    crops, files, errors, counts, quads = batches[0]
+    assert [len(b[1]) for b in batches] == [3, 1]  # 4 files, 3 per batch
+    assert files == [str(tmp_path / "pics" / f"d{i}.png") for i in range(3)]
+    assert errors == ["", "", ""] and counts == [1, 1, 1] and len(quads) == 3
+    assert crops.dtype == torch.uint8 and crops.shape == (3, 1, 28, 28)
+    assert crops[:, :, 0, :].max() < 64 and crops.float().mean() > 10  # white ink on black, as MNIST
+    assert len(labels) == 4
+
+
+def test_pictures_datamodule_refuses_bad_arguments(tmp_path, mnist_dir):
+    with pytest.raises(DataError, match="no such file, folder or glob"):
+        PicturesDataModule(str(tmp_path / "missing"))
+    _digit_pictures(tmp_path / "pics", mnist_dir, count=1)
+    with pytest.raises(DataError, match=r"the sheet is a \.png file"):
+        PicturesDataModule(str(tmp_path / "pics"), predict_sheet="sheet.jpg")
+    with pytest.raises(DataError, match="only predicts"):
+        PicturesDataModule(str(tmp_path / "pics")).setup("fit")
+
+
+def test_the_earlier_predict_path_flag_selects_the_pictures_datamodule():
+    argv = ["predict", "--ckpt_path", "c.ckpt", "--data.batch_size", "8", "--data.predict_path=pics"]
+    assert pictures_shorthand(argv) == [*argv[:5], f"--data={PICTURES_DATAMODULE}", argv[5]]
+    named = ["predict", "--data", "PicturesDataModule", "--data.predict_path", "pics"]
+    assert pictures_shorthand(named) == named  # a class named already is left alone
+    assert pictures_shorthand(["predict", "--ckpt_path", "c.ckpt"]) == ["predict", "--ckpt_path", "c.ckpt"]
+    fit = ["fit", "--data.predict_path", "pics"]
+    assert pictures_shorthand(fit) == fit  # jsonargparse refuses it: fit has no pictures
+
+
+def test_resume_compares_data_settings_flat_or_with_a_class_path():
+    flat = {"data": {"batch_size": 128, "data_dir": "/a"}, "model": {"lr": 0.001}}
+    nested = {"data": {"class_path": "mnist_lit.MNISTDataModule", "init_args": {"batch_size": 128, "data_dir": "/b"}}}
+    assert data_settings(nested) == {"batch_size": 128, "data_dir": "/b"} and data_settings({}) == {}
+    assert differences(flat, {**nested, "model": {"lr": 0.001}}) == []  # data_dir may move: resumable
+    nested["data"]["init_args"]["batch_size"] = 64
+    assert differences(flat, {**nested, "model": {"lr": 0.001}}) == ["data.batch_size 64 (run: 128)"]
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("fit", "error: --data mnist_lit.pictures.PicturesDataModule: fit takes MNISTDataModule (the IDX files)"),
+        ("test", "error: --data mnist_lit.pictures.PicturesDataModule: test takes MNISTDataModule (the IDX files)"),
+    ],
+)
+def test_a_command_without_pictures_refuses_the_pictures_datamodule(tmp_path, mnist_dir, command, message):
+    _digit_pictures(tmp_path / "pics", mnist_dir, count=1)
+    proc = run_cli(
+        command,
+        "--config",
+        str(CONFIG),
+        "--ckpt_path" if command == "test" else "--trainer.max_epochs",
+        "missing.ckpt" if command == "test" else "1",
+        "--data",
+        "PicturesDataModule",
+        "--data.predict_path",
+        str(tmp_path / "pics"),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == message, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "lightning_logs").exists()
+
+
+def test_predict_refuses_a_datamodule_of_other_data(tmp_path):
+    proc = run_cli(
+        "predict",
+        "--ckpt_path",
+        "missing.ckpt",
+        "--data",
+        "lightning.pytorch.demos.boring_classes.BoringDataModule",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: --data lightning.pytorch.demos.boring_classes.BoringDataModule: predict takes MNISTDataModule "
+        "or PicturesDataModule"
+    )
+
+
+def test_predict_with_the_pictures_datamodule_class_path(trained_run, tmp_path, mnist_dir):
+    labels = _digit_pictures(tmp_path / "pics", mnist_dir)
+    (tmp_path / "pics" / "broken.png").write_bytes(b"not a png")
+    proc = run_cli(
+        "predict",
+        "--ckpt_path",
+        str(trained_run["best_ckpt"]),
+        "--data",
+        "PicturesDataModule",
+        "--data.predict_path",
+        str(tmp_path / "pics"),
+        "--data.predict_sheet",
+        str(tmp_path / "sheet.png"),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]  # one file failed: its error line, exit status 1
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {tmp_path / 'pics' / 'broken.png'}: not a readable image (cannot identify image file "
+        f"'{tmp_path / 'pics' / 'broken.png'}'); use a PNG, JPEG, BMP, GIF, TIFF or WebP file"
+    ]
+    run_dir = version_dirs(tmp_path)[-1]
+    with open(run_dir / "predictions.csv", newline="") as handle:
+        rows = {row["file"]: row for row in csv.DictReader(handle)}
+    preds = [int(rows[str(tmp_path / "pics" / f"d{i}.png")]["pred"]) for i in range(4)]
+    assert np.mean(np.array(preds) == np.array(labels)) >= 0.75  # the recipe's model reads real test digits
+    assert rows[str(tmp_path / "pics" / "broken.png")]["pred"] == ""
+    assert Image.open(tmp_path / "sheet.png").size[0] > 100
+    saved = read_config(run_dir / "config.yaml")
+    assert saved["data"]["class_path"] == PICTURES_DATAMODULE
+    assert data_settings(saved)["predict_path"] == str(tmp_path / "pics") and "data_dir" not in data_settings(saved)
