@@ -5,14 +5,21 @@ one must be one ``error:`` line before anything is built, not a Lightning traceb
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mnist_lit.checkpoint import model_hparams
 from mnist_lit.data import MNISTDataModule
 from mnist_lit.errors import CheckpointError, SettingError
-from mnist_lit.pictures.datamodule import PicturesDataModule
+
+
+def import_pictures_datamodule(argv: Sequence[str]) -> None:
+    """Import :class:`mnist_lit.pictures.PicturesDataModule` when the command line may name it (``predict``, or
+    an argument mentioning it), so that jsonargparse resolves the short name ``--data PicturesDataModule``;
+    other commands skip OpenCV's import (start-up)."""
+    if (argv and argv[0] == "predict") or any("PicturesDataModule" in arg for arg in argv):
+        import mnist_lit.pictures.datamodule  # noqa: F401  # registers the class as a LightningDataModule subclass
 
 
 def data_class(data: Mapping[str, Any]) -> type:
@@ -23,7 +30,12 @@ def data_class(data: Mapping[str, Any]) -> type:
 
 def uses_pictures(data: Mapping[str, Any]) -> bool:
     """Whether a parsed ``data`` section is :class:`mnist_lit.pictures.PicturesDataModule` (or a subclass)."""
-    return issubclass(data_class(data), PicturesDataModule)
+    cls = data_class(data)
+    if issubclass(cls, MNISTDataModule):
+        return False
+    from mnist_lit.pictures.datamodule import PicturesDataModule  # start-up: OpenCV only when pictures are used
+
+    return issubclass(cls, PicturesDataModule)
 
 
 def check_data_class(subcommand: str, data: Mapping[str, Any]) -> None:
@@ -36,8 +48,7 @@ def check_data_class(subcommand: str, data: Mapping[str, Any]) -> None:
     Raises:
         SettingError: one line naming the class and the ones the command takes.
     """
-    cls = data_class(data)
-    if issubclass(cls, MNISTDataModule) or (subcommand == "predict" and issubclass(cls, PicturesDataModule)):
+    if issubclass(data_class(data), MNISTDataModule) or (subcommand == "predict" and uses_pictures(data)):
         return
     takes = "MNISTDataModule or PicturesDataModule" if subcommand == "predict" else "MNISTDataModule (the IDX files)"
     raise SettingError(f"--data {data.get('class_path')}: {subcommand} takes {takes}")

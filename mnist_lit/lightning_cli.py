@@ -20,7 +20,7 @@ from mnist_lit.augment import TrainAugmentation
 from mnist_lit.checkpoint import check_compatible, check_hparams, load_checkpoint
 from mnist_lit.data.identity import check_same_data
 from mnist_lit.data.sharding import per_device_batch_size
-from mnist_lit.data_choice import check_data_class, check_eval, uses_pictures
+from mnist_lit.data_choice import check_data_class, check_eval, import_pictures_datamodule, uses_pictures
 from mnist_lit.distributed import check_launch
 from mnist_lit.errors import CheckpointError, MnistLitError, SettingError
 from mnist_lit.model import MNISTClassifier
@@ -48,6 +48,7 @@ class MNISTLightningCLI(LightningCLI):
             CheckpointError: see :mod:`mnist_lit.run_settings` (one line each).
         """
         argv = self._argv = list(sys.argv[1:] if args is None else args)
+        import_pictures_datamodule(argv)
         self.config = parser.parse_args(argv)
         subcommand = self.config.get("subcommand")
         if subcommand is None:  # run=False (cv, tune, lr_find): parsed as fit, no checkpoint involved

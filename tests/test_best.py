@@ -21,6 +21,7 @@ from mnist_lit.data import MNISTDataModule, load_split
 from mnist_lit.ensemble import EnsembleClassifier, load_ensemble, member_checkpoints
 from mnist_lit.errors import CheckpointError
 from mnist_lit.model import MNISTClassifier, one_cycle_factor
+from mnist_lit.runs import data_settings
 
 BEST = REPO / "configs" / "best.yaml"
 CONFIG = REPO / "configs" / "mnist.yaml"
@@ -410,7 +411,7 @@ def test_tune_best_searches_the_new_options(tmp_path, mnist_dir):
         recorded = yaml.safe_load((tmp_path / trial["log_dir"] / "config.yaml").read_text())
         for key, spec in space.items():
             section, name = key.split(".", 1)
-            value = recorded[section][name]
+            value = (data_settings(recorded) if section == "data" else recorded[section])[name]
             if spec["type"] == "categorical":
                 assert value in spec["choices"] and value == type(value)(trial[key])
             else:

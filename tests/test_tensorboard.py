@@ -134,8 +134,8 @@ def test_hparams_with_real_metrics(run):
     start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
     hparams = {name: getattr(value, value.WhichOneof("kind")) for name, value in start.hparams.items()}
     config = run["config"]
-    for section in ("model", "data"):
-        for name, value in config[section].items():
+    for section in (config["model"], data_settings(config)):
+        for name, value in section.items():
             assert hparams[name] == (str(value) if value is None else value), name
     assert hparams["max_epochs"] == config["trainer"]["max_epochs"] and hparams["seed"] == config["seed_everything"]
     end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
