@@ -167,7 +167,7 @@ def prepare_argv(argv: Sequence[str], commands: Sequence[str], prog: str) -> lis
         print(no_command_usage(prog, commands), file=sys.stderr)
         print(f"error: no command given; choose one of {', '.join(commands)}", file=sys.stderr)
         sys.exit(2)
-    error = config_error(argv)
+    error = config_error(argv) or pictures_outside_predict(argv)
     if error is not None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -177,6 +177,19 @@ def prepare_argv(argv: Sequence[str], commands: Sequence[str], prog: str) -> lis
 #: The DataModule of your own pictures (``predict --data PicturesDataModule``).
 PICTURES_DATAMODULE = "mnist_lit.pictures.PicturesDataModule"
 _PICTURE_FLAGS = ("--data.predict_path", "--data.predict_sheet")
+
+
+def pictures_outside_predict(argv: Sequence[str]) -> str | None:
+    """Why a command other than ``predict`` cannot take the command line's pictures (``--data PicturesDataModule``,
+    ``--data.predict_path``, ``--data.predict_sheet``), in one line; None when it names none or is ``predict``."""
+    if not argv or argv[0] == "predict":
+        return None
+    for i, arg in enumerate(argv):
+        name, _, value = arg.partition("=")
+        value = value or (argv[i + 1] if name == "--data" and i + 1 < len(argv) else "")
+        if name in _PICTURE_FLAGS or (name == "--data" and "PicturesDataModule" in value):
+            return f"{name}{' ' + value if name == '--data' else ''}: {argv[0]} takes MNISTDataModule (the IDX files); only predict reads your pictures"
+    return None
 
 
 def pictures_shorthand(argv: Sequence[str]) -> list[str]:

@@ -49,3 +49,8 @@ MAX_CONFIG_BYTES = 1_000_000
 MAX_CONFIG_NODES = 100_000
 #: Deepest nesting of lists and mappings in a configuration (the project's configs nest 5 deep).
 MAX_CONFIG_DEPTH = 64
+
+#: ``predict --data.predict_path``: most paths a glob may list (the same file reached through symbolic links counts
+#: each time), so that a pattern over a tree whose symbolic links loop back ends with one error line instead of
+#: walking for ever; a folder (no pattern) has no such limit.
+MAX_LISTED_PATHS = 100_000

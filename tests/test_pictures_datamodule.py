@@ -22,7 +22,7 @@ from mnist_lit.runs import data_settings, differences, read_config
 def _digit_pictures(folder, mnist_dir, count: int = 4) -> list[int]:
     """The first ``count`` real test digits as dark-on-white 112x112 PNGs ``d{i}.png``; returns their labels."""
     images, labels = load_split(mnist_dir, "test")
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         Image.fromarray(255 - images[i, 0].numpy()).resize((112, 112)).save(folder / f"d{i}.png")
     return [int(label) for label in labels[:count]]
@@ -75,8 +75,14 @@ def test_resume_compares_data_settings_flat_or_with_a_class_path():
 @pytest.mark.parametrize(
     ("command", "message"),
     [
-        ("fit", "error: --data mnist_lit.pictures.PicturesDataModule: fit takes MNISTDataModule (the IDX files)"),
-        ("test", "error: --data mnist_lit.pictures.PicturesDataModule: test takes MNISTDataModule (the IDX files)"),
+        (
+            "fit",
+            "error: --data PicturesDataModule: fit takes MNISTDataModule (the IDX files); only predict reads your pictures",
+        ),
+        (
+            "test",
+            "error: --data PicturesDataModule: test takes MNISTDataModule (the IDX files); only predict reads your pictures",
+        ),
     ],
 )
 def test_a_command_without_pictures_refuses_the_pictures_datamodule(tmp_path, mnist_dir, command, message):
@@ -146,3 +152,46 @@ def test_predict_with_the_pictures_datamodule_class_path(trained_run, tmp_path, 
     saved = read_config(run_dir / "config.yaml")
     assert saved["data"]["class_path"] == PICTURES_DATAMODULE
     assert data_settings(saved)["predict_path"] == str(tmp_path / "pics") and "data_dir" not in data_settings(saved)
+
+
+def test_picture_paths_are_taken_literally_bounded_and_once(tmp_path, mnist_dir):
+    from mnist_lit.pictures import list_images
+
+    _digit_pictures(tmp_path / "pics", mnist_dir, count=2)
+    (tmp_path / "pics" / "d0.png").rename(tmp_path / "pics" / "digit[1].png")
+    (tmp_path / "pics" / "d1.png").rename(tmp_path / "pics" / "digit1.png")
+    # An existing name is a file, not a pattern (the pattern would match digit1.png, another picture).
+    assert list_images(tmp_path / "pics" / "digit[1].png") == [str(tmp_path / "pics" / "digit[1].png")]
+    with pytest.raises(DataError, match=r"--data\.predict_path is empty"):
+        list_images("")  # an unset shell variable: never the current folder
+    # A symbolic link back up the tree: each file once, by its real path.
+    (tmp_path / "pics" / "up").symlink_to("..")
+    assert list_images(f"{tmp_path}/pics/**/*.png") == sorted(
+        [str(tmp_path / "pics" / "digit1.png"), str(tmp_path / "pics" / "digit[1].png")]
+    )
+
+
+def test_a_glob_through_looping_links_ends_with_one_line(tmp_path, mnist_dir, monkeypatch):
+    import mnist_lit.pictures.dataset as dataset
+
+    _digit_pictures(tmp_path / "loop" / "d", mnist_dir, count=1)
+    (tmp_path / "loop" / "d" / "up").symlink_to("..")
+    (tmp_path / "loop" / "d" / "self").symlink_to("../d")  # two loops: the paths double at every level
+    monkeypatch.setattr(dataset, "MAX_LISTED_PATHS", 2_000)  # the bound, small enough for a test
+    with pytest.raises(DataError, match="lists more than 2,000 paths"):
+        dataset.list_images(f"{tmp_path}/loop/**/*.png")
+
+
+def test_the_sheet_never_replaces_a_file_and_its_folder_is_checked_first(tmp_path, mnist_dir):
+    _digit_pictures(tmp_path / "pics", mnist_dir, count=1)
+    picture = str(tmp_path / "pics" / "d0.png")
+    before = (tmp_path / "pics" / "d0.png").read_bytes()
+    with pytest.raises(DataError, match="exists; give a new file name"):
+        PicturesDataModule(picture, predict_sheet=picture)  # the input picture itself
+    assert (tmp_path / "pics" / "d0.png").read_bytes() == before
+    with pytest.raises(DataError, match="cannot write into"):
+        PicturesDataModule(picture, predict_sheet=str(tmp_path / "no_folder" / "sheet.png"))
+    with pytest.raises(DataError, match="cannot write into '/proc'"):
+        PicturesDataModule(picture, predict_sheet="/proc/sheet.png")
+    assert PicturesDataModule(picture, predict_sheet=str(tmp_path / "sheet.png")).hparams.predict_sheet
+    assert not (tmp_path / "sheet.png").exists()  # checked, not written, before predicting

@@ -8,6 +8,9 @@ fails or holds no digit gets its error row from :class:`mnist_lit.callbacks.Pred
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
@@ -17,6 +20,28 @@ from mnist_lit.errors import DataError
 from mnist_lit.hparams import TypedHParams
 from mnist_lit.pictures.dataset import PictureFiles, list_images
 from mnist_lit.pictures.decode import MAX_IMAGE_PIXELS
+
+
+def check_sheet_path(sheet: str) -> None:
+    """Refuse a sheet path that could not be written, or would replace a file, before anything is predicted.
+
+    Raises:
+        DataError: not a ``.png`` name, an existing file or folder (an input picture, a run's figure: nothing
+            already written is replaced), or a folder that does not exist or cannot be written to.
+    """
+    path = Path(sheet)
+    if not sheet.lower().endswith(".png"):
+        raise DataError(f"predict_sheet={sheet!r}: the sheet is a .png file; give a path ending in .png")
+    if path.exists() or path.is_symlink():
+        raise DataError(f"predict_sheet={sheet!r} exists; give a new file name (the sheet never replaces a file)")
+    try:  # the one sure test that a file can be made there (permissions, read-only or virtual file systems)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as err:
+        raise DataError(
+            f"predict_sheet={sheet!r}: cannot write into {str(path.parent)!r} ({err.strerror or err}); "
+            "give a path in a writable folder"
+        ) from None
 
 
 class PicturesDataModule(TypedHParams, LightningDataModule):
@@ -29,8 +54,8 @@ class PicturesDataModule(TypedHParams, LightningDataModule):
     Args:
         predict_path: an image file, a folder (its images, sorted by name) or a glob
             (:func:`mnist_lit.pictures.dataset.list_images`).
-        predict_sheet: also draw a PNG sheet to this path: each picture, the digits found in it and what
-            was read (:mod:`mnist_lit.sheet`); ``None``: no sheet.
+        predict_sheet: also draw a PNG sheet to this new file: each picture, the digits found in it and what
+            was read (:mod:`mnist_lit.sheet`); ``None``: no sheet. An existing file is never replaced.
         batch_size: pictures per batch, all devices together (each picture may hold several digits).
         num_workers: DataLoader worker processes reading pictures in parallel (0: in the main process).
         max_pixels: the largest ``width * height`` a picture's header may claim
@@ -38,7 +63,7 @@ class PicturesDataModule(TypedHParams, LightningDataModule):
 
     Raises:
         DataError: ``predict_path`` names no picture (:func:`mnist_lit.pictures.dataset.list_images`: checked
-            here, before a run folder is made), ``predict_sheet`` is not a ``.png`` path, or a number below 1
+            here, before a run folder is made), ``predict_sheet`` is refused by :func:`check_sheet_path`, or a number below 1
             (``num_workers``: below 0).
     """
 
@@ -51,8 +76,8 @@ class PicturesDataModule(TypedHParams, LightningDataModule):
         max_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         super().__init__()
-        if predict_sheet is not None and not predict_sheet.lower().endswith(".png"):
-            raise DataError(f"predict_sheet={predict_sheet!r}: the sheet is a .png file; give a path ending in .png")
+        if predict_sheet is not None:
+            check_sheet_path(predict_sheet)
         if batch_size < 1 or max_pixels < 1:
             raise DataError(f"batch_size and max_pixels must be positive, got {batch_size} and {max_pixels}")
         if num_workers < 0:

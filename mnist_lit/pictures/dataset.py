@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mnist_lit.errors import DataError, ImageError
+from mnist_lit.limits import MAX_LISTED_PATHS
 from mnist_lit.pictures.decode import MAX_IMAGE_PIXELS, one_line
 from mnist_lit.pictures.read import read_picture
 
@@ -22,35 +23,61 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 def list_images(path: str | Path) -> list[str]:
     """The picture files named by ``path``: a file, a folder (its images sorted by name) or a glob.
 
-    A folder contributes its files whose names end in one of :data:`IMAGE_SUFFIXES` (any case),
-    hidden files excepted; a glob (``*``, ``?``, ``[``; ``**`` recurses) contributes every file it
-    matches, sorted; a single file is taken whatever its name.
+    A path that exists is taken as it is, even when its name holds glob characters (``digit[1].png``). A folder
+    contributes its files whose names end in one of :data:`IMAGE_SUFFIXES` (any case), hidden files excepted
+    (symbolic links to files count; sub-folders are not entered); a glob (``*``, ``?``, ``[``; ``**`` recurses,
+    following symbolic links as Python's :mod:`glob` does) contributes every file it matches, each file once
+    (by its real path), sorted; a single file is taken whatever its name.
 
     Returns:
         file paths as strings, in the form ``path`` was given (relative stays relative).
 
     Raises:
-        DataError: nothing matches, the folder holds no image files, or the path does not exist.
+        DataError: ``path`` is empty, nothing matches, the folder holds no image files or cannot be read, the
+            path does not exist, or a glob lists more than :data:`mnist_lit.limits.MAX_LISTED_PATHS` paths.
     """
     text = str(path)
-    if glob.has_magic(text):
-        files = sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
-        if not files:
-            raise DataError(f"no files match {text!r}; check the pattern (quote it so the shell leaves it alone)")
-        return files
+    if not text.strip():
+        raise DataError("--data.predict_path is empty; give a picture, a folder of pictures or a pattern")
     folder = Path(text)
     if folder.is_dir():
+        return _folder_images(folder, text)
+    if folder.is_file():
+        return [text]
+    if glob.has_magic(text):
+        return _glob_images(text)
+    raise DataError(f"{text}: no such file, folder or glob; give a picture, a folder of pictures or a pattern")
+
+
+def _folder_images(folder: Path, text: str) -> list[str]:
+    """The image files of one folder, sorted by name (:func:`list_images`)."""
+    try:
         files = sorted(
             str(folder / p.name)
             for p in folder.iterdir()
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
         )
-        if not files:
-            raise DataError(f"{text}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-        return files
-    if folder.is_file():
-        return [text]
-    raise DataError(f"{text}: no such file, folder or glob; give a picture, a folder of pictures or a pattern")
+    except OSError as err:
+        raise DataError(f"{text}: cannot read this folder ({err.strerror or err}); check its permissions") from None
+    if not files:
+        raise DataError(f"{text}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
+
+
+def _glob_images(text: str) -> list[str]:
+    """The files a glob matches, each once by real path, sorted (:func:`list_images`)."""
+    found: dict[str, str] = {}  # real path -> the first path that reached it
+    for count, match in enumerate(glob.iglob(text, recursive=True), start=1):
+        if count > MAX_LISTED_PATHS:
+            raise DataError(
+                f"{text!r} lists more than {MAX_LISTED_PATHS:,} paths (symbolic links that loop back?); "
+                "narrow the pattern"
+            )
+        if os.path.isfile(match):
+            found.setdefault(os.path.realpath(match), match)
+    if not found:
+        raise DataError(f"no files match {text!r}; check the pattern (quote it so the shell leaves it alone)")
+    return sorted(found.values())
 
 
 class PictureFiles(Dataset):
