@@ -179,6 +179,15 @@ PICTURES_DATAMODULE = "mnist_lit.pictures.PicturesDataModule"
 _PICTURE_FLAGS = ("--data.predict_path", "--data.predict_sheet")
 
 
+def split_print_config(argv: Sequence[str]) -> tuple[list[str], str | None]:
+    """``argv`` without its ``--print_config[=FLAGS]`` option, and that option's flags (``""`` when given without
+    any; None when absent). ``validate``/``test``/``predict`` on a checkpoint print their configuration only
+    once it is settled from the run (:class:`mnist_lit.lightning_cli.MNISTLightningCLI`), not as parsed."""
+    kept = [arg for arg in argv if arg != "--print_config" and not arg.startswith("--print_config=")]
+    given = [arg for arg in argv if arg not in kept]
+    return kept, (given[-1].partition("=")[2] if given else None)
+
+
 def pictures_outside_predict(argv: Sequence[str]) -> str | None:
     """Why a command other than ``predict`` cannot take the command line's pictures (``--data PicturesDataModule``,
     ``--data.predict_path``, ``--data.predict_sheet``), in one line; None when it names none or is ``predict``."""

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from mnist_lit import ensemble, resume, run_settings
 from mnist_lit.augment import TrainAugmentation
 from mnist_lit.checkpoint import check_compatible, check_hparams, load_checkpoint
+from mnist_lit.command_line import split_print_config
 from mnist_lit.data.identity import check_same_data
 from mnist_lit.data.sharding import per_device_batch_size
 from mnist_lit.data_choice import check_data_class, check_eval, import_pictures_datamodule, uses_pictures
@@ -40,6 +41,7 @@ class MNISTLightningCLI(LightningCLI):
     restart_dir: Path | None = None  # `fit --ckpt_path last` of a run killed before its first checkpoint
     failed_files = 0  # picture files that failed in `predict --data PicturesDataModule` (exit status 1)
     ensemble_model = None  # --ckpt_path CV_RUN of test/predict: the fold models as one (mnist_lit.ensemble)
+    _print_config: str | None = None  # validate/test/predict --print_config[=FLAGS]: printed once settled
 
     def parse_arguments(self, parser, args) -> None:
         """Parse, then settle ``--ckpt_path`` and the settings a command takes from the run before anything is built.
@@ -48,6 +50,9 @@ class MNISTLightningCLI(LightningCLI):
             CheckpointError: see :mod:`mnist_lit.run_settings` (one line each).
         """
         argv = self._argv = list(sys.argv[1:] if args is None else args)
+        if argv and argv[0] in ("validate", "test", "predict"):  # printed once settled: see _parse_ckpt_path
+            argv, self._print_config = split_print_config(argv)
+            self._argv = argv
         import_pictures_datamodule(argv)
         self.config = parser.parse_args(argv)
         subcommand = self.config.get("subcommand")
@@ -130,14 +135,17 @@ class MNISTLightningCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """The model's hyperparameters come from the checkpoint (Lightning's rule), after refusing
-        ``--model.*`` flags that contradict them (:func:`mnist_lit.run_settings.check_model_flags`)."""
-        if self.checkpoint is None:
-            return
-        subcommand = self.config.subcommand
-        hparams = run_settings.check_model_flags(
-            self.config[subcommand].ckpt_path, self.checkpoint, self.config[subcommand].model, self._argv
-        )
-        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        ``--model.*`` flags that contradict them (:func:`mnist_lit.run_settings.check_model_flags`); then
+        ``--print_config`` of ``validate``/``test``/``predict`` prints what the command will run with, and exits."""
+        subcommand = self.config.get("subcommand")
+        if self.checkpoint is not None:
+            hparams = run_settings.check_model_flags(
+                self.config[subcommand].ckpt_path, self.checkpoint, self.config[subcommand].model, self._argv
+            )
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        if self._print_config is not None:  # what this command runs with: the run's settings and the checkpoint's
+            print(self._parser(subcommand).dump(self.config[subcommand], skip_none="skip_null" in self._print_config))
+            sys.exit(0)
 
     def instantiate_trainer(self, **kwargs):
         """The configured trainer with the arguments of :func:`mnist_lit.trainer_args.trainer_kwargs` (safe

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONFIG, offline_data, printed_metric, printed_test_acc, run_cli, version_dirs
+from conftest import CONFIG, MNIST_10K, offline_data, printed_metric, printed_test_acc, run_cli, version_dirs
 
 from mnist_lit.runs import data_settings
 
@@ -103,6 +103,19 @@ def test_print_config_shows_the_recipe(tmp_path):
     }  # the recipe: every extra off
     assert data_settings(config)["split"] == "tail" and data_settings(config)["val_split"] == 0.3
     assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_print_config_on_a_checkpoint_shows_what_the_command_runs_with(trained_run):
+    """`test --ckpt_path best --print_config` prints the run's settings (its data folder, no download) and the
+    checkpoint it resolved, as the command would run; not the defaults of a bare parse."""
+    workdir = trained_run["workdir"]
+    before = version_dirs(workdir)
+    out = run_cli("test", "--ckpt_path", "best", "--print_config", cwd=workdir)
+    config = yaml.safe_load(out.stdout)
+    data = data_settings(config)
+    assert Path(data["data_dir"]).resolve() == MNIST_10K and data["download"] is False  # the run's, not data/
+    assert (workdir / config["ckpt_path"]).resolve() == trained_run["best_ckpt"].resolve()
+    assert config["model"]["pixel_scale"] == "unit" and version_dirs(workdir) == before  # nothing run
 
 
 @pytest.mark.slow
