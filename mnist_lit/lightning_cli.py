@@ -105,6 +105,10 @@ class MNISTLightningCLI(LightningCLI):
                 self.save_config_kwargs.update(overwrite=True)  # the same configuration, written again
         if config.ckpt_path:
             self._settle_resume(config, command, root)
+        # The run folder this fit writes into, when it is an existing run's (RUN/checkpoints/CKPT: resumed_version).
+        held = self.restart_dir or (Path(config.ckpt_path).parent.parent if self.run_version is not None else None)
+        if held is not None and getattr(rank_zero_only, "rank", 0) == 0:  # before anything in it is written
+            resume.hold_run(held)
         if what:  # the run is settled: nothing of it was touched when a check above refused it
             print(what, file=sys.stderr)
         if config.get("finetune_from"):

@@ -8,17 +8,57 @@ folder's event files before the resumed run writes (each file rewritten to a tem
 renamed), so every step appears once in the files, as after an uninterrupted run. Only records of
 training that the checkpoint does not contain are removed; what the resumed run recomputes replaces
 them.
+
+Only one process resumes a run at a time: :func:`hold_run` locks the run folder before anything in it is
+trimmed or written, and a second ``fit --ckpt_path`` of the same run is refused while the first one runs.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mnist_lit.atomic import atomic_write
+from mnist_lit.errors import CheckpointError
 
 if TYPE_CHECKING:
     from tensorboard.compat.proto import event_pb2
+
+
+#: The lock file in a run folder that a resuming (or restarting) fit holds locked (:func:`hold_run`).
+LOCK_NAME = ".fit.lock"
+_held: dict[Path, int] = {}  # run folder -> its open, locked lock file: held until the process ends
+
+
+def hold_run(run_dir: str | Path) -> None:
+    """Lock ``run_dir`` for this process, until it ends, so that no other ``fit`` resumes the same run meanwhile.
+
+    ``fcntl.flock`` (exclusive, non-blocking) on ``RUN/.fit.lock``: the kernel releases it when the process
+    ends, however it ends (a killed run leaves no stale lock). Call it on rank 0 only (the other ranks of a
+    run are not other runs). A file system without locks gives a notice, and the fit goes on unlocked.
+
+    Raises:
+        CheckpointError: another process holds the lock (it is resuming or restarting this run).
+    """
+    key = Path(run_dir).resolve()
+    if key in _held:
+        return
+    fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CheckpointError(
+            f"{run_dir} is being resumed by another process; wait for it or start a new run (fit without --ckpt_path)"
+        ) from None
+    except OSError as err:  # e.g. ENOLCK on a file system without locks
+        os.close(fd)
+        print(f"Notice: cannot lock {run_dir} ({err.strerror}); make sure no other fit resumes it", file=sys.stderr)
+        return
+    _held[key] = fd
 
 
 # Kept instead of SummaryWriter(purge_step=...): that only marks the files for readers that honour it, and by step
