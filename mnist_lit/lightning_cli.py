@@ -231,12 +231,9 @@ class MNISTLightningCLI(LightningCLI):
                 events.unlink()  # the killed attempt's partial logs: the run starts again from step 0
         elif self.checkpoint is not None and self.run_version is not None:
             step, saved_at = self.checkpoint["global_step"], Path(self.config.fit.ckpt_path).stat().st_mtime
-            removed = resume.trim_event_files(log_dir, step, saved_at)
-            print(
-                f"Resuming in {log_dir}; removed {removed} events logged after that checkpoint "
-                "(the resumed run logs those steps again)",
-                file=sys.stderr,
-            )
+            removed, tests = resume.trim_event_files(log_dir, step, saved_at)
+            test_again = bool(self.config.fit.get("test_after_fit", True))
+            print(resume.trim_notice(log_dir, removed, tests, test_again), file=sys.stderr)
 
     def _set_run_folder(self) -> None:
         """Log into ``version_N``: the resumed or reused run's, else a new one claimed atomically (rank 0),

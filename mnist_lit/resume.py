@@ -63,7 +63,7 @@ def hold_run(run_dir: str | Path) -> None:
 
 # Kept instead of SummaryWriter(purge_step=...): that only marks the files for readers that honour it, and by step
 # alone, so events at the checkpoint's own step logged after it (next epoch's first lr, train_loss_step) would stay.
-def trim_event_files(log_dir: str | Path, step: int, saved_at: float | None = None) -> int:
+def trim_event_files(log_dir: str | Path, step: int, saved_at: float | None = None) -> tuple[int, int]:
     """Remove the events a resumed run will log again from the event files directly in ``log_dir``.
 
     Removed: events with ``step > step``, and events at ``step`` itself written after
@@ -83,7 +83,8 @@ def trim_event_files(log_dir: str | Path, step: int, saved_at: float | None = No
         saved_at: the checkpoint's save time in seconds since the epoch (its file's mtime).
 
     Returns:
-        The number of events removed.
+        The number of events removed, and how many of them hold a test's results (a tag ``test_*``: logged by
+        the run's test after fit, at the step of its last checkpoint).
     """
     # TensorBoard's reader and writer: only a resumed run needs them, not every command that imports the CLI.
     from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
@@ -93,10 +94,11 @@ def trim_event_files(log_dir: str | Path, step: int, saved_at: float | None = No
     def kept(event: event_pb2.Event) -> bool:
         return event.step < step or (event.step == step and saved_at is not None and event.wall_time <= saved_at)
 
-    removed = 0
+    removed = tests = 0
     for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
         records = list(RawEventFileLoader(str(path)).Load())
-        keep = [r for r in records if kept(event_pb2.Event.FromString(r))]
+        events = [event_pb2.Event.FromString(r) for r in records]
+        keep = [r for r, event in zip(records, events, strict=True) if kept(event)]
         complete = sum(len(r) + 16 for r in records) == path.stat().st_size  # 8+4 header, 4 footer bytes
         if len(keep) == len(records) and complete:
             continue
@@ -105,4 +107,23 @@ def trim_event_files(log_dir: str | Path, step: int, saved_at: float | None = No
             for record in keep:
                 writer.write(record)
         removed += len(records) - len(keep)
-    return removed
+        tests += sum(any(v.tag.startswith("test_") for v in e.summary.value) for e in events if not kept(e))
+    return removed, tests
+
+
+def trim_notice(log_dir: str | Path, removed: int, tests: int, test_after_fit: bool) -> str:
+    """The line a resumed fit prints after :func:`trim_event_files` removed ``removed`` events, ``tests`` of
+    them a test's results; a resumed run with ``test_after_fit`` tests again at its end (in TensorBoard and
+    ``metrics.json``), one without does not."""
+    line = f"Resuming in {log_dir}; removed {removed} events logged after that checkpoint"
+    if not tests:
+        return f"{line} (the resumed run logs those steps again)"
+    if test_after_fit:
+        return (
+            f"{line} (the resumed run logs those steps again; the earlier test's results are replaced by the "
+            "test at the end of this run)"
+        )
+    return (
+        f"{line} (the resumed run logs its training steps again; the earlier test's results are removed from "
+        "the event files, and with --test_after_fit false this run does not test again: metrics.json keeps them)"
+    )

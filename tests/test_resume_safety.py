@@ -88,7 +88,15 @@ def test_a_resume_says_that_its_test_replaces_the_earlier_one(tmp_path, mnist_di
     ), line
     logged = events(tmp_path / RUN)
     assert [step for step, _ in logged["test_acc"]] == [40]  # the resumed run's test only, at its last step
-    assert json.loads((tmp_path / RUN / "metrics.json").read_text())["test"]["test_acc"] == logged["test_acc"][0][1]
+    tested = json.loads((tmp_path / RUN / "metrics.json").read_text())["test"]
+    assert tested["test_acc"] == logged["test_acc"][0][1]
+    untested = run_cli(*fit_args(mnist_dir, 3, "--test_after_fit", "false"), "--ckpt_path", "last", cwd=tmp_path)
+    assert (
+        "the earlier test's results are removed from the event files, and with --test_after_fit false this run "
+        "does not test again: metrics.json keeps them)" in untested.stderr
+    )
+    assert "test_acc" not in events(tmp_path / RUN)
+    assert json.loads((tmp_path / RUN / "metrics.json").read_text())["test"] == tested
 
 
 @pytest.mark.slow
