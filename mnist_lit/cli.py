@@ -26,8 +26,8 @@ from mnist_lit.lightning_cli import MNISTLightningCLI
 from mnist_lit.model import MNISTClassifier
 from mnist_lit.parser_errors import one_line_error
 from mnist_lit.quiet import hide_unactionable_messages
-from mnist_lit.runs import release_unused
-from mnist_lit.signals import SIGTERM_EXIT_STATUS, SigtermCheckpoint
+from mnist_lit.runs import discard_claimed, release_unused
+from mnist_lit.signals import SIGTERM_EXIT_STATUS, SigtermCheckpoint, SigtermStop
 from mnist_lit.tensorboard_writer import use_tensorboard_stub
 
 
@@ -60,7 +60,9 @@ def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequen
             LightningDataModule,  # --data CLASS: MNISTDataModule (the default) or PicturesDataModule (predict)
             subclass_mode_data=True,
             seed_everything_default=0,
-            trainer_defaults={"callbacks": [PredictionWriter(), SigtermCheckpoint(), EndRanksOnFailure(), *callbacks]},
+            trainer_defaults={
+                "callbacks": [PredictionWriter(), SigtermCheckpoint(), SigtermStop(), EndRanksOnFailure(), *callbacks]
+            },
             auto_configure_optimizers=False,
             args=args,
             run=run,
@@ -145,6 +147,8 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(2)
     except SIGTERMException:  # Lightning's SystemExit without a code: a scheduler would read success
         saved = SigtermCheckpoint.saved
+        if argv and argv[0] in ("validate", "test", "predict"):
+            discard_claimed()  # the stopped evaluation's folder: its results were never written in full
         where = f"saved {saved}; continue with the same command and --ckpt_path last" if saved else "nothing saved"
         print(f"error: stopped by SIGTERM; {where}", file=sys.stderr)
         sys.exit(SIGTERM_EXIT_STATUS)

@@ -99,9 +99,9 @@ class MNISTLightningCLI(LightningCLI):
             )
         root = logger_root(config.trainer)
         command = yaml.safe_load(self._parser("fit").dump(config, skip_none=False))
+        what = None
         if config.ckpt_path == "last":
             last, run_dir, what = run_settings.find_run_to_resume(root, command)
-            print(what, file=sys.stderr)
             config.ckpt_path = None if last is None else str(last)
             if last is not None:
                 self.checkpoint = load_checkpoint(last)
@@ -109,19 +109,31 @@ class MNISTLightningCLI(LightningCLI):
                 self.restart_dir, self.run_version = run_dir, version_of(run_dir)
                 self.save_config_kwargs.update(overwrite=True)  # the same configuration, written again
         if config.ckpt_path:
-            assert self.checkpoint is not None  # loaded with the path it came from, above or in parse_arguments
-            run_settings.check_resume(config.ckpt_path, self.checkpoint, command)
-            check_same_data(config.ckpt_path, self.checkpoint, data_settings(config))  # data_dir may move, not change
-            self.run_version = run_settings.resumed_version(config.ckpt_path, root)
-            if self.run_version is not None:  # the first run's config.yaml stays as it is
-                self.save_config_kwargs.update(
-                    config_filename=f"config_resume_step{self.checkpoint['global_step']}.yaml", overwrite=True
-                )
+            self._settle_resume(config, command, root)
+        # The run folder this fit writes into, when it is an existing run's (RUN/checkpoints/CKPT: resumed_version).
+        held = self.restart_dir or (Path(config.ckpt_path).parent.parent if self.run_version is not None else None)
+        if held is not None and getattr(rank_zero_only, "rank", 0) == 0:  # before anything in it is written
+            resume.hold_run(held)
+        if what:  # the run is settled: nothing of it was touched when a check above refused it
+            print(what, file=sys.stderr)
         if config.get("finetune_from"):
             self.finetune_checkpoint = load_checkpoint(config.finetune_from)
             notice = run_settings.check_finetune(config.finetune_from, self.finetune_checkpoint, config.model, argv)
             if notice:
                 print(notice, file=sys.stderr)
+
+    def _settle_resume(self, config, command: dict, root: Path | None) -> None:
+        """``fit --ckpt_path CKPT``: the same run (settings, data), with epochs left to train; it logs into its
+        own folder (:func:`mnist_lit.run_settings.resumed_version`)."""
+        assert self.checkpoint is not None  # loaded with the path it came from, in _settle_fit or parse_arguments
+        run_settings.check_resume(config.ckpt_path, self.checkpoint, command)
+        check_same_data(config.ckpt_path, self.checkpoint, data_settings(config))  # data_dir may move, not change
+        run_settings.check_epochs_left(config.ckpt_path, self.checkpoint, config.trainer)
+        self.run_version = run_settings.resumed_version(config.ckpt_path, root)
+        if self.run_version is not None:  # the first run's config.yaml stays as it is
+            self.save_config_kwargs.update(
+                config_filename=f"config_resume_step{self.checkpoint['global_step']}.yaml", overwrite=True
+            )
 
     @staticmethod
     def _settle_dataset(config, argv: list[str]) -> None:
@@ -227,12 +239,9 @@ class MNISTLightningCLI(LightningCLI):
                 events.unlink()  # the killed attempt's partial logs: the run starts again from step 0
         elif self.checkpoint is not None and self.run_version is not None:
             step, saved_at = self.checkpoint["global_step"], Path(self.config.fit.ckpt_path).stat().st_mtime
-            removed = resume.trim_event_files(log_dir, step, saved_at)
-            print(
-                f"Resuming in {log_dir}; removed {removed} events logged after that checkpoint "
-                "(the resumed run logs those steps again)",
-                file=sys.stderr,
-            )
+            removed, tests = resume.trim_event_files(log_dir, step, saved_at)
+            test_again = bool(self.config.fit.get("test_after_fit", True))
+            print(resume.trim_notice(log_dir, removed, tests, test_again), file=sys.stderr)
 
     def _set_run_folder(self) -> None:
         """Log into ``version_N``: the resumed or reused run's, else a new one claimed atomically (rank 0),

@@ -37,6 +37,7 @@ from mnist_lit.runs import (
     newest_checkpoint,
     read_config,
     run_config_of,
+    run_dir_of,
     run_folders,
     version_of,
 )
@@ -218,6 +219,41 @@ def check_resume(ckpt_path: str | Path, checkpoint: Mapping[str, Any], command: 
             f"{'; '.join(changed)}; resume with the run's settings, or start a new run from these "
             f"weights with --finetune_from {ckpt_path}"
         )
+
+
+def max_epochs_of(trainer_config: Mapping[str, Any]) -> int:
+    """The ``max_epochs`` a fit runs with, as Lightning settles it (``fast_dev_run``: 1; unset: 1000, or -1 (no
+    limit) with ``max_steps``, ``max_time`` or a ``Timer`` callback: ``lightning.pytorch.loops.utilities``)."""
+    if trainer_config.get("fast_dev_run"):
+        return 1
+    if trainer_config.get("max_epochs") is not None:
+        return int(trainer_config["max_epochs"])
+    callbacks = trainer_config.get("callbacks") or []
+    timer = any(str(c.get("class_path", "")).endswith(".Timer") for c in callbacks if hasattr(c, "get"))
+    return -1 if trainer_config.get("max_steps", -1) != -1 or trainer_config.get("max_time") or timer else 1000
+
+
+def check_epochs_left(ckpt_path: str | Path, checkpoint: Mapping[str, Any], trainer_config: Mapping[str, Any]) -> None:
+    """Refuse ``fit --ckpt_path CKPT`` with a ``max_epochs`` below the checkpoint's epoch, before the run is touched.
+
+    Lightning's own check (``_CheckpointConnector.restore_training_state``: the restored ``current_epoch``, the
+    fit loop's completed epochs, above ``max_epochs``) comes after the run folder has been trimmed and written to.
+
+    Raises:
+        CheckpointError: one line naming the epochs the checkpoint has trained and the ``max_epochs`` to pass.
+    """
+    progress = (checkpoint.get("loops") or {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    epoch = int(progress.get("completed", checkpoint.get("epoch", 0)))
+    trained = int(progress.get("processed", epoch))  # epochs whose training ended; the save comes before `completed`
+    max_epochs = max_epochs_of(trainer_config)
+    if max_epochs == -1 or epoch <= max_epochs:
+        return
+    in_run = run_dir_of(ckpt_path) is not None
+    subject = f"{Path(ckpt_path).parent.parent}: its checkpoint {ckpt_path}" if in_run else f"from {ckpt_path}: it"
+    raise CheckpointError(
+        f"cannot resume {subject} has trained {trained} epochs, and --trainer.max_epochs is {max_epochs}; "
+        f"pass --trainer.max_epochs {trained + 1} or more to train further"
+    )
 
 
 def find_run_to_resume(root: Path | None, command: Mapping[str, Any]) -> tuple[Path | None, Path | None, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,16 @@ def release_unused() -> None:
     while _claimed:
         with contextlib.suppress(OSError):  # rmdir fails unless the folder is empty
             _claimed.pop(0).rmdir()
+
+
+def discard_claimed() -> None:
+    """Remove the ``version_N`` folders :func:`claim_version` made in this process, with what this process wrote
+    into them (an evaluation stopped by SIGTERM before its results: nothing in them is complete), then the
+    root if this process created it and it is empty. Folders this process did not claim are never touched."""
+    for folder in _claimed:
+        if version_of(folder) is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+    release_unused()
 
 
 atexit.register(release_unused)

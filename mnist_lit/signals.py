@@ -1,4 +1,5 @@
-"""SIGTERM during ``fit`` (a job scheduler's stop): save ``last.ckpt`` so that ``fit --ckpt_path last`` resumes.
+"""SIGTERM during ``fit`` (a job scheduler's stop): save ``last.ckpt`` so that ``fit --ckpt_path last`` resumes;
+during ``validate``/``test``/``predict``: stop at the end of the batch (:class:`SigtermStop`).
 
 Lightning turns SIGTERM into ``SIGTERMException`` at the next batch boundary (every rank, under DDP)
 and calls the callbacks' ``on_exception``; the exception is a ``SystemExit`` without a code, so the
@@ -39,3 +40,27 @@ class SigtermCheckpoint(Callback):
         path = Path(str(chosen.dirpath)) / f"last{chosen.FILE_EXTENSION}"
         trainer.save_checkpoint(path, weights_only=False)  # the whole training state, for resuming
         type(self).saved = path
+
+
+class SigtermStop(Callback):
+    """On SIGTERM during ``validate``, ``test`` or ``predict`` (and the test after ``fit``), stop at the end of the
+    current batch by raising ``SIGTERMException``, as ``fit`` does.
+
+    Lightning checks for SIGTERM between training batches, between evaluation batches except the last, and never
+    while predicting: a stopped ``predict`` went on and exited 0. A ``fit``'s own validation is left to Lightning
+    (it stops at the next training batch, where :class:`SigtermCheckpoint` saves the training state).
+    """
+
+    @staticmethod
+    def _stop_on_sigterm(trainer) -> None:
+        if trainer.received_sigterm and trainer.state.fn != TrainerFn.FITTING:
+            raise SIGTERMException
+
+    def on_validation_batch_end(self, trainer, *args, **kwargs) -> None:
+        self._stop_on_sigterm(trainer)
+
+    def on_test_batch_end(self, trainer, *args, **kwargs) -> None:
+        self._stop_on_sigterm(trainer)
+
+    def on_predict_batch_end(self, trainer, *args, **kwargs) -> None:
+        self._stop_on_sigterm(trainer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections import defaultdict
@@ -157,3 +158,12 @@ def max_logged_step(run_dir: Path, tag: str = "train_loss_step") -> int:
     """The highest step at which ``tag`` was logged in the run folder's event files (-1: none yet)."""
     steps = [step for step, _ in events(run_dir).get(tag, [])]
     return max(steps, default=-1)
+
+
+def sigterm_handled(pid: int) -> bool:
+    """Whether the process catches SIGTERM (bit 15 of SigCgt in /proc/PID/status): Lightning installs its
+    handler right before a fit, validate, test or predict starts running (for fit, a SIGTERM from then on is
+    turned into a saved last.ckpt)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))

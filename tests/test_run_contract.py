@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG, offline_data, printed_metric, printed_test_acc, run_cli, version_dirs
+from conftest import CONFIG, offline_data, printed_metric, printed_test_acc, run_cli, sigterm_handled, version_dirs
 
 from mnist_lit.checkpoint import CHECKSUM_KEY, load_checkpoint
 
@@ -357,14 +357,6 @@ def test_load_checkpoint_verifies_the_checksum_of_a_tensor_change(trained_run, t
 def metrics_history(run_dir: Path) -> list[dict]:
     """The per-epoch records of a run's ``metrics.json``."""
     return json.loads((run_dir / "metrics.json").read_text())["epochs"]
-
-
-def sigterm_handled(pid: int) -> bool:
-    """Whether the process catches SIGTERM (bit 15 of SigCgt in /proc/PID/status): Lightning installs its
-    handler right before training starts, so a SIGTERM from then on is turned into a saved last.ckpt."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
-    return bool(caught & (1 << (signal.SIGTERM - 1)))
 
 
 @pytest.mark.slow
