@@ -251,6 +251,8 @@ class MNISTLightningCLI(LightningCLI):
             return  # Lightning's loggers keep the configured version in `_version` (None: next free one)
         if self.run_version is None and getattr(rank_zero_only, "rank", 0) == 0:
             self.run_version = claim_version(Path(logger.root_dir))
+            if self.subcommand == "fit":  # no `fit --ckpt_path last` resumes it while it trains
+                resume.hold_run(Path(logger.root_dir) / f"version_{self.run_version}")
         if self.run_version is not None:
             logger._version = self.run_version
 

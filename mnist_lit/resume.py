@@ -23,18 +23,18 @@ from typing import TYPE_CHECKING
 
 from mnist_lit.atomic import atomic_write
 from mnist_lit.errors import CheckpointError
+from mnist_lit.runs import LOCK_NAME
 
 if TYPE_CHECKING:
     from tensorboard.compat.proto import event_pb2
 
 
-#: The lock file in a run folder that a resuming (or restarting) fit holds locked (:func:`hold_run`).
-LOCK_NAME = ".fit.lock"
 _held: dict[Path, int] = {}  # run folder -> its open, locked lock file: held until the process ends
 
 
 def hold_run(run_dir: str | Path) -> None:
-    """Lock ``run_dir`` for this process, until it ends, so that no other ``fit`` resumes the same run meanwhile.
+    """Lock ``run_dir`` for this process, until it ends, so that no other ``fit`` resumes the same run meanwhile
+    (a fit takes it on the folder it claims, and on the run it resumes or restarts).
 
     ``fcntl.flock`` (exclusive, non-blocking) on ``RUN/.fit.lock``: the kernel releases it when the process
     ends, however it ends (a killed run leaves no stale lock). Call it on rank 0 only (the other ranks of a
@@ -52,7 +52,7 @@ def hold_run(run_dir: str | Path) -> None:
     except BlockingIOError:
         os.close(fd)
         raise CheckpointError(
-            f"{run_dir} is being resumed by another process; wait for it or start a new run (fit without --ckpt_path)"
+            f"{run_dir} is being trained by another process; wait for it or start a new run (fit without --ckpt_path)"
         ) from None
     except OSError as err:  # e.g. ENOLCK on a file system without locks
         os.close(fd)

@@ -22,6 +22,7 @@ from mnist_lit.checkpoint import load_checkpoint
 from mnist_lit.errors import CheckpointError
 
 LAST_NAME = "last.ckpt"  # ModelCheckpoint.CHECKPOINT_NAME_LAST + FILE_EXTENSION
+LOCK_NAME = ".fit.lock"  # held by the fit training in a run folder (mnist_lit.resume.hold_run)
 CONFIG_NAME = "config.yaml"  # LightningCLI's SaveConfigCallback default config_filename
 _VERSION = re.compile(r"version_(\d+)")
 _SCORE = re.compile(r"val_acc[=_]?(\d+(?:\.\d+)?)")
@@ -229,8 +230,11 @@ def evaluate_in_a_new_folder(config, argv: list[str]) -> None:
 def release_unused() -> None:
     """Remove the folders :func:`claim_version` made that are still empty (runs at exit, and on an error)."""
     while _claimed:
+        folder = _claimed.pop(0)
         with contextlib.suppress(OSError):  # rmdir fails unless the folder is empty
-            _claimed.pop(0).rmdir()
+            if [p.name for p in folder.iterdir()] == [LOCK_NAME]:  # only this fit's lock (resume.hold_run)
+                (folder / LOCK_NAME).unlink()
+            folder.rmdir()
 
 
 def discard_claimed() -> None:

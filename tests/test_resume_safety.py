@@ -114,7 +114,7 @@ def test_a_run_being_resumed_cannot_be_resumed_by_a_second_process(tmp_path, mni
         before = snapshot(tmp_path / "lightning_logs")
         second = run_cli(*args, cwd=tmp_path, check=False)
         assert one_error_line(second) == (
-            f"error: {RUN} is being resumed by another process; wait for it or start a new run (fit without --ckpt_path)"
+            f"error: {RUN} is being trained by another process; wait for it or start a new run (fit without --ckpt_path)"
         )
         assert snapshot(tmp_path / "lightning_logs") == before
     finally:
