@@ -153,11 +153,12 @@ def _window(shape: tuple[int, int], fraction: float, minimum: int = 3) -> int:
     return max(minimum, int(fraction * min(shape)) | 1)
 
 
-def darkness_map(gray: np.ndarray) -> np.ndarray:
+def darkness_map(gray: np.ndarray, window: float = BACKGROUND_WINDOW) -> np.ndarray:
     """``1 - gray / background`` in [0, 1], float32, with the background a closing of the denoised picture
-    (:data:`BACKGROUND_WINDOW`); pixels darker than their surroundings by a stroke's width get high values."""
+    (square side ``window`` of the shorter side); pixels darker than their surroundings by a stroke's width get
+    high values."""
     smooth = cv2.GaussianBlur(gray, (0, 0), DENOISE_SIGMA)
-    side = _window(gray.shape, BACKGROUND_WINDOW, 15)
+    side = _window(gray.shape, window, 15)
     background = cv2.morphologyEx(smooth, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
     background = np.maximum(background.astype(np.float32), 8.0)  # black backgrounds: no meaningful ratio
     return np.clip(1.0 - smooth.astype(np.float32) / background, 0.0, 1.0)
@@ -194,9 +195,9 @@ def _sheet_quad(darkness: np.ndarray) -> np.ndarray | None:
     if count < 2:
         return None
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    if stats[largest, cv2.CC_STAT_AREA] < MIN_SHEET_AREA * height * width:
-        return None
     sheet = cv2.dilate((labels == largest).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
+    if int(sheet.sum()) < MIN_SHEET_AREA * height * width:  # measured grown back: a small sheet erodes to little
+        return None
     contours, _ = cv2.findContours(sheet, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     hull = cv2.convexHull(max(contours, key=cv2.contourArea))
     if cv2.contourArea(hull) >= FULL_FRAME * height * width:

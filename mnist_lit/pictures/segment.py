@@ -15,7 +15,7 @@ import numpy as np
 
 from mnist_lit.pictures.ink import InkMap
 from mnist_lit.pictures.mask import ink_mask
-from mnist_lit.pictures.shapes import Box, scattered, split_touching, stroke_ratio
+from mnist_lit.pictures.shapes import Box, in_row, scattered, split_touching, stroke_ratio
 
 #: Components under this many pixels, or under this fraction of the largest one's area, are dirt or noise.
 MIN_AREA = 6
@@ -47,6 +47,9 @@ DOMINANT = 3.0
 #: A mark whose strokes are thicker than this fraction of its height is a filled shape, not a pen stroke
 #: (MNIST strokes: about 0.1-0.2 of the digit's height).
 MAX_STROKE_RATIO = 0.33
+#: ... unless it is one digit of a number, lined up with at least two pen-stroke digits, and its strokes are at
+#: most this fraction of its height (a small, bold digit whose loops the camera's blur filled).
+BOLD_STROKE_RATIO = 0.45
 #: Ink covering more than this fraction of the paper is a picture (a scene, a texture), not writing.
 MAX_INK_FRACTION = 0.4
 
@@ -215,7 +218,15 @@ def _pen_strokes(pieces: list[tuple[np.ndarray, Box]]) -> list[tuple[np.ndarray,
     pieces = [
         (m, b) for m, b in pieces if b[3] - b[1] >= SPECK_FRACTION * tallest or b[2] - b[0] >= SPECK_FRACTION * tallest
     ]
-    strokes = [(m, b) for m, b in pieces if stroke_ratio(m) <= MAX_STROKE_RATIO]  # e.g. not a corner of the table
+    ratios = [stroke_ratio(m) for m, _ in pieces]
+    strokes = [p for p, r in zip(pieces, ratios, strict=True) if r <= MAX_STROKE_RATIO]  # not a corner of the table
+    if len(strokes) >= 2:  # a bold digit of a number, its loops filled by the blur, still lines up with the others
+        rows = [b for _, b in strokes]
+        strokes += [
+            p
+            for p, r in zip(pieces, ratios, strict=True)
+            if MAX_STROKE_RATIO < r <= BOLD_STROKE_RATIO and in_row(p[1], rows)
+        ]
     if not strokes:
         raise _NoDigit(
             f"not a digit: a filled shape (strokes over {MAX_STROKE_RATIO:.0%} of its height; pen "

@@ -60,3 +60,18 @@ def scattered(mask: np.ndarray) -> bool:
     _count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
     return len(areas) >= SCATTER_PARTS and areas.max() < SCATTER_SHARE * areas.sum()
+
+
+def in_row(box: Box, row: list[Box], height_ratio: float = 0.7, tolerance: float = 0.5) -> bool:
+    """Whether ``box`` lines up with the boxes of ``row`` as one more digit of the same number: its height within
+    ``height_ratio`` .. 1 / ``height_ratio`` of their median height, its vertical centre within ``tolerance``
+    of that height from theirs, and it does not overlap any of them horizontally."""
+    heights = np.array([b[3] - b[1] for b in row], np.float64)
+    centres = np.array([(b[1] + b[3]) / 2 for b in row], np.float64)
+    height, centre = float(np.median(heights)), float(np.median(centres))
+    own = box[3] - box[1]
+    return (
+        height_ratio * height <= own <= height / height_ratio
+        and abs((box[1] + box[3]) / 2 - centre) <= tolerance * height
+        and all(min(box[2], b[2]) <= max(box[0], b[0]) for b in row)
+    )
