@@ -15,6 +15,8 @@ RULE_TILT = 8
 #: ... and thin: the ink within RULE_BAND px of the line is at most RULE_WIDE_RATIO times the ink within 2 px.
 RULE_BAND = 7
 RULE_WIDE_RATIO = 2.0
+#: Ink at least this many pixels thick across a line (a pen stroke running along it) is not the line's.
+RULE_KEEP = 6
 #: A stroke's gap across a removed line is bridged up to this many pixels (lines are 1-4 px at the analysis size).
 RULE_BRIDGE = 7
 
@@ -50,16 +52,20 @@ def remove_rules(mask: np.ndarray, darkness: np.ndarray) -> None:
     ink within :data:`RULE_BAND` px (a digit's own long bar, in a digit filling the picture, is thicker). Its
     pixels are cleared, and a stroke crossing it gets them back where ink lies on both sides of it.
     """
-    lines = np.zeros_like(mask)
+    across = {True: np.zeros_like(mask), False: np.zeros_like(mask)}  # bands of horizontal / vertical lines
     for x1, y1, x2, y2 in _rule_segments(mask):
         narrow, wide = np.zeros_like(mask), np.zeros_like(mask)
         cv2.line(narrow, (x1, y1), (x2, y2), 1, 5)
         cv2.line(wide, (x1, y1), (x2, y2), 1, 2 * RULE_BAND + 1)
         inner, outer = int((mask & narrow).sum()), int((mask & wide).sum())
         if inner and outer <= RULE_WIDE_RATIO * inner:
-            lines |= narrow
-    if not lines.any():
-        return
+            across[abs(x2 - x1) >= abs(y2 - y1)] |= narrow
+    lines = np.zeros_like(mask)
+    for horizontal, band in across.items():  # a stroke running along a line is thicker than it: kept
+        shape = (1, RULE_KEEP) if horizontal else (RULE_KEEP, 1)
+        other = mask & (1 - across[not horizontal])
+        thick = cv2.morphologyEx(other, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, shape))
+        lines |= band & (1 - thick)
     lines &= cv2.dilate(mask, np.ones((3, 3), np.uint8))
     mask[lines > 0] = 0
     closed = np.zeros_like(mask)
