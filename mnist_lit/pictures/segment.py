@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from mnist_lit.pictures.ink import InkMap
-from mnist_lit.pictures.mask import ink_mask
+from mnist_lit.pictures.mask import InkMask, ink_mask
 from mnist_lit.pictures.shapes import Box, in_row, scattered, split_touching, stroke_ratio
 
 #: Components under this many pixels, or under this fraction of the largest one's area, are dirt or noise.
@@ -163,31 +163,33 @@ class _NoDigit(Exception):
 
 def find_marks(ink: InkMap) -> Marks:
     """The digits' boxes in ``ink``, left to right, or a refusal saying why there is none."""
-    mask, cut = ink_mask(ink)
+    found = ink_mask(ink)
+    mask, cut = found.mask, found.cut
     try:
-        labels, stats, kept = _components(mask, max(1, int(ink.region.sum())))
-        pieces = _pieces(labels, stats, kept)
+        kept = _components(found, max(1, int(ink.region.sum())))
+        pieces = _pieces(found.labels, found.stats, kept)
         marks = _one_number(_split_wide(_pen_strokes(pieces)))
     except _NoDigit as refusal:  # only "no ink at all" may mean the sheet was cut too small: look again
         return _refuse(str(refusal), cut=cut and not mask.any())
     return Marks(np.array([box for _, box in marks], np.int64), [piece for piece, _ in marks], cut=cut)
 
 
-def _components(mask: np.ndarray, paper: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Connected components of ``mask``: (labels, stats, the labels kept: not dirt); refuses no ink, ink over
+def _components(found: InkMask, paper: int) -> np.ndarray:
+    """The labels of the connected components of the ink that are not dirt; refuses no ink, ink over
     :data:`MAX_INK_FRACTION` of the ``paper`` pixels, and a texture of many marks."""
+    mask = found.mask
     if not mask.any():
         raise _NoDigit("no digit found (nothing stands out from the paper or background)")
     if mask.sum() > MAX_INK_FRACTION * paper:
         raise _NoDigit(
             f"not a digit: dark marks cover {mask.sum() / paper:.0%} of the picture, as in a photo of a scene, not writing"
         )
-    _count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    kept = np.flatnonzero(areas >= max(MIN_AREA, DIRT_FRACTION * areas.max())) + 1
+    present = np.flatnonzero(found.keep)
+    areas = found.stats[present, cv2.CC_STAT_AREA]
+    kept = present[areas >= max(MIN_AREA, DIRT_FRACTION * areas.max())]
     if len(kept) > 4 * MAX_DIGITS:
         raise _NoDigit(f"not a digit: {len(kept)} separate marks, a texture or noise rather than writing")
-    return labels, stats, kept
+    return kept
 
 
 def _pieces(labels: np.ndarray, stats: np.ndarray, kept: np.ndarray) -> list[tuple[np.ndarray, Box]]:
