@@ -38,8 +38,9 @@ FRAGMENT_GAP = 0.15
 #: More marks than this is text or a pattern, not a number.
 MAX_DIGITS = 10
 #: All digits of a number are at least this fraction of the tallest one's height (digits are written at one height,
-#: where the lower-case letters of a word are about 0.5-0.75 of the capitals and ascenders) ...
-MIN_HEIGHT_RATIO = 0.8
+#: where the lower-case letters of a word are about 0.5-0.75 of the capitals and ascenders; the generated numbers of
+#: the development seeds go down to 0.77) ...
+MIN_HEIGHT_RATIO = 0.75
 #: ... and each overlaps the row of the others (vertical centre within this many tallest heights).
 ROW_TOLERANCE = 0.5
 #: Marks that do not line up as one number are still one digit when the tallest holds this many times the ink
