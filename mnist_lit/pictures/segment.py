@@ -26,8 +26,9 @@ SPECK_FRACTION = 0.4
 #: Components whose column ranges overlap by at least this fraction of the narrower one are one digit
 #: (a 5 whose bar came loose, a 4 drawn in two strokes).
 STACK_OVERLAP = 0.5
-#: A digit wider than this many times its height is taken as several touching digits.
-SPLIT_RATIO = 1.5
+#: A digit wider than this many times its height is taken as several touching digits; a short part of such a cut
+#: holding under SLIVER_SHARE of the ink is a remnant of a printed line or dirt.
+SPLIT_RATIO, SLIVER_SHARE = 1.5, 0.1
 #: All marks together no wider than this many times their height are one digit in pieces (two digits side by
 #: side are wider: about 0.6-0.8 height each plus a gap; only "11" and the like are narrower).
 ONE_DIGIT_ASPECT = 0.9
@@ -244,14 +245,22 @@ def _pen_strokes(pieces: list[tuple[np.ndarray, Box]]) -> list[tuple[np.ndarray,
 
 def _split_wide(pieces: list[tuple[np.ndarray, Box]]) -> list[tuple[np.ndarray, Box]]:
     """Pieces wider than :data:`SPLIT_RATIO` times their height cut into touching digits, sorted left to right;
-    refuses joined-up writing (more than two parts) and more than :data:`MAX_DIGITS` marks."""
+    a cut leaving a part under :data:`FRAGMENT_HEIGHT` of the piece's height is not made (touching digits are
+    each full height: that is one digit with a long bar, a 5's flag or a 7's top), unless that part holds under
+    :data:`SLIVER_SHARE` of the ink (a remnant of a printed line, dropped); refuses joined-up writing (more than
+    two parts) and more than :data:`MAX_DIGITS` marks."""
     marks = []
     for piece, box in pieces:
         if box[2] - box[0] > SPLIT_RATIO * (box[3] - box[1]):
             parts = split_touching(piece, box[0], box[1])
             if len(parts) > 2:
                 raise _NoDigit("not a digit: joined-up writing, as in words (the digits of a number stand apart)")
-            marks += parts
+            short = [b[3] - b[1] < FRAGMENT_HEIGHT * (box[3] - box[1]) for _, b in parts]
+            slivers = [s and p.sum() < SLIVER_SHARE * piece.sum() for (p, _), s in zip(parts, short, strict=True)]
+            if any(short) and not all(s for s, k in zip(slivers, short, strict=True) if k):
+                marks.append((piece, box))
+            else:
+                marks += [part for part, sliver in zip(parts, slivers, strict=True) if not sliver]
         else:
             marks.append((piece, box))
     if len(marks) > MAX_DIGITS:
