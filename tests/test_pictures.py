@@ -59,14 +59,14 @@ def test_photo_kinds_numbers_and_no_digit_pictures(probs_fn, test_digits, tmp_pa
     )
     print("measured:", {k: round(v, 4) for k, v in result.items()})
     assert result["originals"] > 0.9
-    # The targets where this build meets them (every kind but shadow >= 0.90 x the originals, false
-    # refusals <= 1% of real test digits); regression floors where it does not yet (the tables of
-    # docs/pictures.md): shadow >= 0.70 x (target 0.90), numbers >= 0.65 (target 0.80), no-digit pictures
-    # refused >= 0.55 (target 0.90).
+    # The targets where this build meets them on these 24 photos (every kind but shadow >= 0.90 x the
+    # originals, false refusals <= 1% of real test digits); regression floors a photo or two under what this
+    # build measures where it does not (docs/pictures.md): shadow >= 0.80 x (target 0.90), numbers >= 0.75
+    # (target 0.80), no-digit pictures refused >= 0.70 (target 0.90).
     for kind in DIGIT_KINDS:
-        assert result[kind] >= (0.70 if kind == "shadow" else 0.90) * result["originals"], (kind, result)
-    assert result["numbers"] >= 0.65, result
-    assert result["no_digit_refused"] >= 0.55, result
+        assert result[kind] >= (0.80 if kind == "shadow" else 0.90) * result["originals"], (kind, result)
+    assert result["numbers"] >= 0.75, result
+    assert result["no_digit_refused"] >= 0.70, result
     assert result["false_refusal"] <= 0.01, result
 
 

@@ -41,22 +41,22 @@ BACKGROUND_WINDOW = 0.22
 THICK_LIGHT = 0.05
 #: A dark part at most this level (0-255) is a black background: a drawing canvas or an MNIST image.
 BLACK_LEVEL = 24
-#: The picture is smoothed (Gaussian, sigma in px) before the background is taken, so camera noise does
-#: not raise the background estimate.
+#: Gaussian sigma (px) of the smoothing before the background is taken, so camera noise does not raise it.
 DENOISE_SIGMA = 1.0
 #: A pixel is "textured" when its darkness exceeds this; paper's grain and camera noise stay below it,
 #: wood grain, cloth and carpet do not.
 TEXTURE_DARKNESS = 0.045
-#: ... and a region is "smooth" (paper) where under this fraction of a window's pixels are textured.
-SMOOTH_FRACTION = 0.4
-#: The texture window's side, as a fraction of the shorter side of the picture.
-TEXTURE_WINDOW = 0.06
+#: ... and a region is "smooth" (paper) where under SMOOTH_FRACTION of the pixels of a square window
+#: (TEXTURE_WINDOW of the picture's shorter side) are textured.
+SMOOTH_FRACTION, TEXTURE_WINDOW = 0.4, 0.06
 #: The sheet must cover at least this fraction of the picture to be used ...
 MIN_SHEET_AREA = 0.08
 #: ... and is only cut out (and straightened) when it covers less than this fraction: else it fills the frame.
 FULL_FRAME = 0.88
-#: Transparent pictures whose composite onto white keeps less darkness than this (0-255) in its opaque
-#: part have their ink in the alpha channel (white or light ink on a transparent background).
+#: Smooth regions of at least SHEET_PART of the largest one's area are more of the same sheet (cut off by a
+#: shadow's edge) when the two, their gap closed (up to SHEET_GAP texture windows), fill SHEET_SOLIDITY of their hull.
+SHEET_PART, SHEET_GAP, SHEET_SOLIDITY = 0.1, 3, 0.9
+#: Transparent pictures keeping under this darkness (0-255) where opaque, composited onto white, have alpha ink.
 ALPHA_INK_CONTRAST = 40
 
 
@@ -193,10 +193,18 @@ def _sheet_quad(darkness: np.ndarray) -> np.ndarray | None:
     count, labels, stats, _ = cv2.connectedComponentsWithStats(smooth, connectivity=4)
     if count < 2:
         return None
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    if stats[largest, cv2.CC_STAT_AREA] < MIN_SHEET_AREA * height * width:
+    grow = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
+    order = 1 + np.argsort(-stats[1:, cv2.CC_STAT_AREA])
+    sheet = cv2.dilate((labels == order[0]).astype(np.uint8), grow)
+    if int(sheet.sum()) < MIN_SHEET_AREA * height * width:  # measured grown back: a small sheet erodes to little
         return None
-    sheet = cv2.dilate((labels == largest).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
+    bridge = cv2.getStructuringElement(cv2.MORPH_RECT, (SHEET_GAP * side, SHEET_GAP * side))
+    for part in order[1:]:  # the rest of a sheet cut in two by a shadow's edge: close by, together convex
+        if stats[part, cv2.CC_STAT_AREA] < SHEET_PART * stats[order[0], cv2.CC_STAT_AREA]:
+            break
+        union = cv2.morphologyEx(sheet | cv2.dilate((labels == part).astype(np.uint8), grow), cv2.MORPH_CLOSE, bridge)
+        if _solidity(union) >= SHEET_SOLIDITY:
+            sheet = union
     contours, _ = cv2.findContours(sheet, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     hull = cv2.convexHull(max(contours, key=cv2.contourArea))
     if cv2.contourArea(hull) >= FULL_FRAME * height * width:
@@ -207,18 +215,23 @@ def _sheet_quad(darkness: np.ndarray) -> np.ndarray | None:
     return quad
 
 
+def _solidity(region: np.ndarray) -> float:
+    """The fraction of its convex hull that a uint8 0/1 region (all its pieces) fills; 0 when it is in pieces."""
+    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if len(contours) != 1:
+        return 0.0
+    return float(region.sum()) / max(1.0, cv2.contourArea(cv2.convexHull(contours[0])))
+
+
 def _upright_order(quad: np.ndarray) -> np.ndarray:
     """The corners as (top-left, top-right, bottom-right, bottom-left) of the sheet turned the least: the
     sheet's edges are assumed closest to the picture's axes (people hold the phone roughly square to the page)."""
     centre = quad.mean(0)
     angles = np.arctan2(quad[:, 1] - centre[1], quad[:, 0] - centre[0])
-    quad = quad[np.argsort(angles)]  # clockwise in image coordinates (y down), starting near (-pi)
+    order = np.argsort(angles)  # clockwise in image coordinates (y down), starting near (-pi)
+    quad, angles = quad[order], angles[order]
     # the top-left corner: the one whose direction from the centre is closest to up-left (-135 deg)
-    start = int(
-        np.argmin(
-            np.abs(np.angle(np.exp(1j * (np.arctan2(quad[:, 1] - centre[1], quad[:, 0] - centre[0]) + 0.75 * np.pi))))
-        )
-    )
+    start = int(np.argmin(np.abs(np.angle(np.exp(1j * (angles + 0.75 * np.pi))))))
     return np.roll(quad, -start, axis=0)
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 
@@ -30,10 +32,28 @@ def thresholds(noise: float) -> tuple[float, float]:
     return low, min(max(HIGH_DARKNESS, NOISE_SIGMAS_HIGH * noise), MAX_HIGH_DARKNESS)
 
 
-def ink_mask(ink: InkMap) -> tuple[np.ndarray, bool]:
-    """uint8 (H, W) 0/1: the ink pixels (hysteresis on darkness), ruled and squared lines removed; and whether a
-    substantial mark was left out because it touches the sheet's edge (the sheet may have been cut too small:
-    a mark of at least :data:`CUT_HEIGHT` of the sheet's shorter side with most of its ink away from the edge)."""
+class InkMask(NamedTuple):
+    """:func:`ink_mask`'s answer.
+
+    Attributes:
+        mask: uint8 (H, W) 0/1, the ink pixels.
+        cut: whether a substantial mark was left out because it touches the sheet's edge.
+        labels, stats: OpenCV's connected components (8-connected) of the ink before marks were left out;
+            ``mask`` is exactly the components whose ``keep`` is True, so they need not be found again.
+        keep: bool (count,), the components in ``mask`` (index 0, the background, is False).
+    """
+
+    mask: np.ndarray
+    cut: bool
+    labels: np.ndarray
+    stats: np.ndarray
+    keep: np.ndarray
+
+
+def ink_mask(ink: InkMap) -> InkMask:
+    """The ink pixels (hysteresis on darkness), ruled and squared lines removed; and whether a substantial mark
+    was left out because it touches the sheet's edge (the sheet may have been cut too small: a mark of at least
+    :data:`CUT_HEIGHT` of the sheet's shorter side with most of its ink away from the edge)."""
     low, high = thresholds(ink.noise)
     mask = ((ink.darkness > low) & ink.region).astype(np.uint8)
     remove_rules(mask, ink.darkness)
@@ -57,4 +77,4 @@ def ink_mask(ink: InkMap) -> tuple[np.ndarray, bool]:
                 cut = True
     if ink.sheet_found or (keep & ~touching).any():
         keep &= ~touching
-    return keep[labels].astype(np.uint8), cut
+    return InkMask(keep[labels].astype(np.uint8), cut, labels, stats, keep)

@@ -12,9 +12,11 @@ import numpy as np
 RULE_LENGTH = 0.4
 #: ... within this many degrees of the picture's axes ...
 RULE_TILT = 8
-#: ... and thin: the ink within RULE_BAND px of the line is at most RULE_WIDE_RATIO times the ink within 2 px.
+#: ... and thin: the ink within RULE_BAND px of the line is at most RULE_WIDE_RATIO times the ink within 3 px.
 RULE_BAND = 7
 RULE_WIDE_RATIO = 2.0
+#: Ink at least this many pixels thick across a line (a pen stroke running along it) is not the line's.
+RULE_KEEP = 6
 #: A stroke's gap across a removed line is bridged up to this many pixels (lines are 1-4 px at the analysis size).
 RULE_BRIDGE = 7
 
@@ -24,14 +26,18 @@ def _rule_segments(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
     OpenCV's probabilistic Hough transform in ``mask``: at least :data:`RULE_LENGTH` of the side they run along."""
     height, width = mask.shape
     shortest = int(RULE_LENGTH * min(height, width))
+    # searched at half size (a 2x2 cell with any ink is ink): a quarter of the points, the same long lines
+    half = (max(1, width // 2), max(1, height // 2))
+    small = (cv2.resize(mask * 255, half, interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
     found = cv2.HoughLinesP(
-        mask * 255,
+        small * 255,
         1,
         np.pi / 360,
-        threshold=max(10, shortest // 2),
-        minLineLength=shortest,
-        maxLineGap=max(3, shortest // 20),
+        threshold=max(5, shortest // 4),
+        minLineLength=shortest // 2,
+        maxLineGap=max(2, shortest // 40),
     )
+    found = 2 * found + 1 if found is not None else None
     segments = []
     for x1, y1, x2, y2 in found.reshape(-1, 4) if found is not None else []:
         angle = abs(np.degrees(np.arctan2(y2 - y1, x2 - x1))) % 90
@@ -46,20 +52,25 @@ def remove_rules(mask: np.ndarray, darkness: np.ndarray) -> None:
     off after straightening) from ``mask`` (uint8 0/1) and ``darkness`` in place, then bridge the gaps they
     leave in strokes that crossed them.
 
-    A segment from :func:`_rule_segments` is a printed line when the ink within 2 px of it holds most of the
+    A segment from :func:`_rule_segments` is a printed line when the ink within 3 px of it holds most of the
     ink within :data:`RULE_BAND` px (a digit's own long bar, in a digit filling the picture, is thicker). Its
-    pixels are cleared, and a stroke crossing it gets them back where ink lies on both sides of it.
+    pixels are cleared, except ink at least :data:`RULE_KEEP` px thick across it (a stroke running along the
+    line), and a stroke crossing it gets them back where ink lies on both sides of it.
     """
-    lines = np.zeros_like(mask)
+    across = {True: np.zeros_like(mask), False: np.zeros_like(mask)}  # bands of horizontal / vertical lines
     for x1, y1, x2, y2 in _rule_segments(mask):
         narrow, wide = np.zeros_like(mask), np.zeros_like(mask)
-        cv2.line(narrow, (x1, y1), (x2, y2), 1, 5)
+        cv2.line(narrow, (x1, y1), (x2, y2), 1, 7)
         cv2.line(wide, (x1, y1), (x2, y2), 1, 2 * RULE_BAND + 1)
         inner, outer = int((mask & narrow).sum()), int((mask & wide).sum())
         if inner and outer <= RULE_WIDE_RATIO * inner:
-            lines |= narrow
-    if not lines.any():
-        return
+            across[abs(x2 - x1) >= abs(y2 - y1)] |= narrow
+    lines = np.zeros_like(mask)
+    for horizontal, band in across.items():  # a stroke running along a line is thicker than it: kept
+        shape = (1, RULE_KEEP) if horizontal else (RULE_KEEP, 1)
+        other = mask & (1 - across[not horizontal])
+        thick = cv2.morphologyEx(other, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, shape))
+        lines |= band & (1 - thick)
     lines &= cv2.dilate(mask, np.ones((3, 3), np.uint8))
     mask[lines > 0] = 0
     closed = np.zeros_like(mask)

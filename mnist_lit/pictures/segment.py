@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 
 from mnist_lit.pictures.ink import InkMap
-from mnist_lit.pictures.mask import ink_mask
-from mnist_lit.pictures.shapes import Box, scattered, split_touching, stroke_ratio
+from mnist_lit.pictures.mask import InkMask, ink_mask
+from mnist_lit.pictures.shapes import Box, in_row, scattered, split_touching, stroke_ratio
 
 #: Components under this many pixels, or under this fraction of the largest one's area, are dirt or noise.
 MIN_AREA = 6
@@ -26,8 +26,9 @@ SPECK_FRACTION = 0.4
 #: Components whose column ranges overlap by at least this fraction of the narrower one are one digit
 #: (a 5 whose bar came loose, a 4 drawn in two strokes).
 STACK_OVERLAP = 0.5
-#: A digit wider than this many times its height is taken as several touching digits.
-SPLIT_RATIO = 1.5
+#: A digit wider than this many times its height is taken as several touching digits; a short part of such a cut
+#: holding under SLIVER_SHARE of the ink is a remnant of a printed line or dirt.
+SPLIT_RATIO, SLIVER_SHARE = 1.5, 0.1
 #: All marks together no wider than this many times their height are one digit in pieces (two digits side by
 #: side are wider: about 0.6-0.8 height each plus a gap; only "11" and the like are narrower).
 ONE_DIGIT_ASPECT = 0.9
@@ -37,8 +38,10 @@ FRAGMENT_HEIGHT = 0.6
 FRAGMENT_GAP = 0.15
 #: More marks than this is text or a pattern, not a number.
 MAX_DIGITS = 10
-#: All digits of a number are at least this fraction of the tallest one's height ...
-MIN_HEIGHT_RATIO = 0.7
+#: All digits of a number are at least this fraction of the tallest one's height (digits are written at one height,
+#: where the lower-case letters of a word are about 0.5-0.75 of the capitals and ascenders; the generated numbers of
+#: the development seeds go down to 0.77) ...
+MIN_HEIGHT_RATIO = 0.75
 #: ... and each overlaps the row of the others (vertical centre within this many tallest heights).
 ROW_TOLERANCE = 0.5
 #: Marks that do not line up as one number are still one digit when the tallest holds this many times the ink
@@ -47,6 +50,9 @@ DOMINANT = 3.0
 #: A mark whose strokes are thicker than this fraction of its height is a filled shape, not a pen stroke
 #: (MNIST strokes: about 0.1-0.2 of the digit's height).
 MAX_STROKE_RATIO = 0.33
+#: ... unless it is one digit of a number, lined up with at least two pen-stroke digits, and its strokes are at
+#: most this fraction of its height (a small, bold digit whose loops the camera's blur filled).
+BOLD_STROKE_RATIO = 0.45
 #: Ink covering more than this fraction of the paper is a picture (a scene, a texture), not writing.
 MAX_INK_FRACTION = 0.4
 
@@ -159,31 +165,33 @@ class _NoDigit(Exception):
 
 def find_marks(ink: InkMap) -> Marks:
     """The digits' boxes in ``ink``, left to right, or a refusal saying why there is none."""
-    mask, cut = ink_mask(ink)
+    found = ink_mask(ink)
+    mask, cut = found.mask, found.cut
     try:
-        labels, stats, kept = _components(mask, max(1, int(ink.region.sum())))
-        pieces = _pieces(labels, stats, kept)
+        kept = _components(found, max(1, int(ink.region.sum())))
+        pieces = _pieces(found.labels, found.stats, kept)
         marks = _one_number(_split_wide(_pen_strokes(pieces)))
     except _NoDigit as refusal:  # only "no ink at all" may mean the sheet was cut too small: look again
         return _refuse(str(refusal), cut=cut and not mask.any())
     return Marks(np.array([box for _, box in marks], np.int64), [piece for piece, _ in marks], cut=cut)
 
 
-def _components(mask: np.ndarray, paper: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Connected components of ``mask``: (labels, stats, the labels kept: not dirt); refuses no ink, ink over
+def _components(found: InkMask, paper: int) -> np.ndarray:
+    """The labels of the connected components of the ink that are not dirt; refuses no ink, ink over
     :data:`MAX_INK_FRACTION` of the ``paper`` pixels, and a texture of many marks."""
+    mask = found.mask
     if not mask.any():
         raise _NoDigit("no digit found (nothing stands out from the paper or background)")
     if mask.sum() > MAX_INK_FRACTION * paper:
         raise _NoDigit(
             f"not a digit: dark marks cover {mask.sum() / paper:.0%} of the picture, as in a photo of a scene, not writing"
         )
-    _count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    kept = np.flatnonzero(areas >= max(MIN_AREA, DIRT_FRACTION * areas.max())) + 1
+    present = np.flatnonzero(found.keep)
+    areas = found.stats[present, cv2.CC_STAT_AREA]
+    kept = present[areas >= max(MIN_AREA, DIRT_FRACTION * areas.max())]
     if len(kept) > 4 * MAX_DIGITS:
         raise _NoDigit(f"not a digit: {len(kept)} separate marks, a texture or noise rather than writing")
-    return labels, stats, kept
+    return kept
 
 
 def _pieces(labels: np.ndarray, stats: np.ndarray, kept: np.ndarray) -> list[tuple[np.ndarray, Box]]:
@@ -215,7 +223,15 @@ def _pen_strokes(pieces: list[tuple[np.ndarray, Box]]) -> list[tuple[np.ndarray,
     pieces = [
         (m, b) for m, b in pieces if b[3] - b[1] >= SPECK_FRACTION * tallest or b[2] - b[0] >= SPECK_FRACTION * tallest
     ]
-    strokes = [(m, b) for m, b in pieces if stroke_ratio(m) <= MAX_STROKE_RATIO]  # e.g. not a corner of the table
+    ratios = [stroke_ratio(m) for m, _ in pieces]
+    strokes = [p for p, r in zip(pieces, ratios, strict=True) if r <= MAX_STROKE_RATIO]  # not a corner of the table
+    if len(strokes) >= 2:  # a bold digit of a number, its loops filled by the blur, still lines up with the others
+        rows = [b for _, b in strokes]
+        strokes += [
+            p
+            for p, r in zip(pieces, ratios, strict=True)
+            if MAX_STROKE_RATIO < r <= BOLD_STROKE_RATIO and in_row(p[1], rows)
+        ]
     if not strokes:
         raise _NoDigit(
             f"not a digit: a filled shape (strokes over {MAX_STROKE_RATIO:.0%} of its height; pen "
@@ -229,14 +245,22 @@ def _pen_strokes(pieces: list[tuple[np.ndarray, Box]]) -> list[tuple[np.ndarray,
 
 def _split_wide(pieces: list[tuple[np.ndarray, Box]]) -> list[tuple[np.ndarray, Box]]:
     """Pieces wider than :data:`SPLIT_RATIO` times their height cut into touching digits, sorted left to right;
-    refuses joined-up writing (more than two parts) and more than :data:`MAX_DIGITS` marks."""
+    a cut leaving a part under :data:`FRAGMENT_HEIGHT` of the piece's height is not made (touching digits are
+    each full height: that is one digit with a long bar, a 5's flag or a 7's top), unless that part holds under
+    :data:`SLIVER_SHARE` of the ink (a remnant of a printed line, dropped); refuses joined-up writing (more than
+    two parts) and more than :data:`MAX_DIGITS` marks."""
     marks = []
     for piece, box in pieces:
         if box[2] - box[0] > SPLIT_RATIO * (box[3] - box[1]):
             parts = split_touching(piece, box[0], box[1])
             if len(parts) > 2:
                 raise _NoDigit("not a digit: joined-up writing, as in words (the digits of a number stand apart)")
-            marks += parts
+            short = [b[3] - b[1] < FRAGMENT_HEIGHT * (box[3] - box[1]) for _, b in parts]
+            slivers = [s and p.sum() < SLIVER_SHARE * piece.sum() for (p, _), s in zip(parts, short, strict=True)]
+            if any(short) and not all(s for s, k in zip(slivers, short, strict=True) if k):
+                marks.append((piece, box))
+            else:
+                marks += [part for part, sliver in zip(parts, slivers, strict=True) if not sliver]
         else:
             marks.append((piece, box))
     if len(marks) > MAX_DIGITS:
