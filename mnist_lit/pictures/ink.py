@@ -2,10 +2,9 @@
 uneven light and shadows divided out, ruled and squared lines removed (:mod:`mnist_lit.pictures.rules`).
 
 The steps follow how a person reads a photo of a handwritten digit: find the sheet of paper (a large smooth
-region, the table around it is textured or darker), look at it square-on, judge the ink against the paper
-right next to it (not against the whole picture, which a shadow or a lighting gradient makes uneven), and
-ignore the printed lines of notebook paper. Everything is OpenCV (morphology, contours, perspective) on
-NumPy arrays; the only hand-written parts are the few lines that combine its results.
+region, the table around it is textured or darker), look at it square-on, judge the ink against the paper right
+next to it (not against the whole picture, which a shadow or a lighting gradient makes uneven), and ignore the
+printed lines of notebook paper. OpenCV (morphology, contours, perspective) on NumPy arrays does it all.
 
 Units: pixel values are 0-255 (``uint8`` or ``float32``); "darkness" is the fraction of the local paper
 brightness that the ink takes away, ``1 - pixel / background``, in [0, 1] (0 = paper, 1 = black ink), so a
@@ -202,7 +201,8 @@ def _sheet_quad(darkness: np.ndarray) -> np.ndarray | None:
     for part in order[1:]:  # the rest of a sheet cut in two by a shadow's edge: close by, together convex
         if stats[part, cv2.CC_STAT_AREA] < SHEET_PART * stats[order[0], cv2.CC_STAT_AREA]:
             break
-        union = cv2.morphologyEx(sheet | cv2.dilate((labels == part).astype(np.uint8), grow), cv2.MORPH_CLOSE, bridge)
+        part_grown = cv2.dilate((labels == part).astype(np.uint8), grow)
+        union = cv2.morphologyEx(cv2.bitwise_or(sheet, part_grown), cv2.MORPH_CLOSE, bridge)
         if _solidity(union) >= SHEET_SOLIDITY:
             sheet = union
     contours, _ = cv2.findContours(sheet, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
