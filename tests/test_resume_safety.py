@@ -124,6 +124,29 @@ def test_a_run_being_resumed_cannot_be_resumed_by_a_second_process(tmp_path, mni
     run_cli(*args, cwd=tmp_path)  # the lock goes with the process that held it: the run can be resumed again
 
 
+@pytest.mark.slow
+def test_a_run_whose_first_fit_still_trains_cannot_be_resumed(tmp_path, mnist_dir):
+    args = fit_args(mnist_dir, 3, "--test_after_fit", "false")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "mnist_lit", *args], cwd=tmp_path, env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (tmp_path / RUN / "checkpoints" / "last.ckpt").is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first.send_signal(signal.SIGSTOP)  # still training, after its first checkpoint
+        before = snapshot(tmp_path / "lightning_logs")
+        second = run_cli(*args, "--ckpt_path", "last", cwd=tmp_path, check=False)
+        assert one_error_line(second) == (
+            f"error: {RUN} is being trained by another process; wait for it or start a new run (fit without --ckpt_path)"
+        )
+        assert snapshot(tmp_path / "lightning_logs") == before
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(timeout=300) == 0
+
+
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory, mnist_dir) -> Path:
     """A folder holding one short trained run (``lightning_logs/version_0``)."""
