@@ -20,13 +20,17 @@ def temp_path_beside(path: str | Path) -> Path:
 
 
 @contextmanager
-def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
+def atomic_write(path: str | Path, replace: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary file beside ``path`` for binary writing; on success it replaces ``path``.
 
     The data is flushed and fsynced before ``os.replace``, so after a crash or SIGKILL ``path``
     holds either its old content or the complete new one, never a part. On an exception the
     temporary file is removed and the exception propagates. The file gets the usual permissions
-    (0666 minus the umask), like a plain ``open(path, "wb")``.
+    (0666 minus the umask), like a plain ``open(path, "wb")``. With ``replace=False`` the complete file
+    gets its name by ``os.link``, which never replaces one.
+
+    Raises:
+        FileExistsError: ``replace=False`` and ``path`` exists (then nothing is written there).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +41,10 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

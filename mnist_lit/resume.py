@@ -113,17 +113,18 @@ def trim_event_files(log_dir: str | Path, step: int, saved_at: float | None = No
 
 def trim_notice(log_dir: str | Path, removed: int, tests: int, test_after_fit: bool) -> str:
     """The line a resumed fit prints after :func:`trim_event_files` removed ``removed`` events, ``tests`` of
-    them a test's results; a resumed run with ``test_after_fit`` tests again at its end (in TensorBoard and
-    ``metrics.json``), one without does not."""
+    them a test's results (:class:`mnist_lit.callbacks.MetricsHistory` drops them from ``metrics.json`` too: they
+    tested the weights before the resume); a resumed run with ``test_after_fit`` tests again at its end, one
+    without does not."""
     line = f"Resuming in {log_dir}; removed {removed} events logged after that checkpoint"
     if not tests:
         return f"{line} (the resumed run logs those steps again)"
     if test_after_fit:
         return (
-            f"{line} (the resumed run logs those steps again; the earlier test's results are replaced by the "
-            "test at the end of this run)"
+            f"{line} (the resumed run logs those steps again; the earlier test's results are removed, here and "
+            "from metrics.json, and the test at the end of this run replaces them)"
         )
     return (
-        f"{line} (the resumed run logs its training steps again; the earlier test's results are removed from "
-        "the event files, and with --test_after_fit false this run does not test again: metrics.json keeps them)"
+        f"{line} (the resumed run logs its training steps again; the earlier test's results are removed, here "
+        "and from metrics.json, and with --test_after_fit false this run does not test again)"
     )

@@ -234,10 +234,12 @@ def max_epochs_of(trainer_config: Mapping[str, Any]) -> int:
 
 
 def check_epochs_left(ckpt_path: str | Path, checkpoint: Mapping[str, Any], trainer_config: Mapping[str, Any]) -> None:
-    """Refuse ``fit --ckpt_path CKPT`` with a ``max_epochs`` below the checkpoint's epoch, before the run is touched.
+    """Refuse ``fit --ckpt_path CKPT`` with a ``max_epochs`` below the epochs the checkpoint has trained, before the
+    run is touched.
 
     Lightning's own check (``_CheckpointConnector.restore_training_state``: the restored ``current_epoch``, the
-    fit loop's completed epochs, above ``max_epochs``) comes after the run folder has been trimmed and written to.
+    fit loop's completed epochs, above ``max_epochs``) lets one epoch less through (it trains nothing and rewrites
+    the run's logs), and comes after the run folder has been trimmed and written to.
 
     Raises:
         CheckpointError: one line naming the epochs the checkpoint has trained and the ``max_epochs`` to pass.
@@ -246,7 +248,7 @@ def check_epochs_left(ckpt_path: str | Path, checkpoint: Mapping[str, Any], trai
     epoch = int(progress.get("completed", checkpoint.get("epoch", 0)))
     trained = int(progress.get("processed", epoch))  # epochs whose training ended; the save comes before `completed`
     max_epochs = max_epochs_of(trainer_config)
-    if max_epochs == -1 or epoch <= max_epochs:
+    if max_epochs == -1 or trained <= max_epochs:  # equal: nothing left to train, the run is tested again
         return
     in_run = run_dir_of(ckpt_path) is not None
     subject = f"{Path(ckpt_path).parent.parent}: its checkpoint {ckpt_path}" if in_run else f"from {ckpt_path}: it"

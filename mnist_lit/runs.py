@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from mnist_lit.checkpoint import load_checkpoint
-from mnist_lit.errors import CheckpointError
+from mnist_lit.errors import CheckpointError, SettingError
 
 LAST_NAME = "last.ckpt"  # ModelCheckpoint.CHECKPOINT_NAME_LAST + FILE_EXTENSION
 LOCK_NAME = ".fit.lock"  # held by the fit training in a run folder (mnist_lit.resume.hold_run)
@@ -194,9 +194,15 @@ def claim_version(root: Path) -> int:
     A claimed folder that is still empty when the process ends (e.g. a data error stopped the run before it
     logged anything) is removed again, with ``ROOT`` if this call created it (:func:`release_unused`), so a
     failed start leaves nothing behind.
+
+    Raises:
+        SettingError: ``ROOT`` cannot be created or written to (a read-only folder).
     """
     created_root = not root.exists()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _unwritable(root, err) from None
     versions = (version_of(p) for p in root.glob("version_*"))
     number = max((v for v in versions if v is not None), default=-1) + 1
     while True:
@@ -206,10 +212,19 @@ def claim_version(root: Path) -> int:
         except FileExistsError:
             number += 1
             continue
+        except OSError as err:
+            raise _unwritable(root, err) from None
         _claimed.append(folder)
         if created_root:
             _claimed.append(root)
         return number
+
+
+def _unwritable(root: Path, err: OSError) -> SettingError:
+    return SettingError(
+        f"cannot make a run folder in {root}/ ({err.strerror or err}); run from a folder you can write to, "
+        "or set the logger's save_dir"
+    )
 
 
 _claimed: list[Path] = []  # folders made by claim_version, innermost first

@@ -95,7 +95,7 @@ def render_sheet(entries: Sequence[SheetEntry], path: str | Path) -> Path:
             reading = (digits, float("nan") if confidence is None else confidence)
             _draw_reading(picture_ax, digit_ax, shown, reading, crops, quads)
     fig.tight_layout(pad=0.3)
-    with atomic_write(path) as handle:
+    with atomic_write(path, replace=False) as handle:  # a sheet never replaces a file (FileExistsError)
         fig.savefig(handle, format="png")
     return Path(path)
 

@@ -5,6 +5,10 @@ DataModule a command cannot use."""
 from __future__ import annotations
 
 import csv
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -195,3 +199,71 @@ def test_the_sheet_never_replaces_a_file_and_its_folder_is_checked_first(tmp_pat
         PicturesDataModule(picture, predict_sheet="/proc/sheet.png")
     assert PicturesDataModule(picture, predict_sheet=str(tmp_path / "sheet.png")).hparams.predict_sheet
     assert not (tmp_path / "sheet.png").exists()  # checked, not written, before predicting
+
+
+def test_a_sheet_that_appears_while_predicting_is_not_replaced(tmp_path, mnist_dir):
+    from mnist_lit.callbacks.predictions import write_picture_predictions
+
+    _digit_pictures(tmp_path / "pics", mnist_dir, count=1)
+    dm = PicturesDataModule(str(tmp_path / "pics"))
+    dm.setup("predict")
+    crops, files, _, _, quads = next(iter(dm.predict_dataloader()))
+    rows = [(files[0], 7, 0.9, "7", "0.900000", "0 0 9 9", [0.1] * 10, "")]
+    (tmp_path / "sheet.png").write_bytes(b"precious")  # made by another program after the up-front check
+    with pytest.raises(DataError, match="appeared while predicting; not replaced"):
+        write_picture_predictions(rows, tmp_path / "predictions.csv", tmp_path / "sheet.png", [(crops, quads[0])])
+    assert (tmp_path / "sheet.png").read_bytes() == b"precious" and (tmp_path / "predictions.csv").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def _as_unprivileged() -> list[str]:
+    """A command prefix under which file permissions apply (root ignores them): setpriv without DAC overrides."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be tested")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+def test_unreadable_pictures_and_an_unwritable_folder_are_one_line_each(trained_run, tmp_path, mnist_dir):
+    _digit_pictures(tmp_path / "noread", mnist_dir, count=1)
+    _digit_pictures(tmp_path / "pics", mnist_dir, count=1)
+    (tmp_path / "nowrite").mkdir()
+    (tmp_path / "noread").chmod(0)
+    (tmp_path / "nowrite").chmod(0o555)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    cases = [
+        (tmp_path, ["--data.predict_path", str(tmp_path / "noread" / "d0.png")], "cannot be read (Permission denied)"),
+        (tmp_path, ["--data.predict_path", f"{tmp_path}/noread/*.png"], "cannot be read (Permission denied)"),
+        (
+            tmp_path,
+            ["--data.predict_path", str(tmp_path / "pics"), "--data.predict_sheet", str(tmp_path / "noread" / "s.png")],
+            "cannot write into",
+        ),
+        (tmp_path / "nowrite", ["--data.predict_path", str(tmp_path / "pics")], "cannot make a run folder in"),
+    ]
+    try:
+        for cwd, args, message in cases:
+            proc = subprocess.run(
+                [
+                    *_as_unprivileged(),
+                    sys.executable,
+                    "-m",
+                    "mnist_lit",
+                    "predict",
+                    "--ckpt_path",
+                    str(trained_run["best_ckpt"]),
+                    *args,
+                ],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=300,
+            )
+            assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+            last = proc.stderr.strip().splitlines()[-1]
+            assert last.startswith("error: ") and message in last, last
+    finally:
+        (tmp_path / "noread").chmod(0o755)
+        (tmp_path / "nowrite").chmod(0o755)

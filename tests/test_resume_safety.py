@@ -66,11 +66,12 @@ def test_a_resume_with_fewer_epochs_is_refused_before_the_run_is_touched(tmp_pat
     run_cli(*fit_args(mnist_dir, 3), cwd=tmp_path)
     before = snapshot(tmp_path)
     assert "test_acc" in events(tmp_path / RUN)
-    for ckpt in ("last", str(RUN / "checkpoints" / "last.ckpt")):
-        line = one_error_line(run_cli(*fit_args(mnist_dir, 1), "--ckpt_path", ckpt, cwd=tmp_path, check=False))
+    # 2 is one below what it trained: Lightning lets that through (nothing trained, the logs rewritten).
+    for ckpt, epochs in (("last", 1), (str(RUN / "checkpoints" / "last.ckpt"), 2)):
+        line = one_error_line(run_cli(*fit_args(mnist_dir, epochs), "--ckpt_path", ckpt, cwd=tmp_path, check=False))
         assert line == (
             f"error: cannot resume {RUN}: its checkpoint {RUN / 'checkpoints' / 'last.ckpt'} has trained 3 epochs, "
-            "and --trainer.max_epochs is 1; pass --trainer.max_epochs 4 or more to train further"
+            f"and --trainer.max_epochs is {epochs}; pass --trainer.max_epochs 4 or more to train further"
         )
         assert snapshot(tmp_path) == before  # no event trimmed, no config_resume_*.yaml, no new event file
 
@@ -83,7 +84,8 @@ def test_a_resume_says_that_its_test_replaces_the_earlier_one(tmp_path, mnist_di
     line = next(line for line in resumed.stderr.splitlines() if line.startswith("Resuming in "))
     assert re.fullmatch(
         rf"Resuming in \./{RUN}; removed \d+ events logged after that checkpoint \(the resumed run logs those "
-        r"steps again; the earlier test's results are replaced by the test at the end of this run\)",
+        r"steps again; the earlier test's results are removed, here and from metrics\.json, and the test at the "
+        r"end of this run replaces them\)",
         line,
     ), line
     logged = events(tmp_path / RUN)
@@ -92,11 +94,29 @@ def test_a_resume_says_that_its_test_replaces_the_earlier_one(tmp_path, mnist_di
     assert tested["test_acc"] == logged["test_acc"][0][1]
     untested = run_cli(*fit_args(mnist_dir, 3, "--test_after_fit", "false"), "--ckpt_path", "last", cwd=tmp_path)
     assert (
-        "the earlier test's results are removed from the event files, and with --test_after_fit false this run "
-        "does not test again: metrics.json keeps them)" in untested.stderr
+        "the earlier test's results are removed, here and from metrics.json, and with --test_after_fit false this "
+        "run does not test again)" in untested.stderr
     )
-    assert "test_acc" not in events(tmp_path / RUN)
-    assert json.loads((tmp_path / RUN / "metrics.json").read_text())["test"] == tested
+    assert "test_acc" not in events(tmp_path / RUN)  # TensorBoard and metrics.json agree: no test of these weights
+    assert "test" not in json.loads((tmp_path / RUN / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_resume_killed_before_its_test_leaves_no_stale_test_result(tmp_path, mnist_dir):
+    run_cli(*fit_args(mnist_dir, 1), cwd=tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    with open(tmp_path / "resume.log", "w") as log:
+        args = [*fit_args(mnist_dir, 3), "--ckpt_path", "last"]
+        resume = subprocess.Popen([sys.executable, "-m", "mnist_lit", *args], cwd=tmp_path, env=env, stderr=log)
+    deadline = time.monotonic() + 300
+    while "Resuming in" not in (tmp_path / "resume.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    while "test" in json.loads((tmp_path / RUN / "metrics.json").read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    resume.kill()  # SIGKILL during the resumed training, before its own test
+    resume.wait(timeout=60)
+    assert "test_acc" not in events(tmp_path / RUN)  # TensorBoard and metrics.json agree: no test of these weights
+    assert "test" not in json.loads((tmp_path / RUN / "metrics.json").read_text())
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ class MetricsHistory(Callback):
     values left out); ``step`` is the global step (optimizer steps taken) at the epoch's end; ``lr`` is the first parameter group's learning rate during the epoch. The file is
     rewritten atomically after every training epoch, test and validate, so a stopped run keeps the epochs
     it finished; a resumed fit (``trainer.ckpt_path`` set) keeps the run's epochs up to its checkpoint and
-    appends the ones it trains. ``learning_curves.png`` (train against val loss and accuracy per epoch,
+    appends the ones it trains, and drops the earlier ``test`` (it tested the weights before the resume). ``learning_curves.png`` (train against val loss and accuracy per epoch,
     test as dashed lines) is drawn at the end of fit and of every test. Rank 0 only.
 
     Args:
@@ -68,6 +68,10 @@ class MetricsHistory(Callback):
         if trainer.ckpt_path and path.is_file():
             with contextlib.suppress(OSError, ValueError):  # unreadable: the resumed run records from here on
                 self._record = {"epochs": [], **json.loads(path.read_text())}
+            # The earlier test tested the weights before this resume (its events are trimmed, mnist_lit.resume):
+            # gone from here too, at once, so a resume stopped before its own test leaves no stale result.
+            if self._record.pop("test", None) is not None and trainer.is_global_zero:
+                self._write(trainer, curves=False)
         self._trained = False
 
     def on_train_start(self, trainer, pl_module) -> None:

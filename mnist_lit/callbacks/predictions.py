@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from mnist_lit.atomic import write_csv
 from mnist_lit.callbacks.common import run_dir
+from mnist_lit.errors import DataError
 
 #: The columns of ``predictions.csv`` for the test set: ``prob`` is the probability of ``pred``.
 COLUMNS = ["index", "label", "pred", "prob", *(f"prob_{d}" for d in range(10))]
@@ -227,6 +228,7 @@ def write_picture_predictions(
 
     Raises:
         ValueError: a sheet is asked for with fewer ``sheet_crops`` than it shows.
+        DataError: the sheet's file exists (it never replaces one; the CSV is written first).
     """
     write_csv(path, PICTURE_COLUMNS, (picture_row(*row) for row in rows))
     width = max(len("file"), *(len(row[0]) for row in rows))
@@ -259,5 +261,10 @@ def _write_sheet(rows: Sequence[Sequence], sheet: str | Path, sheet_crops: Seque
     if len(sheet_crops) < shown:
         raise ValueError(f"the sheet shows {shown} pictures: give the crops and quads of as many")
     pictures = zip(rows[:shown], sheet_crops, strict=False)
-    render_sheet([(row[0], row[3], row[2], row[-1], crops, quads) for row, (crops, quads) in pictures], sheet)
+    try:
+        render_sheet([(row[0], row[3], row[2], row[-1], crops, quads) for row, (crops, quads) in pictures], sheet)
+    except FileExistsError:  # made by someone else while predicting: the sheet never replaces a file
+        raise DataError(
+            f"predict_sheet={str(sheet)!r} appeared while predicting; not replaced, no sheet written"
+        ) from None
     print(f"Wrote the sheet of {shown} of {len(rows)} pictures to {sheet}")

@@ -8,6 +8,7 @@ fails or holds no digit gets its error row from :class:`mnist_lit.callbacks.Pred
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def check_sheet_path(sheet: str) -> None:
     path = Path(sheet)
     if not sheet.lower().endswith(".png"):
         raise DataError(f"predict_sheet={sheet!r}: the sheet is a .png file; give a path ending in .png")
-    if path.exists() or path.is_symlink():
+    if os.path.lexists(path):
         raise DataError(f"predict_sheet={sheet!r} exists; give a new file name (the sheet never replaces a file)")
     try:  # the one sure test that a file can be made there (permissions, read-only or virtual file systems)
         with tempfile.TemporaryFile(dir=path.parent):

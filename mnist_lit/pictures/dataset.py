@@ -40,12 +40,15 @@ def list_images(path: str | Path) -> list[str]:
     if not text.strip():
         raise DataError("--data.predict_path is empty; give a picture, a folder of pictures or a pattern")
     folder = Path(text)
-    if folder.is_dir():
-        return _folder_images(folder, text)
-    if folder.is_file():
-        return [text]
-    if glob.has_magic(text):
-        return _glob_images(text)
+    try:
+        if folder.is_dir():
+            return _folder_images(folder, text)
+        if folder.is_file():
+            return [text]
+        if glob.has_magic(text):
+            return _glob_images(text)
+    except OSError as err:  # a folder on the way that cannot be searched
+        raise DataError(f"{text}: cannot be read ({err.strerror or err}); check the folders' permissions") from None
     raise DataError(f"{text}: no such file, folder or glob; give a picture, a folder of pictures or a pattern")
 
 
