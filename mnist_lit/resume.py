@@ -98,7 +98,8 @@ def trim_event_files(log_dir: str | Path, step: int, saved_at: float | None = No
     for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
         records = list(RawEventFileLoader(str(path)).Load())
         events = [event_pb2.Event.FromString(r) for r in records]
-        keep = [r for r, event in zip(records, events, strict=True) if kept(event)]
+        kept_flags = [kept(event) for event in events]
+        keep = [r for r, flag in zip(records, kept_flags, strict=True) if flag]
         complete = sum(len(r) + 16 for r in records) == path.stat().st_size  # 8+4 header, 4 footer bytes
         if len(keep) == len(records) and complete:
             continue
@@ -107,7 +108,11 @@ def trim_event_files(log_dir: str | Path, step: int, saved_at: float | None = No
             for record in keep:
                 writer.write(record)
         removed += len(records) - len(keep)
-        tests += sum(any(v.tag.startswith("test_") for v in e.summary.value) for e in events if not kept(e))
+        tests += sum(
+            any(v.tag.startswith("test_") for v in e.summary.value)
+            for e, flag in zip(events, kept_flags, strict=True)
+            if not flag
+        )
     return removed, tests
 
 
