@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CONFIG, events, offline_data, run_cli, sigterm_handled, version_dirs
+from conftest import CONFIG, events, offline_data, run_cli, terminate_when_handled, version_dirs
 
 #: A short run of the recipe: 20 batches an epoch, 2 validation and 2 test batches.
 SHORT = (
@@ -179,23 +179,11 @@ def short_run(tmp_path_factory, mnist_dir) -> Path:
 @pytest.mark.parametrize("command", ["predict", "test", "validate"])
 def test_sigterm_stops_an_evaluation_with_143_and_leaves_no_folder(short_run, command):
     before, folders = snapshot(short_run / "lightning_logs"), version_dirs(short_run)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     # Batches of 8 and every batch of the split: long enough (seconds on any CPU) for the signal to land inside.
     limit = {"predict": "predict", "test": "test", "validate": "val"}[command]
     args = [command, "--ckpt_path", "last", "--data.batch_size", "8", f"--trainer.limit_{limit}_batches", "1.0"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mnist_lit", *args],
-        cwd=short_run,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and not sigterm_handled(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=300)
+    proc = terminate_when_handled(*args, cwd=short_run)
+    stdout, stderr = proc.stdout, proc.stderr
     assert proc.returncode == 143, stderr[-3000:]
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "error: stopped by SIGTERM; nothing saved"
     assert "Wrote " not in stdout and "test_acc" not in stdout and "val_acc" not in stdout

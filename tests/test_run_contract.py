@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG, offline_data, printed_metric, printed_test_acc, run_cli, sigterm_handled, version_dirs
+from conftest import (
+    CONFIG,
+    offline_data,
+    printed_metric,
+    printed_test_acc,
+    run_cli,
+    terminate_when_handled,
+    version_dirs,
+)
 
 from mnist_lit.checkpoint import CHECKSUM_KEY, load_checkpoint
 
@@ -528,20 +536,8 @@ def test_best_never_falls_back_to_an_older_run(tmp_path, mnist_dir):
     """Run B, stopped by SIGTERM before its first validation, holds only last.ckpt: `best` names B and says what
     to do instead of testing run A's model; `last` is B's file; evaluation folders in between change nothing."""
     run_cli(*fit_args(mnist_dir, "--test_after_fit", "false"), cwd=tmp_path)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mnist_lit", *fit_args(mnist_dir, "--model.lr", "0.002")],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and not sigterm_handled(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=300)
+    proc = terminate_when_handled(*fit_args(mnist_dir, "--model.lr", "0.002"), cwd=tmp_path)
+    stderr = proc.stderr
     run_b = tmp_path / "lightning_logs" / "version_1"
     assert proc.returncode == 143, stderr[-2000:]
     assert [p.name for p in (run_b / "checkpoints").iterdir()] == ["last.ckpt"]
