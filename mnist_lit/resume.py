@@ -107,12 +107,9 @@ def trim_event_files(log_dir: str | Path, step: int, saved_at: float | None = No
             writer = RecordWriter(handle)
             for record in keep:
                 writer.write(record)
-        removed += len(records) - len(keep)
-        tests += sum(
-            any(v.tag.startswith("test_") for v in e.summary.value)
-            for e, flag in zip(events, kept_flags, strict=True)
-            if not flag
-        )
+        dropped = [event for event, flag in zip(events, kept_flags, strict=True) if not flag]
+        removed += len(dropped)
+        tests += sum(any(v.tag.startswith("test_") for v in event.summary.value) for event in dropped)
     return removed, tests
 
 
