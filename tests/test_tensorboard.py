@@ -36,7 +36,7 @@ EPOCH_TAGS = ("train_loss", "train_acc", "val_loss", "val_acc")
 # (tag, images per run: "epochs" or 1, PNG size in pixels) for configs/mnist.yaml (32 and 16 digits, 8 per row)
 IMAGE_TAGS = (
     ("val_predictions", "epochs", (800, 480)),
-    ("val_confusion_matrix", "epochs", (640, 640)),
+    ("val_confusion_matrix", 1, (640, 640)),  # val_every_n_epochs: 0, the last epoch only
     ("test_confusion_matrix", 1, (640, 640)),
     ("test_confident_errors", 1, (800, 240)),
 )
@@ -124,6 +124,13 @@ def test_images_decode_as_png_of_expected_size(run):
             assert picture.format == "PNG" and picture.size == size == (event.width, event.height), tag
             pixels = np.asarray(picture.convert("L"), dtype=np.float32)
             assert pixels.std() > 20, f"{tag} looks blank"
+
+
+def test_val_confusion_matrix_drawn_once_for_the_last_epoch(run):
+    """configs/mnist.yaml draws the validation matrix once (val_every_n_epochs: 0), at the end of fit, with the
+    step of the last validation; its PNG and CSV are that epoch's."""
+    images = run["events"].Images("val_confusion_matrix")
+    assert [event.step for event in images] == [run["metrics"]["epochs"][-1]["step"]]  # the global step then
 
 
 def test_hparams_with_real_metrics(run):
@@ -332,3 +339,33 @@ def test_redrawn_confusion_matrix_is_the_same_picture_as_a_new_one(mnist_dir):
     fresh = figure_to_array(confusion_matrix_figure(wrong, "epoch 2"))
     assert np.array_equal(figure_to_array(reused), fresh)
     assert not np.array_equal(first, fresh) and first.shape == fresh.shape == (640, 640, 3)
+
+
+@pytest.mark.slow
+def test_val_confusion_matrix_every_n_epochs_and_the_last(mnist_dir, tmp_path):
+    """val_every_n_epochs: 2 over 3 epochs draws after epoch 2, and epoch 3 (the last) at the end of fit; the
+    CSV is the last epoch's either way."""
+    config = yaml.safe_load(CONFIG.read_text())
+    for entry in config["trainer"]["callbacks"]:
+        if isinstance(entry, dict) and entry["class_path"].endswith("ConfusionMatrixLogger"):
+            entry["init_args"]["val_every_n_epochs"] = 2
+    (tmp_path / "every2.yaml").write_text(yaml.safe_dump(config))
+    run_cli(
+        "fit",
+        "--config",
+        str(tmp_path / "every2.yaml"),
+        *offline_data(mnist_dir),
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.limit_val_batches",
+        "2",
+        "--test_after_fit",
+        "false",
+        cwd=tmp_path,
+    )
+    run_dir = version_dirs(tmp_path)[-1]
+    steps = [event.step for event in read_events(run_dir).Images("val_confusion_matrix")]
+    assert steps == [6, 9]  # 3 optimizer steps an epoch: after epochs 2 and 3
+    assert confusion_matrix(run_dir / "confusion_matrix_val.csv").sum() == 2 * 128

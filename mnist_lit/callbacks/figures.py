@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mnist_lit.atomic import write_csv
@@ -77,17 +78,27 @@ class ConfusionMatrixLogger(Callback):
     on every rank from the logits validation_step/test_step return, summed over ranks at the epoch's
     end, drawn and written by rank 0. The sanity check is skipped.
 
+    Drawing a matrix (matplotlib) costs far more than counting it, so during ``fit`` the validation image is
+    drawn every ``val_every_n_epochs`` epochs, and the fit's last validation is always drawn: at the end of
+    fit, with the global step of that validation. The CSV is written after every validation epoch.
+
     Args:
         num_classes: classes of the model's output (10 for MNIST).
+        val_every_n_epochs: during fit, draw the validation image after epochs n, 2n, ... (1: every epoch);
+            0: only the last validation of the fit.
 
     Raises:
+        ValueError: ``val_every_n_epochs`` below 0.
         TypeError: (during validation or test) ``validation_step``/``test_step`` do not return the logits (B, C).
     """
 
-    def __init__(self, num_classes: int = 10) -> None:
-        self.num_classes = num_classes
+    def __init__(self, num_classes: int = 10, val_every_n_epochs: int = 1) -> None:
+        if val_every_n_epochs < 0:
+            raise ValueError(f"ConfusionMatrixLogger: val_every_n_epochs must be 0 or more, got {val_every_n_epochs}")
+        self.num_classes, self.val_every_n_epochs = num_classes, val_every_n_epochs
         self._matrices: dict[str, MulticlassConfusionMatrix] = {}
         self._figures: dict[str, Figure] = {}  # one per stage, redrawn each epoch (plots.confusion_matrix_figure)
+        self._undrawn: tuple[torch.Tensor, str, int] | None = None  # fit's last val matrix, title, global step
 
     def _start(self, stage: str, pl_module) -> None:
         self._matrices[stage] = MulticlassConfusionMatrix(self.num_classes).to(pl_module.device)
@@ -97,29 +108,43 @@ class ConfusionMatrixLogger(Callback):
             self._matrices[stage].update(check_logits(outputs, type(self).__name__), batch[1])
 
     def _finish(self, stage: str, trainer) -> None:
-        import mnist_lit.callbacks.plots as plots  # matplotlib: imported when a plot is drawn, not by `fit --help`
-
         if stage not in self._matrices:
             return
         matrix = self._matrices.pop(stage).compute().cpu()  # a collective under DDP: every rank calls it
         if not trainer.is_global_zero:
             return
+        columns = ["true\\pred", *map(str, range(self.num_classes))]
+        rows = [dict(zip(columns, [digit, *row], strict=True)) for digit, row in enumerate(matrix.tolist())]
+        write_csv(run_dir(trainer) / f"confusion_matrix_{stage}.csv", columns, rows)
         title = (
             f"validation, epoch {trainer.current_epoch + 1}"
             if stage == "val"
             else f"test, {Path(trainer.ckpt_path).name if trainer.ckpt_path else 'current weights'}"
         )
+        if stage == "val":
+            self._undrawn = None
+            every = self.val_every_n_epochs
+            if trainer.state.fn == TrainerFn.FITTING and (not every or (trainer.current_epoch + 1) % every):
+                self._undrawn = (matrix, title, trainer.global_step)  # drawn in on_fit_end if it stays the last
+                return
+        self._draw(stage, matrix, title, trainer, trainer.global_step)
+
+    def _draw(self, stage: str, matrix: torch.Tensor, title: str, trainer, step: int) -> None:
+        import mnist_lit.callbacks.plots as plots  # matplotlib: imported when a plot is drawn, not by `fit --help`
+
         figure = plots.confusion_matrix_figure(matrix, f"confusion matrix: {title}", self._figures.get(stage))
         self._figures[stage] = figure
         pixels = plots.figure_to_array(figure)
         writer = tensorboard_writer(trainer)
         if writer is not None:
-            writer.add_image(f"{stage}_confusion_matrix", pixels, trainer.global_step, dataformats="HWC")
-        folder = run_dir(trainer)
-        plots.save_png(pixels, folder / f"confusion_matrix_{stage}.png")
-        columns = ["true\\pred", *map(str, range(self.num_classes))]
-        rows = [dict(zip(columns, [digit, *row], strict=True)) for digit, row in enumerate(matrix.tolist())]
-        write_csv(folder / f"confusion_matrix_{stage}.csv", columns, rows)
+            writer.add_image(f"{stage}_confusion_matrix", pixels, step, dataformats="HWC")
+        plots.save_png(pixels, run_dir(trainer) / f"confusion_matrix_{stage}.png")
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self._undrawn is not None:
+            matrix, title, step = self._undrawn
+            self._undrawn = None
+            self._draw("val", matrix, title, trainer, step)
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
