@@ -136,6 +136,27 @@ def missing_config_reason(path: str, hint: str) -> str:
     )
 
 
+#: Flags naming a checkpoint file; ``best`` and ``last`` are looked up later (:mod:`mnist_lit.run_settings`).
+CHECKPOINT_FLAGS = ("--ckpt_path", "--finetune_from")
+
+
+def missing_checkpoint(argv: Sequence[str]) -> tuple[str, str] | None:
+    """``(flag, path)`` for the first of :data:`CHECKPOINT_FLAGS` whose (last) value names nothing on disk: not a
+    file, not a folder (a K-fold run), not ``--ckpt_path best``/``last``, ``hpc``/``registry`` or a URL (refused
+    later with their own message); else None."""
+    for flag in CHECKPOINT_FLAGS:
+        values = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag]
+        values += [arg.split("=", 1)[1] for arg in argv if arg.startswith(f"{flag}=")]
+        value = values[-1] if values else None
+        if value in (None, "", "hpc", "registry") or "://" in value or value.startswith("registry:"):
+            continue
+        if flag == "--ckpt_path" and value in ("best", "last"):
+            continue
+        if not Path(value).exists():
+            return flag, value
+    return None
+
+
 #: Flags that make ``fit`` without ``--config`` a run spelled out by hand (Lightning's defaults would train 1000 epochs).
 TRAINING_LENGTH_FLAGS = ("--trainer.max_epochs", "--trainer.max_steps")
 

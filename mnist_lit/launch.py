@@ -2,7 +2,8 @@
 
 Importing Lightning costs a multiple of a bare ``import torch`` (Lightning imports torchmetrics, which imports
 torchvision's models and ``torch._dynamo``; figures in docs/performance.md). The top-level ``--help``, a missing or
-unknown command, a ``--config`` file that does not exist or is not YAML, ``fit`` without ``--config``, and
+unknown command, a ``--config`` file that does not exist or is not YAML, a ``--ckpt_path`` or ``--finetune_from``
+file that does not exist, ``fit`` without ``--config``, and
 ``--help`` of the extra commands (``cv``, ``lr_find``, ``tune``, ``export``, ``serve``) are answered here without it;
 everything else goes to :func:`mnist_lit.cli.main`.
 """
@@ -23,6 +24,7 @@ from mnist_lit.command_line import (
     LIGHTNING_COMMANDS,
     PROG,
     fit_without_config,
+    missing_checkpoint,
     missing_config,
     missing_config_reason,
     no_command_usage,
@@ -44,8 +46,9 @@ def top_level_help() -> str:
 
 def main(args: Sequence[str] | None = None) -> None:
     """Run the command line ``args`` (default ``sys.argv[1:]``); exits 0 after a help text, 2 with one ``error:``
-    line on a usage error (no or unknown command, a ``--config`` file that does not exist or is a folder, ``fit``
-    without ``--config``: :func:`mnist_lit.command_line.fit_without_config`)."""
+    line on a usage error (no or unknown command, a ``--config`` file that does not exist or is a folder, a
+    checkpoint that does not exist: :func:`mnist_lit.command_line.missing_checkpoint`, ``fit`` without
+    ``--config``: :func:`mnist_lit.command_line.fit_without_config`)."""
     argv = list(sys.argv[1:] if args is None else args)
     if (not argv or argv[0].startswith("-")) and HELP_FLAGS & set(argv) and not set(COMMANDS) & set(argv):
         sys.stdout.write(top_level_help())
@@ -66,6 +69,12 @@ def main(args: Sequence[str] | None = None) -> None:
             f"error: --config {missing}: {missing_config_reason(missing, f'{PROG} {command} --help lists the options')}",
             file=sys.stderr,
         )
+        sys.exit(2)
+    checkpoint = None if HELP_FLAGS & set(prepared) else missing_checkpoint(prepared)
+    if checkpoint is not None:  # the message load_checkpoint gives, without importing Lightning to get there
+        flag, path = checkpoint
+        either = " (or best / last)" if flag == "--ckpt_path" else ""
+        print(f"error: {path}: no such checkpoint file; give an existing {flag}{either}", file=sys.stderr)
         sys.exit(2)
     if fit_without_config(prepared):
         print(

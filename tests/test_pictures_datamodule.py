@@ -91,12 +91,13 @@ def test_resume_compares_data_settings_flat_or_with_a_class_path():
 )
 def test_a_command_without_pictures_refuses_the_pictures_datamodule(tmp_path, mnist_dir, command, message):
     _digit_pictures(tmp_path / "pics", mnist_dir, count=1)
+    (tmp_path / "unread.ckpt").write_bytes(b"")  # refused before the checkpoint is read
     proc = run_cli(
         command,
         "--config",
         str(CONFIG),
         "--ckpt_path" if command == "test" else "--trainer.max_epochs",
-        "missing.ckpt" if command == "test" else "1",
+        "unread.ckpt" if command == "test" else "1",
         "--data",
         "PicturesDataModule",
         "--data.predict_path",
@@ -109,10 +110,11 @@ def test_a_command_without_pictures_refuses_the_pictures_datamodule(tmp_path, mn
 
 
 def test_predict_refuses_a_datamodule_of_other_data(tmp_path):
+    (tmp_path / "unread.ckpt").write_bytes(b"")  # refused before the checkpoint is read
     proc = run_cli(
         "predict",
         "--ckpt_path",
-        "missing.ckpt",
+        "unread.ckpt",
         "--data",
         "lightning.pytorch.demos.boring_classes.BoringDataModule",
         cwd=tmp_path,

@@ -202,13 +202,14 @@ def test_best_without_a_run_is_refused_naming_the_folder(tmp_path, capsys, monke
 @pytest.mark.slow
 def test_serve_refusals_in_a_real_process_are_one_line(tmp_path):
     """`python -m mnist_lit serve` as a user runs it: a port out of range, then one in use: no traceback, exit 2."""
-    out = run_cli("serve", "--ckpt_path", "none.ckpt", "--port", "99999", cwd=tmp_path, check=False)
+    (tmp_path / "unread.ckpt").write_bytes(b"")  # the port is refused before the checkpoint is read
+    out = run_cli("serve", "--ckpt_path", "unread.ckpt", "--port", "99999", cwd=tmp_path, check=False)
     assert (out.returncode, out.stdout, out.stderr.strip()) == (2, "", "error: --port must be 0-65535, got 99999")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = run_cli("serve", "--ckpt_path", "none.ckpt", "--port", str(port), cwd=tmp_path, check=False)
+        out = run_cli("serve", "--ckpt_path", "unread.ckpt", "--port", str(port), cwd=tmp_path, check=False)
     assert out.returncode == 2 and out.stderr.strip() == f"error: 127.0.0.1:{port} is in use; choose another --port"
 
 

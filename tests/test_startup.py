@@ -54,6 +54,37 @@ def test_missing_config_file_is_one_error_line_before_any_import(tmp_path):
     assert not (tmp_path / "lightning_logs").exists()
 
 
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (
+            ("test", "--ckpt_path", "none.ckpt"),
+            "error: none.ckpt: no such checkpoint file; give an existing --ckpt_path (or best / last)",
+        ),
+        (
+            ("serve", "--ckpt_path=none.ckpt"),
+            "error: none.ckpt: no such checkpoint file; give an existing --ckpt_path (or best / last)",
+        ),
+        (
+            ("fit", "--config", str(CONFIG), "--finetune_from", "none.ckpt"),
+            "error: none.ckpt: no such checkpoint file; give an existing --finetune_from",
+        ),
+    ],
+)
+def test_missing_checkpoint_is_one_error_line_before_any_import(tmp_path, args, error):
+    out, imported = run_traced(*args, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.splitlines() == [error]
+    assert not HEAVY & imported, HEAVY & imported
+
+
+def test_existing_checkpoint_folder_and_keywords_reach_lightning(tmp_path):
+    """A folder (a K-fold run) and best / last are looked up by the CLI, with its own messages."""
+    out, imported = run_traced("test", "--ckpt_path", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 2 and "lightning" in imported and "no such checkpoint file" not in out.stderr
+    out, _ = run_traced("test", "--ckpt_path", "best", cwd=tmp_path)
+    assert out.returncode == 2 and "no such checkpoint file" not in out.stderr
+
+
 def test_config_folder_or_second_missing_config_is_refused_too(tmp_path):
     out, _ = run_traced("cv", "--config", str(CONFIG), "--config", str(tmp_path), cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.splitlines()[-1] == (
