@@ -98,8 +98,9 @@ class MNISTLightningCLI(LightningCLI):
                 "--ckpt_path resumes a run, --finetune_from starts a new one from trained weights: give one of them"
             )
         root = logger_root(config.trainer)
-        command = yaml.safe_load(self._parser("fit").dump(config, skip_none=False))
         what = None
+        if config.ckpt_path:  # the settings as saved, to compare with the run's (a dump checks every value: slow)
+            command = yaml.safe_load(self._parser("fit").dump(config, skip_none=False))
         if config.ckpt_path == "last":
             last, run_dir, what = run_settings.find_run_to_resume(root, command)
             config.ckpt_path = None if last is None else str(last)
