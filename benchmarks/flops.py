@@ -19,7 +19,7 @@ from mnist_lit.model import MNISTClassifier
 
 #: float32 FLOPs per cycle per core by vector instruction set: 2 FMA units x lanes x 2 (an FMA is a multiply
 #: and an add). AVX-512: 16 float32 lanes; AVX2: 8. (Intel's and AMD's optimisation manuals; a core with one
-#: 512-bit FMA unit, or Zen 4's 512-bit ops split in two, peaks at half the AVX-512 figure.)
+#: 512-bit FMA unit peaks at half the AVX-512 figure; Zen 4 is detected: :func:`is_zen4`.)
 FLOPS_PER_CYCLE = {"AVX512": 2 * 16 * 2, "AVX2": 2 * 8 * 2, "DEFAULT": 2 * 4 * 2}
 
 
@@ -58,13 +58,31 @@ def cpu_clock_ghz() -> tuple[float, str]:
     return max(mhz) / 1000, "/proc/cpuinfo 'cpu MHz' (current clock; turbo may be higher)"
 
 
+def is_zen4() -> bool:
+    """True on an AMD family-25 CPU with AVX-512 (Zen 4): it runs each 512-bit FMA as two 256-bit halves on its
+    two 256-bit FMA units (AMD's Zen 4 software optimisation guide), so its float32 peak is the AVX2 figure."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            fields = dict(line.split(":", 1) for line in info.read().split("\n\n")[0].splitlines() if ":" in line)
+    except OSError:
+        return False
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    return (
+        fields.get("vendor_id") == "AuthenticAMD"
+        and fields.get("cpu family") == "25"
+        and "avx512f" in fields.get("flags", "").split()
+    )
+
+
 def peak_flops(cores: int | None = None) -> dict[str, object]:
     """The float32 peak of ``cores`` cores (default: torch's intra-op threads): cores x clock x FLOPs/cycle,
-    FLOPs/cycle from :data:`FLOPS_PER_CYCLE` for ``torch.backends.cpu.get_cpu_capability()``."""
+    FLOPs/cycle from :data:`FLOPS_PER_CYCLE` for ``torch.backends.cpu.get_cpu_capability()`` (AVX-512 on Zen 4
+    counts as AVX2: :func:`is_zen4`)."""
     cores = cores or torch.get_num_threads()
     capability = torch.backends.cpu.get_cpu_capability()
     isa = "AVX512" if capability.startswith("AVX512") else capability if capability in FLOPS_PER_CYCLE else "DEFAULT"
-    per_cycle = FLOPS_PER_CYCLE[isa]
+    per_cycle = FLOPS_PER_CYCLE["AVX2" if isa == "AVX512" and is_zen4() else isa]
+    units = "2 units of 256 bits (Zen 4 splits each 512-bit op in two)" if isa == "AVX512" and is_zen4() else "2 units"
     ghz, source = cpu_clock_ghz()
     return {
         "peak": cores * ghz * 1e9 * per_cycle,
@@ -73,7 +91,7 @@ def peak_flops(cores: int | None = None) -> dict[str, object]:
         "clock_source": source,
         "per_cycle": per_cycle,
         "capability": capability,
-        "formula": f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle ({isa} FMA: 2 units x "
+        "formula": f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle ({isa} FMA: {units} x "
         f"{per_cycle // 4} float32 x 2) = {cores * ghz * per_cycle:.1f} GFLOP/s",
     }
 
