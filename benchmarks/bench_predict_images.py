@@ -5,7 +5,7 @@ tests/user_pictures.py: 480x360 JPEG photos of ink on paper, 200x200 RGBA PNG dr
 EXIF-rotated JPEGs, 150x150 16-bit PNG scans; with ``--photos`` an eighth of each kind of
 tests/photos.py instead: 640x480 phone photos of paper on a table, shadows, tilt, ruled and squared
 paper, pencil, ballpoint, and white-ink PNGs) into a temporary folder, loads the model, then times
-``Trainer.predict`` over the folder (``MNISTDataModule(predict_path=...)``: listing, decoding,
+``Trainer.predict`` over the folder (``PicturesDataModule(predict_path=...)``: listing, decoding,
 preprocessing, batching, the network) and prints images/s after model load. Not a test: run it by
 hand on an otherwise idle machine.
 
@@ -31,9 +31,10 @@ from lightning.pytorch import Trainer
 from photos import DIGIT_KINDS, write_digit_set
 from user_pictures import KINDS, write_pictures
 
-from mnist_lit.data import MNISTDataModule, load_split
+from mnist_lit.data import load_split
 from mnist_lit.model import MNISTClassifier
 from mnist_lit.pictures import read_picture
+from mnist_lit.pictures.datamodule import PicturesDataModule
 
 
 def main() -> None:
@@ -96,9 +97,7 @@ def main() -> None:
         )
         print(f"model load: {time.perf_counter() - start:.2f} s")
         for num_workers in args.num_workers:
-            datamodule = MNISTDataModule(
-                predict_path=folder, batch_size=args.batch_size, num_workers=num_workers, download=False
-            )
+            datamodule = PicturesDataModule(predict_path=folder, batch_size=args.batch_size, num_workers=num_workers)
             trainer = Trainer(
                 accelerator="cpu",
                 devices=1,
