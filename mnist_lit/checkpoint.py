@@ -112,13 +112,16 @@ def identify_file(path: Path) -> str | None:
     return None
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, map_location: Any = "cpu", weights_only: bool = True, flag: str = "--ckpt_path"
+) -> dict[str, Any]:
     """Recognise, ``torch.load`` (by default with ``weights_only=True``) and verify a Lightning checkpoint.
 
     Args:
         path: the ``.ckpt`` file.
         map_location: as in ``torch.load`` (default: everything on the CPU).
         weights_only: ``True`` (default) refuses pickled Python objects; ``False`` only for files you trust.
+        flag: the option that named ``path``, for the messages (``--ckpt_path`` also takes best / last).
 
     Returns:
         The checkpoint dict (``state_dict``, ``epoch``, ``global_step``, ``hyper_parameters``, ...).
@@ -132,11 +135,13 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", weights_only: b
     path = Path(path)
     if path.is_dir():
         example = path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else "RUN/checkpoints/last.ckpt"
+        keywords = ", or --ckpt_path best / last" if flag == "--ckpt_path" else ""
         raise CheckpointError(
-            f"{path}: is a folder, not a checkpoint file; give a .ckpt file, e.g. {example}, or --ckpt_path best / last"
+            f"{path}: is a folder, not a checkpoint file; give a .ckpt file, e.g. {example}{keywords}"
         )
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file; give an existing --ckpt_path (or best / last)")
+        keywords = " (or best / last)" if flag == "--ckpt_path" else ""
+        raise CheckpointError(f"{path}: no such checkpoint file; give an existing {flag}{keywords}")
     kind = identify_file(path)
     if kind is not None:
         raise CheckpointError(

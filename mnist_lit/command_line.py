@@ -140,20 +140,23 @@ def missing_config_reason(path: str, hint: str) -> str:
 CHECKPOINT_FLAGS = ("--ckpt_path", "--finetune_from")
 
 
-def missing_checkpoint(argv: Sequence[str]) -> tuple[str, str] | None:
-    """``(flag, path)`` for the first of :data:`CHECKPOINT_FLAGS` whose (last) value names nothing on disk: not a
-    file, not a folder (a K-fold run), not ``--ckpt_path best``/``last``, ``hpc``/``registry`` or a URL (refused
-    later with their own message); else None."""
+def checkpoint_flag_error(argv: Sequence[str]) -> str | None:
+    """The ``error:`` line for the first of :data:`CHECKPOINT_FLAGS` whose (last) value is empty or names nothing
+    on disk, else None. Not refused here: a file or a folder (a K-fold run; the CLI checks what it is),
+    ``--ckpt_path best``/``last``, ``hpc``/``registry`` and URLs (refused later with their own messages)."""
     for flag in CHECKPOINT_FLAGS:
         values = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag]
         values += [arg.split("=", 1)[1] for arg in argv if arg.startswith(f"{flag}=")]
         value = values[-1] if values else None
-        if value in (None, "", "hpc", "registry") or "://" in value or value.startswith("registry:"):
+        keywords = " (or best / last)" if flag == "--ckpt_path" else ""
+        if value == "":  # an unset shell variable: never read as "none given"
+            return f"error: {flag} is empty; give a .ckpt file written by fit{keywords}"
+        if value in (None, "hpc", "registry") or "://" in value or value.startswith("registry:"):
             continue
         if flag == "--ckpt_path" and value in ("best", "last"):
             continue
         if not Path(value).exists():
-            return flag, value
+            return f"error: {value}: no such checkpoint file; give an existing {flag}{keywords}"
     return None
 
 

@@ -3,7 +3,7 @@
 Importing Lightning costs a multiple of a bare ``import torch`` (Lightning imports torchmetrics, which imports
 torchvision's models and ``torch._dynamo``; figures in docs/performance.md). The top-level ``--help``, a missing or
 unknown command, a ``--config`` file that does not exist or is not YAML, a ``--ckpt_path`` or ``--finetune_from``
-file that does not exist, ``fit`` without ``--config``, and
+file that does not exist or an empty one, ``fit`` without ``--config``, and
 ``--help`` of the extra commands (``cv``, ``lr_find``, ``tune``, ``export``, ``serve``) are answered here without it;
 everything else goes to :func:`mnist_lit.cli.main`.
 """
@@ -23,8 +23,8 @@ from mnist_lit.command_line import (
     FIT_FLAG_COMMANDS,
     LIGHTNING_COMMANDS,
     PROG,
+    checkpoint_flag_error,
     fit_without_config,
-    missing_checkpoint,
     missing_config,
     missing_config_reason,
     no_command_usage,
@@ -47,7 +47,7 @@ def top_level_help() -> str:
 def main(args: Sequence[str] | None = None) -> None:
     """Run the command line ``args`` (default ``sys.argv[1:]``); exits 0 after a help text, 2 with one ``error:``
     line on a usage error (no or unknown command, a ``--config`` file that does not exist or is a folder, a
-    checkpoint that does not exist: :func:`mnist_lit.command_line.missing_checkpoint`, ``fit`` without
+    checkpoint that does not exist: :func:`mnist_lit.command_line.checkpoint_flag_error`, ``fit`` without
     ``--config``: :func:`mnist_lit.command_line.fit_without_config`)."""
     argv = list(sys.argv[1:] if args is None else args)
     if (not argv or argv[0].startswith("-")) and HELP_FLAGS & set(argv) and not set(COMMANDS) & set(argv):
@@ -70,11 +70,9 @@ def main(args: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    checkpoint = None if HELP_FLAGS & set(prepared) else missing_checkpoint(prepared)
-    if checkpoint is not None:  # the message load_checkpoint gives, without importing Lightning to get there
-        flag, path = checkpoint
-        either = " (or best / last)" if flag == "--ckpt_path" else ""
-        print(f"error: {path}: no such checkpoint file; give an existing {flag}{either}", file=sys.stderr)
+    refused = None if HELP_FLAGS & set(prepared) else checkpoint_flag_error(prepared)
+    if refused is not None:  # the message load_checkpoint gives, without importing Lightning to get there
+        print(refused, file=sys.stderr)
         sys.exit(2)
     if fit_without_config(prepared):
         print(

@@ -15,7 +15,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from mnist_lit import ensemble, resume, run_settings
+from mnist_lit import ensemble, finetune, resume, run_settings
 from mnist_lit.augment import TrainAugmentation
 from mnist_lit.checkpoint import check_compatible, check_hparams, load_checkpoint
 from mnist_lit.command_line import split_print_config
@@ -62,8 +62,7 @@ class MNISTLightningCLI(LightningCLI):
             return
         config = self.config[subcommand]
         check_data_class(subcommand, config.data)
-        if config.get("finetune_from") and subcommand != "fit":
-            raise CheckpointError(f"--finetune_from starts a new training run: use it with fit, not {subcommand}")
+        finetune.check_finetune_flag(subcommand, config.get("finetune_from"))
         if subcommand != "fit" and ensemble.is_cv_run(config.get("ckpt_path")):  # K-fold models as one ensemble
             self.config, self.ensemble_model = ensemble.settle_cli(parser, argv, subcommand, self.config)
             return
@@ -118,8 +117,8 @@ class MNISTLightningCLI(LightningCLI):
         if what:  # the run is settled: nothing of it was touched when a check above refused it
             print(what, file=sys.stderr)
         if config.get("finetune_from"):
-            self.finetune_checkpoint = load_checkpoint(config.finetune_from)
-            notice = run_settings.check_finetune(config.finetune_from, self.finetune_checkpoint, config.model, argv)
+            self.finetune_checkpoint = load_checkpoint(config.finetune_from, flag="--finetune_from")
+            notice = finetune.check_finetune(config.finetune_from, self.finetune_checkpoint, config.model, argv)
             if notice:
                 print(notice, file=sys.stderr)
 

@@ -17,7 +17,7 @@ The rules, applied by :class:`mnist_lit.cli.MNISTLightningCLI` right after parsi
   recorded one up to :data:`mnist_lit.runs.RESUMABLE_CHANGES` (:func:`check_resume`); ``last`` picks
   the newest run whose configuration matches (:func:`find_run_to_resume`). New hyperparameters on
   trained weights is fine-tuning: ``fit --finetune_from CKPT``, a new run, with the checkpoint's pixel
-  scale; another data set only when ``--data.dataset`` names it (:func:`check_finetune`).
+  scale; another data set only when ``--data.dataset`` names it (:mod:`mnist_lit.finetune`).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def resolve_ckpt_path(subcommand: str, ckpt_path: str | None, trainer_config: Ma
         without one.
 
     Raises:
-        CheckpointError: no ``--ckpt_path`` outside ``fit``; ``best`` with ``fit``; ``hpc``,
+        CheckpointError: no or an empty ``--ckpt_path`` outside ``fit``; ``best`` with ``fit``; ``hpc``,
             ``registry`` or a URL; ``best``/``last`` when the newest training run has none (named), or
             when there is no training run (the message lists the folder looked in).
     """
@@ -66,6 +66,8 @@ def resolve_ckpt_path(subcommand: str, ckpt_path: str | None, trainer_config: Ma
             f"{subcommand} needs a trained model: add --ckpt_path with a .ckpt file written by fit, "
             f"or --ckpt_path best / last for the newest run in {default_root}/"
         )
+    if value == "":  # an unset shell variable or an empty config entry: never read as "none given"
+        raise CheckpointError("--ckpt_path is empty; give a .ckpt file written by fit (or best / last)")
     if "://" in value or value in ("hpc", "registry") or value.startswith("registry:"):
         raise CheckpointError(f"--ckpt_path {value}: not supported here; give a local .ckpt file, or best / last")
     if value not in KEYWORDS:
@@ -148,39 +150,6 @@ def check_model_flags(
                 "settings come from its checkpoint)"
             )
     return hparams
-
-
-def check_finetune(
-    ckpt_path: str | Path, checkpoint: Mapping[str, Any], model_config: Mapping[str, Any], argv: Sequence[str]
-) -> str | None:
-    """Check that ``fit --finetune_from CKPT`` can use CKPT's weights in this run's model.
-
-    The pixel scale must be the checkpoint's (weights learned on 0-1 pixels answer wrongly on 0-255).
-    Another data set is transfer learning: allowed when the command names it with ``--data.dataset``.
-
-    Returns:
-        a one-line notice for fine-tuning across data sets, else ``None``.
-
-    Raises:
-        CheckpointError: another ``pixel_scale``; another data set not set by ``--data.dataset``.
-    """
-    hparams = model_hparams(dict(checkpoint))
-    trained_scale, scale = hparams.get("pixel_scale", "unit"), model_config.get("pixel_scale")
-    if scale != trained_scale:
-        raise CheckpointError(
-            f"--finetune_from {ckpt_path}: its weights were trained with model.pixel_scale "
-            f"{trained_scale!r}, this run's model has {scale!r}; add --model.pixel_scale "
-            f"{trained_scale} (weights learned on one pixel range answer wrongly on the other)"
-        )
-    trained_set, dataset = hparams.get("dataset", "mnist"), model_config.get("dataset")
-    if trained_set == dataset:
-        return None
-    if "dataset" not in explicit_flags(argv, "data"):
-        raise CheckpointError(
-            f"--finetune_from {ckpt_path}: a {trained_set} model; this run trains on {dataset}; to fine-tune across "
-            f"data sets (transfer learning) say so with --data.dataset {dataset}, or train on {trained_set}"
-        )
-    return f"Fine-tuning a {trained_set} model's weights on {dataset} (transfer learning): its outputs now mean {dataset}'s classes"
 
 
 def check_training_length(trainer_config: Mapping[str, Any]) -> None:

@@ -137,6 +137,24 @@ def test_truncated_and_missing_checkpoints(trained_run, tmp_path, monkeypatch, c
     )
 
 
+def test_empty_or_missing_checkpoint_in_a_config_file(tmp_path, monkeypatch, capsys, common):
+    """Empty values (an unset variable in a generated config) are refused, never read as "none given"; a missing
+    --finetune_from names its own option. The command line's forms are refused before Lightning (test_startup)."""
+    (tmp_path / "empty_ckpt.yaml").write_text('ckpt_path: ""\n')
+    error = cli_error(tmp_path, monkeypatch, capsys, "test", *common, "--config", str(tmp_path / "empty_ckpt.yaml"))
+    assert error == "error: --ckpt_path is empty; give a .ckpt file written by fit (or best / last)"
+    error = cli_error(tmp_path, monkeypatch, capsys, "fit", *common, "--config", str(tmp_path / "empty_ckpt.yaml"))
+    assert error == "error: --ckpt_path is empty; give a .ckpt file written by fit (or best / last)"
+    (tmp_path / "empty_finetune.yaml").write_text('finetune_from: ""\n')
+    error = cli_error(tmp_path, monkeypatch, capsys, "fit", *common, "--config", str(tmp_path / "empty_finetune.yaml"))
+    assert error == "error: --finetune_from is empty; give a .ckpt file written by fit"
+    (tmp_path / "missing_finetune.yaml").write_text(f"finetune_from: {tmp_path / 'none.ckpt'}\n")
+    error = cli_error(
+        tmp_path, monkeypatch, capsys, "fit", *common, "--config", str(tmp_path / "missing_finetune.yaml")
+    )
+    assert error == f"error: {tmp_path / 'none.ckpt'}: no such checkpoint file; give an existing --finetune_from"
+
+
 def test_load_checkpoint_refuses_plain_pickles(tmp_path):
     torch.save({"state_dict": {}, "note": RunsCode(tmp_path / "PWNED")}, tmp_path / "x.ckpt")
     with pytest.raises(CheckpointError, match="refused"):

@@ -69,6 +69,12 @@ def test_missing_config_file_is_one_error_line_before_any_import(tmp_path):
             ("fit", "--config", str(CONFIG), "--finetune_from", "none.ckpt"),
             "error: none.ckpt: no such checkpoint file; give an existing --finetune_from",
         ),
+        # an unset shell variable ("$CKPT"): never read as "none given" (fit would train from scratch)
+        (
+            ("fit", "--config", str(CONFIG), "--finetune_from", ""),
+            "error: --finetune_from is empty; give a .ckpt file written by fit",
+        ),
+        (("test", "--ckpt_path="), "error: --ckpt_path is empty; give a .ckpt file written by fit (or best / last)"),
     ],
 )
 def test_missing_checkpoint_is_one_error_line_before_any_import(tmp_path, args, error):

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
+from jsonargparse.typing import NonNegativeInt, PositiveInt  # checked by the CLI's parser: a one-line error
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mnist_lit.atomic import write_csv
 from mnist_lit.callbacks.common import check_logits, run_dir, tensorboard_writer
+from mnist_lit.errors import SettingError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,13 +34,13 @@ class ValPredictionGrid(Callback):
         ncols: digits per row.
 
     Raises:
-        ValueError: ``num_images`` or ``ncols`` below 1.
+        SettingError (a ValueError): ``num_images`` or ``ncols`` not an int of 1 or more.
         TypeError: (during validation) ``validation_step`` does not return the logits (B, C).
     """
 
-    def __init__(self, num_images: int = 32, ncols: int = 8) -> None:
-        if num_images < 1 or ncols < 1:
-            raise ValueError(f"ValPredictionGrid: num_images and ncols must be positive, got {num_images}, {ncols}")
+    def __init__(self, num_images: PositiveInt = 32, ncols: PositiveInt = 8) -> None:
+        if not (isinstance(num_images, int) and isinstance(ncols, int) and num_images >= 1 and ncols >= 1):
+            raise SettingError(f"ValPredictionGrid: num_images and ncols must be positive, got {num_images}, {ncols}")
         self.num_images, self.ncols = num_images, ncols
         self._sample: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
@@ -88,13 +90,13 @@ class ConfusionMatrixLogger(Callback):
             0: only the last validation of the fit.
 
     Raises:
-        ValueError: ``val_every_n_epochs`` below 0.
+        SettingError (a ValueError): ``val_every_n_epochs`` not an int of 0 or more.
         TypeError: (during validation or test) ``validation_step``/``test_step`` do not return the logits (B, C).
     """
 
-    def __init__(self, num_classes: int = 10, val_every_n_epochs: int = 1) -> None:
-        if val_every_n_epochs < 0:
-            raise ValueError(f"ConfusionMatrixLogger: val_every_n_epochs must be 0 or more, got {val_every_n_epochs}")
+    def __init__(self, num_classes: PositiveInt = 10, val_every_n_epochs: NonNegativeInt = 1) -> None:
+        if not (isinstance(val_every_n_epochs, int) and val_every_n_epochs >= 0):
+            raise SettingError(f"ConfusionMatrixLogger: val_every_n_epochs must be 0 or more, got {val_every_n_epochs}")
         self.num_classes, self.val_every_n_epochs = num_classes, val_every_n_epochs
         self._matrices: dict[str, MulticlassConfusionMatrix] = {}
         self._figures: dict[str, Figure] = {}  # one per stage, redrawn each epoch (plots.confusion_matrix_figure)
@@ -140,6 +142,9 @@ class ConfusionMatrixLogger(Callback):
             writer.add_image(f"{stage}_confusion_matrix", pixels, step, dataformats="HWC")
         plots.save_png(pixels, run_dir(trainer) / f"confusion_matrix_{stage}.png")
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.on_fit_end(trainer, pl_module)  # a fit stopped by Ctrl-C keeps the last image beside its CSV
+
     def on_fit_end(self, trainer, pl_module) -> None:
         if self._undrawn is not None:
             matrix, title, step = self._undrawn
@@ -178,13 +183,13 @@ class ConfidentErrors(Callback):
         ncols: digits per row.
 
     Raises:
-        ValueError: ``num_images`` or ``ncols`` below 1.
+        SettingError (a ValueError): ``num_images`` or ``ncols`` not an int of 1 or more.
         TypeError: (during test) ``test_step`` does not return the logits (B, C).
     """
 
-    def __init__(self, num_images: int = 16, ncols: int = 8) -> None:
-        if num_images < 1 or ncols < 1:
-            raise ValueError(f"ConfidentErrors: num_images and ncols must be positive, got {num_images}, {ncols}")
+    def __init__(self, num_images: PositiveInt = 16, ncols: PositiveInt = 8) -> None:
+        if not (isinstance(num_images, int) and isinstance(ncols, int) and num_images >= 1 and ncols >= 1):
+            raise SettingError(f"ConfidentErrors: num_images and ncols must be positive, got {num_images}, {ncols}")
         self.num_images, self.ncols = num_images, ncols
         self._top: list[torch.Tensor] = []  # probs float32 (K,), images (K, 1, 28, 28), labels, preds int64 (K,)
 
