@@ -369,3 +369,17 @@ def test_val_confusion_matrix_every_n_epochs_and_the_last(mnist_dir, tmp_path):
     steps = [event.step for event in read_events(run_dir).Images("val_confusion_matrix")]
     assert steps == [6, 9]  # 3 optimizer steps an epoch: after epochs 2 and 3
     assert confusion_matrix(run_dir / "confusion_matrix_val.csv").sum() == 2 * 128
+
+
+@pytest.mark.parametrize("value", [-1, None])
+def test_val_every_n_epochs_out_of_range_is_one_error_line(mnist_dir, tmp_path, value):
+    config = yaml.safe_load(CONFIG.read_text())
+    for entry in config["trainer"]["callbacks"]:
+        if isinstance(entry, dict) and entry["class_path"].endswith("ConfusionMatrixLogger"):
+            entry["init_args"]["val_every_n_epochs"] = value
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    out = run_cli("fit", "--config", str(tmp_path / "bad.yaml"), *offline_data(mnist_dir), cwd=tmp_path, check=False)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "val_every_n_epochs" in last and str(value) in last, out.stderr[-2000:]
+    assert not (tmp_path / "lightning_logs").exists()
