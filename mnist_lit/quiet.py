@@ -10,7 +10,9 @@ Each one is matched by its exact text, so nothing else from the same source is h
 - "`weights_only` was not set, defaulting to `False`.": ``lr_find`` and ``tune``'s batch-size
   search save a temporary checkpoint of the whole training state, which needs the default;
 - "Checkpoint directory ... exists and is not empty." when a ``fit`` resumes from ``--ckpt_path``
-  into its own run folder, where the checkpoints are expected.
+  into its own run folder, where the checkpoints are expected;
+- "Precision bf16-mixed is not supported by the model summary ... Using 32 bits instead." (configs/fast.yaml):
+  in mixed precision the weights are float32, so the summary's 32-bit size is the right one.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def hide_unactionable_messages(argv: Sequence[str]) -> None:
         message=r'`\.\w+\(ckpt_path="best"\)` is called with Trainer configured with '
         r"multiple `ModelCheckpoint` callbacks",
     )
+    warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")
     resuming = any(arg == "--ckpt_path" or arg.startswith("--ckpt_path=") for arg in argv)
     if argv and argv[0] == "fit" and resuming:
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
