@@ -65,8 +65,12 @@ def remove_rules(mask: np.ndarray, darkness: np.ndarray) -> None:
         inner, outer = int((mask & narrow).sum()), int((mask & wide).sum())
         if inner and outer <= RULE_WIDE_RATIO * inner:
             across[abs(x2 - x1) >= abs(y2 - y1)] |= narrow
+    if not (across[True].any() or across[False].any()):  # no printed line: nothing to remove or bridge
+        return
     lines = np.zeros_like(mask)
     for horizontal, band in across.items():  # a stroke running along a line is thicker than it: kept
+        if not band.any():
+            continue
         shape = (1, RULE_KEEP) if horizontal else (RULE_KEEP, 1)
         other = mask & (1 - across[not horizontal])
         thick = cv2.morphologyEx(other, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, shape))
