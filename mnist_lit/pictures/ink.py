@@ -148,21 +148,23 @@ def _sheet_quad(darkness: np.ndarray) -> np.ndarray | None:
     """Corners float32 (4, 2) (x, y) of the sheet of paper: the largest smooth region, if a table (textured
     or darker) surrounds it; None when the picture is all sheet or no sheet stands out."""
     height, width = darkness.shape
-    textured = (darkness > TEXTURE_DARKNESS).astype(np.float32)
+    textured = (darkness > TEXTURE_DARKNESS).astype(np.uint8)
     side = _window(darkness.shape, TEXTURE_WINDOW, 5)
-    calm = (cv2.boxFilter(textured, -1, (side, side)) < SMOOTH_FRACTION).astype(np.uint8)
+    counts = cv2.boxFilter(textured, cv2.CV_32S, (side, side), normalize=False)  # textured pixels per window
+    calm = (counts < SMOOTH_FRACTION * side * side).astype(np.uint8)
     smooth = cv2.erode(calm, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))  # cut thin links to the table
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(smooth, connectivity=4)
+    count, labels = cv2.connectedComponents(smooth, connectivity=4)
     if count < 2:
         return None
+    areas = np.bincount(labels.ravel(), minlength=count).astype(np.int32)  # OpenCV's stats cost more here
     grow = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
-    order = 1 + np.argsort(-stats[1:, cv2.CC_STAT_AREA])
+    order = 1 + np.argsort(-areas[1:])
     sheet = cv2.dilate((labels == order[0]).astype(np.uint8), grow)
     if int(sheet.sum()) < MIN_SHEET_AREA * height * width:  # measured grown back: a small sheet erodes to little
         return None
     bridge = cv2.getStructuringElement(cv2.MORPH_RECT, (SHEET_GAP * side, SHEET_GAP * side))
     for part in order[1:]:  # the rest of a sheet cut in two by a shadow's edge: close by, together convex
-        if stats[part, cv2.CC_STAT_AREA] < SHEET_PART * stats[order[0], cv2.CC_STAT_AREA]:
+        if areas[part] < SHEET_PART * areas[order[0]]:
             break
         part_grown = cv2.dilate((labels == part).astype(np.uint8), grow)
         union = cv2.morphologyEx(cv2.bitwise_or(sheet, part_grown), cv2.MORPH_CLOSE, bridge)
