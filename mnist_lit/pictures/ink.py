@@ -13,6 +13,7 @@ shadow that halves both paper and ink leaves it unchanged.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -20,6 +21,10 @@ import numpy as np
 
 from mnist_lit.pictures.decode import ImageSource, load_gray
 from mnist_lit.pictures.decode import upright_size as upright_size  # where mnist_lit.sheet imports it from
+
+# A picture is analysed at most WORK_SIDE px wide: OpenCV's own worker threads cost more CPU than they save on
+# images this small, and pictures are read side by side anyway (DataLoader workers, server requests).
+cv2.setNumThreads(1)
 
 #: Pictures are analysed with their longest side at most this many pixels (area-averaged down): a digit
 #: filling a tenth of a phone photo keeps about 50 px, twice MNIST's 20 px box.
@@ -103,7 +108,10 @@ def darkness_map(gray: np.ndarray, smooth: np.ndarray | None = None) -> np.ndarr
     side = _window(gray.shape, BACKGROUND_WINDOW, 15)
     background = cv2.morphologyEx(smooth, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
     background = np.maximum(background, 8).astype(np.float32)  # black backgrounds: no meaningful ratio
-    return np.clip(1.0 - smooth.astype(np.float32) / background, 0.0, 1.0)
+    darkness = smooth.astype(np.float32)
+    np.divide(darkness, background, out=darkness)  # in place: one array instead of four temporaries
+    np.subtract(1.0, darkness, out=darkness)
+    return np.clip(darkness, 0.0, 1.0, out=darkness)
 
 
 def denoise(gray: np.ndarray) -> np.ndarray:
@@ -151,7 +159,7 @@ def _sheet_quad(darkness: np.ndarray) -> np.ndarray | None:
     textured = (darkness > TEXTURE_DARKNESS).astype(np.uint8)
     side = _window(darkness.shape, TEXTURE_WINDOW, 5)
     counts = cv2.boxFilter(textured, cv2.CV_32S, (side, side), normalize=False)  # textured pixels per window
-    calm = (counts < SMOOTH_FRACTION * side * side).astype(np.uint8)
+    calm = (counts < math.ceil(SMOOTH_FRACTION * side * side)).astype(np.uint8)  # whole counts: an integer limit
     smooth = cv2.erode(calm, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))  # cut thin links to the table
     count, labels = cv2.connectedComponents(smooth, connectivity=4)
     if count < 2:
@@ -259,7 +267,7 @@ def ink_map_of(work: np.ndarray, picture_size: tuple[int, int], use_sheet: bool 
     if sheet is not None:
         work, region, to_work = sheet
         to_picture = to_picture @ to_work
-        darkness = np.where(region, darkness_map(work), 0.0).astype(np.float32)
+        darkness = darkness_map(work) * region  # 0 off the paper
     return InkMap(darkness, region, to_picture, picture_size, light, sheet is not None, paper_noise(darkness, region))
 
 
