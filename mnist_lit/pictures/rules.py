@@ -32,7 +32,7 @@ def _rule_segments(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
     found = cv2.HoughLinesP(
         small * 255,
         1,
-        np.pi / 360,
+        np.pi / 180,  # 1-degree steps: a segment's ends are ink pixels, its band is measured below
         threshold=max(5, shortest // 4),
         minLineLength=shortest // 2,
         maxLineGap=max(2, shortest // 40),
