@@ -5,7 +5,9 @@ with transparency, sometimes stored rotated with an EXIF orientation tag. :func:
 picture whose header claims more than ``max_pixels`` before any pixel is decoded, decodes it (JPEGs already
 reduced in the decoder) and applies the EXIF orientation; :func:`to_grayscale` turns any mode into 8-bit
 ``L`` (16/32-bit and float pixels rescaled, transparency composited onto white, ITU-R 601 luma), shrunk to
-at most :data:`WORK_SIDE` px. Pillow only; every error is one line starting with the picture's name.
+at most :data:`WORK_SIDE` px; :func:`load_gray` does both for the photo reader (as a NumPy array, a transparent
+picture's alpha channel taken as the ink when compositing leaves no contrast). Pillow (and NumPy for the array);
+every error is one line starting with the picture's name.
 """
 
 from __future__ import annotations
