@@ -5,7 +5,9 @@ with transparency, sometimes stored rotated with an EXIF orientation tag. :func:
 picture whose header claims more than ``max_pixels`` before any pixel is decoded, decodes it (JPEGs already
 reduced in the decoder) and applies the EXIF orientation; :func:`to_grayscale` turns any mode into 8-bit
 ``L`` (16/32-bit and float pixels rescaled, transparency composited onto white, ITU-R 601 luma), shrunk to
-at most :data:`WORK_SIDE` px. Pillow only; every error is one line starting with the picture's name.
+at most :data:`WORK_SIDE` px; :func:`load_gray` does both for the photo reader (as a NumPy array, a transparent
+picture's alpha channel taken as the ink when compositing leaves no contrast). Pillow (and NumPy for the array);
+every error is one line starting with the picture's name.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 from pathlib import Path
 from typing import BinaryIO, cast
 
+import numpy as np
 from PIL import Image, ImageOps
 
 from mnist_lit.errors import ImageError, ImageTooLargeError
@@ -26,6 +29,8 @@ MAX_IMAGE_PIXELS = 64_000_000
 #: Pictures are shrunk (area averaging) so that their longest side is at most this many pixels
 #: before the ink is analysed: enough for a digit filling 1/10 of the picture to keep ~100 px.
 WORK_SIDE = 1024
+#: Transparent pictures keeping under this darkness (0-255) where opaque, composited onto white, have alpha ink.
+ALPHA_INK_CONTRAST = 40
 
 ImageSource = str | Path | bytes | BinaryIO | Image.Image
 
@@ -131,3 +136,56 @@ def to_grayscale(image: Image.Image) -> Image.Image:
         image = image.copy()
         image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
     return image
+
+
+def upright_size(source: ImageSource, image: Image.Image) -> tuple[int, int]:
+    """(width, height) of the picture as the user sees it: JPEGs come out of :func:`open_image` reduced in the
+    decoder, so their size is read again from the header (no pixels decoded), turned by the EXIF orientation."""
+    if image.format not in ("JPEG", "MPO") or isinstance(source, Image.Image):
+        return image.size
+    handle = io.BytesIO(source) if isinstance(source, bytes) else source
+    position = None if isinstance(handle, (str, Path)) else handle.tell()
+    try:
+        with Image.open(handle) as header:
+            width, height = header.size
+            turned = header.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that swap width and height
+    finally:
+        if position is not None and not isinstance(handle, (str, Path)):
+            handle.seek(position)
+    return (height, width) if turned else (width, height)
+
+
+def load_gray(source: ImageSource, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode a picture into 8-bit grayscale with its ink dark or light as drawn, and the upright size.
+
+    Transparent pictures are composited onto white; when that leaves no contrast where the picture is
+    opaque (white ink on a transparent background, as drawing apps export it), the alpha channel itself is
+    the ink: gray = 255 - alpha.
+
+    Returns:
+        (gray uint8 (H, W), (width, height) of the upright picture). Large pictures come back reduced (JPEGs
+        in the decoder, others to 1024 px, see :func:`mnist_lit.pictures.decode.to_grayscale`).
+
+    Raises:
+        ImageTooLargeError, ImageError: see :func:`mnist_lit.pictures.decode.open_image`.
+    """
+    name = source_name(source)
+    image = open_image(source, max_pixels)
+    size = upright_size(source, image)
+    try:
+        if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            rgba.thumbnail((1024, 1024), Image.Resampling.BOX)
+            pixels = np.asarray(rgba)
+            alpha = pixels[..., 3]
+            white = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("L")
+            gray = np.asarray(white)
+            opaque = alpha > 127
+            if opaque.any() and not opaque.all():
+                contrast = np.percentile(255 - gray[opaque], 95)
+                if contrast < ALPHA_INK_CONTRAST:
+                    return (255 - alpha).astype(np.uint8), size
+            return np.ascontiguousarray(gray), size
+        return np.asarray(to_grayscale(image)), size
+    except Exception as err:  # an unusual mode or inconsistent metadata (e.g. a 16-bit transparency key)
+        raise ImageError(f"{name}: cannot convert its {image.mode} pixels to grayscale ({one_line(err)})") from None

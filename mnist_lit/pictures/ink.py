@@ -13,17 +13,19 @@ shadow that halves both paper and ink leaves it unchanged.
 
 from __future__ import annotations
 
-import io
+import math
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 
 import cv2
 import numpy as np
-from PIL import Image
 
-from mnist_lit.errors import ImageError
-from mnist_lit.pictures.decode import ImageSource, open_image, source_name, to_grayscale
-from mnist_lit.pictures.decode import one_line as _one_line
+from mnist_lit.pictures.decode import ImageSource, load_gray
+from mnist_lit.pictures.decode import upright_size as upright_size  # where mnist_lit.sheet imports it from
+
+# A picture is analysed at most WORK_SIDE px wide: OpenCV's own worker threads cost more CPU than they save on
+# images this small, and pictures are read side by side anyway (DataLoader workers, server requests).
+cv2.setNumThreads(1)
 
 #: Pictures are analysed with their longest side at most this many pixels (area-averaged down): a digit
 #: filling a tenth of a phone photo keeps about 50 px, twice MNIST's 20 px box.
@@ -55,8 +57,8 @@ FULL_FRAME = 0.88
 #: Smooth regions of at least SHEET_PART of the largest one's area are more of the same sheet (cut off by a
 #: shadow's edge) when the two, their gap closed (up to SHEET_GAP texture windows), fill SHEET_SOLIDITY of their hull.
 SHEET_PART, SHEET_GAP, SHEET_SOLIDITY = 0.1, 3, 0.9
-#: Transparent pictures keeping under this darkness (0-255) where opaque, composited onto white, have alpha ink.
-ALPHA_INK_CONTRAST = 40
+#: The paper's noise is measured on every NOISE_STRIDE-th pixel of every NOISE_STRIDE-th row (a median needs no more).
+NOISE_STRIDE = 3
 
 
 @dataclass
@@ -84,59 +86,6 @@ class InkMap:
     noise: float
 
 
-def upright_size(source: ImageSource, image: Image.Image) -> tuple[int, int]:
-    """(width, height) of the picture as the user sees it: JPEGs come out of :func:`open_image` reduced in the
-    decoder, so their size is read again from the header (no pixels decoded), turned by the EXIF orientation."""
-    if image.format not in ("JPEG", "MPO") or isinstance(source, Image.Image):
-        return image.size
-    handle = io.BytesIO(source) if isinstance(source, bytes) else source
-    position = None if isinstance(handle, (str, Path)) else handle.tell()
-    try:
-        with Image.open(handle) as header:
-            width, height = header.size
-            turned = header.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that swap width and height
-    finally:
-        if position is not None and not isinstance(handle, (str, Path)):
-            handle.seek(position)
-    return (height, width) if turned else (width, height)
-
-
-def load_gray(source: ImageSource, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode a picture into 8-bit grayscale with its ink dark or light as drawn, and the upright size.
-
-    Transparent pictures are composited onto white; when that leaves no contrast where the picture is
-    opaque (white ink on a transparent background, as drawing apps export it), the alpha channel itself is
-    the ink: gray = 255 - alpha.
-
-    Returns:
-        (gray uint8 (H, W), (width, height) of the upright picture). Large pictures come back reduced (JPEGs
-        in the decoder, others to 1024 px, see :func:`mnist_lit.pictures.decode.to_grayscale`).
-
-    Raises:
-        ImageTooLargeError, ImageError: see :func:`mnist_lit.pictures.decode.open_image`.
-    """
-    name = source_name(source)
-    image = open_image(source, max_pixels)
-    size = upright_size(source, image)
-    try:
-        if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-            rgba = image.convert("RGBA")
-            rgba.thumbnail((1024, 1024), Image.Resampling.BOX)
-            pixels = np.asarray(rgba)
-            alpha = pixels[..., 3]
-            white = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("L")
-            gray = np.asarray(white)
-            opaque = alpha > 127
-            if opaque.any() and not opaque.all():
-                contrast = np.percentile(255 - gray[opaque], 95)
-                if contrast < ALPHA_INK_CONTRAST:
-                    return (255 - alpha).astype(np.uint8), size
-            return np.ascontiguousarray(gray), size
-        return np.asarray(to_grayscale(image)), size
-    except Exception as err:  # an unusual mode or inconsistent metadata (e.g. a 16-bit transparency key)
-        raise ImageError(f"{name}: cannot convert its {image.mode} pixels to grayscale ({_one_line(err)})") from None
-
-
 def _work_size(gray: np.ndarray) -> tuple[np.ndarray, float]:
     """``gray`` at analysis size (longest side between MIN_SIDE and WORK_SIDE) and the factor applied."""
     height, width = gray.shape
@@ -152,54 +101,92 @@ def _window(shape: tuple[int, int], fraction: float, minimum: int = 3) -> int:
     return max(minimum, int(fraction * min(shape)) | 1)
 
 
-def darkness_map(gray: np.ndarray) -> np.ndarray:
+def darkness_map(gray: np.ndarray, smooth: np.ndarray | None = None) -> np.ndarray:
     """``1 - gray / background`` in [0, 1], float32, with the background a closing of the denoised picture
-    (:data:`BACKGROUND_WINDOW`); pixels darker than their surroundings by a stroke's width get high values."""
-    smooth = cv2.GaussianBlur(gray, (0, 0), DENOISE_SIGMA)
+    (:data:`BACKGROUND_WINDOW`); pixels darker than their surroundings by a stroke's width get high values.
+    ``smooth``: ``gray`` already denoised (:func:`denoise`), when the caller has it."""
+    smooth = denoise(gray) if smooth is None else smooth
     side = _window(gray.shape, BACKGROUND_WINDOW, 15)
     background = cv2.morphologyEx(smooth, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
-    background = np.maximum(background.astype(np.float32), 8.0)  # black backgrounds: no meaningful ratio
-    return np.clip(1.0 - smooth.astype(np.float32) / background, 0.0, 1.0)
+    background = np.maximum(background, 8).astype(np.float32)  # black backgrounds: no meaningful ratio
+    darkness = smooth.astype(np.float32)
+    np.divide(darkness, background, out=darkness)  # in place: one array instead of four temporaries
+    np.subtract(1.0, darkness, out=darkness)
+    return np.clip(darkness, 0.0, 1.0, out=darkness)
 
 
-def ink_is_light(gray: np.ndarray) -> bool:
+def denoise(gray: np.ndarray) -> np.ndarray:
+    """``gray`` (uint8) blurred with a Gaussian of sigma :data:`DENOISE_SIGMA`, so camera noise does not count."""
+    return cv2.GaussianBlur(gray, (0, 0), DENOISE_SIGMA)
+
+
+def _median_of_counts(counts: np.ndarray) -> float:
+    """The median (``np.median``'s, the mean of the two middle values for an even count) of the values whose
+    counts (index = value) are given."""
+    cumulative = np.cumsum(counts)
+    total = int(cumulative[-1])
+    lower = int(np.searchsorted(cumulative, (total - 1) // 2, side="right"))
+    upper = int(np.searchsorted(cumulative, total // 2, side="right"))
+    return (lower + upper) / 2
+
+
+def ink_is_light(gray: np.ndarray, smooth: np.ndarray | None = None) -> bool:
     """True when the strokes are lighter than their background (a drawing canvas, an MNIST image, chalk).
 
     Otsu's threshold splits the picture into light and dark. The ink is light when light pixels are the
     minority and either the dark part is near black (median at most :data:`BLACK_LEVEL`: a canvas, MNIST)
     or no light pixel lies deeper than :data:`THICK_LIGHT` of the shorter side inside a light region (strokes
     are thin; a sheet of paper lying on a darker table is not). Everything else, faint pencil included,
-    counts as dark ink on light paper, the usual photo.
+    counts as dark ink on light paper, the usual photo. Counts and the median come from one 256-bin histogram.
+    ``smooth``: ``gray`` already denoised (:func:`denoise`), when the caller has it.
     """
-    smooth = cv2.GaussianBlur(gray, (0, 0), DENOISE_SIGMA)
-    _, light = cv2.threshold(smooth, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    if light.mean() >= 0.5:
+    smooth = denoise(gray) if smooth is None else smooth
+    level, _ = cv2.threshold(smooth, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)  # light: above ``level``
+    counts = cv2.calcHist([smooth], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+    dark = counts[: int(level) + 1]
+    if 2 * int(dark.sum()) <= smooth.size:  # light pixels are at least half
         return False
-    if np.median(smooth[light == 0]) <= BLACK_LEVEL:
+    if _median_of_counts(dark) <= BLACK_LEVEL:
         return True
-    depth = cv2.distanceTransform(light, cv2.DIST_L2, 3)
-    return float(depth.max()) < THICK_LIGHT * min(gray.shape)
+    return _thin_light((smooth > level).astype(np.uint8), THICK_LIGHT * min(gray.shape))
+
+
+def _thin_light(light: np.ndarray, limit: float) -> bool:
+    """Whether no pixel of ``light`` (uint8 0/1) lies ``limit`` px or deeper inside it: OpenCV's 3x3 L2 distance
+    transform, its maximum below ``limit``. That chamfer distance is between 0.955 and 1.3693 (OpenCV's axis and
+    diagonal steps) times the chessboard distance to the nearest dark pixel, so an erosion by a square settles
+    most pictures (a sheet is far deeper, strokes far thinner) and the transform is run only in between."""
+    square = partial(cv2.getStructuringElement, cv2.MORPH_RECT)
+    deep = math.ceil(limit / 0.955 * 1.001)  # a pixel this far (chessboard) from the dark is at least ``limit`` deep
+    if cv2.countNonZero(cv2.erode(light, square((2 * deep - 1, 2 * deep - 1)))):
+        return False
+    shallow = math.floor(limit / 1.3693 * 0.999)  # all pixels this close to the dark are less than ``limit`` deep
+    if not cv2.countNonZero(cv2.erode(light, square((2 * shallow + 1, 2 * shallow + 1)))):
+        return True
+    return float(cv2.distanceTransform(light, cv2.DIST_L2, 3).max()) < limit
 
 
 def _sheet_quad(darkness: np.ndarray) -> np.ndarray | None:
     """Corners float32 (4, 2) (x, y) of the sheet of paper: the largest smooth region, if a table (textured
     or darker) surrounds it; None when the picture is all sheet or no sheet stands out."""
     height, width = darkness.shape
-    textured = (darkness > TEXTURE_DARKNESS).astype(np.float32)
+    textured = (darkness > TEXTURE_DARKNESS).astype(np.uint8)
     side = _window(darkness.shape, TEXTURE_WINDOW, 5)
-    calm = (cv2.boxFilter(textured, -1, (side, side)) < SMOOTH_FRACTION).astype(np.uint8)
+    counts = cv2.boxFilter(textured, cv2.CV_32S, (side, side), normalize=False)  # textured pixels per window
+    calm = (counts < math.ceil(SMOOTH_FRACTION * side * side)).astype(np.uint8)  # whole counts: an integer limit
     smooth = cv2.erode(calm, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))  # cut thin links to the table
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(smooth, connectivity=4)
+    count, labels = cv2.connectedComponents(smooth, connectivity=4)
     if count < 2:
         return None
+    areas = np.bincount(labels.ravel(), minlength=count).astype(np.int32)  # OpenCV's stats cost more here
     grow = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
-    order = 1 + np.argsort(-stats[1:, cv2.CC_STAT_AREA])
+    order = 1 + np.argsort(-areas[1:])
     sheet = cv2.dilate((labels == order[0]).astype(np.uint8), grow)
     if int(sheet.sum()) < MIN_SHEET_AREA * height * width:  # measured grown back: a small sheet erodes to little
         return None
     bridge = cv2.getStructuringElement(cv2.MORPH_RECT, (SHEET_GAP * side, SHEET_GAP * side))
     for part in order[1:]:  # the rest of a sheet cut in two by a shadow's edge: close by, together convex
-        if stats[part, cv2.CC_STAT_AREA] < SHEET_PART * stats[order[0], cv2.CC_STAT_AREA]:
+        if areas[part] < SHEET_PART * areas[order[0]]:
             break
         part_grown = cv2.dilate((labels == part).astype(np.uint8), grow)
         union = cv2.morphologyEx(cv2.bitwise_or(sheet, part_grown), cv2.MORPH_CLOSE, bridge)
@@ -282,19 +269,27 @@ def ink_map_of_gray(gray: np.ndarray, picture_size: tuple[int, int]) -> tuple[In
 def ink_map_of(work: np.ndarray, picture_size: tuple[int, int], use_sheet: bool = True) -> InkMap:
     """The :class:`InkMap` of a grayscale picture at analysis size; ``use_sheet=False`` looks at the whole frame
     instead of cutting out a sheet."""
-    light = ink_is_light(work)
+    smooth = denoise(work)
+    light = ink_is_light(work, smooth)
     if light:
         work = 255 - work
-    darkness = darkness_map(work)
+        smooth = denoise(work)
+    darkness = darkness_map(work, smooth)
     to_picture = np.diag([picture_size[0] / work.shape[1], picture_size[1] / work.shape[0], 1.0])
     region = np.ones(work.shape, bool)
     sheet = straighten_sheet(work, darkness) if use_sheet and not light else None
     if sheet is not None:
         work, region, to_work = sheet
         to_picture = to_picture @ to_work
-        darkness = darkness_map(work)
-    values = darkness[region]
-    median = float(np.median(values)) if values.size else 0.0
-    noise = 1.4826 * float(np.median(np.abs(values - median))) if values.size else 0.0
-    darkness = np.where(region, darkness, 0.0).astype(np.float32)
-    return InkMap(darkness, region, to_picture, picture_size, light, sheet is not None, noise)
+        darkness = darkness_map(work) * region  # 0 off the paper
+    return InkMap(darkness, region, to_picture, picture_size, light, sheet is not None, paper_noise(darkness, region))
+
+
+def paper_noise(darkness: np.ndarray, region: np.ndarray) -> float:
+    """Robust sigma of ``darkness`` (float32 (H, W)) on the paper ``region`` (bool (H, W)): 1.4826 x the median
+    absolute deviation, of every :data:`NOISE_STRIDE`-th pixel both ways (the medians of a regular sample)."""
+    values = darkness[::NOISE_STRIDE, ::NOISE_STRIDE][region[::NOISE_STRIDE, ::NOISE_STRIDE]]
+    if not values.size:
+        return 0.0
+    median = float(np.median(values))
+    return 1.4826 * float(np.median(np.abs(values - median)))

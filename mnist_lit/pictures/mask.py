@@ -58,8 +58,7 @@ def ink_mask(ink: InkMap) -> InkMask:
     mask = ((ink.darkness > low) & ink.region).astype(np.uint8)
     remove_rules(mask, ink.darkness)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    keep = np.zeros(count, bool)
-    keep[np.unique(labels[ink.darkness > high])] = True
+    keep = np.bincount(labels[ink.darkness > high], minlength=count) > 0  # components reaching ``high``
     keep[0] = False
     # Marks touching the edge of the paper (or of the picture) are slivers of table, the sheet's own edge or
     # objects cut by the frame; they are left out (on a picture without a sheet, unless nothing else is there:
@@ -67,8 +66,7 @@ def ink_mask(ink: InkMap) -> InkMask:
     edge = np.ones(mask.shape, np.uint8)
     edge[1:-1, 1:-1] = 0
     edge |= cv2.dilate((~ink.region).astype(np.uint8), np.ones((3, 3), np.uint8))
-    touching = np.zeros(count, bool)
-    touching[np.unique(labels[edge > 0])] = True
+    touching = np.bincount(labels[edge > 0], minlength=count) > 0
     cut = False
     if ink.sheet_found:
         inner = cv2.erode(ink.region.astype(np.uint8), np.ones((13, 13), np.uint8))

@@ -32,7 +32,7 @@ def _rule_segments(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
     found = cv2.HoughLinesP(
         small * 255,
         1,
-        np.pi / 360,
+        np.pi / 180,  # 1-degree steps: a segment's ends are ink pixels, its band is measured below
         threshold=max(5, shortest // 4),
         minLineLength=shortest // 2,
         maxLineGap=max(2, shortest // 40),
@@ -65,8 +65,12 @@ def remove_rules(mask: np.ndarray, darkness: np.ndarray) -> None:
         inner, outer = int((mask & narrow).sum()), int((mask & wide).sum())
         if inner and outer <= RULE_WIDE_RATIO * inner:
             across[abs(x2 - x1) >= abs(y2 - y1)] |= narrow
+    if not (across[True].any() or across[False].any()):  # no printed line: nothing to remove or bridge
+        return
     lines = np.zeros_like(mask)
     for horizontal, band in across.items():  # a stroke running along a line is thicker than it: kept
+        if not band.any():
+            continue
         shape = (1, RULE_KEEP) if horizontal else (RULE_KEEP, 1)
         other = mask & (1 - across[not horizontal])
         thick = cv2.morphologyEx(other, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, shape))
