@@ -27,6 +27,7 @@ import inspect
 import logging
 import pickle
 import re
+import time
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -40,8 +41,8 @@ from mnist_lit.atomic import atomic_write
 from mnist_lit.errors import CheckpointError
 from mnist_lit.model import MNISTClassifier
 
-#: Key of the content checksum inside a checkpoint saved by :class:`SafeCheckpointIO`.
-CHECKSUM_KEY = "mnist_lit_sha256"
+#: Keys of the content checksum and the save time (s since the epoch; :mod:`mnist_lit.resume`) in our checkpoints.
+CHECKSUM_KEY, SAVED_AT_KEY = "mnist_lit_sha256", "mnist_lit_saved_at"
 #: Model hyperparameters that older checkpoints kept among the datamodule's (moved into the model).
 MOVED_TO_MODEL = ("pixel_scale", "dataset")
 
@@ -281,8 +282,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        """Add the content checksum (:data:`CHECKSUM_KEY`), write ``checkpoint`` to a temporary file
-        beside ``path``, fsync, then rename it to ``path``."""
+        """Add the save time and the content checksum (:data:`SAVED_AT_KEY`, :data:`CHECKSUM_KEY`), write
+        ``checkpoint`` to a temporary file beside ``path``, fsync, then rename it to ``path``."""
+        checkpoint = {**checkpoint, SAVED_AT_KEY: time.time()}  # kept by a copy of the file, unlike its mtime
         checkpoint = {**checkpoint, CHECKSUM_KEY: content_sha256(checkpoint)}
         if "://" in str(path) or storage_options is not None:
             return super().save_checkpoint(checkpoint, path, storage_options)

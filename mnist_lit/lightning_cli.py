@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_lit import ensemble, finetune, resume, run_settings
 from mnist_lit.augment import TrainAugmentation
-from mnist_lit.checkpoint import check_compatible, check_hparams, load_checkpoint
+from mnist_lit.checkpoint import SAVED_AT_KEY, check_compatible, check_hparams, load_checkpoint
 from mnist_lit.command_line import split_print_config
 from mnist_lit.data.identity import check_same_data
 from mnist_lit.data.sharding import per_device_batch_size
@@ -238,7 +238,8 @@ class MNISTLightningCLI(LightningCLI):
             for events in Path(log_dir).glob("events.out.tfevents.*"):
                 events.unlink()  # the killed attempt's partial logs: the run starts again from step 0
         elif self.checkpoint is not None and self.run_version is not None:
-            step, saved_at = self.checkpoint["global_step"], Path(self.config.fit.ckpt_path).stat().st_mtime
+            saved_at = self.checkpoint.get(SAVED_AT_KEY) or Path(self.config.fit.ckpt_path).stat().st_mtime
+            step = self.checkpoint["global_step"]
             removed, tests = resume.trim_event_files(log_dir, step, saved_at)
             test_again = bool(self.config.fit.get("test_after_fit", True))
             print(resume.trim_notice(log_dir, removed, tests, test_again), file=sys.stderr)

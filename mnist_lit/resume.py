@@ -80,7 +80,8 @@ def trim_event_files(log_dir: str | Path, step: int, saved_at: float | None = No
     Args:
         log_dir: a run folder (``lightning_logs/version_N``).
         step: the resumed checkpoint's ``global_step``.
-        saved_at: the checkpoint's save time in seconds since the epoch (its file's mtime).
+        saved_at: the checkpoint's save time in seconds since the epoch (``SAVED_AT_KEY`` in it, else its file's
+            mtime, which a copy of the run folder may change).
 
     Returns:
         The number of events removed, and how many of them hold a test's results (a tag ``test_*``: logged by

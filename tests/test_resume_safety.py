@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,6 +100,21 @@ def test_a_resume_says_that_its_test_replaces_the_earlier_one(tmp_path, mnist_di
     )
     assert "test_acc" not in events(tmp_path / RUN)  # TensorBoard and metrics.json agree: no test of these weights
     assert "test" not in json.loads((tmp_path / RUN / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_copied_run_folder_resumes_without_its_earlier_test(tmp_path, mnist_dir):
+    """A copy that does not keep file times (cp -r, an upload) gives the checkpoint a new mtime: the save time
+    inside the checkpoint still tells the epoch's own events from the after-fit test's."""
+    (tmp_path / "original").mkdir()
+    run_cli(*fit_args(mnist_dir, 1), cwd=tmp_path / "original")
+    time.sleep(1)  # the copy's mtimes come after every event of the original run
+    shutil.copytree(tmp_path / "original", tmp_path / "copy", copy_function=shutil.copy)
+    assert [step for step, _ in events(tmp_path / "copy" / RUN)["test_acc"]] == [20]
+    run_cli(*fit_args(mnist_dir, 2), "--ckpt_path", "last", cwd=tmp_path / "copy")
+    logged = events(tmp_path / "copy" / RUN)
+    assert [step for step, _ in logged["test_acc"]] == [40]  # the resumed run's test only
+    assert [step for step, _ in logged["val_acc"]] == [19, 39]  # each epoch once, the copied one kept
 
 
 @pytest.mark.slow
