@@ -23,8 +23,8 @@ import numpy as np
 from mnist_lit.pictures.decode import ImageSource, load_gray
 from mnist_lit.pictures.decode import upright_size as upright_size  # where mnist_lit.sheet imports it from
 
-# A picture is analysed at most WORK_SIDE px wide: OpenCV's own worker threads cost more CPU than they save on
-# images this small, and pictures are read side by side anyway (DataLoader workers, server requests).
+# OpenCV single-threaded for the whole process: on pictures analysed at most WORK_SIDE px wide its worker threads
+# cost more CPU than they save, and pictures are read side by side anyway (DataLoader workers, server requests).
 cv2.setNumThreads(1)
 
 #: Pictures are analysed with their longest side at most this many pixels (area-averaged down): a digit
