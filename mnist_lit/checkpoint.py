@@ -38,7 +38,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
 from mnist_lit.atomic import atomic_write
-from mnist_lit.errors import CheckpointError
+from mnist_lit.errors import CheckpointError, no_checkpoint_file
 from mnist_lit.model import MNISTClassifier
 
 #: Keys of the content checksum and the save time (s since the epoch; :mod:`mnist_lit.resume`) in our checkpoints.
@@ -141,8 +141,7 @@ def load_checkpoint(
             f"{path}: is a folder, not a checkpoint file; give a .ckpt file, e.g. {example}{keywords}"
         )
     if not path.is_file():
-        keywords = " (or best / last)" if flag == "--ckpt_path" else ""
-        raise CheckpointError(f"{path}: no such checkpoint file; give an existing {flag}{keywords}")
+        raise CheckpointError(no_checkpoint_file(path, flag))
     kind = identify_file(path)
     if kind is not None:
         raise CheckpointError(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from mnist_lit.errors import empty_checkpoint_flag, no_checkpoint_file
 from mnist_lit.yaml_limits import ConfigLimitError, check_config_file, check_yaml, yaml_problem
 
 PROG = "python -m mnist_lit"  # the name usage lines and tips give the program (the extra commands' too)
@@ -148,15 +149,14 @@ def checkpoint_flag_error(argv: Sequence[str]) -> str | None:
         values = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag]
         values += [arg.split("=", 1)[1] for arg in argv if arg.startswith(f"{flag}=")]
         value = values[-1] if values else None
-        keywords = " (or best / last)" if flag == "--ckpt_path" else ""
         if value == "":  # an unset shell variable: never read as "none given"
-            return f"error: {flag} is empty; give a .ckpt file written by fit{keywords}"
+            return f"error: {empty_checkpoint_flag(flag)}"
         if value in (None, "hpc", "registry") or "://" in value or value.startswith("registry:"):
             continue
         if flag == "--ckpt_path" and value in ("best", "last"):
             continue
         if not Path(value).exists():
-            return f"error: {value}: no such checkpoint file; give an existing {flag}{keywords}"
+            return f"error: {no_checkpoint_file(value, flag)}"
     return None
 
 

@@ -1,7 +1,8 @@
 """The errors a user can act on. ``mnist_lit.cli.main`` catches :class:`MnistLitError` once and prints its
 message as one ``error:`` line (exit status 2); every other exception is a bug and keeps its traceback.
 
-This module imports nothing of the package, so any module may raise these without an import circle.
+This module imports nothing of the package, so any module may raise these without an import circle; the
+wording of a message given from two places (the start-up check and the CLI) is here too, written once.
 Each class also derives from the built-in exception it used to be (``ValueError``, ``RuntimeError``),
 so ``except ValueError`` in user code keeps catching it.
 """
@@ -63,3 +64,18 @@ class ExportError(MnistLitError, ValueError):
 
 class LaunchError(MnistLitError, RuntimeError):
     """The processes of a several-process run cannot start as configured."""
+
+
+def _checkpoint_keywords(flag: str) -> str:
+    return " (or best / last)" if flag == "--ckpt_path" else ""
+
+
+def no_checkpoint_file(path: object, flag: str = "--ckpt_path") -> str:
+    """The message for a checkpoint path that names nothing on disk (``flag``: the option that gave it), the same
+    from the start-up check (:mod:`mnist_lit.launch`, before Lightning is imported) and from loading."""
+    return f"{path}: no such checkpoint file; give an existing {flag}{_checkpoint_keywords(flag)}"
+
+
+def empty_checkpoint_flag(flag: str) -> str:
+    """The message for an empty checkpoint option (an unset shell variable), never read as "none given"."""
+    return f"{flag} is empty; give a .ckpt file written by fit{_checkpoint_keywords(flag)}"

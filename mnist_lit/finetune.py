@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_lit.checkpoint import model_hparams
-from mnist_lit.errors import CheckpointError
+from mnist_lit.errors import CheckpointError, empty_checkpoint_flag
 from mnist_lit.run_settings import explicit_flags
 
 
@@ -18,7 +18,7 @@ def check_finetune_flag(subcommand: str, finetune_from: str | None) -> None:
     """``--finetune_from`` is given to ``fit`` only, and never empty (an unset variable must not quietly train
     from scratch). Raises CheckpointError otherwise."""
     if finetune_from == "":
-        raise CheckpointError("--finetune_from is empty; give a .ckpt file written by fit")
+        raise CheckpointError(empty_checkpoint_flag("--finetune_from"))
     if finetune_from and subcommand != "fit":
         raise CheckpointError(f"--finetune_from starts a new training run: use it with fit, not {subcommand}")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_lit.checkpoint import model_hparams
-from mnist_lit.errors import CheckpointError, SettingError
+from mnist_lit.errors import CheckpointError, SettingError, empty_checkpoint_flag
 from mnist_lit.runs import (
     CONFIG_NAME,
     LAST_NAME,
@@ -67,7 +67,7 @@ def resolve_ckpt_path(subcommand: str, ckpt_path: str | None, trainer_config: Ma
             f"or --ckpt_path best / last for the newest run in {default_root}/"
         )
     if value == "":  # an unset shell variable or an empty config entry: never read as "none given"
-        raise CheckpointError("--ckpt_path is empty; give a .ckpt file written by fit (or best / last)")
+        raise CheckpointError(empty_checkpoint_flag("--ckpt_path"))
     if "://" in value or value in ("hpc", "registry") or value.startswith("registry:"):
         raise CheckpointError(f"--ckpt_path {value}: not supported here; give a local .ckpt file, or best / last")
     if value not in KEYWORDS:
