@@ -20,8 +20,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from mnist_lit.atomic import atomic_write
-from mnist_lit.pictures.decode import open_image, to_grayscale
-from mnist_lit.pictures.ink import upright_size
+from mnist_lit.pictures.decode import open_image, to_grayscale, upright_size
 
 #: At most this many pictures go on one sheet (the first ones, in the CSV's order).
 SHEET_MAX_IMAGES = 100

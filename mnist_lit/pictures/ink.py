@@ -21,7 +21,6 @@ import cv2
 import numpy as np
 
 from mnist_lit.pictures.decode import ImageSource, load_gray
-from mnist_lit.pictures.decode import upright_size as upright_size  # where mnist_lit.sheet imports it from
 
 # OpenCV single-threaded for the whole process: on pictures analysed at most WORK_SIDE px wide its worker threads
 # cost more CPU than they save, and pictures are read side by side anyway (DataLoader workers, server requests).
