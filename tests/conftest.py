@@ -170,11 +170,11 @@ def sigterm_handled(pid: int) -> bool:
     return bool(caught & (1 << (signal.SIGTERM - 1)))
 
 
-def terminate_when_handled(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m mnist_lit ARGS``, send it SIGTERM as soon as Lightning's handler is in place
-    (:func:`sigterm_handled`) and return the finished process (stdout and stderr as text)."""
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+    """Start ``python -m mnist_lit ARGS`` in the background, unbuffered, no progress bar, stdout and stderr as text
+    pipes (read them with ``communicate``), for a test that signals or watches the running process."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "mnist_lit", *args],
         cwd=cwd,
         env=env,
@@ -182,6 +182,12 @@ def terminate_when_handled(*args: str, cwd: Path, timeout: float = 300) -> subpr
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def terminate_when_handled(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m mnist_lit ARGS``, send it SIGTERM as soon as Lightning's handler is in place
+    (:func:`sigterm_handled`) and return the finished process (stdout and stderr as text)."""
+    proc = start_cli(*args, cwd=cwd)
     deadline = time.monotonic() + timeout
     while proc.poll() is None and not sigterm_handled(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.01)

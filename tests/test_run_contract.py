@@ -23,6 +23,7 @@ from conftest import (
     printed_metric,
     printed_test_acc,
     run_cli,
+    start_cli,
     terminate_when_handled,
     version_dirs,
 )
@@ -317,19 +318,11 @@ def test_two_fits_started_together_get_two_folders_and_logger_false_twice(tmp_pa
 
 @pytest.mark.slow
 def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path, mnist_dir):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     # Epochs of 400 batches of 16 images: long enough (seconds on any CPU) for the signal to land inside epoch 2.
     args = fit_args(
         mnist_dir, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "400", "--data.batch_size", "16"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mnist_lit", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(*args, cwd=tmp_path)
     run_dir = tmp_path / "lightning_logs" / "version_0"
     deadline = time.monotonic() + 300
     while not (run_dir / "checkpoints" / "last.ckpt").is_file() and time.monotonic() < deadline:
