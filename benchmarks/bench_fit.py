@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_training import bench_keras, keras_python
+from flops import first_cpu_fields
 
 from mnist_lit.data import load_split
 
@@ -42,17 +43,10 @@ BF16_FLAGS = ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "avx2", "fma")
 
 def cpu_description() -> str:
     """CPU model, torch's vector capability and which of :data:`BF16_FLAGS` /proc/cpuinfo lists."""
-    model, flags = platform.processor() or "?", set()
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name") and model in ("?", "x86_64", ""):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
+    fields = first_cpu_fields()
+    model = platform.processor() or "?"
+    model = fields.get("model name", model) if model in ("?", "x86_64", "") else model
+    flags = set(fields.get("flags", "").split())
     present = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in BF16_FLAGS)
     return (
         f"CPU: {model}, {os.cpu_count()} CPUs; torch.backends.cpu.get_cpu_capability(): "

@@ -58,15 +58,22 @@ def cpu_clock_ghz() -> tuple[float, str]:
     return max(mhz) / 1000, "/proc/cpuinfo 'cpu MHz' (current clock; turbo may be higher)"
 
 
+def first_cpu_fields(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The ``key: value`` lines of the first processor in ``cpuinfo`` (``vendor_id``, ``cpu family``, ``model
+    name``, ``flags``, ...); empty when it cannot be read (not Linux)."""
+    try:
+        with open(cpuinfo) as info:
+            block = info.read().split("\n\n")[0]
+    except OSError:
+        return {}
+    pairs = (line.split(":", 1) for line in block.splitlines() if ":" in line)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
 def is_zen4() -> bool:
     """True on an AMD family-25 CPU with AVX-512 (Zen 4): it runs each 512-bit FMA as two 256-bit halves on its
     two 256-bit FMA units (AMD's Zen 4 software optimisation guide), so its float32 peak is the AVX2 figure."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            fields = dict(line.split(":", 1) for line in info.read().split("\n\n")[0].splitlines() if ":" in line)
-    except OSError:
-        return False
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    fields = first_cpu_fields()
     return (
         fields.get("vendor_id") == "AuthenticAMD"
         and fields.get("cpu family") == "25"
@@ -81,8 +88,9 @@ def peak_flops(cores: int | None = None) -> dict[str, object]:
     cores = cores or torch.get_num_threads()
     capability = torch.backends.cpu.get_cpu_capability()
     isa = "AVX512" if capability.startswith("AVX512") else capability if capability in FLOPS_PER_CYCLE else "DEFAULT"
-    per_cycle = FLOPS_PER_CYCLE["AVX2" if isa == "AVX512" and is_zen4() else isa]
-    units = "2 units of 256 bits (Zen 4 splits each 512-bit op in two)" if isa == "AVX512" and is_zen4() else "2 units"
+    halves = isa == "AVX512" and is_zen4()
+    per_cycle = FLOPS_PER_CYCLE["AVX2" if halves else isa]
+    units = "2 units of 256 bits (Zen 4 splits each 512-bit op in two)" if halves else "2 units"
     ghz, source = cpu_clock_ghz()
     return {
         "peak": cores * ghz * 1e9 * per_cycle,
