@@ -32,10 +32,11 @@ class MetricsHistory(Callback):
 
     Args:
         filename: name of the JSON file.
-        curves_filename: name of the PNG file.
+        curves_filename: name of the PNG file; ``None`` draws no curves (metrics.json only: matplotlib's first
+            figure in a process costs a few tenths of a second, which configs/fast.yaml saves).
     """
 
-    def __init__(self, filename: str = "metrics.json", curves_filename: str = "learning_curves.png") -> None:
+    def __init__(self, filename: str = "metrics.json", curves_filename: str | None = "learning_curves.png") -> None:
         self.filename, self.curves_filename = filename, curves_filename
         self._record: dict = {"epochs": []}
         self._lr: float | None = None
@@ -56,7 +57,7 @@ class MetricsHistory(Callback):
         folder = run_dir(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         write_text(folder / self.filename, json.dumps(self._record, indent=2) + "\n")
-        if curves:
+        if curves and self.curves_filename is not None:
             fig = plots.learning_curves_figure(self._record["epochs"], self._record.get("test"))
             plots.save_png(plots.figure_to_array(fig), folder / self.curves_filename)
 
