@@ -6,7 +6,9 @@ Each turn runs, one after the other and in a rotating order, ``python -m mnist_l
 configs/mnist.yaml``, the same with ``configs/fast.yaml`` (``trainer.precision: bf16-mixed``, no TensorBoard
 images or graph), configs/mnist.yaml with ``--trainer.precision bf16-mixed`` (the precision's own share) and the
 tutorial's recipe in Keras on TensorFlow (benchmarks/keras_recipe.py, as bench_training.py runs it:
-load the arrays, fit with validation, evaluate), each a new process timed from start to exit. Prints
+load the arrays, fit with validation, evaluate, then the tutorial's last step: predict the first test digit
+and plot it with matplotlib, as issue 20's baseline "fit + evaluate + predict" has it), each a new process timed
+from start to exit. Prints
 the median wall time of each, the ratios (targets of issue 20: fit <= 0.90 x Keras in float32,
 <= 0.70 x with bf16 where the CPU has AMX/AVX-512 BF16), each run's test accuracy, the CPU's
 instruction sets (bf16 speed depends on them) and the load average.

@@ -7,7 +7,9 @@ Input: a compressed .npz with uint8 ``x_train`` (N, 28, 28), ``y_train`` (N,), `
 Prints one JSON line: per-epoch seconds; ``fit_seconds``, from loading the arrays (np.load, scaling to [0, 1],
 one-hot labels, as the tutorial prepares them) to the end of ``model.fit`` with validation, which matches what
 mnist_lit's ``Trainer.fit`` times (reading the IDX files in prepare_data/setup, then training); ``fit_only_seconds``
-(``model.fit`` alone); and test accuracy.
+(``model.fit`` alone); and test accuracy. After the fit it runs the rest of the tutorial's code, as a user's
+whole process does: ``evaluate`` (with Keras's progress bar), ``predict`` of the first test digit and the plot of
+it with matplotlib (which must be installed next to TensorFlow).
 """
 
 import json
@@ -59,7 +61,17 @@ def main(npz_path: str, epochs: int, threads: int) -> None:
     # by bench_training.py, which takes the JSON from the last line).
     model.fit(x_train, y_train, validation_split=0.3, epochs=epochs, batch_size=128, callbacks=[Timer()])
     end = time.perf_counter()
-    test_acc = float(model.evaluate(x_test, y_test, verbose=0)[1])
+    test_acc = float(model.evaluate(x_test, y_test)[1])  # the tutorial's default verbosity: a progress bar
+    # The tutorial's last step, part of "its own code" as issue 20 times it: predict the first test digit, print
+    # the probabilities and the digit, and show the digit with matplotlib (Agg here: nothing goes on screen).
+    probs = model.predict(x_test[:1])
+    print(probs[0], int(probs.argmax()))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.imshow(x_test[0].reshape(28, 28), cmap="Greys")
     print(
         json.dumps(
             {
