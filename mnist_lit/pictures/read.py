@@ -14,7 +14,7 @@ from mnist_lit.pictures.frame import MIN_INK_PIXELS, fit_to_mnist_frame
 from mnist_lit.pictures.ink import InkMap, ink_map_of, ink_map_of_gray, load_gray
 from mnist_lit.pictures.mask import thresholds
 from mnist_lit.pictures.segment import Marks, find_marks
-from mnist_lit.pictures.shapes import too_many_strokes
+from mnist_lit.pictures.shapes import crop_refusal
 
 #: The ink level a digit's crop is stretched to: this percentile of the darkness of its ink pixels.
 INK_LEVEL_PERCENTILE = 85
@@ -155,10 +155,11 @@ def read_picture(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Pic
         if not again.refusal and len(again.boxes):
             ink, marks = whole, again
     crops = [digit_crop(ink, box, mask) for box, mask in zip(marks.boxes, marks.masks, strict=False)]
-    busy = [k for k, crop in enumerate(crops) if too_many_strokes(crop.numpy())]
-    if busy:  # a spiral, a house, a star, a W: more strokes side by side than any digit has
+    reasons = [crop_refusal(crop.numpy(), len(crops)) for crop in crops]
+    busy = [k for k, reason in enumerate(reasons) if reason]
+    if busy:  # a spiral, a star, a W, a tree: a shape no digit has
         which = "the mark" if len(crops) == 1 else f"mark {busy[0] + 1} of {len(crops)}"
-        marks = Marks(marks.boxes[:0], [], f"not a digit: {which} has more strokes side by side than a digit")
+        marks = Marks(marks.boxes[:0], [], f"not a digit: {which} {reasons[busy[0]]}")
         crops = []
     pixels = torch.stack(crops).unsqueeze(1) if crops else torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
     quads = np.stack([_picture_quad(ink, box) for box in marks.boxes]) if crops else np.zeros((0, 4, 2), np.float32)
