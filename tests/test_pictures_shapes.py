@@ -1,6 +1,6 @@
-"""The shape tests of an MNIST-style crop (mnist_lit.pictures.shapes): stroke-width constancy and notched loops.
-Each is checked on the real test digits it was calibrated against and on a generated picture (tests/photos.py,
-fixed seed) that it alone refuses."""
+"""The shape tests of an MNIST-style crop (mnist_lit.pictures.shapes: stroke-width constancy, notched loops) and the
+second look's edge test (mnist_lit.pictures.read). Each is checked on a generated picture (tests/photos.py, fixed
+seed) that it alone refuses, the crop tests also on the real test digits they were calibrated against."""
 
 from __future__ import annotations
 
@@ -52,4 +52,14 @@ def test_generated_no_digit_pictures_refused_by_their_shape(tmp_path, kind, inde
     picture = read_picture(path)
     assert picture.refusal.startswith(f"{path}: not a digit: "), picture.refusal
     assert reason in picture.refusal, picture.refusal
+    assert len(picture.pixels) == 0
+
+
+@pytest.mark.parametrize("index", [87])
+def test_the_edge_of_a_hard_shadow_on_a_blank_sheet_is_not_a_digit(tmp_path, index):
+    """A blank sheet half in a hard shadow: the first look cuts the sheet at the shadow, the second look on the
+    whole frame finds a thin mark along that cut (the shadow's step), which runs along the sheet's edge."""
+    path = write_no_digit_photo("blank", tmp_path / f"blank_{index}", _rng(3, "nodigit", index))
+    picture = read_picture(path)
+    assert picture.refusal.startswith(f"{path}: no digit found"), picture.refusal
     assert len(picture.pixels) == 0
