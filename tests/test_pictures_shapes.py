@@ -55,11 +55,11 @@ def test_generated_no_digit_pictures_refused_by_their_shape(tmp_path, kind, inde
     assert len(picture.pixels) == 0
 
 
-@pytest.mark.parametrize("index", [87])
-def test_the_edge_of_a_hard_shadow_on_a_blank_sheet_is_not_a_digit(tmp_path, index):
-    """A blank sheet half in a hard shadow: the first look cuts the sheet at the shadow, the second look on the
-    whole frame finds a thin mark along that cut (the shadow's step), which runs along the sheet's edge."""
-    path = write_no_digit_photo("blank", tmp_path / f"blank_{index}", _rng(3, "nodigit", index))
+def test_the_edge_of_a_hard_shadow_on_a_blank_sheet_is_not_a_digit(tmp_path):
+    """A blank sheet half in a hard shadow (seed 3's no-digit picture 87): the first look cuts the sheet at the
+    shadow, the second look on the whole frame finds a thin mark along that cut (the shadow's step), which runs
+    along the sheet's edge and was read as a 1."""
+    path = write_no_digit_photo("blank", tmp_path / "blank", _rng(3, "nodigit", 87))
     picture = read_picture(path)
     assert picture.refusal.startswith(f"{path}: no digit found"), picture.refusal
     assert len(picture.pixels) == 0
