@@ -113,17 +113,37 @@ def newest_or_error(root: Path, value: str) -> Path:
     )
 
 
+#: Data settings that older versions saved in a run's config.yaml and checkpoints and that have moved since:
+#: ``pixel_scale`` into the model (its checkpoints carry it: :func:`mnist_lit.checkpoint.model_hparams`),
+#: ``predict_path``/``predict_sheet`` into :class:`mnist_lit.pictures.PicturesDataModule`. Dropped from such a
+#: run's settings (when unset, or always for ``pixel_scale``), so its checkpoints still work without ``--config``.
+MOVED_DATA_KEYS = ("pixel_scale", "predict_path", "predict_sheet")
+
+
+def _current_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` settings without :data:`MOVED_DATA_KEYS` (a ``predict_path`` that was set stays, to be refused)."""
+    return {
+        k: v
+        for k, v in data.items()
+        if not (k in MOVED_DATA_KEYS and (k == "pixel_scale" or v is None)) and not k.startswith("_")
+    }
+
+
 def base_config(ckpt_path: str | Path, checkpoint: Mapping[str, Any]) -> str | None:
     """What to pass as the first ``--config`` of a command on ``ckpt_path`` that has none of its own.
 
-    The run's ``config.yaml`` when the checkpoint lies in ``RUN/checkpoints/``; else the checkpoint's
+    The run's ``config.yaml`` when the checkpoint lies in ``RUN/checkpoints/`` (as a JSON config string
+    without :data:`MOVED_DATA_KEYS` when an older version wrote it); else the checkpoint's
     ``datamodule_hyper_parameters`` as a JSON config string; ``None`` when it has neither.
     """
     found = run_config_of(ckpt_path)
     if found is not None:
-        return str(found)
-    data = {k: v for k, v in (checkpoint.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
-    data.pop("pixel_scale", None)  # older checkpoints: now a model hyperparameter (model_hparams)
+        config = read_config(found)
+        data = config.get("data")
+        if not isinstance(data, Mapping) or "class_path" in data or not set(MOVED_DATA_KEYS) & set(data):
+            return str(found)
+        return json.dumps({**config, "data": _current_data(data)})
+    data = _current_data(checkpoint.get("datamodule_hyper_parameters") or {})
     return json.dumps({"data": data}) if data else None
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import (
     CONFIG,
     offline_data,
@@ -27,8 +28,10 @@ from conftest import (
     terminate_when_handled,
     version_dirs,
 )
+from PIL import Image
 
 from mnist_lit.checkpoint import CHECKSUM_KEY, load_checkpoint
+from mnist_lit.data import load_split
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 #: A short run of the recipe: 1 epoch of 20 batches, 2 validation batches, the whole test set after it.
@@ -553,3 +556,25 @@ def test_a_checkpoint_alone_tests_as_in_its_run(raw_run, tmp_path):
     tested = run_cli("test", "--ckpt_path", str(alone), cwd=tmp_path, env=no_network_env(tmp_path))
     assert round(printed_metric(tested.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
     assert not (tmp_path / "connections.log").exists()
+
+
+@pytest.mark.slow
+def test_a_run_written_by_an_older_version_still_tests_from_its_checkpoint(raw_run, tmp_path):
+    """Older versions saved the DataModule's settings flat in config.yaml, with pixel_scale (now the model's) and
+    predict_path/predict_sheet (now PicturesDataModule's): its checkpoints still need no --config."""
+    run_dir = tmp_path / "old_run"
+    shutil.copytree(raw_run["last"].parents[1], run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["model"].pop("pixel_scale", None)
+    config["data"] = {**config["data"]["init_args"], "pixel_scale": "raw", "predict_path": None, "predict_sheet": None}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    tested = run_cli("test", "--ckpt_path", ckpt, cwd=tmp_path, env=no_network_env(tmp_path))
+    assert round(printed_metric(tested.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
+    digit = tmp_path / "digit.png"
+    Image.fromarray(load_split(config["data"]["data_dir"], "test")[0][0, 0].numpy()).save(digit)
+    run_cli(
+        "predict", "--ckpt_path", ckpt, "--data", "PicturesDataModule", "--data.predict_path", str(digit), cwd=tmp_path
+    )
+    rows = list(csv.DictReader((version_dirs(tmp_path)[-1] / "predictions.csv").open()))
+    assert len(rows) == 1 and rows[0]["error"] == "" and rows[0]["pred"] in "0123456789"
