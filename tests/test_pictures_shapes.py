@@ -63,3 +63,20 @@ def test_the_edge_of_a_hard_shadow_on_a_blank_sheet_is_not_a_digit(tmp_path):
     picture = read_picture(path)
     assert picture.refusal.startswith(f"{path}: no digit found"), picture.refusal
     assert len(picture.pixels) == 0
+
+
+@pytest.mark.parametrize("arc", [360, 330])
+def test_a_digit_in_a_circle_is_refused_not_read_as_the_circle(test_images, tmp_path, arc):
+    """A test digit drawn large on white paper is read; inside a circle (closed, or with a gap) the circle used to be
+    read together with it as one digit (an 8 in a circle: a 2 at 50%). Now it is refused as enclosed."""
+    page = np.full((400, 400), 245, np.uint8)
+    digit = cv2.resize(255 - test_images[0], (160, 160), interpolation=cv2.INTER_CUBIC)  # a 7, dark ink
+    page[120:280, 120:280] = np.minimum(page[120:280, 120:280], digit)
+    alone = tmp_path / "alone.png"
+    cv2.imwrite(str(alone), page)
+    assert read_picture(alone).pixels.shape[0] == 1 and not read_picture(alone).refusal
+    cv2.ellipse(page, (200, 200), (150, 150), 0, 0, arc, 20, 4, cv2.LINE_AA)
+    framed = tmp_path / "circled.png"
+    cv2.imwrite(str(framed), page)
+    picture = read_picture(framed)
+    assert picture.pixels.shape[0] == 0 and "enclosed by others" in picture.refusal

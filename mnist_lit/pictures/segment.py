@@ -15,7 +15,7 @@ import numpy as np
 
 from mnist_lit.pictures.ink import InkMap
 from mnist_lit.pictures.mask import InkMask, ink_mask
-from mnist_lit.pictures.shapes import Box, in_row, scattered, split_touching, stroke_ratio
+from mnist_lit.pictures.shapes import Box, enclosed, in_row, scattered, split_touching, stroke_ratio
 
 #: Components under this many pixels, or under this fraction of the largest one's area, are dirt or noise.
 MIN_AREA = 6
@@ -212,6 +212,8 @@ def _pieces(labels: np.ndarray, stats: np.ndarray, kept: np.ndarray) -> list[tup
     for group, (x0, y0, x1, y1) in zip(groups, boxes, strict=False):
         if len(groups) > 1 and _nested(stats, group):
             raise _NoDigit("not a digit: marks drawn inside other marks, as in a drawing")
+        if len(group) > 1 and enclosed(labels[y0:y1, x0:x1], group):
+            raise _NoDigit("not a digit: a mark enclosed by others (a digit in a box or a circle?); crop to the digit")
         pieces.append((np.isin(labels[y0:y1, x0:x1], group), (x0, y0, x1, y1)))
     return pieces
 

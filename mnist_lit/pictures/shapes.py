@@ -33,6 +33,35 @@ def ink_box(mask: np.ndarray) -> Box:
     return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
 
 
+#: A component of a mark with the mark's other components on all four sides of it (left and right within its rows,
+#: above and below within its columns), and at least ENCLOSED_HEIGHT of their height, is enclosed by them: a digit in
+#: a box or a circle, drawn closed or not, eyes in a face. The pieces of a handwritten digit lie next to, above or
+#: across each other, never all around one another; dirt inside a loop is smaller.
+ENCLOSED_HEIGHT = 0.25
+
+
+def enclosed(labels: np.ndarray, group: list[int]) -> bool:
+    """Whether a component of ``group`` has the others on all four sides (:data:`ENCLOSED_HEIGHT`).
+
+    Args:
+        labels: int (h, w), OpenCV's component labels over the box of the mark.
+        group: the labels of the mark's components.
+    """
+    for j in group:
+        inner = labels == j
+        others = np.isin(labels, [k for k in group if k != j])
+        rows, cols, other_rows = (np.flatnonzero(a) for a in (inner.any(1), inner.any(0), others.any(1)))
+        if not rows.size or not other_rows.size:
+            continue
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        if r1 - r0 < ENCLOSED_HEIGHT * (other_rows[-1] + 1 - other_rows[0]):
+            continue
+        beside, over = others[r0:r1], others[:, c0:c1]
+        if beside[:, :c0].any() and beside[:, c1:].any() and over[:r0].any() and over[r1:].any():
+            return True
+    return False
+
+
 def split_touching(mask: np.ndarray, x0: int, y0: int) -> list[tuple[np.ndarray, Box]]:
     """A box mask holding several touching digits, cut at the columns with the least ink near the expected
     digit borders; each piece re-boxed to its own ink. Pieces are (mask, (x0, y0, x1, y1))."""
