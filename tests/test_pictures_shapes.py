@@ -80,3 +80,20 @@ def test_a_digit_in_a_circle_is_refused_not_read_as_the_circle(test_images, tmp_
     cv2.imwrite(str(framed), page)
     picture = read_picture(framed)
     assert picture.pixels.shape[0] == 0 and "enclosed by others" in picture.refusal
+
+
+def test_a_decimal_point_between_digits_refuses_the_number(test_images, tmp_path):
+    """Two test digits side by side are read as a number; with a dot between them at the baseline ("3.5") the dot
+    used to be dropped as a speck and the number read as 35. Now the number is refused."""
+    page = np.full((300, 520), 245, np.uint8)
+    for k, left in enumerate((60, 300)):
+        digit = cv2.resize(255 - test_images[k], (160, 160), interpolation=cv2.INTER_CUBIC)
+        page[70:230, left : left + 160] = np.minimum(page[70:230, left : left + 160], digit)
+    plain = tmp_path / "plain.png"
+    cv2.imwrite(str(plain), page)
+    assert read_picture(plain).pixels.shape[0] == 2 and not read_picture(plain).refusal
+    cv2.circle(page, (260, 205), 9, 20, -1, cv2.LINE_AA)
+    dotted = tmp_path / "dotted.png"
+    cv2.imwrite(str(dotted), page)
+    picture = read_picture(dotted)
+    assert picture.pixels.shape[0] == 0 and "between its digits" in picture.refusal

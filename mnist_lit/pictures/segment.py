@@ -15,7 +15,7 @@ import numpy as np
 
 from mnist_lit.pictures.ink import InkMap
 from mnist_lit.pictures.mask import InkMask, ink_mask
-from mnist_lit.pictures.shapes import Box, enclosed, in_row, scattered, split_touching, stroke_ratio
+from mnist_lit.pictures.shapes import Box, enclosed, in_a_gap, in_row, scattered, split_touching, stroke_ratio
 
 #: Components under this many pixels, or under this fraction of the largest one's area, are dirt or noise.
 MIN_AREA = 6
@@ -171,6 +171,11 @@ def find_marks(ink: InkMap) -> Marks:
         kept = _components(found, max(1, int(ink.region.sum())))
         pieces = _pieces(found.labels, found.stats, kept)
         marks = _one_number(_split_wide(_pen_strokes(pieces)))
+        digits = [box for _, box in marks]
+        if len(digits) > 1 and any(in_a_gap(box, digits) for _, box in pieces if box not in digits):
+            raise _NoDigit(
+                "not a number: a small mark between its digits (a decimal point? a colon?), which is not read"
+            )
     except _NoDigit as refusal:  # only "no ink at all" may mean the sheet was cut too small: look again
         return _refuse(str(refusal), cut=cut and not mask.any())
     return Marks(np.array([box for _, box in marks], np.int64), [piece for piece, _ in marks], cut=cut)

@@ -115,6 +115,16 @@ def in_row(box: Box, row: list[Box], height_ratio: float = 0.7, tolerance: float
     )
 
 
+def in_a_gap(box: Box, row: list[Box]) -> bool:
+    """Whether ``box`` lies wholly in the horizontal gap between two neighbouring boxes of ``row`` (the digits of a
+    number), with its centre within the row's height: a decimal point, a colon, a dot of dirt between digits."""
+    ordered = sorted(row)
+    top, bottom = min(b[1] for b in row), max(b[3] for b in row)
+    return top <= (box[1] + box[3]) / 2 <= bottom and any(
+        left[2] <= box[0] and box[2] <= right[0] for left, right in itertools.pairwise(ordered)
+    )
+
+
 def crossings(pixels: np.ndarray, level: int) -> tuple[int, int]:
     """How many separate strokes a horizontal and a vertical line cross in an MNIST-style crop (uint8 (28, 28),
     ink bright): the runs of pixels brighter than ``level`` along each row and each column, the second-highest
