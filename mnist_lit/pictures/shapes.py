@@ -47,9 +47,10 @@ def enclosed(labels: np.ndarray, group: list[int]) -> bool:
         labels: int (h, w), OpenCV's component labels over the box of the mark.
         group: the labels of the mark's components.
     """
+    in_group = np.isin(labels, group)
     for j in group:
         inner = labels == j
-        others = np.isin(labels, [k for k in group if k != j])
+        others = in_group & ~inner
         rows, cols, other_rows = (np.flatnonzero(a) for a in (inner.any(1), inner.any(0), others.any(1)))
         if not rows.size or not other_rows.size:
             continue
