@@ -198,22 +198,23 @@ def bench_hand_loop(args, images, labels, test_images, test_labels) -> dict:
 
 def keras_python(args, parser) -> str | None:
     """The interpreter that runs (b2); None (with a note) when this one, the default, has no TensorFlow.
-    An interpreter named with --keras-python that cannot run or import TensorFlow stops the benchmark."""
+    An interpreter named with --keras-python that cannot run or import TensorFlow and matplotlib (keras_recipe.py
+    plots the digit it predicts, as the tutorial does) stops the benchmark with one line."""
     python = args.keras_python or sys.executable
     try:
-        found = subprocess.run([python, "-c", "import tensorflow"], capture_output=True).returncode == 0
+        found = subprocess.run([python, "-c", "import tensorflow, matplotlib"], capture_output=True).returncode == 0
     except OSError as err:
         parser.error(
             f"--keras-python {python}: cannot run it ({err.strerror}); give a Python interpreter with TensorFlow"
         )
     if not found and args.keras_python:
         parser.error(
-            f"--keras-python {python}: it cannot import tensorflow; give a Python interpreter with TensorFlow "
-            "(e.g. a virtual environment with `pip install tensorflow-cpu`), or leave the option out"
+            f"--keras-python {python}: it cannot import tensorflow and matplotlib; give a Python interpreter with "
+            "both (e.g. a virtual environment with `pip install tensorflow-cpu matplotlib`), or leave the option out"
         )
     if not found:
         print(
-            f"(b2) skipped: no TensorFlow for {python} (pip install -e '.[bench]', or --keras-python PYTHON)",
+            f"(b2) skipped: no TensorFlow (or matplotlib) for {python} (pip install -e '.[bench]', or --keras-python PYTHON)",
             flush=True,
         )
         return None
