@@ -36,7 +36,7 @@ from mnist_lit.checkpoint import load_model
 from mnist_lit.data_choice import check_eval, uses_pictures
 from mnist_lit.errors import CheckpointError
 from mnist_lit.model import NUM_CLASSES, MNISTClassifier
-from mnist_lit.runs import CONFIG_NAME, best_checkpoint, data_settings, read_config
+from mnist_lit.runs import CONFIG_NAME, best_checkpoint, data_settings, evaluate_in_a_new_folder, read_config
 
 RESULTS_NAME = "cv_results.csv"  # written by `cv` (mnist_lit.commands.cv.cv_main), a row per finished fold
 FOLD_RESULT = "fold_result.json"  # fold_K/fold_result.json: written by `cv` when fold K has finished
@@ -220,9 +220,9 @@ def settle_cli(parser: Any, argv: list[str], subcommand: str, config: Any) -> tu
     """For ``test``/``predict``/``validate --ckpt_path CV_RUN``: the parsed configuration to run with and the
     ensemble. Called by :class:`mnist_lit.lightning_cli.MNISTLightningCLI` before anything is built.
 
-    Without ``--config``, the settings come from fold 0's ``config.yaml`` and the logs go to
-    ``CV_RUN/ensemble/version_M`` (unless ``--trainer.logger`` is given); ``ckpt_path`` is cleared, as the
-    model is the ensemble itself.
+    The settings start from fold 0's ``config.yaml``, then the command's ``--config`` files and flags. Without
+    ``--config`` the logs go to ``CV_RUN/ensemble/version_M`` (unless ``--trainer.logger`` is given), never into
+    a fold's folder; ``ckpt_path`` is cleared, as the model is the ensemble itself.
 
     Raises:
         CheckpointError: ``validate`` (no held-out data), or see :func:`load_ensemble` and
@@ -236,13 +236,13 @@ def settle_cli(parser: Any, argv: list[str], subcommand: str, config: Any) -> tu
             "fold's checkpoint"
         )
     model, paths, first = load_ensemble(folder)
-    if not config[subcommand].get("config"):
-        at = argv.index(subcommand) + 1
-        base = run_settings.base_config(paths[0], first)
-        logger = []
-        if "logger" not in run_settings.explicit_flags(argv, "trainer"):
-            logger = [f"--trainer.logger={json.dumps(ensemble_logger(folder))}"]
-        config = parser.parse_args([*argv[:at], *(["--config", base] if base else []), *argv[at:], *logger])
+    at = argv.index(subcommand) + 1
+    base = run_settings.base_config(paths[0], first)
+    logger = []
+    if not config[subcommand].get("config") and "logger" not in run_settings.explicit_flags(argv, "trainer"):
+        logger = [f"--trainer.logger={json.dumps(ensemble_logger(folder))}"]
+    config = parser.parse_args([*argv[:at], *(["--config", base] if base else []), *argv[at:], *logger])
+    evaluate_in_a_new_folder(config[subcommand], argv)  # a --config without a logger: never into fold 0's folder
     config[subcommand].ckpt_path = None
     data = config[subcommand]
     check_eval(subcommand, folder, first, data_settings(data), uses_pictures(data.data))

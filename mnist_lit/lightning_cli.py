@@ -70,8 +70,8 @@ class MNISTLightningCLI(LightningCLI):
         if ckpt_path not in (None, "last"):
             self.checkpoint = load_checkpoint(ckpt_path)
             check_hparams(self.checkpoint, MNISTClassifier, ckpt_path)
-            base = None if config.get("config") else run_settings.base_config(ckpt_path, self.checkpoint)
-            if base is not None:  # no --config: start from the run's own settings, then the command's flags
+            base = run_settings.base_config(ckpt_path, self.checkpoint)
+            if base is not None:  # the run's own settings first, then the command's --config files and flags
                 at = argv.index(subcommand) + 1
                 self.config = parser.parse_args([*argv[:at], "--config", base, *argv[at:]])
                 config = self.config[subcommand]

@@ -6,9 +6,10 @@ The rules, applied by :class:`mnist_lit.cli.MNISTLightningCLI` right after parsi
   means). ``best`` and ``last`` name the newest training run's best (by ``val_acc``) or last checkpoint
   under the logger's folder (:func:`mnist_lit.runs.newest_checkpoint`), and when that run has none yet,
   the error says so (never an older run's model); ``hpc``, URLs and folders are refused.
-* Without ``--config``, a command on a checkpoint starts from the settings of the run that wrote it:
-  its ``config.yaml`` next to ``checkpoints/``, else the checkpoint's saved datamodule
-  hyperparameters (:func:`base_config`). Flags on the command line override them.
+* A command on a checkpoint starts from the settings of the run that wrote it: its ``config.yaml``
+  next to ``checkpoints/``, else the checkpoint's saved datamodule hyperparameters
+  (:func:`base_config`). The command's ``--config`` files, then its flags, override them; what
+  they leave unset is the run's, never a default the run did not use.
 * The model's hyperparameters (pixel scaling, data set, ...) always come from the checkpoint; a
   ``--model.*`` flag that says otherwise, a data set other than the model's, or (for ``validate``) a
   split other than training's is refused with one line naming both values
@@ -130,7 +131,7 @@ def _current_data(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def base_config(ckpt_path: str | Path, checkpoint: Mapping[str, Any]) -> str | None:
-    """What to pass as the first ``--config`` of a command on ``ckpt_path`` that has none of its own.
+    """What to pass as the first ``--config`` of a command on ``ckpt_path``, before the command's own files and flags.
 
     The run's ``config.yaml`` when the checkpoint lies in ``RUN/checkpoints/`` (as a JSON config string
     without :data:`MOVED_DATA_KEYS` when an older version wrote it); else the checkpoint's

@@ -446,6 +446,20 @@ def test_resume_refuses_other_data_but_follows_the_same_data_elsewhere(raw_run, 
 
 
 @pytest.mark.slow
+def test_a_config_file_naming_only_the_checkpoint_keeps_the_runs_settings(raw_run, tmp_path):
+    """A --config holding just ckpt_path: what it leaves unset is the run's (data folder, split, pixel scale,
+    limit_val_batches), never a default the run did not use (a data folder to download into, the whole holdout)."""
+    ckpt, env = str(raw_run["last"]), no_network_env(tmp_path)
+    only = tmp_path / "only.yaml"
+    only.write_text(yaml.safe_dump({"ckpt_path": ckpt}))
+    validated = run_cli("validate", "--config", str(only), cwd=tmp_path, env=env)
+    assert printed_metric(validated.stdout, "val_count") == 256  # the run's limit_val_batches 2 of 128
+    tested = run_cli("test", "--config", str(only), cwd=tmp_path, env=env)
+    assert round(printed_metric(tested.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
+    assert not (tmp_path / "connections.log").exists()
+
+
+@pytest.mark.slow
 def test_validate_refuses_other_training_data(raw_run, mnist_dir, tmp_path):
     """validate scores the run's held-out part of its training file: on another training file it would score
     images the model trained on, a silently higher val_acc. Refused; the same data elsewhere still validates."""
