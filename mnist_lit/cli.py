@@ -27,7 +27,7 @@ from mnist_lit.model import MNISTClassifier
 from mnist_lit.parser_errors import one_line_error
 from mnist_lit.quiet import hide_unactionable_messages
 from mnist_lit.runs import discard_claimed, release_unused
-from mnist_lit.signals import SIGTERM_EXIT_STATUS, SigtermCheckpoint, SigtermStop
+from mnist_lit.signals import SIGINT_EXIT_STATUS, SIGTERM_EXIT_STATUS, SigtermCheckpoint, SigtermStop
 from mnist_lit.tensorboard_writer import use_tensorboard_stub
 
 
@@ -155,3 +155,23 @@ def main(args: list[str] | None = None) -> None:
     except MisconfigurationException as err:  # Lightning's own refusals, e.g. two progress bars
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C outside Lightning's loops (parsing, building the trainer, reading data)
+        stopped_by_ctrl_c(argv)
+    except SystemExit:  # Lightning ends a run stopped by Ctrl-C with status 1 and no line of ours
+        if SigtermCheckpoint.interrupted[0] and argv and argv[0] != "tune":  # tune records its own stop
+            stopped_by_ctrl_c(argv)
+        raise
+
+
+def stopped_by_ctrl_c(argv: list[str]) -> NoReturn:
+    """Exit :data:`~mnist_lit.signals.SIGINT_EXIT_STATUS` with one ``error:`` line saying what the stopped run left:
+    an evaluation's new folder is removed (its results were never written in full); a fit keeps the ``last.ckpt``
+    of its last finished epoch, if any, to continue from."""
+    if argv and argv[0] in ("validate", "test", "predict"):
+        discard_claimed()
+    else:
+        release_unused()
+    earlier = SigtermCheckpoint.interrupted[1]
+    where = f"; continue from {earlier} (its last finished epoch) with the same command and --ckpt_path last"
+    print(f"error: stopped by Ctrl-C{where if earlier else ''}", file=sys.stderr)
+    sys.exit(SIGINT_EXIT_STATUS)

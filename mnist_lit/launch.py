@@ -97,6 +97,9 @@ def entry_point() -> None:
         main()
     except SystemExit as stop:
         leave(stop.code)
+    except KeyboardInterrupt:  # Ctrl-C while importing torch and Lightning: nothing was started or written
+        print("error: stopped by Ctrl-C", file=sys.stderr)
+        leave(130)  # 128 + SIGINT, as mnist_lit.signals.SIGINT_EXIT_STATUS (not imported here: it needs Lightning)
     leave(0)
 
 

@@ -1,5 +1,7 @@
 """SIGTERM during ``fit`` (a job scheduler's stop): save ``last.ckpt`` so that ``fit --ckpt_path last`` resumes;
-during ``validate``/``test``/``predict``: stop at the end of the batch (:class:`SigtermStop`).
+during ``validate``/``test``/``predict``: stop at the end of the batch (:class:`SigtermStop`). Ctrl-C (SIGINT):
+Lightning's graceful shutdown, saving nothing (every process of a DDP run gets it, each wherever it is, so a
+checkpoint's collective save could wait forever); :class:`SigtermCheckpoint` notes it for the exit line.
 
 Lightning turns SIGTERM into ``SIGTERMException`` at the next batch boundary (every rank, under DDP)
 and calls the callbacks' ``on_exception``; the exception is a ``SystemExit`` without a code, so the
@@ -17,6 +19,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 #: 128 + 15: the status a shell reports for a process ended by SIGTERM.
 SIGTERM_EXIT_STATUS = 143
+#: 128 + 2: the status a shell reports for a process ended by SIGINT (Ctrl-C).
+SIGINT_EXIT_STATUS = 130
 
 
 class SigtermCheckpoint(Callback):
@@ -29,17 +33,29 @@ class SigtermCheckpoint(Callback):
     """
 
     saved: Path | None = None
+    #: Ctrl-C ended a run (Lightning then exits with status 1): ``(True, the run's last.ckpt saved earlier or None)``.
+    interrupted: tuple[bool, Path | None] = (False, None)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if isinstance(exception, KeyboardInterrupt):
+            earlier = self._last_path(trainer) if fitting else None
+            type(self).interrupted = (True, earlier if earlier is not None and earlier.is_file() else None)
+        if not isinstance(exception, SIGTERMException) or not fitting:
             return
+        path = self._last_path(trainer)
+        if path is not None:
+            trainer.save_checkpoint(path, weights_only=False)  # the whole training state, for resuming
+            type(self).saved = path
+
+    @staticmethod
+    def _last_path(trainer) -> Path | None:
+        """Where ``last.ckpt`` goes: the ``ModelCheckpoint`` with ``filename: last``, else the first one's folder."""
         callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
         if not callbacks:
-            return
+            return None
         chosen = next((c for c in callbacks if c.filename == "last"), callbacks[0])
-        path = Path(str(chosen.dirpath)) / f"last{chosen.FILE_EXTENSION}"
-        trainer.save_checkpoint(path, weights_only=False)  # the whole training state, for resuming
-        type(self).saved = path
+        return Path(str(chosen.dirpath)) / f"last{chosen.FILE_EXTENSION}"
 
 
 class SigtermStop(Callback):

@@ -347,6 +347,29 @@ def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path, mnist_d
     assert 0.1 < printed_test_acc(resumed.stdout) <= 1.0 and len(version_dirs(tmp_path)) == 1
 
 
+@pytest.mark.slow
+def test_ctrl_c_exits_130_with_one_line_naming_the_checkpoint_to_continue_from(tmp_path, mnist_dir):
+    """Ctrl-C (SIGINT) in epoch 2: Lightning's graceful shutdown saves nothing (a DDP run's ranks are each
+    elsewhere), so the line names epoch 1's last.ckpt; rc 130 as a shell reports SIGINT, never 1 or a traceback."""
+    args = fit_args(
+        mnist_dir, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "400", "--data.batch_size", "16"
+    )
+    proc = start_cli(*args, cwd=tmp_path)
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the second epoch
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == (
+        f"error: stopped by Ctrl-C; continue from {Path('lightning_logs')}/version_0/checkpoints/last.ckpt "
+        "(its last finished epoch) with the same command and --ckpt_path last"
+    )
+    assert load_checkpoint(last)["global_step"] == 400  # epoch 1's, untouched
+
+
 def test_load_checkpoint_verifies_the_checksum_of_a_tensor_change(trained_run, tmp_path):
     checkpoint = torch.load(trained_run["last_ckpt"], weights_only=True)
     checkpoint["state_dict"]["net.classifier.4.bias"][3] += 1e-3
