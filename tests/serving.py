@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
+import re
 import subprocess
 import sys
 import time
@@ -21,13 +21,6 @@ from PIL import Image, ImageOps
 
 #: Seconds the server may take to answer /health after start (imports torch and Lightning on a busy 2-core VM).
 START_TIMEOUT = 120
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http(
@@ -48,11 +41,11 @@ def http(
 def serve(ckpt_path: Path, workdir: Path, *args: str) -> Iterator[dict]:
     """Start `python -m mnist_lit serve` on a free port; yield {"url", "proc", "log"}; always stop it.
 
-    Waits (at most :data:`START_TIMEOUT` s) until GET /health answers; fails with the server's log if
-    the process exits or never answers.
+    The server is started with ``--port 0`` and the test talks to the port its "Serving ... on URL" line names,
+    the one the system chose. Waits (at most :data:`START_TIMEOUT` s) until GET /health answers; fails with the
+    server's log if the process exits or never answers.
     """
-    port = free_port()
-    log_path = workdir / f"serve_{port}.log"
+    log_path = workdir / f"serve_{time.monotonic_ns()}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
@@ -66,7 +59,7 @@ def serve(ckpt_path: Path, workdir: Path, *args: str) -> Iterator[dict]:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(port),
+                "0",
                 *args,
             ],
             cwd=workdir,
@@ -74,13 +67,18 @@ def serve(ckpt_path: Path, workdir: Path, *args: str) -> Iterator[dict]:
             stderr=subprocess.STDOUT,
             env=env,
         )
-    url = f"http://127.0.0.1:{port}"
+    url = None
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if proc.poll() is not None:
                 raise AssertionError(f"serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            printed = re.search(r"^Serving .* on (http://127\.0\.0\.1:(\d+))/ ", log_path.read_text(), re.MULTILINE)
+            assert not (printed and printed.group(2) == "0"), "serve --port 0 printed port 0, not the port it serves on"
+            url = url or (printed.group(1) if printed else None)
             try:
+                if url is None:
+                    raise ConnectionError("no port printed yet")
                 status, health = http("GET", f"{url}/health", timeout=5)
                 if status == 200 and health.get("ok"):
                     break

@@ -93,10 +93,12 @@ def check_limits(args: argparse.Namespace) -> None:
             raise DataError(f"--{flag} must be at least {least}, got {value}")
 
 
-def check_address(host: str, port: int) -> None:
-    """Bind a socket to every address of ``host`` and ``port`` the way uvicorn will (asyncio's ``create_server``:
-    the addresses ``getaddrinfo`` gives for a passive TCP socket, ``SO_REUSEADDR``, IPv6 only on IPv6 sockets),
-    then close them again, so that an address in use is refused before the model is loaded.
+def bind_address(host: str, port: int) -> list[socket.socket]:
+    """Bind a socket to every address of ``host`` and ``port`` the way uvicorn would (asyncio's ``create_server``:
+    the addresses ``getaddrinfo`` gives for a passive TCP socket, ``SO_REUSEADDR``, IPv6 only on IPv6 sockets), so
+    that an address in use is refused before the model is loaded. The sockets stay open for uvicorn to serve on:
+    nothing else can take the address in between, and with ``port`` 0 every address gets the port the system
+    chose for the first one, the port the server prints.
 
     Raises:
         DataError: ``host`` cannot be resolved, or an address is in use or cannot be bound (one line).
@@ -108,23 +110,37 @@ def check_address(host: str, port: int) -> None:
             f"--host {host}: cannot be resolved ({getattr(err, 'strerror', None) or err}); give an address "
             "of this machine, e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every network)"
         ) from None
-    shown = f"[{host}]" if ":" in host else host
-    for family, kind, proto, _, address in dict.fromkeys(found):
-        with socket.socket(family, kind, proto) as sock:
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind(address)
-            except OSError as err:
-                if err.errno == errno.EADDRINUSE:
-                    raise DataError(f"{shown}:{port} is in use; choose another --port") from None
-                hint = (
-                    "give an address of this machine as --host"
-                    if err.errno == errno.EADDRNOTAVAIL
-                    else ("choose another --port or --host")
-                )
-                raise DataError(f"{shown}:{port} cannot be bound ({err.strerror}); {hint}") from None
+            _bind(sock, (address[0], port, *address[2:]), host)
+            port = port or sock.getsockname()[1]
+    except DataError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _bind(sock: socket.socket, address: tuple, host: str) -> None:
+    """``sock.bind(address)``, an ``OSError`` turned into one line naming ``host`` and the port."""
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        sock.bind(address)
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise DataError(f"{shown}:{address[1]} is in use; choose another --port") from None
+        hint = (
+            "give an address of this machine as --host"
+            if err.errno == errno.EADDRNOTAVAIL
+            else ("choose another --port or --host")
+        )
+        raise DataError(f"{shown}:{address[1]} cannot be bound ({err.strerror}); {hint}") from None
 
 
 def serve_main(argv: list[str]) -> None:
@@ -135,7 +151,7 @@ def serve_main(argv: list[str]) -> None:
 
     Raises:
         DataError: ``--port`` outside 0-65535, a limit below its least value, an address in use or that cannot be
-            bound (:func:`check_address`). CheckpointError: see :func:`mnist_lit.ensemble.resolve_trained` and
+            bound (:func:`bind_address`). CheckpointError: see :func:`mnist_lit.ensemble.resolve_trained` and
             :func:`mnist_lit.serve.app.create_app`.
     """
     args = serve_parser().parse_args(argv)
@@ -151,7 +167,7 @@ def serve_main(argv: list[str]) -> None:
     except ImportError:
         print("error: serve needs the uvicorn package: pip install 'mnist_lit[serve]'", file=sys.stderr)
         sys.exit(2)
-    check_address(args.host, args.port)
+    sockets = bind_address(args.host, args.port)
     import torch  # start-up speed, as above
 
     from mnist_lit.ensemble import resolve_trained  # start-up speed, as above (torch)
@@ -171,7 +187,8 @@ def serve_main(argv: list[str]) -> None:
             file=sys.stderr,
         )
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"Serving {ckpt_path} on http://{shown}:{args.port}/ (Ctrl+C to stop)", flush=True)
+    print(f"Serving {ckpt_path} on http://{shown}:{sockets[0].getsockname()[1]}/ (Ctrl+C to stop)", flush=True)
     # One thread per prediction: --max_concurrent of them run at once, and a 28x28 batch gains nothing from more.
     torch.set_num_threads(1)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=args.access_log)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", access_log=args.access_log)
+    uvicorn.Server(config).run(sockets=sockets)
