@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -27,7 +28,13 @@ from mnist_lit.model import MNISTClassifier
 from mnist_lit.parser_errors import one_line_error
 from mnist_lit.quiet import hide_unactionable_messages
 from mnist_lit.runs import discard_claimed, release_unused
-from mnist_lit.signals import SIGINT_EXIT_STATUS, SIGTERM_EXIT_STATUS, SigtermCheckpoint, SigtermStop
+from mnist_lit.signals import (
+    SIGINT_EXIT_STATUS,
+    SIGTERM_EXIT_STATUS,
+    SigtermCheckpoint,
+    SigtermStop,
+    stop_between_runs,
+)
 from mnist_lit.tensorboard_writer import use_tensorboard_stub
 
 
@@ -114,6 +121,7 @@ def run_command(argv: list[str], args: list[str] | None) -> None:
         module, function = EXTRA_COMMANDS[argv[0]].split(":")
         getattr(importlib.import_module(module), function)(argv[1:])
     else:
+        signal.signal(signal.SIGTERM, stop_between_runs)  # Lightning's loops add their own: mnist_lit.signals
         cli = build_cli(args)
         if cli.failed_files:  # each one already has its `error: FILE: reason` line on stderr
             sys.exit(1)
@@ -150,12 +158,14 @@ def main(args: list[str] | None = None) -> None:
         if argv and argv[0] in ("validate", "test", "predict"):
             discard_claimed()  # the stopped evaluation's folder: its results were never written in full
         where = f"saved {saved}; continue with the same command and --ckpt_path last" if saved else "nothing saved"
-        print(f"error: stopped by SIGTERM; {where}", file=sys.stderr)
+        print(f"error: stopped by SIGTERM; {after_training(argv) or where}", file=sys.stderr)
         sys.exit(SIGTERM_EXIT_STATUS)
     except MisconfigurationException as err:  # Lightning's own refusals, e.g. two progress bars
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C outside Lightning's loops (parsing, building the trainer, reading data)
+        if argv and argv[0] == "serve":  # its way to stop: uvicorn has said "Finished server process"
+            sys.exit(SIGINT_EXIT_STATUS)
         stopped_by_ctrl_c(argv)
     except SystemExit:  # Lightning ends a run stopped by Ctrl-C with status 1 and no line of ours
         if SigtermCheckpoint.interrupted[0] and argv and argv[0] != "tune":  # tune records its own stop
@@ -173,5 +183,15 @@ def stopped_by_ctrl_c(argv: list[str]) -> NoReturn:
         release_unused()
     earlier = SigtermCheckpoint.interrupted[1]
     where = f"; continue from {earlier} (its last finished epoch) with the same command and --ckpt_path last"
-    print(f"error: stopped by Ctrl-C{where if earlier else ''}", file=sys.stderr)
+    where = f"; {after_training(argv)}" if after_training(argv) else (where if earlier else "")
+    print(f"error: stopped by Ctrl-C{where}", file=sys.stderr)
     sys.exit(SIGINT_EXIT_STATUS)
+
+
+def after_training(argv: list[str]) -> str:
+    """For a ``fit`` stopped after its training finished (in or before the test after it): what is saved and the
+    command that tests it; else ``""``."""
+    trained = SigtermCheckpoint.trained
+    if trained is None or not argv or argv[0] != "fit":
+        return ""
+    return f"the training had finished and saved {trained}; the test after it did not run: {PROG} test --ckpt_path {trained}"

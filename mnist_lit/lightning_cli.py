@@ -14,6 +14,7 @@ import yaml
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lit import ensemble, finetune, resume, run_settings
 from mnist_lit.augment import TrainAugmentation
@@ -162,9 +163,7 @@ class MNISTLightningCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         """The configured trainer with the arguments of :func:`mnist_lit.trainer_args.trainer_kwargs` (safe
         checkpoint IO; without the callbacks that write into a run folder, and without saving ``config.yaml``,
-        when ``logger`` is false: one line says so).
-
-        With ``deterministic: true`` (the configs), new tensors are no longer filled with NaN first
+        when ``logger`` is false: one line says so). With ``deterministic: true`` (the configs), new tensors are no longer filled with NaN first
         (``torch.utils.deterministic.fill_uninitialized_memory``; PyTorch's docs advise it for valid programs).
 
         Raises:
@@ -290,8 +289,9 @@ class MNISTLightningCLI(LightningCLI):
         interrupted, and print ``Test accuracy: ACC (test_loss LOSS, CKPT)``."""
         if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
             return
-        callback = self.trainer.checkpoint_callback
-        best = getattr(callback, "best_model_path", "")  # a ModelCheckpoint's; "" before its first save
+        if self.trainer.received_sigterm:  # after the last batch: Lightning's loops no longer look at it
+            raise SIGTERMException
+        best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")  # "" before a first save
         ckpt_path = "best" if best else None
         results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False)
         if self.trainer.is_global_zero and results:

@@ -6,11 +6,14 @@ checkpoint's collective save could wait forever); :class:`SigtermCheckpoint` not
 Lightning turns SIGTERM into ``SIGTERMException`` at the next batch boundary (every rank, under DDP)
 and calls the callbacks' ``on_exception``; the exception is a ``SystemExit`` without a code, so the
 process would exit with status 0 and a scheduler would see success. :class:`SigtermCheckpoint` saves
-the checkpoint; :func:`mnist_lit.cli.main` exits with :data:`SIGTERM_EXIT_STATUS`.
+the checkpoint; :func:`mnist_lit.cli.main` exits with :data:`SIGTERM_EXIT_STATUS`. Outside Lightning's loops
+(parsing, building the trainer, between ``fit`` and its test) Lightning has no handler in place and SIGTERM
+killed the process without a line: :func:`stop_between_runs` raises the same exception there.
 """
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -33,6 +36,8 @@ class SigtermCheckpoint(Callback):
     """
 
     saved: Path | None = None
+    #: The best (else last) checkpoint of a fit whose training finished: what to test if the test after it stops.
+    trained: Path | None = None
     #: Ctrl-C ended a run (Lightning then exits with status 1): ``(True, the run's last.ckpt saved earlier or None)``.
     interrupted: tuple[bool, Path | None] = (False, None)
 
@@ -47,6 +52,11 @@ class SigtermCheckpoint(Callback):
         if path is not None:
             trainer.save_checkpoint(path, weights_only=False)  # the whole training state, for resuming
             type(self).saved = path
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        callback = trainer.checkpoint_callback
+        found = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
+        type(self).trained = Path(found) if found else None
 
     @staticmethod
     def _last_path(trainer) -> Path | None:
@@ -80,3 +90,12 @@ class SigtermStop(Callback):
 
     def on_predict_batch_end(self, trainer, *args, **kwargs) -> None:
         self._stop_on_sigterm(trainer)
+
+
+def stop_between_runs(signum: int, frame) -> None:
+    """The SIGTERM handler of ``fit``/``validate``/``test``/``predict`` outside Lightning's loops: raise
+    ``SIGTERMException`` at once (nothing is being trained or written there). Inside the loops Lightning's own
+    handler calls this one too (it keeps the handler it found); then it does nothing, and Lightning stops at the
+    next batch boundary."""
+    if signal.getsignal(signal.SIGTERM) is stop_between_runs:
+        raise SIGTERMException

@@ -370,6 +370,28 @@ def test_ctrl_c_exits_130_with_one_line_naming_the_checkpoint_to_continue_from(t
     assert load_checkpoint(last)["global_step"] == 400  # epoch 1's, untouched
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.0, 0.3])
+def test_sigterm_as_the_training_ends_still_stops_with_143_and_one_line(tmp_path, mnist_dir, delay):
+    """Between the last batch and the test after fit no Lightning loop looks at SIGTERM: it was recorded and
+    ignored (the test ran, exit 0), or, once Lightning had restored the default handler, it killed the process
+    with no line and the last pictures unwritten."""
+    proc = start_cli(*fit_args(mnist_dir, "--trainer.limit_train_batches", "10"), cwd=tmp_path)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "`Trainer.fit` stopped" in line:
+            break
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143 and "Traceback" not in stderr, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: stopped by SIGTERM; "), last
+    checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    assert "last.ckpt" in last or f"test --ckpt_path {Path('lightning_logs')}/version_0/checkpoints/epoch0-" in last
+    assert load_checkpoint(checkpoints / "last.ckpt")["global_step"] == 10
+
+
 def test_load_checkpoint_verifies_the_checksum_of_a_tensor_change(trained_run, tmp_path):
     checkpoint = torch.load(trained_run["last_ckpt"], weights_only=True)
     checkpoint["state_dict"]["net.classifier.4.bias"][3] += 1e-3
