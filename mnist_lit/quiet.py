@@ -2,8 +2,11 @@
 
 Each one is matched by its exact text, so nothing else from the same source is hidden:
 
-- the "💡 Tip: ... try installing [litlogger]" advert printed before every run (an INFO record of
+- the "💡 Tip: ... try installing [litlogger]" and "[litmodels]" adverts printed before runs (INFO records of
   Lightning's ``rank_zero`` logger);
+- "Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided" for
+  ``validate``/``test``/``predict`` on a checkpoint copied out of its run (no ``config.yaml`` beside it):
+  an evaluation restores no callback state, so nothing is missing;
 - ``.test(ckpt_path="best") is called with Trainer configured with multiple ModelCheckpoint
   callbacks``: the configs keep a best-``val_acc`` checkpoint and ``last.ckpt``, and "best" is the
   first one's, as intended (a warning after every ``fit``);
@@ -25,6 +28,7 @@ from collections.abc import Sequence
 HIDDEN_RECORDS = (
     ("lightning.pytorch.utilities.rank_zero", "💡 Tip: For seamless cloud logging"),
     ("lightning.fabric.utilities.rank_zero", "💡 Tip: For seamless cloud logging"),
+    ("lightning.pytorch.utilities.rank_zero", "💡 Tip: For seamless cloud uploads"),
     ("lightning.pytorch.trainer.connectors.checkpoint_connector", "`weights_only` was not set, defaulting to"),
 )
 
@@ -57,6 +61,8 @@ def hide_unactionable_messages(argv: Sequence[str]) -> None:
         r"multiple `ModelCheckpoint` callbacks",
     )
     warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")
+    if argv and argv[0] in ("validate", "test", "predict"):
+        warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create")
     resuming = any(arg == "--ckpt_path" or arg.startswith("--ckpt_path=") for arg in argv)
     if argv and argv[0] == "fit" and resuming:
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")

@@ -505,6 +505,17 @@ def test_a_config_file_naming_only_the_checkpoint_keeps_the_runs_settings(raw_ru
 
 
 @pytest.mark.slow
+def test_a_checkpoint_copied_out_of_its_run_tests_the_same_without_lightnings_adverts(raw_run, tmp_path):
+    """Without config.yaml beside it the settings come from the checkpoint; Lightning's litmodels advert and its
+    "callbacks used to create the checkpoint need to be provided" warning (an evaluation restores none) are hidden."""
+    copied = tmp_path / "copied.ckpt"
+    shutil.copy(raw_run["last"], copied)
+    tested = run_cli("test", "--ckpt_path", str(copied), cwd=tmp_path, env=no_network_env(tmp_path))
+    assert round(printed_metric(tested.stdout, "test_acc"), 4) == round(raw_run["test_acc"], 4)
+    assert "Tip:" not in tested.stderr and "Be aware that when using" not in tested.stderr, tested.stderr
+
+
+@pytest.mark.slow
 def test_validate_refuses_other_training_data(raw_run, mnist_dir, tmp_path):
     """validate scores the run's held-out part of its training file: on another training file it would score
     images the model trained on, a silently higher val_acc. Refused; the same data elsewhere still validates."""
