@@ -37,22 +37,23 @@ def _sure_of_zero(picture):
 
 
 def test_printed_letters_of_the_test_photos_are_refused(tmp_path):
-    files = [f for f in write_no_digit_set(100, tmp_path, 0) if "letters" in f.name]  # 20 letter pictures
+    # seed 5: photos used nowhere else (the check was developed on seeds 1-4, the table reports seed 0)
+    files = [f for f in write_no_digit_set(100, tmp_path, 5) if "letters" in f.name]  # 20 letter pictures
     pictures = [p for p in map(read_picture, files) if not p.refusal]  # those the reader's own rules let through
-    assert len(pictures) == 8
+    assert len(pictures) == 12
     without = [read_digits(p, _sure_of_zero(p), min_digitness=0) for p in pictures]
     assert all(r.digits for r in without)  # without the check every one of them is read as a number
     refused = [read_digits(p, _sure_of_zero(p)).error for p in pictures]
-    assert sum(bool(e) for e in refused) >= 6, refused  # 7 of the 8 with the shipped weights
+    assert sum(bool(e) for e in refused) >= 11, refused  # all 12 with the shipped weights
     assert all(": not a digit: " in e and "looks like a letter" in e for e in refused if e), refused
 
 
 def test_real_test_digits_pass_at_the_calibrated_rate(mnist_dir):
     images, _ = load_split(mnist_dir, "test", notice=False)
     digitness = digit_probability(images)  # the 10,000 test digits as they are (read_picture takes them so)
-    assert float((digitness < MIN_DIGITNESS).double().mean()) <= 0.001
+    assert float((digitness < MIN_DIGITNESS).double().mean()) <= 0.001  # 6 of the 10,000 measured
     again = mnist_crops(images[:2000, 0].numpy(), np.random.default_rng(0))  # cut out again from photo size
-    assert float((digit_probability(again.unsqueeze(1)) < MIN_DIGITNESS).double().mean()) <= 0.003
+    assert float((digit_probability(again.unsqueeze(1)) < MIN_DIGITNESS).double().mean()) <= 0.001
 
 
 def test_number_photos_keep_every_digit(mnist_dir, tmp_path):

@@ -22,7 +22,7 @@ WEIGHTS_FILE = "digitness.pt"
 #: digit: the largest value of the form 1 or 3 x 10^-k under which at most 0.2% of the 3,000 validation digits of
 #: mnist-10k's training split (not trained on), as they are and cut out again from photo size, fall (the printout
 #: of :mod:`mnist_lit.pictures.train_digitness`; docs/pictures.md has the rates measured with it).
-MIN_DIGITNESS = 3e-4
+MIN_DIGITNESS = 3e-5
 
 
 class DigitnessNet(nn.Module):

@@ -66,6 +66,20 @@ def train(pixels: torch.Tensor, targets: torch.Tensor, epochs: int, seed: int) -
     return model.eval()
 
 
+#: The calibration's rule: the largest threshold of the form 1 or 3 x 10^-k (k = 1 ... 8) under which at most this
+#: share of the held-out validation digits falls, as they are and cut out again.
+CALIBRATION_SHARE = 0.002
+
+
+def calibrate(digitness: list[torch.Tensor]) -> float:
+    """The threshold the :data:`CALIBRATION_SHARE` rule picks for real digits' P(digit) (float32 (N,) each)."""
+    candidates = sorted((float(f"{m}e-{k}") for k in range(1, 9) for m in (1, 3)), reverse=True)
+    return next(
+        (t for t in candidates if all(float((p < t).double().mean()) <= CALIBRATION_SHARE for p in digitness)),
+        0.0,
+    )
+
+
 def report(model: DigitnessNet, held_out: np.ndarray, seed: int) -> None:
     """Print P(digit) quantiles of held-out real digits (as they are, and cut out again) and the share of
     held-out printed letters and digits (fresh draws) under :data:`MIN_DIGITNESS`."""
@@ -77,8 +91,9 @@ def report(model: DigitnessNet, held_out: np.ndarray, seed: int) -> None:
         "printed digits (fresh)": glyph_crops(DIGITS, 2000, fonts, rng),
         "printed letters (fresh)": glyph_crops(LETTERS, 4000, fonts, rng, pairs=0.15),
     }
-    for name, crops in sets.items():
-        p = digit_probability(crops.unsqueeze(1), model).double()
+    scores = {name: digit_probability(crops.unsqueeze(1), model).double() for name, crops in sets.items()}
+    print(f"calibrated threshold: {calibrate(list(scores.values())[:2])} (MIN_DIGITNESS is {MIN_DIGITNESS})")
+    for name, p in scores.items():
         q = [float(torch.quantile(p, f)) for f in (0.0005, 0.001, 0.002, 0.005, 0.01, 0.5, 0.9, 0.95)]
         under = float((p < MIN_DIGITNESS).double().mean())
         print(
@@ -91,10 +106,10 @@ def main() -> None:
     parser.add_argument("--data_dir", default="../shared/data/mnist-10k")
     parser.add_argument("--out", default="digitness.pt")
     parser.add_argument("--train_digits", type=int, default=7000)
-    parser.add_argument("--letters", type=int, default=24000)
+    parser.add_argument("--letters", type=int, default=36000)
     parser.add_argument("--printed_digits", type=int, default=6000)
     parser.add_argument("--copies", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
