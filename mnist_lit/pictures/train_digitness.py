@@ -102,6 +102,7 @@ def report(model: DigitnessNet, held_out: np.ndarray, seed: int) -> None:
 
 
 def main() -> None:
+    """Parse the command line, build the training set, train, write the weights (a state_dict) and report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default="../shared/data/mnist-10k")
     parser.add_argument("--out", default="digitness.pt")
