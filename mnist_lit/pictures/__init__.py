@@ -4,7 +4,9 @@
 (:mod:`~mnist_lit.pictures.frame`) turns a picture of one clean digit into MNIST pixels (MNIST's centring);
 :func:`read_picture` finds the sheet, the ink and each digit and returns MNIST-style crops with their boxes
 (no model needed); :func:`classify` / :func:`read_digits` add the model's probabilities and the "not a digit"
-refusal; :class:`PictureFiles` is the predict set of :class:`PicturesDataModule` (``predict --data PicturesDataModule``).
+refusals, one of them by a small separately trained "digit or not" network (:mod:`~mnist_lit.pictures.digitness`,
+trained by :mod:`~mnist_lit.pictures.train_digitness` on :mod:`~mnist_lit.pictures.glyphs`); :class:`PictureFiles`
+is the predict set of :class:`PicturesDataModule` (``predict --data PicturesDataModule``).
 """
 
 from mnist_lit.pictures.datamodule import PicturesDataModule

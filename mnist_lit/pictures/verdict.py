@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mnist_lit.pictures.digitness import MIN_DIGITNESS, digit_probability
 from mnist_lit.pictures.read import PictureDigits
 
 #: A crop whose most likely digit has a softmax probability below this is "not a digit". Calibrated on the
@@ -51,17 +52,45 @@ class DigitsReading:
         return float(torch.tensor(self.confidences, dtype=torch.float64).prod())
 
 
-def read_digits(picture: PictureDigits, probs: torch.Tensor, min_confidence: float = MIN_CONFIDENCE) -> DigitsReading:
+def _which(i: int, count: int) -> str:
+    return "the mark" if count == 1 else f"mark {i + 1} of {count}"
+
+
+def _letter_refusal(picture: PictureDigits, min_digitness: float) -> str:
+    """ "" or the reason the first crop the "digit or not" network (:mod:`mnist_lit.pictures.digitness`) gives a
+    P(digit) under ``min_digitness`` is refused (a printed letter the MNIST network is sure is a digit)."""
+    if min_digitness <= 0 or not len(picture.pixels):
+        return ""
+    digitness = digit_probability(picture.pixels)
+    low = torch.nonzero(digitness < min_digitness).flatten()
+    if not len(low):
+        return ""
+    i = int(low[0])
+    return (
+        f"{picture.name}: not a digit: {_which(i, len(picture.pixels))} looks like a letter, not a digit "
+        f"(the digit-or-not check gives it {float(digitness[i]):.1e}, under the {min_digitness:.0e} real digits get)"
+    )
+
+
+def read_digits(
+    picture: PictureDigits,
+    probs: torch.Tensor,
+    min_confidence: float = MIN_CONFIDENCE,
+    min_digitness: float = MIN_DIGITNESS,
+) -> DigitsReading:
     """Turn the crops' probabilities into the number read, or a refusal.
 
-    A picture is refused as a whole when :func:`mnist_lit.pictures.read.read_picture` found no digit, or when
-    any crop's top probability is under ``min_confidence`` (a number with one unreadable mark is not read:
-    a wrong number is worse than none).
+    A picture is refused as a whole when :func:`mnist_lit.pictures.read.read_picture` found no digit, when
+    any crop's top probability is under ``min_confidence``, or when the "digit or not" network
+    (:func:`mnist_lit.pictures.digitness.digit_probability`) gives any crop a P(digit) under ``min_digitness``
+    (a number with one unreadable mark is not read: a wrong number is worse than none).
 
     Args:
         picture: from :func:`mnist_lit.pictures.read.read_picture`.
         probs: float32 (K, 10), the model's softmax over the K crops in ``picture.pixels``.
         min_confidence: the refusal threshold (default :data:`MIN_CONFIDENCE`).
+        min_digitness: the "digit or not" threshold (default
+            :data:`~mnist_lit.pictures.digitness.MIN_DIGITNESS`); 0 turns the check off.
 
     Raises:
         ValueError: ``probs`` does not have one row of 10 per crop.
@@ -76,22 +105,29 @@ def read_digits(picture: PictureDigits, probs: torch.Tensor, min_confidence: flo
     low = [i for i in range(count) if float(top[i]) < min_confidence]
     if low:
         i = low[0]
-        which = "the mark" if count == 1 else f"mark {i + 1} of {count}"
         return DigitsReading(
             "",
             [],
             probs,
-            f"{picture.name}: not a digit: {which} looks like no digit to the model "
+            f"{picture.name}: not a digit: {_which(i, count)} looks like no digit to the model "
             f"(best guess {int(digits[i])} at {float(top[i]):.0%}, under the "
             f"{min_confidence:.0%} a real digit gets)",
         )
+    letter = _letter_refusal(picture, min_digitness)
+    if letter:
+        return DigitsReading("", [], probs, letter)
     return DigitsReading("".join(str(int(d)) for d in digits), [float(t) for t in top], probs)
 
 
-def classify(picture: PictureDigits, probs_fn: ProbsFn, min_confidence: float = MIN_CONFIDENCE) -> DigitsReading:
+def classify(
+    picture: PictureDigits,
+    probs_fn: ProbsFn,
+    min_confidence: float = MIN_CONFIDENCE,
+    min_digitness: float = MIN_DIGITNESS,
+) -> DigitsReading:
     """:func:`read_digits` with the probabilities computed by ``probs_fn`` (uint8 (K, 1, 28, 28) -> float32 (K, 10)),
     which is not called when there is no crop."""
     if len(picture.pixels) == 0:
-        return read_digits(picture, torch.zeros(0, 10), min_confidence)
+        return read_digits(picture, torch.zeros(0, 10), min_confidence, min_digitness)
     with torch.inference_mode():
-        return read_digits(picture, probs_fn(picture.pixels), min_confidence)
+        return read_digits(picture, probs_fn(picture.pixels), min_confidence, min_digitness)
