@@ -39,7 +39,7 @@ def render_text(text: str, font: Path, height: int, stroke: int) -> np.ndarray:
     """``text`` in ``font`` at ``height`` px (Pillow's FreeType), thickened by ``stroke`` px, as coverage float32
     (H, W) in [0, 1] with a 4-px margin; all zeros when the font has no ink for it."""
     face = ImageFont.truetype(str(font), height)
-    left, top, right, bottom = face.getbbox(text, stroke_width=stroke)
+    left, top, right, bottom = (int(v) for v in face.getbbox(text, stroke_width=stroke))
     image = Image.new("L", (max(1, right - left) + 8, max(1, bottom - top) + 8), 0)
     ImageDraw.Draw(image).text((4 - left, 4 - top), text, fill=255, font=face, stroke_width=stroke, stroke_fill=255)
     return np.asarray(image, np.float32) / 255.0
@@ -59,7 +59,7 @@ def distort(coverage: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     coverage = np.pad(coverage, pad)
     centre = (coverage.shape[1] / 2, coverage.shape[0] / 2)
     matrix = cv2.getRotationMatrix2D(centre, rng.uniform(-12, 12), 1.0)
-    shear = np.float64([[1, rng.uniform(-0.3, 0.3), 0], [0, 1, 0], [0, 0, 1]])
+    shear = np.array([[1, rng.uniform(-0.3, 0.3), 0], [0, 1, 0], [0, 0, 1]], dtype=np.float64)
     shear[0, 2] = -shear[0, 1] * centre[1]
     matrix = matrix @ shear
     coverage = cv2.warpAffine(coverage, matrix, (coverage.shape[1], coverage.shape[0]), flags=cv2.INTER_LINEAR)
