@@ -140,9 +140,9 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path}: is a folder, not a checkpoint file; give a .ckpt file, e.g. {example}{keywords}"
         )
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(no_checkpoint_file(path, flag))
-    kind = identify_file(path)
+    kind = identify_file(path) if path.is_file() else "not a regular file"  # a device, pipe or socket (/dev/null)
     if kind is not None:
         raise CheckpointError(
             f"{path}: {kind}, not a checkpoint; give the .ckpt file written by fit, e.g. "

@@ -168,6 +168,7 @@ def test_text_file_and_folder_as_checkpoint_get_one_line_errors(tmp_path):
     for ckpt, expected in (
         (tmp_path / "notes.txt", "a text file (first line: 'hello'), not a checkpoint"),
         (tmp_path, "is a folder, not a checkpoint file"),
+        (Path(os.devnull), "not a regular file, not a checkpoint"),  # it exists: never "no such checkpoint file"
     ):
         proc = run_cli("test", "--config", str(CONFIG), "--ckpt_path", str(ckpt), cwd=tmp_path, check=False)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
