@@ -237,7 +237,7 @@ def settle_cli(parser: Any, argv: list[str], subcommand: str, config: Any) -> tu
         )
     model, paths, first = load_ensemble(folder)
     at = argv.index(subcommand) + 1
-    base = run_settings.base_config(paths[0], first)
+    base = run_settings.base_config(paths[0], first, evaluate=True)
     logger = []
     if not config[subcommand].get("config") and "logger" not in run_settings.explicit_flags(argv, "trainer"):
         logger = [f"--trainer.logger={json.dumps(ensemble_logger(folder))}"]

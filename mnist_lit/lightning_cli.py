@@ -71,7 +71,7 @@ class MNISTLightningCLI(LightningCLI):
         if ckpt_path not in (None, "last"):
             self.checkpoint = load_checkpoint(ckpt_path)
             check_hparams(self.checkpoint, MNISTClassifier, ckpt_path)
-            base = run_settings.base_config(ckpt_path, self.checkpoint)
+            base = run_settings.base_config(ckpt_path, self.checkpoint, evaluate=subcommand != "fit")
             if base is not None:  # the run's own settings first, then the command's --config files and flags
                 at = argv.index(subcommand) + 1
                 self.config = parser.parse_args([*argv[:at], "--config", base, *argv[at:]])

@@ -130,22 +130,36 @@ def _current_data(data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def base_config(ckpt_path: str | Path, checkpoint: Mapping[str, Any]) -> str | None:
+#: Where an evaluation runs, whatever the run's training used: this machine, one process. A run trained on two
+#: nodes waited forever for a second node when its checkpoint was tested; ``--trainer.*`` flags (or a launcher's
+#: processes with matching flags: :func:`mnist_lit.distributed.check_launch`) choose otherwise.
+EVALUATION_PLACEMENT = {"accelerator": "auto", "strategy": "auto", "devices": 1, "num_nodes": 1}
+
+
+def base_config(ckpt_path: str | Path, checkpoint: Mapping[str, Any], evaluate: bool = False) -> str | None:
     """What to pass as the first ``--config`` of a command on ``ckpt_path``, before the command's own files and flags.
 
-    The run's ``config.yaml`` when the checkpoint lies in ``RUN/checkpoints/`` (as a JSON config string
-    without :data:`MOVED_DATA_KEYS` when an older version wrote it); else the checkpoint's
-    ``datamodule_hyper_parameters`` as a JSON config string; ``None`` when it has neither.
+    The run's ``config.yaml`` when the checkpoint lies in ``RUN/checkpoints/`` (without :data:`MOVED_DATA_KEYS`
+    when an older version wrote it); else the checkpoint's ``datamodule_hyper_parameters``; ``None`` when it
+    has neither. For ``evaluate`` (validate/test/predict) the trainer's placement is
+    :data:`EVALUATION_PLACEMENT`. A JSON config string, or the path of the run's config.yaml as it is.
     """
     found = run_config_of(ckpt_path)
     if found is not None:
         config = read_config(found)
         data = config.get("data")
-        if not isinstance(data, Mapping) or "class_path" in data or not set(MOVED_DATA_KEYS) & set(data):
+        if not evaluate and (
+            not isinstance(data, Mapping) or "class_path" in data or not set(MOVED_DATA_KEYS) & set(data)
+        ):
             return str(found)
-        return json.dumps({**config, "data": _current_data(data)})
-    data = _current_data(checkpoint.get("datamodule_hyper_parameters") or {})
-    return json.dumps({"data": data}) if data else None
+        if isinstance(data, Mapping) and "class_path" not in data:
+            config = {**config, "data": _current_data(data)}
+    else:
+        data = _current_data(checkpoint.get("datamodule_hyper_parameters") or {})
+        config = {"data": data} if data else {}
+    if evaluate:
+        config = {**config, "trainer": {**(config.get("trainer") or {}), **EVALUATION_PLACEMENT}}
+    return json.dumps(config) if config else None
 
 
 def explicit_flags(argv: Sequence[str], section: str) -> set[str]:

@@ -162,9 +162,9 @@ def max_logged_step(run_dir: Path, tag: str = "train_loss_step") -> int:
 
 
 def sigterm_handled(pid: int) -> bool:
-    """Whether the process catches SIGTERM (bit 15 of SigCgt in /proc/PID/status): Lightning installs its
-    handler right before a fit, validate, test or predict starts running (for fit, a SIGTERM from then on is
-    turned into a saved last.ckpt)."""
+    """Whether the process catches SIGTERM (bit 15 of SigCgt in /proc/PID/status): mnist_lit installs its handler
+    before fit, validate, test or predict is parsed (:func:`mnist_lit.signals.stop_between_runs`), Lightning its own
+    as the loops start (for fit, a SIGTERM from then on is turned into a saved last.ckpt)."""
     status = Path(f"/proc/{pid}/status").read_text()
     caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
     return bool(caught & (1 << (signal.SIGTERM - 1)))
@@ -184,13 +184,24 @@ def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
     )
 
 
-def terminate_when_handled(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m mnist_lit ARGS``, send it SIGTERM as soon as Lightning's handler is in place
-    (:func:`sigterm_handled`) and return the finished process (stdout and stderr as text)."""
+def terminate_when_handled(
+    *args: str, cwd: Path, timeout: float = 300, after_line: str | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m mnist_lit ARGS``, send it SIGTERM as soon as it catches SIGTERM (:func:`sigterm_handled`:
+    from the start of a command, mnist_lit.signals) and, if given, once a stderr line holds ``after_line`` (e.g.
+    "Total params": the model summary a fit prints as it starts), and return the finished process (stdout and
+    stderr as text)."""
     proc = start_cli(*args, cwd=cwd)
+    assert proc.stderr is not None
+    seen = []
+    if after_line is not None:
+        for line in proc.stderr:
+            seen.append(line)
+            if after_line in line:
+                break
     deadline = time.monotonic() + timeout
     while proc.poll() is None and not sigterm_handled(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, "".join(seen) + stderr)

@@ -147,6 +147,12 @@ def test_fit_on_two_torchrun_nodes_then_test_on_one_process(tmp_path, mnist_dir)
     assert metrics["test_count"] == 10000
     assert round(metrics["test_acc"], 4) == two_node_acc, (single.stdout[-2000:], node0.stdout[-500:])
     assert 0.2 < two_node_acc < 1.0  # 8 steps already learn above chance (0.1)
+    # The checkpoint alone (the run's settings, trained with num_nodes 2) tests here in one process: before, it
+    # waited forever for a second node.
+    alone = run_cli(
+        "test", "--ckpt_path", str(best), "--trainer.enable_progress_bar", "false", cwd=tmp_path, timeout=300
+    )
+    assert round(printed_metrics(alone.stdout)["test_acc"], 4) == two_node_acc
     assert pids_with_tag(tag) == []
 
 

@@ -602,7 +602,7 @@ def test_best_never_falls_back_to_an_older_run(tmp_path, mnist_dir):
     """Run B, stopped by SIGTERM before its first validation, holds only last.ckpt: `best` names B and says what
     to do instead of testing run A's model; `last` is B's file; evaluation folders in between change nothing."""
     run_cli(*fit_args(mnist_dir, "--test_after_fit", "false"), cwd=tmp_path)
-    proc = terminate_when_handled(*fit_args(mnist_dir, "--model.lr", "0.002"), cwd=tmp_path)
+    proc = terminate_when_handled(*fit_args(mnist_dir, "--model.lr", "0.002"), cwd=tmp_path, after_line="Total params")
     stderr = proc.stderr
     run_b = tmp_path / "lightning_logs" / "version_1"
     assert proc.returncode == 143, stderr[-2000:]
