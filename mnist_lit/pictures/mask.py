@@ -57,7 +57,9 @@ def ink_mask(ink: InkMap) -> InkMask:
     low, high = thresholds(ink.noise)
     mask = ((ink.darkness > low) & ink.region).astype(np.uint8)
     remove_rules(mask, ink.darkness)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    # Grana's block-based algorithm (BBDT): the labels and statistics of OpenCV's default (Spaghetti, which scans the
+    # same 2x2 blocks in the same order), with less work per pixel when statistics are gathered.
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
     keep = np.bincount(labels[ink.darkness > high], minlength=count) > 0  # components reaching ``high``
     keep[0] = False
     # Marks touching the edge of the paper (or of the picture) are slivers of table, the sheet's own edge or
