@@ -20,15 +20,12 @@ from functools import partial
 import cv2
 import numpy as np
 
-from mnist_lit.pictures.allocator import keep_freed_memory
 from mnist_lit.pictures.decode import ImageSource, load_gray
 from mnist_lit.pictures.sheet import straighten_sheet, window
 
 # OpenCV single-threaded for the whole process: on pictures analysed at most WORK_SIDE px wide its worker threads
 # cost more CPU than they save, and pictures are read side by side anyway (DataLoader workers, server requests).
 cv2.setNumThreads(1)
-# Freed arrays stay in the process for the next picture instead of being faulted in afresh from the kernel.
-keep_freed_memory()
 
 #: Pictures are analysed with their longest side at most this many pixels (area-averaged down): a digit
 #: filling a tenth of a phone photo keeps about 50 px, twice MNIST's 20 px box.
