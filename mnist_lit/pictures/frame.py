@@ -4,7 +4,7 @@ MNIST's digits are white strokes on black, size-normalised so the longest side o
 a 20x20 box (anti-aliased, aspect ratio kept), then placed in a 28x28 frame so that the centre of
 mass of the pixels sits at the frame's centre (LeCun, Cortes, Burges, "The MNIST database of
 handwritten digits", http://yann.lecun.com/exdb/mnist/). :func:`preprocess_image_uint8` bridges a picture
-of one digit to that format with Pillow and torch only; this module knows nothing about Lightning:
+of one digit to that format with Pillow, NumPy and torch only; this module knows nothing about Lightning:
 
 1. :func:`mnist_lit.pictures.decode.open_image` and :func:`~mnist_lit.pictures.decode.to_grayscale`:
    decoded within the pixel limit, upright, 8-bit grayscale.
@@ -21,6 +21,7 @@ which uses :func:`fit_to_mnist_frame` for each digit it finds.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -98,13 +99,14 @@ def normalise_ink(gray: Image.Image, name: str = "<image>") -> Image.Image:
     return gray.point(lut.tolist())
 
 
-def _ink_span(mass: torch.Tensor) -> tuple[int, int]:
-    """First and last index of a 1-D ink profile, leaving out ``TRIM_FRACTION`` of the mass at each end."""
-    cumulative = mass.double().cumsum(0)
+def _ink_span(profile: Image.Image) -> tuple[int, int]:
+    """First and last index of a 1-D ink profile (a mode-``F`` image one pixel wide or high), leaving out
+    ``TRIM_FRACTION`` of the mass at each end (cumulative sums in float64, in order)."""
+    cumulative = np.cumsum(np.frombuffer(profile.tobytes(), np.float32), dtype=np.float64)
     total = float(cumulative[-1])
-    first = int(torch.searchsorted(cumulative, TRIM_FRACTION * total, right=True))
-    last = int(torch.searchsorted(cumulative, (1.0 - TRIM_FRACTION) * total))
-    return first, max(first, min(last, len(mass) - 1))
+    first = int(np.searchsorted(cumulative, TRIM_FRACTION * total, side="right"))
+    last = int(np.searchsorted(cumulative, (1.0 - TRIM_FRACTION) * total))
+    return first, max(first, min(last, len(cumulative) - 1))
 
 
 def _float_pixels(image: Image.Image) -> torch.Tensor:
@@ -132,8 +134,8 @@ def fit_to_mnist_frame(ink: Image.Image) -> torch.Tensor:
     """
     mass = ink.crop(ink.getbbox()).convert("F")  # getbbox: every non-zero pixel, specks included
     width, height = mass.size
-    top, bottom = _ink_span(_float_pixels(mass.resize((1, height), Image.Resampling.BOX))[:, 0])
-    left, right = _ink_span(_float_pixels(mass.resize((width, 1), Image.Resampling.BOX))[0])
+    top, bottom = _ink_span(mass.resize((1, height), Image.Resampling.BOX))
+    left, right = _ink_span(mass.resize((width, 1), Image.Resampling.BOX))
     crop_height, crop_width = bottom - top + 1, right - left + 1
     scale = BOX_SIDE / max(crop_height, crop_width)
     rows, cols = max(1, round(crop_height * scale)), max(1, round(crop_width * scale))

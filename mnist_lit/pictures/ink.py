@@ -1,5 +1,5 @@
-"""A photo or drawing -> where the ink is: grayscale at a bounded size, the sheet found and straightened,
-uneven light and shadows divided out, ruled and squared lines removed (:mod:`mnist_lit.pictures.rules`).
+"""A photo or drawing -> where the ink is: grayscale at a bounded size, the sheet found and straightened
+(:mod:`mnist_lit.pictures.sheet`), uneven light and shadows divided out, ruled and squared lines removed (:mod:`mnist_lit.pictures.rules`).
 
 The steps follow how a person reads a photo of a handwritten digit: find the sheet of paper (a large smooth
 region, the table around it is textured or darker), look at it square-on, judge the ink against the paper right
@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from mnist_lit.pictures.decode import ImageSource, load_gray
+from mnist_lit.pictures.sheet import straighten_sheet, window
 
 # OpenCV single-threaded for the whole process: on pictures analysed at most WORK_SIDE px wide its worker threads
 # cost more CPU than they save, and pictures are read side by side anyway (DataLoader workers, server requests).
@@ -44,18 +45,8 @@ BLACK_LEVEL = 24
 #: Gaussian sigma (px) of the smoothing before the background is taken, so camera noise does not raise it.
 DENOISE_SIGMA = 1.0
 #: A pixel is "textured" when its darkness exceeds this; paper's grain and camera noise stay below it,
-#: wood grain, cloth and carpet do not.
+#: wood grain, cloth and carpet do not (the sheet search, :mod:`mnist_lit.pictures.sheet`, looks for smooth regions).
 TEXTURE_DARKNESS = 0.045
-#: ... and a region is "smooth" (paper) where under SMOOTH_FRACTION of the pixels of a square window
-#: (TEXTURE_WINDOW of the picture's shorter side) are textured.
-SMOOTH_FRACTION, TEXTURE_WINDOW = 0.4, 0.06
-#: The sheet must cover at least this fraction of the picture to be used ...
-MIN_SHEET_AREA = 0.08
-#: ... and is only cut out (and straightened) when it covers less than this fraction: else it fills the frame.
-FULL_FRAME = 0.88
-#: Smooth regions of at least SHEET_PART of the largest one's area are more of the same sheet (cut off by a
-#: shadow's edge) when the two, their gap closed (up to SHEET_GAP texture windows), fill SHEET_SOLIDITY of their hull.
-SHEET_PART, SHEET_GAP, SHEET_SOLIDITY = 0.1, 3, 0.9
 #: The paper's noise is measured on every NOISE_STRIDE-th pixel of every NOISE_STRIDE-th row (a median needs no more).
 NOISE_STRIDE = 3
 
@@ -96,22 +87,50 @@ def _work_size(gray: np.ndarray) -> tuple[np.ndarray, float]:
     return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC), factor
 
 
-def _window(shape: tuple[int, int], fraction: float, minimum: int = 3) -> int:
-    return max(minimum, int(fraction * min(shape)) | 1)
-
-
 def darkness_map(gray: np.ndarray, smooth: np.ndarray | None = None) -> np.ndarray:
     """``1 - gray / background`` in [0, 1], float32, with the background a closing of the denoised picture
-    (:data:`BACKGROUND_WINDOW`); pixels darker than their surroundings by a stroke's width get high values.
+    (:func:`paper_level`); pixels darker than their surroundings by a stroke's width get high values.
     ``smooth``: ``gray`` already denoised (:func:`denoise`), when the caller has it."""
     smooth = denoise(gray) if smooth is None else smooth
-    side = _window(gray.shape, BACKGROUND_WINDOW, 15)
+    return darkness_of(smooth, paper_level(smooth))
+
+
+def paper_level(smooth: np.ndarray) -> np.ndarray:
+    """The local paper brightness, uint8 (H, W): a closing of the denoised picture ``smooth`` (uint8) with a
+    square window of :data:`BACKGROUND_WINDOW` of its shorter side, raised to at least 8 (on a black background a
+    ratio to it means nothing)."""
+    side = window(smooth.shape, BACKGROUND_WINDOW, 15)
     background = cv2.morphologyEx(smooth, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
-    background = np.maximum(background, 8).astype(np.float32)  # black backgrounds: no meaningful ratio
+    return np.maximum(background, 8, out=background)
+
+
+def darkness_of(smooth: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """``1 - smooth / background`` clipped to [0, 1], float32 (H, W), of two uint8 (H, W) pictures: the denoised
+    picture and its :func:`paper_level`."""
     darkness = smooth.astype(np.float32)
+    background = background.astype(np.float32)
     np.divide(darkness, background, out=darkness)  # in place: one array instead of four temporaries
     np.subtract(1.0, darkness, out=darkness)
     return np.clip(darkness, 0.0, 1.0, out=darkness)
+
+
+def _texture_limits() -> np.ndarray:
+    """uint8 (256,): for each paper level ``b``, the grey levels ``s < limits[b]`` are the ones whose
+    :func:`darkness_of` exceeds :data:`TEXTURE_DARKNESS` (float32 division is monotonic, so they are the darkest
+    ones); computed with :func:`darkness_of` itself, so a look-up gives exactly its comparison."""
+    levels = np.arange(256, dtype=np.uint8)
+    paper = np.maximum(levels, 8)  # as paper_level leaves it
+    textured = darkness_of(np.tile(levels, (256, 1)), np.tile(paper[:, None], (1, 256))) > TEXTURE_DARKNESS
+    limits = textured.sum(1)
+    if not (textured == (levels[None, :] < limits[:, None])).all():  # would need a two-level table
+        raise RuntimeError("textured grey levels are not the darkest ones")
+    return limits.astype(np.uint8)
+
+
+def textured_pixels(smooth: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """uint8 (H, W): 255 where the :func:`darkness_of` ``smooth`` against ``background`` (both uint8 (H, W))
+    exceeds :data:`TEXTURE_DARKNESS`, else 0, without computing the darkness (one table look-up per pixel)."""
+    return cv2.compare(smooth, cv2.LUT(background, _TEXTURE_LIMITS), cv2.CMP_LT)
 
 
 def denoise(gray: np.ndarray) -> np.ndarray:
@@ -165,84 +184,7 @@ def _thin_light(light: np.ndarray, limit: float) -> bool:
     return float(cv2.distanceTransform(light, cv2.DIST_L2, 3).max()) < limit
 
 
-def _sheet_quad(darkness: np.ndarray) -> np.ndarray | None:
-    """Corners float32 (4, 2) (x, y) of the sheet of paper: the largest smooth region, if a table (textured
-    or darker) surrounds it; None when the picture is all sheet or no sheet stands out."""
-    height, width = darkness.shape
-    textured = (darkness > TEXTURE_DARKNESS).astype(np.uint8)
-    side = _window(darkness.shape, TEXTURE_WINDOW, 5)
-    counts = cv2.boxFilter(textured, cv2.CV_32S, (side, side), normalize=False)  # textured pixels per window
-    calm = (counts < math.ceil(SMOOTH_FRACTION * side * side)).astype(np.uint8)  # whole counts: an integer limit
-    smooth = cv2.erode(calm, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))  # cut thin links to the table
-    count, labels = cv2.connectedComponents(smooth, connectivity=4)
-    if count < 2:
-        return None
-    areas = np.bincount(labels.ravel(), minlength=count).astype(np.int32)  # OpenCV's stats cost more here
-    grow = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
-    order = 1 + np.argsort(-areas[1:])
-    sheet = cv2.dilate((labels == order[0]).astype(np.uint8), grow)
-    if int(sheet.sum()) < MIN_SHEET_AREA * height * width:  # measured grown back: a small sheet erodes to little
-        return None
-    bridge = cv2.getStructuringElement(cv2.MORPH_RECT, (SHEET_GAP * side, SHEET_GAP * side))
-    for part in order[1:]:  # the rest of a sheet cut in two by a shadow's edge: close by, together convex
-        if areas[part] < SHEET_PART * areas[order[0]]:
-            break
-        part_grown = cv2.dilate((labels == part).astype(np.uint8), grow)
-        union = cv2.morphologyEx(cv2.bitwise_or(sheet, part_grown), cv2.MORPH_CLOSE, bridge)
-        if _solidity(union) >= SHEET_SOLIDITY:
-            sheet = union
-    contours, _ = cv2.findContours(sheet, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    hull = cv2.convexHull(max(contours, key=cv2.contourArea))
-    if cv2.contourArea(hull) >= FULL_FRAME * height * width:
-        return None
-    quad = cv2.approxPolyDP(hull, 0.03 * cv2.arcLength(hull, True), True).reshape(-1, 2).astype(np.float32)
-    if len(quad) != 4:  # a sheet cut by the frame or curled: the smallest rotated rectangle around it
-        quad = cv2.boxPoints(cv2.minAreaRect(hull)).astype(np.float32)
-    return quad
-
-
-def _solidity(region: np.ndarray) -> float:
-    """The fraction of its convex hull that a uint8 0/1 region (all its pieces) fills; 0 when it is in pieces."""
-    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if len(contours) != 1:
-        return 0.0
-    return float(region.sum()) / max(1.0, cv2.contourArea(cv2.convexHull(contours[0])))
-
-
-def _upright_order(quad: np.ndarray) -> np.ndarray:
-    """The corners as (top-left, top-right, bottom-right, bottom-left) of the sheet turned the least: the
-    sheet's edges are assumed closest to the picture's axes (people hold the phone roughly square to the page)."""
-    centre = quad.mean(0)
-    angles = np.arctan2(quad[:, 1] - centre[1], quad[:, 0] - centre[0])
-    order = np.argsort(angles)  # clockwise in image coordinates (y down), starting near (-pi)
-    quad, angles = quad[order], angles[order]
-    # the top-left corner: the one whose direction from the centre is closest to up-left (-135 deg)
-    start = int(np.argmin(np.abs(np.angle(np.exp(1j * (angles + 0.75 * np.pi))))))
-    return np.roll(quad, -start, axis=0)
-
-
-def straighten_sheet(gray: np.ndarray, darkness: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The sheet cut out of ``gray`` and warped to a rectangle (perspective), if one was found.
-
-    Returns:
-        (sheet gray uint8 (h, w), region bool (h, w) of paper pixels, homography float64 (3, 3) from sheet
-        to ``gray`` pixel coordinates), or None.
-    """
-    quad = _sheet_quad(darkness)
-    if quad is None:
-        return None
-    tl, tr, br, bl = _upright_order(quad)
-    width = (np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2
-    height = (np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2
-    scale = min(1.0, WORK_SIDE / max(width, height))
-    size = (max(16, round(width * scale)), max(16, round(height * scale)))
-    target = np.array([[0, 0], [size[0] - 1, 0], [size[0] - 1, size[1] - 1], [0, size[1] - 1]], np.float32)
-    to_sheet = cv2.getPerspectiveTransform(np.array([tl, tr, br, bl], np.float32), target)
-    sheet = cv2.warpPerspective(gray, to_sheet, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    inside = cv2.warpPerspective(np.full(gray.shape, 255, np.uint8), to_sheet, size, flags=cv2.INTER_NEAREST)
-    margin = max(3, round(0.015 * min(size)))  # the sheet's own edge and a sliver of table are not ink
-    region = cv2.erode(inside, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * margin + 1, 2 * margin + 1))) > 0
-    return sheet, region, np.linalg.inv(to_sheet)
+_TEXTURE_LIMITS = _texture_limits()
 
 
 def ink_map(source: ImageSource, max_pixels: int) -> tuple[InkMap, np.ndarray]:
@@ -273,11 +215,15 @@ def ink_map_of(work: np.ndarray, picture_size: tuple[int, int], use_sheet: bool 
     if light:
         work = 255 - work
         smooth = denoise(work)
-    darkness = darkness_map(work, smooth)
+    background = paper_level(smooth)
     to_picture = np.diag([picture_size[0] / work.shape[1], picture_size[1] / work.shape[0], 1.0])
     region = np.ones(work.shape, bool)
-    sheet = straighten_sheet(work, darkness) if use_sheet and not light else None
-    if sheet is not None:
+    sheet = None
+    if use_sheet and not light:
+        sheet = straighten_sheet(work, textured_pixels(smooth, background), WORK_SIDE)
+    if sheet is None:
+        darkness = darkness_of(smooth, background)
+    else:
         work, region, to_work = sheet
         to_picture = to_picture @ to_work
         darkness = darkness_map(work) * region  # 0 off the paper

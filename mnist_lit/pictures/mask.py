@@ -57,7 +57,9 @@ def ink_mask(ink: InkMap) -> InkMask:
     low, high = thresholds(ink.noise)
     mask = ((ink.darkness > low) & ink.region).astype(np.uint8)
     remove_rules(mask, ink.darkness)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    # Grana's block-based algorithm (BBDT): the labels and statistics of OpenCV's default (Spaghetti, which scans the
+    # same 2x2 blocks in the same order), with less work per pixel when statistics are gathered.
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
     keep = np.bincount(labels[ink.darkness > high], minlength=count) > 0  # components reaching ``high``
     keep[0] = False
     # Marks touching the edge of the paper (or of the picture) are slivers of table, the sheet's own edge or
@@ -67,12 +69,24 @@ def ink_mask(ink: InkMap) -> InkMask:
     edge[1:-1, 1:-1] = 0
     edge |= cv2.dilate((~ink.region).astype(np.uint8), np.ones((3, 3), np.uint8))
     touching = np.bincount(labels[edge > 0], minlength=count) > 0
-    cut = False
-    if ink.sheet_found:
-        inner = cv2.erode(ink.region.astype(np.uint8), np.ones((13, 13), np.uint8))
-        for i in np.flatnonzero(keep & touching):
-            if stats[i, cv2.CC_STAT_HEIGHT] >= CUT_HEIGHT * min(mask.shape) and inner[labels == i].mean() > 0.5:
-                cut = True
+    cut = ink.sheet_found and _cut_by_edge(ink.region, labels, stats, np.flatnonzero(keep & touching))
     if ink.sheet_found or (keep & ~touching).any():
         keep &= ~touching
-    return InkMask(keep[labels].astype(np.uint8), cut, labels, stats, keep)
+    kept = mask if keep[1:].all() else keep.astype(np.uint8)[labels]  # every component kept: the mask as it is
+    return InkMask(kept, cut, labels, stats, keep)
+
+
+def _cut_by_edge(region: np.ndarray, labels: np.ndarray, stats: np.ndarray, touching: np.ndarray) -> bool:
+    """Whether one of the ``touching`` components (labels of OpenCV's ``labels`` and ``stats``) is at least
+    :data:`CUT_HEIGHT` of the shorter side tall with over half of its pixels well inside the paper ``region`` (bool
+    (H, W), eroded by 13 px): a mark the sheet's edge cut. Each component is looked at within its own box."""
+    tall = [i for i in touching if stats[i, cv2.CC_STAT_HEIGHT] >= CUT_HEIGHT * min(labels.shape)]
+    if not tall:
+        return False
+    inner = cv2.erode(region.astype(np.uint8), np.ones((13, 13), np.uint8))
+    for i in tall:
+        x, y, width, height = stats[i, :4]
+        box = np.s_[y : y + height, x : x + width]
+        if inner[box][labels[box] == i].mean() > 0.5:
+            return True
+    return False

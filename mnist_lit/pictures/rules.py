@@ -29,13 +29,16 @@ def _rule_segments(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
     # searched at half size (a 2x2 cell with any ink is ink): a quarter of the points, the same long lines
     half = (max(1, width // 2), max(1, height // 2))
     small = (cv2.resize(mask * 255, half, interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
+    length, gap = shortest // 2, max(2, shortest // 40)
+    if not _may_hold_segment(small, length, gap):
+        return []
     found = cv2.HoughLinesP(
         small * 255,
         1,
         np.pi / 180,  # 1-degree steps: a segment's ends are ink pixels, its band is measured below
         threshold=max(5, shortest // 4),
-        minLineLength=shortest // 2,
-        maxLineGap=max(2, shortest // 40),
+        minLineLength=length,
+        maxLineGap=gap,
     )
     found = 2 * found + 1 if found is not None else None
     segments = []
@@ -45,6 +48,29 @@ def _rule_segments(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
         if min(angle, 90 - angle) <= RULE_TILT and np.hypot(x2 - x1, y2 - y1) >= RULE_LENGTH * along:
             segments.append((int(x1), int(y1), int(x2), int(y2)))
     return segments
+
+
+def _may_hold_segment(mask: np.ndarray, length: int, gap: int) -> bool:
+    """False when OpenCV's ``HoughLinesP(mask, ..., minLineLength=length, maxLineGap=gap)`` cannot return a segment.
+
+    It walks a candidate line one pixel at a time along its longer axis, keeps the ink pixels it meets and stops
+    after more than ``gap`` misses in a row; a segment must reach ``length`` px in x or in y between its end pixels.
+    So the columns (or the rows) holding ink must then form a run at least ``length`` long whose holes are at most
+    ``gap`` wide: without such a run in either projection of ``mask`` there is nothing to search for.
+    """
+    return any(_longest_run(mask.any(axis), gap) >= length for axis in (0, 1))
+
+
+def _longest_run(present: np.ndarray, gap: int) -> int:
+    """The longest extent (last index - first) of the true entries of a 1-D bool array, holes of at most ``gap``
+    false entries bridged; 0 when none is true."""
+    where = np.flatnonzero(present)
+    if not len(where):
+        return 0
+    breaks = np.flatnonzero(np.diff(where) > gap + 1)
+    starts = np.concatenate([where[:1], where[breaks + 1]])
+    ends = np.concatenate([where[breaks], where[-1:]])
+    return int((ends - starts).max())
 
 
 def remove_rules(mask: np.ndarray, darkness: np.ndarray) -> None:
