@@ -58,7 +58,7 @@ def _may_hold_segment(mask: np.ndarray, length: int, gap: int) -> bool:
     So the columns (or the rows) holding ink must then form a run at least ``length`` long whose holes are at most
     ``gap`` wide: without such a run in either projection of ``mask`` there is nothing to search for.
     """
-    return any(_longest_run(mask.any(axis), gap) >= length for axis in (0, 1))
+    return any(_longest_run(np.asarray(mask.any(axis)), gap) >= length for axis in (0, 1))
 
 
 def _longest_run(present: np.ndarray, gap: int) -> int:

@@ -34,7 +34,7 @@ def _smooth_regions(textured: np.ndarray) -> tuple[int, np.ndarray, int]:
     side = window(textured.shape, TEXTURE_WINDOW, 5)
     sums = cv2.boxFilter(textured, cv2.CV_32S, (side, side), normalize=False)  # 255 x textured pixels per window
     limit = 255 * math.ceil(SMOOTH_FRACTION * side * side)  # whole counts: an integer limit
-    calm = cv2.compare(sums, limit, cv2.CMP_LT)
+    calm = cv2.compare(sums, limit, cv2.CMP_LT)  # type: ignore[call-overload]  # a scalar operand: OpenCV's stubs omit it
     smooth = cv2.erode(calm, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
     count, labels = cv2.connectedComponents(smooth, connectivity=4)
     return count, labels, side
@@ -51,14 +51,14 @@ def _sheet_quad(textured: np.ndarray) -> np.ndarray | None:
     areas = _areas(labels, count)
     grow = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
     order = 1 + np.argsort(-areas[1:])
-    sheet = cv2.dilate(cv2.compare(labels, int(order[0]), cv2.CMP_EQ), grow)
+    sheet = cv2.dilate(_equal(labels, int(order[0])), grow)
     if cv2.countNonZero(sheet) < MIN_SHEET_AREA * height * width:  # grown back: a small sheet erodes to little
         return None
     bridge = cv2.getStructuringElement(cv2.MORPH_RECT, (SHEET_GAP * side, SHEET_GAP * side))
     for part in order[1:]:  # the rest of a sheet cut in two by a shadow's edge: close by, together convex
         if areas[part] < SHEET_PART * areas[order[0]]:
             break
-        part_grown = cv2.dilate(cv2.compare(labels, int(part), cv2.CMP_EQ), grow)
+        part_grown = cv2.dilate(_equal(labels, int(part)), grow)
         union = cv2.morphologyEx(cv2.bitwise_or(sheet, part_grown), cv2.MORPH_CLOSE, bridge)
         if _solidity(union) >= SHEET_SOLIDITY:
             sheet = union
@@ -78,7 +78,7 @@ def _areas(labels: np.ndarray, count: int) -> np.ndarray:
     label image (and far less than OpenCV's per-component statistics)."""
     if count > FEW_LABELS:
         return np.bincount(labels.ravel(), minlength=count).astype(np.int32)
-    areas = np.array([0] + [cv2.countNonZero(cv2.compare(labels, k, cv2.CMP_EQ)) for k in range(1, count)], np.int32)
+    areas = np.array([0] + [cv2.countNonZero(_equal(labels, k)) for k in range(1, count)], np.int32)
     areas[0] = labels.size - int(areas.sum())
     return areas
 
@@ -133,3 +133,8 @@ def straighten_sheet(
     margin = max(3, round(0.015 * min(size)))  # the sheet's own edge and a sliver of table are not ink
     region = cv2.erode(inside, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * margin + 1, 2 * margin + 1))) > 0
     return sheet, region, np.linalg.inv(to_sheet)
+
+
+def _equal(labels: np.ndarray, k: int) -> np.ndarray:
+    """uint8 (H, W), 255 where ``labels == k``, else 0 (OpenCV's compare: no bool array to convert)."""
+    return cv2.compare(labels, k, cv2.CMP_EQ)  # type: ignore[call-overload]  # a scalar operand: the stubs omit it
