@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from mnist_lit import yaml_limits
 from mnist_lit.allocator import keep_freed_memory
 from mnist_lit.callbacks import PredictionWriter
-from mnist_lit.command_line import EXTRA_COMMANDS, PROG, prepare_argv
+from mnist_lit.command_line import EVALUATION_COMMANDS, EXTRA_COMMANDS, PROG, prepare_argv
 from mnist_lit.distributed import EndRanksOnFailure
 from mnist_lit.errors import MnistLitError
 from mnist_lit.lightning_cli import MNISTLightningCLI
@@ -140,7 +140,7 @@ def main(args: list[str] | None = None) -> None:
     hide_unactionable_messages(argv)
     use_tensorboard_stub(argv)  # no TensorFlow import (seconds) when it is installed: mnist_lit.tensorboard_writer
     refuse_usage_errors(argv, commands)
-    if argv and argv[0] in ("validate", "test", "predict"):
+    if argv and argv[0] in EVALUATION_COMMANDS:
         # These runs log into a new version folder, so Lightning warns that the checkpoint callbacks' state in
         # the checkpoint (which best files were kept where) is not reloaded: nothing is saved by these runs.
         warnings.filterwarnings("ignore", message="The dirpath has changed from")
@@ -155,8 +155,7 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(2)
     except SIGTERMException:  # Lightning's SystemExit without a code: a scheduler would read success
         saved = SigtermCheckpoint.saved
-        if argv and argv[0] in ("validate", "test", "predict"):
-            discard_claimed()  # the stopped evaluation's folder: its results were never written in full
+        discard_stopped_evaluation(argv)
         where = f"saved {saved}; continue with the same command and --ckpt_path last" if saved else "nothing saved"
         print(f"error: stopped by SIGTERM; {after_training(argv) or where}", file=sys.stderr)
         sys.exit(SIGTERM_EXIT_STATUS)
@@ -173,18 +172,23 @@ def main(args: list[str] | None = None) -> None:
         raise
 
 
+def discard_stopped_evaluation(argv: list[str]) -> None:
+    """Remove the new folder of a stopped ``validate``/``test``/``predict``: its results were never written in full.
+    (A fit's folder stays; a claimed folder still empty goes at exit: :func:`mnist_lit.runs.release_unused`.)"""
+    if argv and argv[0] in EVALUATION_COMMANDS:
+        discard_claimed()
+
+
 def stopped_by_ctrl_c(argv: list[str]) -> NoReturn:
     """Exit :data:`~mnist_lit.signals.SIGINT_EXIT_STATUS` with one ``error:`` line saying what the stopped run left:
-    an evaluation's new folder is removed (its results were never written in full); a fit keeps the ``last.ckpt``
-    of its last finished epoch, if any, to continue from."""
-    if argv and argv[0] in ("validate", "test", "predict"):
-        discard_claimed()
-    else:
-        release_unused()
+    an evaluation's new folder is removed; a fit keeps the ``last.ckpt`` of its last finished epoch, if any, to
+    continue from."""
+    discard_stopped_evaluation(argv)
     earlier = SigtermCheckpoint.interrupted[1]
-    where = f"; continue from {earlier} (its last finished epoch) with the same command and --ckpt_path last"
-    where = f"; {after_training(argv)}" if after_training(argv) else (where if earlier else "")
-    print(f"error: stopped by Ctrl-C{where}", file=sys.stderr)
+    where = after_training(argv)
+    if not where and earlier:
+        where = f"continue from {earlier} (its last finished epoch) with the same command and --ckpt_path last"
+    print(f"error: stopped by Ctrl-C{'; ' + where if where else ''}", file=sys.stderr)
     sys.exit(SIGINT_EXIT_STATUS)
 
 
@@ -194,4 +198,7 @@ def after_training(argv: list[str]) -> str:
     trained = SigtermCheckpoint.trained
     if trained is None or not argv or argv[0] != "fit":
         return ""
-    return f"the training had finished and saved {trained}; the test after it did not run: {PROG} test --ckpt_path {trained}"
+    return (
+        f"the training had finished and saved {trained}; the test after it did not run: "
+        f"{PROG} test --ckpt_path {trained}"
+    )

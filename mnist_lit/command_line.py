@@ -22,8 +22,10 @@ from mnist_lit.yaml_limits import ConfigLimitError, check_config_file, check_yam
 
 PROG = "python -m mnist_lit"  # the name usage lines and tips give the program (the extra commands' too)
 
+#: The LightningCLI commands that evaluate a trained checkpoint (each in a new run folder of its own).
+EVALUATION_COMMANDS = ("validate", "test", "predict")
 #: LightningCLI's own commands (:class:`lightning.pytorch.cli.LightningCLI` ``subcommands()``).
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_COMMANDS = ("fit", *EVALUATION_COMMANDS)
 
 #: Commands beyond LightningCLI's own: name -> "module:function", called with the arguments after the name.
 #: They build their runs with :func:`mnist_lit.cli.build_cli` (``run=False``), so all fit flags work the same there.

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mnist_lit import ensemble, finetune, resume, run_settings
 from mnist_lit.augment import TrainAugmentation
 from mnist_lit.checkpoint import SAVED_AT_KEY, check_compatible, check_hparams, load_checkpoint
-from mnist_lit.command_line import split_print_config
+from mnist_lit.command_line import EVALUATION_COMMANDS, split_print_config
 from mnist_lit.data.identity import check_same_data
 from mnist_lit.data.sharding import per_device_batch_size
 from mnist_lit.data_choice import check_data_class, check_eval, import_pictures_datamodule, uses_pictures
@@ -51,7 +51,7 @@ class MNISTLightningCLI(LightningCLI):
             CheckpointError: see :mod:`mnist_lit.run_settings` (one line each).
         """
         argv = self._argv = list(sys.argv[1:] if args is None else args)
-        if argv and argv[0] in ("validate", "test", "predict"):  # printed once settled: see _parse_ckpt_path
+        if argv and argv[0] in EVALUATION_COMMANDS:  # printed once settled: see _parse_ckpt_path
             argv, self._print_config = split_print_config(argv)
             self._argv = argv
         import_pictures_datamodule(argv)
@@ -163,8 +163,9 @@ class MNISTLightningCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         """The configured trainer with the arguments of :func:`mnist_lit.trainer_args.trainer_kwargs` (safe
         checkpoint IO; without the callbacks that write into a run folder, and without saving ``config.yaml``,
-        when ``logger`` is false: one line says so). With ``deterministic: true`` (the configs), new tensors are no longer filled with NaN first
-        (``torch.utils.deterministic.fill_uninitialized_memory``; PyTorch's docs advise it for valid programs).
+        when ``logger`` is false: one line says so). With ``deterministic: true`` (the configs), new tensors are
+        no longer filled with NaN first (``torch.utils.deterministic.fill_uninitialized_memory``; PyTorch's docs
+        advise it for valid programs).
 
         Raises:
             SettingError: a trainer argument Lightning refuses (accelerator, devices, strategy), in one line."""

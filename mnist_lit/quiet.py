@@ -24,6 +24,8 @@ import logging
 import warnings
 from collections.abc import Sequence
 
+from mnist_lit.command_line import EVALUATION_COMMANDS
+
 #: (logger name, start of the message) of the INFO records dropped.
 HIDDEN_RECORDS = (
     ("lightning.pytorch.utilities.rank_zero", "💡 Tip: For seamless cloud logging"),
@@ -61,7 +63,7 @@ def hide_unactionable_messages(argv: Sequence[str]) -> None:
         r"multiple `ModelCheckpoint` callbacks",
     )
     warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")
-    if argv and argv[0] in ("validate", "test", "predict"):
+    if argv and argv[0] in EVALUATION_COMMANDS:
         warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create")
     resuming = any(arg == "--ckpt_path" or arg.startswith("--ckpt_path=") for arg in argv)
     if argv and argv[0] == "fit" and resuming:
