@@ -170,6 +170,18 @@ def sigterm_handled(pid: int) -> bool:
     return bool(caught & (1 << (signal.SIGTERM - 1)))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch at one thread for the test (restored after): the picture tests' tensors are small, and on a shared
+    2-core machine more threads only wait for each other."""
+    import torch  # only the tests that use this fixture need it
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
     """Start ``python -m mnist_lit ARGS`` in the background, unbuffered, no progress bar, stdout and stderr as text
     pipes (read them with ``communicate``), for a test that signals or watches the running process."""

@@ -29,13 +29,7 @@ from mnist_lit.pictures import (
 NUM_DIGITS = 300  # per kind of picture: every 33rd of the 10,000 test digits
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors here are small; on a shared 2-core machine more threads only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
