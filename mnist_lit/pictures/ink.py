@@ -1,5 +1,6 @@
 """A photo or drawing -> where the ink is: grayscale at a bounded size, the sheet found and straightened
-(:mod:`mnist_lit.pictures.sheet`), uneven light and shadows divided out, ruled and squared lines removed (:mod:`mnist_lit.pictures.rules`).
+(:mod:`mnist_lit.pictures.sheet`), uneven light and shadows divided out, ruled and squared lines removed
+(:mod:`mnist_lit.pictures.rules`).
 
 The steps follow how a person reads a photo of a handwritten digit: find the sheet of paper (a large smooth
 region, the table around it is textured or darker), look at it square-on, judge the ink against the paper right

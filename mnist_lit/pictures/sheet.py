@@ -34,7 +34,7 @@ def _smooth_regions(textured: np.ndarray) -> tuple[int, np.ndarray, int]:
     side = window(textured.shape, TEXTURE_WINDOW, 5)
     sums = cv2.boxFilter(textured, cv2.CV_32S, (side, side), normalize=False)  # 255 x textured pixels per window
     limit = 255 * math.ceil(SMOOTH_FRACTION * side * side)  # whole counts: an integer limit
-    calm = cv2.compare(sums, limit, cv2.CMP_LT)  # type: ignore[call-overload]  # a scalar operand: OpenCV's stubs omit it
+    calm = cv2.compare(sums, limit, cv2.CMP_LT)  # type: ignore[call-overload]  # a scalar operand: the stubs omit it
     smooth = cv2.erode(calm, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
     count, labels = cv2.connectedComponents(smooth, connectivity=4)
     return count, labels, side
