@@ -97,3 +97,34 @@ def test_a_decimal_point_between_digits_refuses_the_number(test_images, tmp_path
     cv2.imwrite(str(dotted), page)
     picture = read_picture(dotted)
     assert picture.pixels.shape[0] == 0 and "between its digits" in picture.refusal
+
+
+def _page_with_digits(test_images, centres, side=110):
+    """A white 640x480 page (no table: the sheet fills the frame) with test digits 0, 1, 2, ... drawn dark, each
+    ``side`` px square, centred at the given (x, y)."""
+    page = np.full((480, 640), 242, np.uint8)
+    for k, (x, y) in enumerate(centres):
+        digit = cv2.resize(255 - test_images[k], (side, side), interpolation=cv2.INTER_CUBIC)
+        top, left = y - side // 2, x - side // 2
+        page[top : top + side, left : left + side] = np.minimum(page[top : top + side, left : left + side], digit)
+    return page
+
+
+@pytest.mark.parametrize("degrees", [-22, 12, 22])
+def test_a_number_written_at_an_angle_is_one_row_and_two_rows_are_not(test_images, tmp_path, degrees):
+    """A photo turned by 10-25 deg with no sheet to straighten tilts the number's row: its digits' centres climb
+    along a line, by more than half a digit's height from end to end. They are one row (a fitted line), not
+    "several lines"; the same digits two over two, or a column climbing at 45 deg, stay refused."""
+    slope = np.tan(np.radians(degrees))
+    tilted = [(140 + 120 * k, round(240 + slope * 120 * (k - 1.5))) for k in range(4)]
+    path = tmp_path / "tilted.png"
+    cv2.imwrite(str(path), _page_with_digits(test_images, tilted))
+    picture = read_picture(path)
+    assert not picture.refusal and picture.pixels.shape[0] == 4, picture.refusal
+    for name, centres in {
+        "two_rows": [(200, 130), (340, 130), (200, 340), (340, 340)],
+        "steep": [(150, 80), (250, 180), (350, 280), (450, 380)],
+    }.items():
+        path = tmp_path / f"{name}.png"
+        cv2.imwrite(str(path), _page_with_digits(test_images, centres, side=90))
+        assert "several lines" in read_picture(path).refusal, name

@@ -15,7 +15,16 @@ import numpy as np
 
 from mnist_lit.pictures.ink import InkMap
 from mnist_lit.pictures.mask import InkMask, ink_mask
-from mnist_lit.pictures.shapes import Box, enclosed, in_a_gap, in_row, scattered, split_touching, stroke_ratio
+from mnist_lit.pictures.shapes import (
+    Box,
+    enclosed,
+    in_a_gap,
+    in_row,
+    off_row,
+    scattered,
+    split_touching,
+    stroke_ratio,
+)
 
 #: Components under this many pixels, or under this fraction of the largest one's area, are dirt or noise.
 MIN_AREA = 6
@@ -38,12 +47,11 @@ FRAGMENT_HEIGHT = 0.6
 FRAGMENT_GAP = 0.15
 #: More marks than this is text or a pattern, not a number.
 MAX_DIGITS = 10
-#: All digits of a number are at least this fraction of the tallest one's height (digits are written at one height,
-#: where the lower-case letters of a word are about 0.5-0.75 of the capitals and ascenders; the generated numbers of
-#: the development seeds go down to 0.77) ...
-MIN_HEIGHT_RATIO = 0.75
-#: ... and each overlaps the row of the others (vertical centre within this many tallest heights).
-ROW_TOLERANCE = 0.5
+#: All digits of a number are at least MIN_HEIGHT_RATIO of the tallest one's height (digits are written at one height,
+#: a word's lower-case letters at about 0.5-0.75 of its capitals; docs/pictures.md), each centre within ROW_TOLERANCE
+#: tallest heights of the line through all centres, a line at most MAX_ROW_SLOPE steep (tan 30 deg: a photo taken at an
+#: angle tilts the row, by up to 25 deg).
+MIN_HEIGHT_RATIO, ROW_TOLERANCE, MAX_ROW_SLOPE = 0.75, 0.5, 0.58
 #: Marks that do not line up as one number are still one digit when the tallest holds this many times the ink
 #: of all the others together (the rest are dirt, a sliver of table, a shadow's edge).
 DOMINANT = 3.0
@@ -280,9 +288,8 @@ def _one_number(marks: list[tuple[np.ndarray, Box]]) -> list[tuple[np.ndarray, B
     rest is dirt or table), or a refusal (words, several lines)."""
     boxes = np.array([box for _, box in marks], np.int64)
     heights = boxes[:, 3] - boxes[:, 1]
-    centres = (boxes[:, 1] + boxes[:, 3]) / 2
     uneven = heights.min() < MIN_HEIGHT_RATIO * heights.max()
-    if len(marks) == 1 or not (uneven or np.abs(centres - np.median(centres)).max() > ROW_TOLERANCE * heights.max()):
+    if len(marks) == 1 or not (uneven or off_row(boxes, ROW_TOLERANCE * heights.max(), MAX_ROW_SLOPE)):
         return marks
     areas = np.array([int(piece.sum()) for piece, _ in marks])
     main = int(np.argmax(heights))

@@ -101,6 +101,17 @@ def scattered(mask: np.ndarray) -> bool:
     return len(areas) >= SCATTER_PARTS and areas.max() < SCATTER_SHARE * areas.sum()
 
 
+def off_row(boxes: np.ndarray, tolerance: float, max_slope: float) -> bool:
+    """True when the centres of ``boxes`` (int (K, 4) of ``x0, y0, x1, y1``, K >= 2) are not one row of writing: the
+    least-squares line through them is steeper than ``max_slope`` (dy/dx) or vertical, or a centre lies more than
+    ``tolerance`` px from it. A line, not a level: a photo taken at an angle tilts the whole row."""
+    x, y = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    if np.ptp(x) == 0:
+        return True
+    slope, intercept = np.polyfit(x, y, 1)
+    return bool(abs(slope) > max_slope or np.abs(y - (slope * x + intercept)).max() > tolerance)
+
+
 def in_row(box: Box, row: list[Box], height_ratio: float = 0.7, tolerance: float = 0.5) -> bool:
     """Whether ``box`` lines up with the boxes of ``row`` as one more digit of the same number: its height within
     ``height_ratio`` .. 1 / ``height_ratio`` of their median height, its vertical centre within ``tolerance``
