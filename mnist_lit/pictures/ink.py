@@ -198,7 +198,7 @@ def ink_map(source: ImageSource, max_pixels: int) -> tuple[InkMap, np.ndarray]:
     Raises:
         ImageTooLargeError, ImageError: see :func:`mnist_lit.pictures.decode.open_image`.
     """
-    gray, picture_size = load_gray(source, max_pixels)
+    gray, picture_size = load_gray(source, max_pixels, WORK_SIDE)
     return ink_map_of_gray(gray, picture_size)
 
 

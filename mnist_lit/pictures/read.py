@@ -11,7 +11,7 @@ from PIL import Image
 
 from mnist_lit.pictures.decode import MAX_IMAGE_PIXELS, ImageSource, source_name
 from mnist_lit.pictures.frame import MIN_INK_PIXELS, fit_to_mnist_frame
-from mnist_lit.pictures.ink import InkMap, ink_map_of, ink_map_of_gray, load_gray
+from mnist_lit.pictures.ink import WORK_SIDE, InkMap, ink_map_of, ink_map_of_gray, load_gray
 from mnist_lit.pictures.mask import thresholds
 from mnist_lit.pictures.segment import Marks, find_marks
 from mnist_lit.pictures.shapes import crop_refusal
@@ -152,7 +152,7 @@ def read_picture(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Pic
             (:func:`mnist_lit.pictures.decode.open_image`); one-line messages starting with the file's name.
     """
     name = source_name(source)
-    picture, picture_size = load_gray(source, max_pixels)
+    picture, picture_size = load_gray(source, max_pixels, WORK_SIDE)
     as_is = mnist_format(picture)
     if as_is is not None:  # the network's own input format: nothing to find or re-centre
         frame = np.array([[[0, 0], [28, 0], [28, 28], [0, 28]]], np.float32)  # the digit's box: the whole picture
