@@ -35,11 +35,11 @@ def test_printed_letters_of_the_test_photos_are_refused(tmp_path):
     # seed 5: photos used nowhere else (the check was developed on seeds 1-4, the table reports seed 0)
     files = [f for f in write_no_digit_set(100, tmp_path, 5) if "letters" in f.name]  # 20 letter pictures
     pictures = [p for p in map(read_picture, files) if not p.refusal]  # those the reader's own rules let through
-    assert len(pictures) == 12
+    assert len(pictures) == 9  # 12 at the earlier 512 px analysis size: the reader's rules refuse 3 more at 320 px
     without = [read_digits(p, _sure_of_zero(p), min_digitness=0) for p in pictures]
     assert all(r.digits for r in without)  # without the check every one of them is read as a number
     refused = [read_digits(p, _sure_of_zero(p)).error for p in pictures]
-    assert sum(bool(e) for e in refused) >= 11, refused  # all 12 with the shipped weights
+    assert sum(bool(e) for e in refused) >= 8, refused  # all 9 with the shipped weights
     assert all(": not a digit: " in e and "looks like a letter" in e for e in refused if e), refused
 
 

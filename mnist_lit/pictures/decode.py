@@ -13,6 +13,7 @@ every error is one line starting with the picture's name.
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 from pathlib import Path
@@ -63,6 +64,13 @@ def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
         ImageError: a missing, empty, unidentifiable, truncated or otherwise damaged file.
     """
     name = source_name(source)
+    image = _checked_header(source, name, max_pixels)
+    return _decoded(image, name, (WORK_SIDE, WORK_SIDE))
+
+
+def _checked_header(source: ImageSource, name: str, max_pixels: int) -> Image.Image:
+    """The picture opened (header read, no pixel decoded; a PIL image as is) and its size checked against
+    ``max_pixels`` (:class:`ImageTooLargeError`) and for zero sides (:class:`ImageError`)."""
     image = source if isinstance(source, Image.Image) else _open_header(source, name, max_pixels)
     width, height = image.size
     if width * height > max_pixels:
@@ -72,9 +80,15 @@ def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
         )
     if width == 0 or height == 0:
         raise ImageError(f"{name}: the image is {width}x{height} pixels, nothing to read")
+    return image
+
+
+def _decoded(image: Image.Image, name: str, draft: tuple[int, int]) -> Image.Image:
+    """``image`` decoded and turned upright (EXIF orientation, in place); a JPEG decoded in grayscale and reduced in
+    the decoder by the largest of 1/2, 1/4, 1/8 that keeps its width and height at least ``draft`` (w, h)."""
     try:
         if image.format in ("JPEG", "MPO"):
-            image.draft("L", (WORK_SIDE, WORK_SIDE))  # DCT-domain downscale, only by powers of two
+            image.draft("L", draft)  # DCT-domain downscale, only by powers of two
         ImageOps.exif_transpose(image, in_place=True)  # loads (decodes) the pixels
     except Exception as err:
         raise ImageError(f"{name}: damaged or truncated image data ({one_line(err)})") from None
@@ -155,12 +169,28 @@ def upright_size(source: ImageSource, image: Image.Image) -> tuple[int, int]:
     return (height, width) if turned else (width, height)
 
 
-def load_gray(source: ImageSource, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
+def _draft_size(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """The (w, h) to ask of Pillow's JPEG ``draft`` so that the decoder reduces a picture of ``size`` (w, h) as far
+    as its longest side stays at least ``side`` px (both sides scaled alike)."""
+    longest = max(size)
+    if longest <= side:
+        return size
+    return (math.ceil(size[0] * side / longest), math.ceil(size[1] * side / longest))
+
+
+def _header_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened, not yet decoded picture as the user sees it: turned by its EXIF orientation."""
+    turned = image.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that swap width and height
+    return (image.height, image.width) if turned else image.size
+
+
+def load_gray(source: ImageSource, max_pixels: int, side: int = WORK_SIDE) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode a picture into 8-bit grayscale with its ink dark or light as drawn, and the upright size.
 
     Transparent pictures are composited onto white; when that leaves no contrast where the picture is
     opaque (white ink on a transparent background, as drawing apps export it), the alpha channel itself is
-    the ink: gray = 255 - alpha.
+    the ink: gray = 255 - alpha. JPEGs are decoded in grayscale, reduced in the decoder (by 1/2, 1/4 or 1/8)
+    as far as their longest side stays at least ``side`` px.
 
     Returns:
         (gray uint8 (H, W), (width, height) of the upright picture). Large pictures come back reduced (JPEGs
@@ -170,8 +200,11 @@ def load_gray(source: ImageSource, max_pixels: int) -> tuple[np.ndarray, tuple[i
         ImageTooLargeError, ImageError: see :func:`mnist_lit.pictures.decode.open_image`.
     """
     name = source_name(source)
-    image = open_image(source, max_pixels)
-    size = upright_size(source, image)
+    image = _checked_header(source, name, max_pixels)
+    from_header = image.format in ("JPEG", "MPO") and not isinstance(source, Image.Image)
+    size = _header_size(image) if from_header else None  # read before decoding reduces the image
+    image = _decoded(image, name, _draft_size(image.size, side))
+    size = size or image.size
     try:
         if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
             rgba = image.convert("RGBA")

@@ -28,9 +28,12 @@ from mnist_lit.pictures.sheet import straighten_sheet, window
 # cost more CPU than they save, and pictures are read side by side anyway (DataLoader workers, server requests).
 cv2.setNumThreads(1)
 
-#: Pictures are analysed with their longest side at most this many pixels (area-averaged down): a digit
-#: filling a tenth of a phone photo keeps about 50 px, twice MNIST's 20 px box.
-WORK_SIDE = 512
+#: Pictures are analysed with their longest side at most this many pixels (area-averaged down; a JPEG is reduced
+#: in its decoder first, so a 640x480 photo decoded at half size is used as it is): a digit filling a tenth of a
+#: phone photo keeps about 32 px, above MNIST's 20 px box. The pixel constants of the pictures modules (line band,
+#: bridge, rim, edge band, minimum area) are set for this size (they were 1.6 times as long, the area 2.56 times
+#: as large, at the earlier 512 px).
+WORK_SIDE = 320
 #: Smaller pictures (e.g. a 28x28 MNIST digit) are enlarged (bicubic) to at least this long side, so that
 #: their strokes span several pixels, as in a photo.
 MIN_SIDE = 192
@@ -43,8 +46,10 @@ BACKGROUND_WINDOW = 0.22
 THICK_LIGHT = 0.05
 #: A dark part at most this level (0-255) is a black background: a drawing canvas or an MNIST image.
 BLACK_LEVEL = 24
-#: Gaussian sigma (px) of the smoothing before the background is taken, so camera noise does not raise it.
-DENOISE_SIGMA = 1.0
+#: Gaussian sigma (px) of the smoothing before the background is taken, so camera noise does not raise it: px of the
+#: picture at DENOISE_SIDE px (or its own size when smaller), so the blur shrinks with the analysis size where a
+#: picture is reduced below that (a 640x480 photo at 320 px: 0.625 px) and stays 1 px on small pictures.
+DENOISE_SIGMA, DENOISE_SIDE = 1.0, 512
 #: A pixel is "textured" when its darkness exceeds this; paper's grain and camera noise stay below it,
 #: wood grain, cloth and carpet do not (the sheet search, :mod:`mnist_lit.pictures.sheet`, looks for smooth regions).
 TEXTURE_DARKNESS = 0.045
@@ -134,9 +139,17 @@ def textured_pixels(smooth: np.ndarray, background: np.ndarray) -> np.ndarray:
     return cv2.compare(smooth, cv2.LUT(background, _TEXTURE_LIMITS), cv2.CMP_LT)
 
 
-def denoise(gray: np.ndarray) -> np.ndarray:
-    """``gray`` (uint8) blurred with a Gaussian of sigma :data:`DENOISE_SIGMA`, so camera noise does not count."""
-    return cv2.GaussianBlur(gray, (0, 0), DENOISE_SIGMA)
+def denoise(gray: np.ndarray, sigma: float = DENOISE_SIGMA) -> np.ndarray:
+    """``gray`` (uint8) blurred with a Gaussian of ``sigma`` px, so camera noise does not count."""
+    return cv2.GaussianBlur(gray, (0, 0), sigma)
+
+
+def denoise_sigma(work_shape: tuple[int, ...], picture_size: tuple[int, int]) -> float:
+    """The :func:`denoise` sigma, px, for a picture of ``picture_size`` (w, h) analysed at ``work_shape`` (H, W):
+    :data:`DENOISE_SIGMA` px of the picture at :data:`DENOISE_SIDE` px (or its own size when smaller), at most
+    :data:`DENOISE_SIGMA` (an enlarged small picture is blurred as much as one at its own size)."""
+    reference = min(max(picture_size), DENOISE_SIDE)
+    return DENOISE_SIGMA * min(1.0, max(work_shape) / reference)
 
 
 def _median_of_counts(counts: np.ndarray) -> float:
@@ -198,7 +211,7 @@ def ink_map(source: ImageSource, max_pixels: int) -> tuple[InkMap, np.ndarray]:
     Raises:
         ImageTooLargeError, ImageError: see :func:`mnist_lit.pictures.decode.open_image`.
     """
-    gray, picture_size = load_gray(source, max_pixels)
+    gray, picture_size = load_gray(source, max_pixels, WORK_SIDE)
     return ink_map_of_gray(gray, picture_size)
 
 
@@ -211,11 +224,12 @@ def ink_map_of_gray(gray: np.ndarray, picture_size: tuple[int, int]) -> tuple[In
 def ink_map_of(work: np.ndarray, picture_size: tuple[int, int], use_sheet: bool = True) -> InkMap:
     """The :class:`InkMap` of a grayscale picture at analysis size; ``use_sheet=False`` looks at the whole frame
     instead of cutting out a sheet."""
-    smooth = denoise(work)
+    sigma = denoise_sigma(work.shape, picture_size)
+    smooth = denoise(work, sigma)
     light = ink_is_light(work, smooth)
     if light:
         work = 255 - work
-        smooth = denoise(work)
+        smooth = denoise(work, sigma)
     background = paper_level(smooth)
     to_picture = np.diag([picture_size[0] / work.shape[1], picture_size[1] / work.shape[0], 1.0])
     region = np.ones(work.shape, bool)
@@ -227,7 +241,7 @@ def ink_map_of(work: np.ndarray, picture_size: tuple[int, int], use_sheet: bool 
     else:
         work, region, to_work = sheet
         to_picture = to_picture @ to_work
-        darkness = darkness_map(work) * region  # 0 off the paper
+        darkness = darkness_map(work, denoise(work, sigma)) * region  # 0 off the paper
     return InkMap(darkness, region, to_picture, picture_size, light, sheet is not None, paper_noise(darkness, region))
 
 

@@ -23,6 +23,8 @@ MAX_LOW_DARKNESS, MAX_HIGH_DARKNESS = 0.2, 0.35
 #: A mark touching the sheet's edge at least this fraction of the sheet's shorter side tall, with most of its
 #: ink inside, suggests the sheet was found too small (a shadow edge taken for the paper's edge).
 CUT_HEIGHT = 0.1
+#: ... "well inside" the paper: at least this many pixels from its edge.
+CUT_INSIDE = 4
 
 
 def thresholds(noise: float) -> tuple[float, float]:
@@ -79,11 +81,11 @@ def ink_mask(ink: InkMap) -> InkMask:
 def _cut_by_edge(region: np.ndarray, labels: np.ndarray, stats: np.ndarray, touching: np.ndarray) -> bool:
     """Whether one of the ``touching`` components (labels of OpenCV's ``labels`` and ``stats``) is at least
     :data:`CUT_HEIGHT` of the shorter side tall with over half of its pixels well inside the paper ``region`` (bool
-    (H, W), eroded by 13 px): a mark the sheet's edge cut. Each component is looked at within its own box."""
+    (H, W), eroded by :data:`CUT_INSIDE` px): a mark the sheet's edge cut. Each component is looked at within its own box."""
     tall = [i for i in touching if stats[i, cv2.CC_STAT_HEIGHT] >= CUT_HEIGHT * min(labels.shape)]
     if not tall:
         return False
-    inner = cv2.erode(region.astype(np.uint8), np.ones((13, 13), np.uint8))
+    inner = cv2.erode(region.astype(np.uint8), np.ones((2 * CUT_INSIDE + 1, 2 * CUT_INSIDE + 1), np.uint8))
     for i in tall:
         x, y, width, height = stats[i, :4]
         box = np.s_[y : y + height, x : x + width]

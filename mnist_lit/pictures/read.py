@@ -11,7 +11,7 @@ from PIL import Image
 
 from mnist_lit.pictures.decode import MAX_IMAGE_PIXELS, ImageSource, source_name
 from mnist_lit.pictures.frame import MIN_INK_PIXELS, fit_to_mnist_frame
-from mnist_lit.pictures.ink import InkMap, ink_map_of, ink_map_of_gray, load_gray
+from mnist_lit.pictures.ink import WORK_SIDE, InkMap, ink_map_of, ink_map_of_gray, load_gray
 from mnist_lit.pictures.mask import thresholds
 from mnist_lit.pictures.segment import Marks, find_marks
 from mnist_lit.pictures.shapes import crop_refusal
@@ -25,10 +25,10 @@ SHEET_GROWTH = 0.15
 #: found: it runs along that edge, so it is the edge itself (a hard shadow's step, the paper's border against the
 #: table), not writing. Of the digits of the development seeds' photos (1-4) read on this second look, none has over
 #: 0.43 of its ink in that band; blank sheets in a hard shadow had their edge read as a "1" at 0.92-1.0.
-EDGE_BAND, EDGE_SHARE = 12, 0.6
+EDGE_BAND, EDGE_SHARE = 8, 0.6  # 12 px at the earlier 512 px analysis size, where the 0.43 was measured
 #: Pixels of the crop within this many pixels of the digit's own ink are kept (the anti-aliased rim);
 #: farther ones belong to neighbours or dirt and are cleared.
-RIM = 2
+RIM = 1
 #: A 28x28 picture whose border pixels are all at most this bright (0-255) has MNIST's black background.
 MNIST_BORDER = 32
 
@@ -137,7 +137,7 @@ def read_picture(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Pic
     divide out uneven light and shadows), :func:`mnist_lit.pictures.segment.find_marks` (remove ruled lines,
     connected components, merge, split, order, ink-statistics refusals; once more on the whole frame when a
     mark ran into the edge of the sheet found), then :func:`digit_crop` per digit.
-    Time and memory are bounded by the header check and the analysis size (512 px), whatever the input.
+    Time and memory are bounded by the header check and the analysis size (:data:`~mnist_lit.pictures.ink.WORK_SIDE`), whatever the input.
 
     Args:
         source: a file path, the file's bytes, a binary file object, or a PIL image.
@@ -152,7 +152,7 @@ def read_picture(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Pic
             (:func:`mnist_lit.pictures.decode.open_image`); one-line messages starting with the file's name.
     """
     name = source_name(source)
-    picture, picture_size = load_gray(source, max_pixels)
+    picture, picture_size = load_gray(source, max_pixels, WORK_SIDE)
     as_is = mnist_format(picture)
     if as_is is not None:  # the network's own input format: nothing to find or re-centre
         frame = np.array([[[0, 0], [28, 0], [28, 28], [0, 28]]], np.float32)  # the digit's box: the whole picture

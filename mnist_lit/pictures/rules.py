@@ -12,13 +12,14 @@ import numpy as np
 RULE_LENGTH = 0.4
 #: ... within this many degrees of the picture's axes ...
 RULE_TILT = 8
-#: ... and thin: the ink within RULE_BAND px of the line is at most RULE_WIDE_RATIO times the ink within 3 px.
-RULE_BAND = 7
+#: ... and thin: the ink within RULE_BAND px of the line is at most RULE_WIDE_RATIO times the ink within
+#: RULE_NARROW px (the line's own band, cleared where no stroke crosses it).
+RULE_BAND, RULE_NARROW = 4, 2
 RULE_WIDE_RATIO = 2.0
 #: Ink at least this many pixels thick across a line (a pen stroke running along it) is not the line's.
-RULE_KEEP = 6
-#: A stroke's gap across a removed line is bridged up to this many pixels (lines are 1-4 px at the analysis size).
-RULE_BRIDGE = 7
+RULE_KEEP = 4
+#: A stroke's gap across a removed line is bridged up to this many pixels (the line's band, 2 RULE_NARROW + 1 px).
+RULE_BRIDGE = 2 * RULE_NARROW + 1
 
 
 def _rule_segments(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -78,7 +79,7 @@ def remove_rules(mask: np.ndarray, darkness: np.ndarray) -> None:
     off after straightening) from ``mask`` (uint8 0/1) and ``darkness`` in place, then bridge the gaps they
     leave in strokes that crossed them.
 
-    A segment from :func:`_rule_segments` is a printed line when the ink within 3 px of it holds most of the
+    A segment from :func:`_rule_segments` is a printed line when the ink within :data:`RULE_NARROW` px of it holds most of the
     ink within :data:`RULE_BAND` px (a digit's own long bar, in a digit filling the picture, is thicker). Its
     pixels are cleared, except ink at least :data:`RULE_KEEP` px thick across it (a stroke running along the
     line), and a stroke crossing it gets them back where ink lies on both sides of it.
@@ -86,7 +87,7 @@ def remove_rules(mask: np.ndarray, darkness: np.ndarray) -> None:
     across = {True: np.zeros_like(mask), False: np.zeros_like(mask)}  # bands of horizontal / vertical lines
     for x1, y1, x2, y2 in _rule_segments(mask):
         narrow, wide = np.zeros_like(mask), np.zeros_like(mask)
-        cv2.line(narrow, (x1, y1), (x2, y2), 1, 7)
+        cv2.line(narrow, (x1, y1), (x2, y2), 1, 2 * RULE_NARROW + 1)
         cv2.line(wide, (x1, y1), (x2, y2), 1, 2 * RULE_BAND + 1)
         inner, outer = int((mask & narrow).sum()), int((mask & wide).sum())
         if inner and outer <= RULE_WIDE_RATIO * inner:

@@ -27,7 +27,7 @@ from mnist_lit.pictures.shapes import (
 )
 
 #: Components under this many pixels, or under this fraction of the largest one's area, are dirt or noise.
-MIN_AREA = 6
+MIN_AREA = 2
 DIRT_FRACTION = 0.02
 #: A mark smaller than this fraction of the tallest mark in both directions is a speck (dot, dirt, a stray
 #: pixel of noise) and is left out.
