@@ -169,6 +169,9 @@ def test_predict_cli_on_digits_numbers_and_no_digit_pictures(trained_run, probs_
     for f in pics.glob("nodigit_*"):
         if f not in blank:
             f.unlink()
+    # printed letters (seed 5, as tests/test_pictures_digitness.py) that only the digit-or-not check refuses
+    letters = [f for f in write_no_digit_set(100, tmp_path / "s5", 5) if "letters" in f.name]
+    letters = [f.rename(pics / f"s5_{f.name}") for f in letters if not read_picture(f).refusal]
     (pics / "notes.png").write_text("not a picture\n")
     workdir = tmp_path / "work"
     workdir.mkdir()
@@ -193,9 +196,9 @@ def test_predict_cli_on_digits_numbers_and_no_digit_pictures(trained_run, probs_
     assert "Traceback" not in proc.stderr
     rows = {row["file"]: row for row in _read_csv(version_dirs(workdir)[-1] / "predictions.csv")}
     assert list(next(iter(rows.values()))) == PICTURE_COLUMNS
-    assert len(rows) == len(singles) + len(numbers) + len(blank) + 1
+    assert len(rows) == len(singles) + len(numbers) + len(blank) + len(letters) + 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    for file in [*map(str, singles), *(str(p) for p, _ in numbers)]:  # exactly what the library reads
+    for file in [*map(str, singles), *(str(p) for p, _ in numbers), *map(str, letters)]:  # what the library reads
         row, reading = rows[file], classify(read_picture(file), probs_fn)
         assert row["digits"] == reading.digits and row["error"] == reading.error
         if reading.digits:
@@ -209,6 +212,8 @@ def test_predict_cli_on_digits_numbers_and_no_digit_pictures(trained_run, probs_
         else:
             assert f"error: {row['error']}" in errors
     assert sum(rows[str(p)]["digits"] == truth for p, truth in numbers) >= 2
+    assert len(letters) == 9 and all(": not a digit: " in rows[str(f)]["error"] for f in letters)  # low confidence
+    assert sum("looks like a letter" in rows[str(f)]["error"] for f in letters) >= 6  # or the digit-or-not check
     assert sum(rows[str(p)]["digits"] == str(int(y)) for p, y in zip(singles, labels[:6], strict=False)) >= 5
     for file in [*map(str, blank), str(pics / "notes.png")]:
         row = rows[file]

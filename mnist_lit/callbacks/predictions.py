@@ -142,15 +142,16 @@ PICTURE_COLUMNS = [
 def picture_rows(indices, batch, probs: torch.Tensor) -> list[list]:
     """One row ``[index, *PICTURE_COLUMNS values]`` per file of a :class:`mnist_lit.pictures.PictureFiles` batch
     ``(crops, files, errors, counts, quads)``, whose crops' probabilities float32 (sum K, 10) are ``probs``;
-    the number is read and refused by :func:`mnist_lit.pictures.verdict.read_digits`."""
+    the number is read and refused by :func:`mnist_lit.pictures.verdict.read_digits`, with the file's own uint8
+    crops (its "digit or not" check looks at them)."""
     from mnist_lit.pictures import PictureDigits, read_digits  # OpenCV, when pictures are predicted
 
-    _, files, errors, counts, quads = batch
+    crops, files, errors, counts, quads = batch
     rows, start = [], 0
     for index, file, error, count, quad in zip(indices, files, errors, counts, quads, strict=False):
-        part, start = probs[start : start + count], start + count
-        picture = PictureDigits(file, torch.zeros(count, 1, 28, 28, dtype=torch.uint8), quad, (0, 0), error)
-        reading = read_digits(picture, part)
+        part, own = probs[start : start + count], crops[start : start + count].cpu()
+        start += count
+        reading = read_digits(PictureDigits(file, own, quad, (0, 0), error), part)
         one = len(reading.digits) == 1
         boxes = ";".join(" ".join(f"{v:.0f}" for v in (*q.min(0), *q.max(0))) for q in quad) if reading.digits else ""
         rows.append(
