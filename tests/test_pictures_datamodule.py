@@ -269,3 +269,16 @@ def test_unreadable_pictures_and_an_unwritable_folder_are_one_line_each(trained_
     finally:
         (tmp_path / "noread").chmod(0o755)
         (tmp_path / "nowrite").chmod(0o755)
+
+
+def test_a_line_break_in_a_file_name_stays_inside_its_row_of_the_printed_table(tmp_path, capsys):
+    from mnist_lit.callbacks.predictions import write_picture_predictions
+
+    name = str(tmp_path / "evil\nerror: fake.png")
+    rows = [(name, 7, 0.9, "7", "0.900000", "0 0 9 9", [0.1] * 10, ""), ("ok.png", None, None, "", "", "", None, "x")]
+    write_picture_predictions(rows, tmp_path / "predictions.csv")
+    out = capsys.readouterr().out.splitlines()
+    assert not [line for line in out if line.startswith("error: fake")], out
+    assert any(line.startswith(f"{tmp_path}/evil\\nerror: fake.png  7") for line in out), out
+    with open(tmp_path / "predictions.csv", newline="") as handle:
+        assert next(csv.DictReader(handle))["file"] == name  # the CSV keeps the name as it is

@@ -139,6 +139,12 @@ PICTURE_COLUMNS = [
 ]
 
 
+def _printable(name: str) -> str:
+    """``name`` with control characters escaped as Python writes them (``\\n``), so that a file name holding a line
+    break cannot start a line of its own in the printed table (the CSV keeps the name as it is)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
 def picture_rows(indices, batch, probs: torch.Tensor) -> list[list]:
     """One row ``[index, *PICTURE_COLUMNS values]`` per file of a :class:`mnist_lit.pictures.PictureFiles` batch
     ``(crops, files, errors, counts, quads)``, whose crops' probabilities float32 (sum K, 10) are ``probs``;
@@ -232,12 +238,12 @@ def write_picture_predictions(
         DataError: the sheet's file exists (it never replaces one; the CSV is written first).
     """
     write_csv(path, PICTURE_COLUMNS, (picture_row(*row) for row in rows))
-    width = max(len("file"), *(len(row[0]) for row in rows))
+    width = max(len("file"), *(len(_printable(row[0])) for row in rows))
     print(f"{'file':<{width}}  digits      confidence")
     for file, _, confidence, digits, *_, error in rows:
         reason = error.split(": ", 1)[-1] if error.startswith(f"{file}: ") else error
         print(
-            f"{file:<{width}}  "
+            f"{_printable(file):<{width}}  "
             + (f"{'-':<10}           -  error: {reason}" if error else f"{digits:<10}  {confidence:>10.4f}")
         )
     failed = [row[-1] for row in rows if row[-1]]
