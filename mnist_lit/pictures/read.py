@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -14,7 +15,7 @@ from mnist_lit.pictures.frame import MIN_INK_PIXELS, fit_to_mnist_frame
 from mnist_lit.pictures.ink import WORK_SIDE, InkMap, ink_map_of, ink_map_of_gray, load_gray
 from mnist_lit.pictures.mask import thresholds
 from mnist_lit.pictures.segment import Marks, find_marks
-from mnist_lit.pictures.shapes import crop_refusal
+from mnist_lit.pictures.shapes import crop_refusal, row_slope
 
 #: The ink level a digit's crop is stretched to: this percentile of the darkness of its ink pixels.
 INK_LEVEL_PERCENTILE = 85
@@ -22,6 +23,10 @@ INK_LEVEL_PERCENTILE = 85
 #: averages it down as MNIST's size normalisation did (from 128 px scans): a digit of a number at the 320 px
 #: analysis size is often only 20-40 px tall, and fitted from that size its strokes come out coarse.
 CROP_ENLARGE = 2
+#: A row of at least LEVEL_MIN_DIGITS marks falling or rising by LEVEL_MIN_DEGREES or more is levelled: each digit
+#: is turned by the row's angle before it is fitted (MNIST's digits stand upright; the sheet search straightens a
+#: page only when its edges show).
+LEVEL_MIN_DIGITS, LEVEL_MIN_DEGREES = 3, 5.0
 #: When a mark runs into the edge of the sheet found, the whole frame is read again, keeping the marks on the
 #: sheet grown by this fraction of the frame's shorter side.
 SHEET_GROWTH = 0.15
@@ -71,12 +76,24 @@ class PictureDigits:
         return np.clip(boxes, 0, [width, height, width, height]).astype(np.int64)
 
 
-def digit_crop(ink: InkMap, box: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+def row_turn(boxes: np.ndarray) -> float:
+    """Degrees to turn each digit by (anticlockwise as seen) so that a photo of a turned page reads upright: the row's
+    angle, when the row of ``boxes`` (int (K, 4)) holds at least :data:`LEVEL_MIN_DIGITS` marks and falls or rises by
+    :data:`LEVEL_MIN_DEGREES` or more; else 0. The row's slope is taken as the photo's turn, so digits written upright
+    along a steeply sloping line are turned too (docs/pictures.md)."""
+    if len(boxes) < LEVEL_MIN_DIGITS:
+        return 0.0
+    degrees = math.degrees(math.atan(row_slope(boxes)))
+    return degrees if abs(degrees) >= LEVEL_MIN_DEGREES else 0.0
+
+
+def digit_crop(ink: InkMap, box: np.ndarray, mask: np.ndarray, turn: float = 0.0) -> torch.Tensor:
     """One digit's ink as MNIST pixels uint8 (28, 28): its darkness inside ``box`` (x0, y0, x1, y1), kept within
     :data:`RIM` px of its own ink ``mask``, stretched so its ink level (:data:`INK_LEVEL_PERCENTILE`) is 255,
-    then fitted and centred by :func:`mnist_lit.pictures.frame.fit_to_mnist_frame`."""
+    turned by ``turn`` degrees (:func:`row_turn`), then fitted and centred by
+    :func:`mnist_lit.pictures.frame.fit_to_mnist_frame`."""
     x0, y0, x1, y1 = (int(v) for v in box)
-    pad = RIM + 1
+    pad = RIM + 1 + (max(x1 - x0, y1 - y0) // 3 if turn else 0)  # room for the corners that turn out of the box
     height, width = ink.darkness.shape
     X0, Y0, X1, Y1 = max(0, x0 - pad), max(0, y0 - pad), min(width, x1 + pad), min(height, y1 + pad)
     darkness = ink.darkness[Y0:Y1, X0:X1]
@@ -85,7 +102,11 @@ def digit_crop(ink: InkMap, box: np.ndarray, mask: np.ndarray) -> torch.Tensor:
     near = cv2.dilate(own, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * RIM + 1, 2 * RIM + 1))) > 0
     low = thresholds(ink.noise)[0] / 2
     level = max(float(np.percentile(darkness[own > 0], INK_LEVEL_PERCENTILE)), low + 1e-3)
-    values = np.clip((darkness - low) / (level - low), 0.0, 1.0) * near
+    values = (np.clip((darkness - low) / (level - low), 0.0, 1.0) * near).astype(np.float32)
+    if turn:
+        centre = ((values.shape[1] - 1) / 2, (values.shape[0] - 1) / 2)
+        turning = cv2.getRotationMatrix2D(centre, turn, 1.0)
+        values = np.asarray(cv2.warpAffine(values, turning, values.shape[::-1], flags=cv2.INTER_LINEAR), np.float32)
     image = Image.fromarray(np.round(values * 255).astype(np.uint8), "L")
     enlarged = (image.width * CROP_ENLARGE, image.height * CROP_ENLARGE)  # see CROP_ENLARGE
     return fit_to_mnist_frame(image.resize(enlarged, Image.Resampling.BICUBIC))
@@ -171,7 +192,8 @@ def read_picture(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Pic
         again = _near_sheet(find_marks(whole), ink, whole)
         if not again.refusal and len(again.boxes):
             ink, marks = whole, again
-    crops = [digit_crop(ink, box, mask) for box, mask in zip(marks.boxes, marks.masks, strict=False)]
+    turn = row_turn(marks.boxes)
+    crops = [digit_crop(ink, box, mask, turn) for box, mask in zip(marks.boxes, marks.masks, strict=False)]
     reasons = [crop_refusal(crop.numpy(), len(crops)) for crop in crops]
     busy = [k for k, reason in enumerate(reasons) if reason]
     if busy:  # a spiral, a star, a W, a tree: a shape no digit has

@@ -112,6 +112,13 @@ def off_row(boxes: np.ndarray, tolerance: float, max_slope: float) -> bool:
     return bool(abs(slope) > max_slope or np.abs(y - (slope * x + intercept)).max() > tolerance)
 
 
+def row_slope(boxes: np.ndarray) -> float:
+    """dy/dx of the least-squares line through the centres of ``boxes`` (int (K, 4) ``x0, y0, x1, y1``, the marks of
+    one row, K >= 2 at distinct x); y grows downwards, so a row falling to the right has a positive slope."""
+    x, y = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    return float(np.polyfit(x, y, 1)[0])
+
+
 def in_row(box: Box, row: list[Box], height_ratio: float = 0.7, tolerance: float = 0.5) -> bool:
     """Whether ``box`` lines up with the boxes of ``row`` as one more digit of the same number: its height within
     ``height_ratio`` .. 1 / ``height_ratio`` of their median height, its vertical centre within ``tolerance``
