@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,3 +283,17 @@ def test_a_line_break_in_a_file_name_stays_inside_its_row_of_the_printed_table(t
     assert any(line.startswith(f"{tmp_path}/evil\\nerror: fake.png  7") for line in out), out
     with open(tmp_path / "predictions.csv", newline="") as handle:
         assert next(csv.DictReader(handle))["file"] == name  # the CSV keeps the name as it is
+
+
+def test_broken_and_looping_links_in_a_folder_get_a_row_each_not_silence(tmp_path, mnist_dir):
+    from mnist_lit.pictures import PictureFiles, list_images
+
+    _digit_pictures(tmp_path / "pics", mnist_dir, count=1)
+    (tmp_path / "pics" / "gone.png").symlink_to(tmp_path / "moved_away.png")
+    (tmp_path / "pics" / "loop.png").symlink_to(tmp_path / "pics" / "loop.png")
+    files = list_images(tmp_path / "pics")
+    assert [Path(f).name for f in files] == ["d0.png", "gone.png", "loop.png"]  # before: d0.png alone
+    errors = {Path(f).name: PictureFiles(files)[i][2] for i, f in enumerate(files)}
+    assert errors["d0.png"] == ""
+    assert errors["gone.png"] == f"{tmp_path / 'pics' / 'gone.png'}: no such file"
+    assert errors["loop.png"].startswith(f"{tmp_path / 'pics' / 'loop.png'}: ") and "\n" not in errors["loop.png"]

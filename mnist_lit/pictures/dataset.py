@@ -25,7 +25,8 @@ def list_images(path: str | Path) -> list[str]:
 
     A path that exists is taken as it is, even when its name holds glob characters (``digit[1].png``). A folder
     contributes its files whose names end in one of :data:`IMAGE_SUFFIXES` (any case), hidden files excepted
-    (symbolic links to files count; sub-folders are not entered); a glob (``*``, ``?``, ``[``; ``**`` recurses,
+    (symbolic links count, a broken or looping one too: it gets its own error row instead of vanishing from the
+    count; sub-folders are not entered); a glob (``*``, ``?``, ``[``; ``**`` recurses,
     following symbolic links as Python's :mod:`glob` does) contributes every file it matches, each file once
     (by its real path), sorted; a single file is taken whatever its name.
 
@@ -58,7 +59,7 @@ def _folder_images(folder: Path, text: str) -> list[str]:
         files = sorted(
             str(folder / p.name)
             for p in folder.iterdir()
-            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and (p.is_file() or p.is_symlink())
         )
     except OSError as err:
         raise DataError(f"{text}: cannot read this folder ({err.strerror or err}); check its permissions") from None
