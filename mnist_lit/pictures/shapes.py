@@ -105,7 +105,7 @@ def off_row(boxes: np.ndarray, tolerance: float, max_slope: float) -> bool:
     """True when the centres of ``boxes`` (int (K, 4) of ``x0, y0, x1, y1``, K >= 2) are not one row of writing: the
     least-squares line through them is steeper than ``max_slope`` (dy/dx) or vertical, or a centre lies more than
     ``tolerance`` px from it. A line, not a level: a photo taken at an angle tilts the whole row."""
-    x, y = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    x, y = _centres(boxes)
     if np.ptp(x) == 0:
         return True
     slope, intercept = np.polyfit(x, y, 1)
@@ -115,8 +115,12 @@ def off_row(boxes: np.ndarray, tolerance: float, max_slope: float) -> bool:
 def row_slope(boxes: np.ndarray) -> float:
     """dy/dx of the least-squares line through the centres of ``boxes`` (int (K, 4) ``x0, y0, x1, y1``, the marks of
     one row, K >= 2 at distinct x); y grows downwards, so a row falling to the right has a positive slope."""
-    x, y = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-    return float(np.polyfit(x, y, 1)[0])
+    return float(np.polyfit(*_centres(boxes), 1)[0])
+
+
+def _centres(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The x and y centres, float64 (K,) each, of ``boxes`` (int (K, 4) ``x0, y0, x1, y1``)."""
+    return (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
 
 
 def in_row(box: Box, row: list[Box], height_ratio: float = 0.7, tolerance: float = 0.5) -> bool:
