@@ -17,7 +17,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from mnist_lit import yaml_limits
+from mnist_lit import option_cache, yaml_limits
 from mnist_lit.allocator import keep_freed_memory
 from mnist_lit.callbacks import PredictionWriter
 from mnist_lit.command_line import EVALUATION_COMMANDS, EXTRA_COMMANDS, PROG, prepare_argv
@@ -39,7 +39,7 @@ from mnist_lit.tensorboard_writer import use_tensorboard_stub
 
 
 class ArgumentParser(LightningArgumentParser):
-    """LightningCLI's parser, whose error messages show the first line of the usage only: ``fit``'s full usage
+    """LightningCLI's parser, whose error messages show the usage's first words only: ``fit``'s full usage
     is some 60 lines of options, which buried the one-line error below it (``--help`` still lists them all);
     the error itself is one line too (:func:`mnist_lit.parser_errors.one_line_error`)."""
 
@@ -49,9 +49,14 @@ class ArgumentParser(LightningArgumentParser):
         super().error(one_line_error(message) if self.exit_on_error else message, ex)
 
     def print_usage(self, file=None) -> None:
-        """Print the first line of the usage only (the full list of options is in ``--help``)."""
-        lines = self.format_usage().splitlines()
-        self._print_message(lines[0] + (" ...\n" if len(lines) > 1 else "\n"), file or sys.stdout)
+        """Print the usage's first words only, the same at any terminal width (``--help`` lists every option)."""
+        self._print_message(f"{option_cache.usage_line(self.prog)}\n", file or sys.stdout)
+
+    def parse_args(self, *args, **kwargs):
+        """jsonargparse's ``parse_args``; the top-level parser first remembers its commands' options, so that the
+        next usage error is answered without Lightning (:mod:`mnist_lit.option_cache`)."""
+        option_cache.save_options(self)
+        return super().parse_args(*args, **kwargs)
 
 
 def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequence = ()) -> MNISTLightningCLI:

@@ -4,8 +4,9 @@ Importing Lightning costs a multiple of a bare ``import torch`` (Lightning impor
 torchvision's models and ``torch._dynamo``; figures in docs/performance.md). The top-level ``--help``, a missing or
 unknown command, a ``--config`` file that does not exist or is not YAML, a ``--ckpt_path`` or ``--finetune_from``
 file that does not exist or an empty one, ``fit`` without ``--config``, and
-``--help`` of the extra commands (``cv``, ``lr_find``, ``tune``, ``export``, ``serve``) are answered here without it;
-everything else goes to :func:`mnist_lit.cli.main`.
+``--help`` of the extra commands (``cv``, ``lr_find``, ``tune``, ``export``, ``serve``) are answered here without it,
+and so are a mistyped option, a value of the wrong type and ``fit --help`` once a run has remembered the options
+(:mod:`mnist_lit.option_cache`); everything else goes to :func:`mnist_lit.cli.main`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from mnist_lit import option_cache
 from mnist_lit.command_line import (
     EXTRA_COMMANDS,
     FIT_FLAG_COMMANDS,
@@ -85,9 +87,24 @@ def main(args: Sequence[str] | None = None) -> None:
     if command in EXTRA_COMMANDS and HELP_FLAGS & set(prepared[1:]):
         module, function = EXTRA_COMMANDS[command].split(":")  # argparse prints the help and exits 0
         getattr(importlib.import_module(module), function)(prepared[1:])
+    answer_from_remembered_options(prepared)
     from mnist_lit.cli import main as cli_main  # Lightning, the model and the data: for a real run
 
-    cli_main(None if args is None else list(args))
+    with option_cache.recording_help(prepared):
+        cli_main(None if args is None else list(args))
+
+
+def answer_from_remembered_options(argv: list[str]) -> None:
+    """Exit with what the parser would print, from the options an earlier run remembered
+    (:mod:`mnist_lit.option_cache`): ``COMMAND --help`` (exit 0), or a refused option or value (exit 2)."""
+    help_text = option_cache.remembered_help(argv)
+    if help_text is not None:
+        sys.stdout.write(help_text)
+        sys.exit(0)
+    refusal = option_cache.usage_error(argv)
+    if refusal is not None:
+        sys.stderr.write(refusal)
+        sys.exit(2)
 
 
 def entry_point() -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +21,10 @@ from tensorboard.util import tensor_util
 REPO = Path(__file__).resolve().parents[1]
 MNIST_10K = Path(os.environ.get("MNIST_10K", REPO.parent / "shared" / "data" / "mnist-10k")).resolve()
 CONFIG = REPO / "configs" / "mnist.yaml"
+# The options the CLI remembers between runs (mnist_lit.option_cache) go to a folder of this session's own, not
+# the user's ~/.cache: the first CLI run writes them, and every later one is checked against them first.
+os.environ["MNIST_LIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="mnist_lit_options_")
+atexit.register(shutil.rmtree, os.environ["MNIST_LIT_CACHE_DIR"], ignore_errors=True)
 
 
 def run_cli(

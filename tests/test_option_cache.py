@@ -1,0 +1,166 @@
+"""Usage errors and ``COMMAND --help`` answered from the options an earlier run remembered (mnist_lit.option_cache):
+the parser's own lines and exit status, without importing torch or Lightning; what is not certain goes to the parser.
+
+Each test runs the real command with ``python -X importtime`` (:func:`test_startup.run_traced`); timings are in
+benchmarks/bench_startup.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import CONFIG, REPO
+
+from mnist_lit import option_cache
+
+C = str(CONFIG)
+
+#: Command lines with one mistake each, and the error line the parser gives for it.
+MISTAKES = [
+    (["fit", "--trainer.max_epochs", "x"], "error: --trainer.max_epochs x: expected an int (or null)"),
+    (["fit", "--config", C, "--trainer.max_epoks", "3"], "error: unrecognized arguments: --trainer.max_epoks 3"),
+    (["fit", "--config", C, "--max_epochs", "3"], "error: unrecognized arguments: --max_epochs 3"),
+    (["fit", "--config", C, "--model.lr=fast"], "error: --model.lr fast: expected a float"),
+    (["test", "--model.pixel_scale", "unitt"], "error: --model.pixel_scale unitt: expected one of 'unit', 'raw'"),
+    (
+        ["fit", "--config", C, "--trainer.max_epochs", "2", "--trainer.deterministic", "maybe"],
+        "error: --trainer.deterministic maybe: expected a bool (true or false) or one of 'warn' (or null)",
+    ),
+    (
+        ["fit", "--config", C, "--trainer.max_epoks", "3", "--augment.blur_p", "x"],
+        "error: --augment.blur_p x: expected a float",
+    ),
+    (["validate", "--ckpt_path", "best", "stray"], "error: unrecognized arguments: stray"),
+]
+
+#: Command lines the parser accepts, or whose answer is the parser's to give: no answer from the remembered options.
+LEFT_TO_THE_PARSER = [
+    ["fit", "--config", C, "--trainer.max_epochs", "-1", "--model.lr", "1e-3", "--trainer.precision", "bf16-mixed"],
+    ["fit", "--trainer.max_epoch", "2", "--trainer.max_epochs=null", "--test_after_fit", "false"],  # abbreviation
+    ["fit", "--config", C, "--data.batch_size", "64", "--trainer.deterministic", "warn", "--seed_everything", "true"],
+    ["fit", "--config", C, "--trainer.limit_train_batches", "0.5", "--trainer.default_root_dir", "/tmp", "-c", C],
+    ["test", "--ckpt_path", "best", "--trainer.logger", "false"],
+    ["predict", "--data=mnist_lit.pictures.PicturesDataModule", "--data.predict_path", "x"],
+    ["fit", "--config", C, "--trainer.callbacks+=Foo", "--trainer.max_epochs", "x"],  # the class path is refused first
+    ["fit", "--config", C, "--trainer.max", "3"],  # ambiguous
+    ["fit", "--config", C, "--trainer.max_epochs"],  # expected one argument
+    ["fit", "--config", C, "--print_config", "--trainer.max_epochs", "x"],
+    ["fit", "--config", C, "--data.batch_size", "many"],  # the default DataModule's own option
+]
+
+
+def run_traced(args, cache, env=None) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """``python -X importtime -m mnist_lit ARGS`` with ``MNIST_LIT_CACHE_DIR=cache``; the process (stderr without
+    the import lines) and the top-level packages it imported."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "mnist_lit", *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "MNIST_LIT_CACHE_DIR": str(cache), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = proc.stderr.splitlines()
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in lines if line.startswith("import time:")}
+    proc.stderr = "".join(f"{line}\n" for line in lines if not line.startswith("import time:"))
+    return proc, imported
+
+
+@pytest.fixture(scope="module")
+def remembered(tmp_path_factory):
+    """A cache folder where one ``fit --help`` (which builds the parser) saved the options and fit's help."""
+    cache = tmp_path_factory.mktemp("options")
+    first, imported = run_traced(["fit", "--help"], cache, env={"COLUMNS": "80"})
+    assert first.returncode == 0 and "lightning" in imported and "--trainer.max_epochs" in first.stdout
+    return {"cache": cache, "fit_help": first.stdout}
+
+
+@pytest.mark.parametrize(("args", "error"), MISTAKES)
+def test_a_mistake_is_answered_without_torch_once_the_options_are_remembered(remembered, args, error):
+    out, imported = run_traced(args, remembered["cache"])
+    assert out.returncode == 2 and "torch" not in imported, (out.stderr, "torch" in imported)
+    assert out.stderr.splitlines() == [
+        f"usage: python -m mnist_lit [options] {args[0]} [-c CONFIG] ...",
+        f"tip: For details of accepted options run: python -m mnist_lit {args[0]} --help",
+        error,
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "error"), MISTAKES)
+def test_the_remembered_answer_is_the_parsers(remembered, tmp_path, args, error):
+    """The same command with nothing remembered (a cache path that cannot be written): Lightning's parser answers."""
+    (tmp_path / "file").write_text("")
+    out, imported = run_traced(args, tmp_path / "file" / "cache")
+    fast, _ = run_traced(args, remembered["cache"])
+    assert "lightning" in imported and (out.returncode, out.stderr) == (fast.returncode, fast.stderr)
+
+
+@pytest.mark.parametrize("args", LEFT_TO_THE_PARSER)
+def test_what_is_accepted_or_not_certain_gets_no_answer(remembered, monkeypatch, args):
+    monkeypatch.setenv("MNIST_LIT_CACHE_DIR", str(remembered["cache"]))
+    assert option_cache._remembered() is not None  # this process finds the file the CLI wrote
+    assert option_cache.usage_error(args) is None
+
+
+@pytest.mark.slow
+def test_the_command_lines_left_alone_are_accepted_by_the_parser(tmp_path):
+    """The accepted command lines of :data:`LEFT_TO_THE_PARSER`, with ``--print_config``: the parser takes them."""
+    for args in LEFT_TO_THE_PARSER[:4]:
+        out, _ = run_traced([*args, "--print_config"], tmp_path)
+        assert out.returncode == 0 and "max_epochs" in out.stdout, (args, out.stderr[-2000:])
+
+
+def test_fit_help_is_printed_again_without_torch_at_the_same_width_only(remembered):
+    again, imported = run_traced(["fit", "--help"], remembered["cache"], env={"COLUMNS": "80"})
+    assert again.returncode == 0 and again.stdout == remembered["fit_help"] and "torch" not in imported
+    wider, imported = run_traced(["fit", "--help"], remembered["cache"], env={"COLUMNS": "150"})
+    assert wider.returncode == 0 and "lightning" in imported and wider.stdout != remembered["fit_help"]
+    lines = wider.stdout.splitlines()
+    assert max(map(len, lines)) > 80 and max(map(len, lines)) <= 150
+
+
+def test_a_damaged_file_is_left_to_the_parser_and_written_again(remembered, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(remembered["cache"], cache)
+    (saved,) = cache.glob("options-*/options.json")
+    for damage in ('{"fit": {"options": 3}}', "not json at all"):
+        saved.write_text(damage)
+        out, imported = run_traced(["fit", "--trainer.max_epochs", "x"], cache)
+        assert out.returncode == 2 and "lightning" in imported
+        assert out.stderr.splitlines()[-1] == "error: --trainer.max_epochs x: expected an int (or null)"
+        assert set(json.loads(saved.read_text())) == set(option_cache.COMMANDS)
+
+
+def test_an_installation_change_makes_a_new_folder_and_old_folders_go(tmp_path, monkeypatch):
+    before = option_cache.installation()
+    (tmp_path / "somepackage-1.0.dist-info").mkdir()
+    monkeypatch.setattr(sys, "path", [*sys.path, str(tmp_path)])
+    option_cache.installation.cache_clear()
+    try:
+        assert option_cache.installation() != before
+    finally:
+        option_cache.installation.cache_clear()
+    for i in range(option_cache.KEEP + 3):
+        folder = tmp_path / f"options-{i}"
+        folder.mkdir()
+        os.utime(folder, (i, i))
+    option_cache.prune(tmp_path)
+    kept = sorted(int(path.name.split("-")[1]) for path in tmp_path.glob("options-*"))
+    assert kept == list(range(3, option_cache.KEEP + 3))
+
+
+def test_types_are_described_and_built_back():
+    from pathlib import Path
+    from typing import Literal
+
+    precision = Literal[64, 32] | Literal["bf16-mixed", "32"] | None
+    for hint in (int | None, bool, precision, int | bool, float | None):
+        assert option_cache.build_type(option_cache.describe_type(hint)) == hint
+    assert option_cache.describe_type(str | Path | None) == {"union": ["str", "str", "null"]}
+    assert option_cache.describe_type(dict[str, int]) is None and option_cache.describe_type(list[int]) is None
