@@ -2,19 +2,17 @@
 value of the wrong type is answered before Lightning is imported (docs/performance.md has the seconds this saves).
 
 LightningCLI's parser is built from the signatures of the Trainer, the model and the DataModule, so building it
-needs Lightning, whose import costs a multiple of a bare ``import torch``. Each run that builds the parser
-(:func:`save_options`) writes, once, what its commands accept: every option string, whether it takes one value,
-and the value's type when that is made of ``int``, ``float``, ``bool``, ``str``, ``None`` and ``Literal`` values
-only. :func:`usage_error` reads that file and answers what the parser would refuse (an option it does not know,
-a value its type does not accept) with the parser's own lines; anything else (``--help``, ``--print_config``,
-a class-path option's own keys such as ``--data.batch_size``, an ambiguous abbreviation) is left to the parser.
-``fit --help`` and the others' help texts are remembered the same way (:func:`recording_help`).
+needs Lightning. Each run that builds it (:func:`save_options`) writes, once, what its commands accept: every
+option string, whether it takes one value, and the value's type when that is made of ``int``, ``float``, ``bool``,
+``str``, ``None`` and ``Literal`` values only. :func:`usage_error` reads that file and answers what the parser would
+refuse (an unknown option, a value its type refuses) with the parser's own lines; anything else (``--help``,
+``--print_config``, a class path's own keys such as ``--data.batch_size``, an ambiguous abbreviation) is left to
+the parser. ``fit --help`` and the others' help texts are remembered the same way (:func:`recording_help`).
 
 The files are in ``~/.cache/mnist_lit`` (``$XDG_CACHE_HOME/mnist_lit``; ``MNIST_LIT_CACHE_DIR`` if set), in a
-folder named after a hash of the package's source, the Python version and the installed distributions, so a
-change to any of them makes a new one (:func:`cache_dir`); the oldest folders beyond :data:`KEEP` go.
-A folder that cannot be written only means no fast answer. Hand-written: jsonargparse cannot save a parser (its
-types are live classes, e.g. Lightning's ``Logger``).
+folder named after a hash of the package's source, the Python version and the installed distributions
+(:func:`cache_dir`). A folder that cannot be written only means no fast answer. Hand-written: jsonargparse cannot
+save a parser (its types are live classes, e.g. Lightning's ``Logger``).
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ from pathlib import Path, PurePath
 from typing import Any, Literal, Union
 
 COMMANDS = ("fit", "validate", "test", "predict")
+MAX_BYTES = 1 << 20  # the most read of a remembered file (the options of all four commands are some 20 KiB)
 KEEP = 8  # folders of remembered options kept (one per installation or version of the source: a few KiB each)
 #: argparse's ``_negative_number_matcher`` (Python 3.10-3.12): such a token is a value, not an option.
 _NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
@@ -73,11 +72,14 @@ def _write(name: str, text: str) -> None:
 
 
 def _read(name: str) -> str | None:
-    """The text of ``name`` in :func:`cache_dir`, or None when it is not there or cannot be read."""
+    """The text of ``name`` in :func:`cache_dir`, or None when it is not there, cannot be read or is over
+    :data:`MAX_BYTES` (not a file this module wrote)."""
     try:
-        return (cache_dir() / name).read_text()
+        with open(cache_dir() / name, encoding="utf-8") as handle:
+            text = handle.read(MAX_BYTES + 1)
     except (OSError, UnicodeDecodeError):
         return None
+    return text if len(text) <= MAX_BYTES else None
 
 
 def describe_type(hint: Any) -> Any:
@@ -98,10 +100,16 @@ def describe_type(hint: Any) -> Any:
 
 
 def build_type(described: Any) -> Any:
-    """The type :func:`describe_type` described."""
+    """The type :func:`describe_type` described.
+
+    Raises:
+        TypeError, KeyError, ValueError: ``described`` is not something :func:`describe_type` returns.
+    """
     if isinstance(described, str):
         return _SIMPLE[described]
     if "literal" in described:
+        if not all(isinstance(value, str | int | float | bool | None) for value in described["literal"]):
+            raise ValueError(f"not a literal value in {described}")
         return Literal[tuple(described["literal"])]
     # Union[...] of a tuple: the parts are known only here, so there is no X | Y to write.
     return Union[tuple(build_type(part) for part in described["union"])]  # noqa: UP007
@@ -137,21 +145,14 @@ def save_options(parser) -> None:
 
 def prune(root: Path) -> None:
     """Remove the ``options-*`` folders of ``root`` beyond the :data:`KEEP` most recently written."""
-    for folder in sorted(root.glob("options-*"), key=_modified, reverse=True)[KEEP:]:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _modified(path: Path) -> float:
-    """When ``path`` was last modified (0 when it is gone: another run removed it)."""
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
+    with contextlib.suppress(OSError):  # another run removed one meanwhile: the next write prunes again
+        folders = sorted(root.glob("options-*"), key=lambda folder: folder.stat().st_mtime, reverse=True)
+        for folder in folders[KEEP:]:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def usage_line(prog: str) -> str:
-    """The usage line above a parser's error, the same at any terminal width: ``usage: PROG [-c CONFIG] ...``
-    (``--help`` lists every option)."""
+    """The usage line above a parser's error, the same at any width: ``usage: PROG [-c CONFIG] ...``."""
     return f"usage: {prog} [-c CONFIG] ..."
 
 
@@ -210,9 +211,22 @@ def _remembered() -> dict | None:
     :func:`save_options` wrote: it writes it again)."""
     try:
         commands = json.loads(_read("options.json") or "null")
-        return commands if all(set(commands[name]) == {"prog", "abbrev", "options"} for name in COMMANDS) else None
-    except (ValueError, TypeError, KeyError):
+        return commands if all(_well_formed(commands[name]) for name in COMMANDS) else None
+    except (ValueError, TypeError, KeyError, AttributeError):
         return None
+
+
+def _well_formed(spec: dict) -> bool:
+    """True when ``spec`` is what :func:`_options` writes: a program name, a flag and every option's kind and type.
+
+    Raises:
+        TypeError, KeyError, ValueError, AttributeError: a part has another shape.
+    """
+    options = spec["options"]
+    for kind, described in options.values():
+        if kind not in ("value", "class", "other") or (described is not None and build_type(described) is None):
+            return False
+    return set(spec) == {"prog", "abbrev", "options"} and isinstance(spec["prog"], str) and bool(options)
 
 
 def _resolve(name: str, spec: dict) -> str | None:

@@ -164,3 +164,17 @@ def test_types_are_described_and_built_back():
         assert option_cache.build_type(option_cache.describe_type(hint)) == hint
     assert option_cache.describe_type(str | Path | None) == {"union": ["str", "str", "null"]}
     assert option_cache.describe_type(dict[str, int]) is None and option_cache.describe_type(list[int]) is None
+
+
+def test_a_file_of_another_shape_or_size_is_not_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("MNIST_LIT_CACHE_DIR", str(tmp_path))
+    saved = option_cache.cache_dir() / "options.json"
+    saved.parent.mkdir(parents=True)
+    good = {"prog": "p", "abbrev": True, "options": {"--x": ["value", {"union": ["int", "null"]}]}}
+    saved.write_text(json.dumps({name: good for name in option_cache.COMMANDS}))
+    assert option_cache.usage_error(["fit", "--x", "a"]).endswith("error: --x a: expected an int (or null)\n")
+    for options in ({"--x": 5}, {"--x": ["value", {"literal": [[1]]}]}, {"--x": ["zzz", None]}, 3, {}):
+        saved.write_text(json.dumps({name: {**good, "options": options} for name in option_cache.COMMANDS}))
+        assert option_cache.usage_error(["fit", "--x", "a"]) is None, options
+    saved.write_text(" " * option_cache.MAX_BYTES + json.dumps({name: good for name in option_cache.COMMANDS}))
+    assert option_cache.usage_error(["fit", "--x", "a"]) is None
