@@ -25,6 +25,7 @@ from mnist_lit.distributed import EndRanksOnFailure
 from mnist_lit.errors import MnistLitError
 from mnist_lit.lightning_cli import MNISTLightningCLI
 from mnist_lit.model import MNISTClassifier
+from mnist_lit.option_check import usage_line
 from mnist_lit.parser_errors import one_line_error
 from mnist_lit.quiet import hide_unactionable_messages
 from mnist_lit.runs import discard_claimed, release_unused
@@ -50,7 +51,7 @@ class ArgumentParser(LightningArgumentParser):
 
     def print_usage(self, file=None) -> None:
         """Print the usage's first words only, the same at any terminal width (``--help`` lists every option)."""
-        self._print_message(f"{option_cache.usage_line(self.prog)}\n", file or sys.stdout)
+        self._print_message(f"{usage_line(self.prog)}\n", file or sys.stdout)
 
     def parse_args(self, *args, **kwargs):
         """jsonargparse's ``parse_args``; the top-level parser first remembers its commands' options, so that the

@@ -6,7 +6,7 @@ unknown command, a ``--config`` file that does not exist or is not YAML, a ``--c
 file that does not exist or an empty one, ``fit`` without ``--config``, and
 ``--help`` of the extra commands (``cv``, ``lr_find``, ``tune``, ``export``, ``serve``) are answered here without it,
 and so are a mistyped option, a value of the wrong type and ``fit --help`` once a run has remembered the options
-(:mod:`mnist_lit.option_cache`); everything else goes to :func:`mnist_lit.cli.main`.
+(:mod:`mnist_lit.option_cache`, :mod:`mnist_lit.option_check`); everything else goes to :func:`mnist_lit.cli.main`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from mnist_lit import option_cache
+from mnist_lit import option_cache, option_check
 from mnist_lit.command_line import (
     EXTRA_COMMANDS,
     FIT_FLAG_COMMANDS,
@@ -96,12 +96,12 @@ def main(args: Sequence[str] | None = None) -> None:
 
 def answer_from_remembered_options(argv: list[str]) -> None:
     """Exit with what the parser would print, from the options an earlier run remembered
-    (:mod:`mnist_lit.option_cache`): ``COMMAND --help`` (exit 0), or a refused option or value (exit 2)."""
+    (:mod:`mnist_lit.option_check`): ``COMMAND --help`` (exit 0), or a refused option or value (exit 2)."""
     help_text = option_cache.remembered_help(argv)
     if help_text is not None:
         sys.stdout.write(help_text)
         sys.exit(0)
-    refusal = option_cache.usage_error(argv)
+    refusal = option_check.usage_error(argv)
     if refusal is not None:
         sys.stderr.write(refusal)
         sys.exit(2)

@@ -12,11 +12,12 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import CONFIG, REPO
 
-from mnist_lit import option_cache
+from mnist_lit import option_cache, option_check
 
 C = str(CONFIG)
 
@@ -36,6 +37,10 @@ MISTAKES = [
         "error: --augment.blur_p x: expected a float",
     ),
     (["validate", "--ckpt_path", "best", "stray"], "error: unrecognized arguments: stray"),
+    (
+        ["fit", "--config", C, "--bogus\nx\ty"],
+        "error: unrecognized arguments: --bogus x y",
+    ),  # one line, as the parser's
 ]
 
 #: Command lines the parser accepts, or whose answer is the parser's to give: no answer from the remembered options.
@@ -51,6 +56,8 @@ LEFT_TO_THE_PARSER = [
     ["fit", "--config", C, "--trainer.max_epochs"],  # expected one argument
     ["fit", "--config", C, "--print_config", "--trainer.max_epochs", "x"],
     ["fit", "--config", C, "--data.batch_size", "many"],  # the default DataModule's own option
+    ["fit", "--config", C, "--trainer.max_epochs.foo", "3"],  # a key of a typed option: jsonargparse's NestedArg
+    ["fit", "--config", C, "--trainer", "{max_epochs: x}", "--bogus"],  # inline settings, checked first
 ]
 
 
@@ -104,8 +111,8 @@ def test_the_remembered_answer_is_the_parsers(remembered, tmp_path, args, error)
 @pytest.mark.parametrize("args", LEFT_TO_THE_PARSER)
 def test_what_is_accepted_or_not_certain_gets_no_answer(remembered, monkeypatch, args):
     monkeypatch.setenv("MNIST_LIT_CACHE_DIR", str(remembered["cache"]))
-    assert option_cache._remembered() is not None  # this process finds the file the CLI wrote
-    assert option_cache.usage_error(args) is None
+    assert option_cache.remembered() is not None  # this process finds the file the CLI wrote
+    assert option_check.usage_error(args) is None
 
 
 @pytest.mark.slow
@@ -137,7 +144,7 @@ def test_a_damaged_file_is_left_to_the_parser_and_written_again(remembered, tmp_
         assert set(json.loads(saved.read_text())) == set(option_cache.COMMANDS)
 
 
-def test_an_installation_change_makes_a_new_folder_and_old_folders_go(tmp_path, monkeypatch):
+def test_an_installation_change_makes_a_new_folder_and_only_old_folders_of_its_own_go(tmp_path, monkeypatch):
     before = option_cache.installation()
     (tmp_path / "somepackage-1.0.dist-info").mkdir()
     monkeypatch.setattr(sys, "path", [*sys.path, str(tmp_path)])
@@ -147,16 +154,48 @@ def test_an_installation_change_makes_a_new_folder_and_old_folders_go(tmp_path, 
     finally:
         option_cache.installation.cache_clear()
     for i in range(option_cache.KEEP + 3):
-        folder = tmp_path / f"options-{i}"
+        folder = tmp_path / f"options-{i:016x}"
         folder.mkdir()
+        (folder / "options.json").write_text("{}")
         os.utime(folder, (i, i))
+    users = [tmp_path / "options-experiment1", tmp_path / f"options-{99:016x}"]  # a user's; one holds notes
+    for folder in users:
+        folder.mkdir()
+        (folder / "notes.txt").write_text("mine")
+        os.utime(folder, (0, 0))
     option_cache.prune(tmp_path)
-    kept = sorted(int(path.name.split("-")[1]) for path in tmp_path.glob("options-*"))
-    assert kept == list(range(3, option_cache.KEEP + 3))
+    kept = sorted(path.name for path in tmp_path.glob("options-*"))
+    assert kept == sorted([f"options-{i:016x}" for i in range(3, option_cache.KEEP + 3)] + [u.name for u in users])
+
+
+def test_no_home_folder_a_relative_xdg_path_or_jsonargparse_settings_mean_no_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("MNIST_LIT_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # the XDG specification: ignored
+    assert option_cache.cache_dir().parent == Path.home() / ".cache" / "mnist_lit"
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", no_home)
+    assert option_cache.cache_dir() is None and option_cache.remembered() is None
+    option_cache._write("options.json", "{}")  # nothing to write to: no error either
+    monkeypatch.setenv("MNIST_LIT_CACHE_DIR", str(tmp_path))
+    assert option_cache.cache_dir() == tmp_path / f"options-{option_cache.installation()}"
+    monkeypatch.setenv("JSONARGPARSE_DEFAULT_ENV", "true")  # the parser reads PL_* variables and lists them
+    assert option_cache.cache_dir() is None
+
+
+def test_a_fifo_or_an_empty_help_file_is_not_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("MNIST_LIT_CACHE_DIR", str(tmp_path))
+    folder = option_cache.cache_dir()
+    folder.mkdir()
+    os.mkfifo(folder / "options.json")  # opening it to read would wait for a writer forever
+    assert option_cache.remembered() is None
+    (folder / option_cache._help_name("fit")).write_text("")
+    assert option_cache.remembered_help(["fit", "--help"]) is None
 
 
 def test_types_are_described_and_built_back():
-    from pathlib import Path
     from typing import Literal
 
     precision = Literal[64, 32] | Literal["bf16-mixed", "32"] | None
@@ -170,11 +209,20 @@ def test_a_file_of_another_shape_or_size_is_not_used(tmp_path, monkeypatch):
     monkeypatch.setenv("MNIST_LIT_CACHE_DIR", str(tmp_path))
     saved = option_cache.cache_dir() / "options.json"
     saved.parent.mkdir(parents=True)
-    good = {"prog": "p", "abbrev": True, "options": {"--x": ["value", {"union": ["int", "null"]}]}}
+    parser_options = {"--help": ["other", None], "--config": ["config", None]}
+    good = {"prog": "p", "abbrev": True, "options": {**parser_options, "--x": ["value", {"union": ["int", "null"]}]}}
     saved.write_text(json.dumps({name: good for name in option_cache.COMMANDS}))
-    assert option_cache.usage_error(["fit", "--x", "a"]).endswith("error: --x a: expected an int (or null)\n")
-    for options in ({"--x": 5}, {"--x": ["value", {"literal": [[1]]}]}, {"--x": ["zzz", None]}, 3, {}):
-        saved.write_text(json.dumps({name: {**good, "options": options} for name in option_cache.COMMANDS}))
-        assert option_cache.usage_error(["fit", "--x", "a"]) is None, options
+    assert option_check.usage_error(["fit", "--x", "a"]).endswith("error: --x a: expected an int (or null)\n")
+    broken = [
+        {**good, "options": {**parser_options, "--x": 5}},
+        {**good, "options": {**parser_options, "--x": ["value", {"literal": [[1]]}]}},
+        {**good, "options": {**parser_options, "--x": ["zzz", None]}},
+        {**good, "options": {"--x": ["value", {"union": ["int", "null"]}]}},  # no --help or --config: no parser's
+        {**good, "options": 3},
+        {**good, "prog": "p\x1b[31m"},  # a terminal's escape code
+    ]
+    for spec in broken:
+        saved.write_text(json.dumps({name: spec for name in option_cache.COMMANDS}))
+        assert option_check.usage_error(["fit", "--x", "a"]) is None, spec
     saved.write_text(" " * option_cache.MAX_BYTES + json.dumps({name: good for name in option_cache.COMMANDS}))
-    assert option_cache.usage_error(["fit", "--x", "a"]) is None
+    assert option_check.usage_error(["fit", "--x", "a"]) is None
