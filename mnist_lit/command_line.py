@@ -239,7 +239,8 @@ def pictures_shorthand(argv: Sequence[str]) -> list[str]:
 
 def config_error(argv: Sequence[str]) -> str | None:
     """Why a ``--config`` file or a YAML value of ``argv`` cannot be read, in one line, else None: over a limit
-    of :mod:`mnist_lit.yaml_limits`, or a file that is not valid YAML (PyYAML's first line and its position)."""
+    of :mod:`mnist_lit.yaml_limits`, a file that is not valid YAML (PyYAML's first line and its position) or that
+    cannot be read (no permission)."""
     path = None
     try:
         for path in config_paths(argv):
@@ -249,6 +250,8 @@ def config_error(argv: Sequence[str]) -> str | None:
         return str(err)
     except yaml.YAMLError as err:  # only check_config_file lets these through
         return f"--config {path}: not valid YAML ({yaml_problem(err)})"
+    except OSError as err:  # a file this user may not read, e.g.
+        return f"--config {path}: cannot be read ({err.strerror or err})"
     return None
 
 

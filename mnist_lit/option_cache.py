@@ -37,6 +37,10 @@ COMMANDS = ("fit", "validate", "test", "predict")
 KINDS = ("value", "class", "config", "other")
 MAX_BYTES = 1 << 20  # the most read of a remembered file (the options of all four commands are some 20 KiB)
 KEEP = 8  # folders of remembered options kept (one per installation or version of the source: a few KiB each)
+#: Options jsonargparse adds to the top-level parser when it parses (``_completions.add_print_completion_argument``):
+#: an argument that abbreviates two of its options is refused, so they count (an extra one only sends more to it).
+PARSE_TIME_OPTIONS = ("--print_shtab",)
+_OPTION = re.compile(r"-[A-Za-z]|--[A-Za-z_][\w.+-]*")  # the option strings of a LightningCLI parser
 _FOLDER = re.compile(r"options-[0-9a-f]{16}")  # the folders this module makes (only those are ever removed)
 _SIMPLE = {"int": int, "float": float, "bool": bool, "str": str, "null": type(None)}
 
@@ -49,6 +53,8 @@ def cache_dir() -> Path | None:
     if any(name.startswith("JSONARGPARSE_") for name in os.environ):
         return None
     root = Path(os.environ.get("MNIST_LIT_CACHE_DIR") or "")
+    if os.environ.get("HOME") == "" and not os.environ.get("MNIST_LIT_CACHE_DIR"):
+        return None  # Python would take "/" for the home folder
     if not os.environ.get("MNIST_LIT_CACHE_DIR"):
         xdg = Path(os.environ.get("XDG_CACHE_HOME") or "")
         try:
@@ -108,11 +114,10 @@ def prune(root: Path) -> None:
 
 
 def _only_ours(folder: Path) -> bool:
-    """True when ``folder`` holds only files this module writes (``options.json``, ``help-*.txt``, their
+    """True when ``folder`` holds only regular files this module writes (``options.json``, ``help-*.txt``, their
     temporary names)."""
-    return all(
-        re.fullmatch(r"\.?(options\.json|help-\w+-\d+\.txt)(\.\w+\.tmp)?", path.name) for path in folder.iterdir()
-    )
+    names = re.compile(r"\.?(options\.json|help-\w+-\d+\.txt)(\.\w+\.tmp)?")
+    return all(names.fullmatch(path.name) and path.is_file() and not path.is_symlink() for path in folder.iterdir())
 
 
 def describe_type(hint: Any) -> Any:
@@ -140,17 +145,21 @@ def build_type(described: Any) -> Any:
     """
     if isinstance(described, str):
         return _SIMPLE[described]
+    parts = described["literal"] if "literal" in described else described["union"]
+    if not parts:
+        raise ValueError(f"no values in {described}")
     if "literal" in described:
-        if not all(isinstance(value, str | int | float | bool | None) for value in described["literal"]):
+        if not all(isinstance(value, str | int | float | bool | None) for value in parts):
             raise ValueError(f"not a literal value in {described}")
-        return Literal[tuple(described["literal"])]
+        return Literal[tuple(parts)]
     # Union[...] of a tuple: the parts are known only here, so there is no X | Y to write.
-    return Union[tuple(build_type(part) for part in described["union"])]  # noqa: UP007
+    return Union[tuple(build_type(part) for part in parts)]  # noqa: UP007
 
 
 def _options(parser) -> dict:
     """A command's parser as ``{"prog": ..., "abbrev": ..., "options": {OPTION: [KIND, TYPE]}}`` (:data:`KINDS`;
-    TYPE as :func:`describe_type` for a "value", else None)."""
+    TYPE as :func:`describe_type` for a "value", else None); :func:`save_options` adds the top level's options
+    (``"top"``), which argparse checks every argument against too."""
     options = {}
     for action in parser._actions:  # argparse keeps no public list of a parser's options
         hint = getattr(action, "_typehint", None)  # jsonargparse's typed options (ActionTypeHint)
@@ -171,7 +180,10 @@ def save_options(parser) -> None:
 
     subcommands = next((a.choices for a in parser._actions if isinstance(a, ActionSubCommands)), None)
     if subcommands and cache_dir() is not None and remembered() is None:
-        _write("options.json", json.dumps({name: _options(sub) for name, sub in subcommands.items()}))
+        top = [option for action in parser._actions for option in action.option_strings]
+        top += [option for option in PARSE_TIME_OPTIONS if option not in top]
+        commands = {name: {**_options(sub), "top": top} for name, sub in subcommands.items()}
+        _write("options.json", json.dumps(commands))
 
 
 def remembered() -> dict | None:
@@ -180,24 +192,25 @@ def remembered() -> dict | None:
     try:
         commands = json.loads(_read("options.json") or "null")
         return commands if all(_well_formed(commands[name]) for name in COMMANDS) else None
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
 
 
 def _well_formed(spec: dict) -> bool:
-    """True when ``spec`` is what :func:`_options` writes: a program name, a flag, and every option's kind and type,
-    ``--help`` and ``--config`` among them.
+    """True when ``spec`` is what :func:`save_options` writes: a program name, a flag, the top level's options, and
+    every option's kind and type, ``--help`` and ``--config`` among them.
 
     Raises:
         TypeError, KeyError, ValueError, AttributeError: a part has another shape.
     """
-    options = spec["options"]
-    for kind, described in options.values():
-        if kind not in KINDS or (described is not None and build_type(described) is None):
+    options, top = spec["options"], spec["top"]
+    for option, (kind, described) in options.items():
+        if kind not in KINDS or (kind == "value") != (described is not None) or not _OPTION.fullmatch(option):
             return False
-    prog, abbrev = spec["prog"], spec["abbrev"]
-    parts = set(spec) == {"prog", "abbrev", "options"} and {"--help", "--config"} <= set(options)
-    return parts and prog.isprintable() and isinstance(abbrev, bool)
+        if described is not None:
+            build_type(described)
+    parts = set(spec) == {"prog", "abbrev", "options", "top"} and {"--help", "--config"} <= set(options)
+    return parts and all(map(_OPTION.fullmatch, top)) and spec["prog"].isprintable() and spec["abbrev"] in (True, False)
 
 
 def _help_name(command: str) -> str:

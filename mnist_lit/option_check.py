@@ -41,7 +41,7 @@ def usage_error(argv: list[str]) -> str | None:
     remembered options show it for certain: the first value its type refuses, else the arguments no option
     takes (``unrecognized arguments: ...``). None when there is nothing to refuse or it is the parser's to tell."""
     spec = _command(argv)
-    if spec is None:
+    if spec is None or _answered_first(argv, spec):
         return None
     options, extras, i = spec["options"], [], 1
     while i < len(argv):
@@ -69,6 +69,24 @@ def usage_error(argv: list[str]) -> str | None:
         if message is not None:
             return _refusal(spec["prog"], message)
     return _refusal(spec["prog"], f"unrecognized arguments: {' '.join(extras)}") if extras else None
+
+
+def _answered_first(argv: list[str], spec: dict) -> bool:
+    """True when an argument anywhere in ``argv`` is answered before any value is checked: an ambiguous
+    abbreviation of the command's or the top level's options (argparse looks at every argument first), ``--``, or
+    ``--data.pixel_scale`` (refused by :func:`mnist_lit.cli.refuse_usage_errors` before parsing)."""
+    for token in argv[1:]:
+        name = token.partition("=")[0]
+        if token == "--" or name == "--data.pixel_scale":
+            return True
+        if token.startswith("--") and spec["abbrev"] and any(_ambiguous(name, spec[key]) for key in ("options", "top")):
+            return True
+    return False
+
+
+def _ambiguous(name: str, options) -> bool:
+    """True when ``name`` is not one of ``options`` but the start of several (argparse: "ambiguous option")."""
+    return name not in options and sum(option.startswith(name) for option in options) > 1
 
 
 def _is_file(value: str) -> bool:

@@ -58,6 +58,10 @@ LEFT_TO_THE_PARSER = [
     ["fit", "--config", C, "--data.batch_size", "many"],  # the default DataModule's own option
     ["fit", "--config", C, "--trainer.max_epochs.foo", "3"],  # a key of a typed option: jsonargparse's NestedArg
     ["fit", "--config", C, "--trainer", "{max_epochs: x}", "--bogus"],  # inline settings, checked first
+    # argparse looks at every argument before any value: an ambiguous one anywhere is its error
+    ["fit", "--config", C, "--trainer.max_epochs", "x", "--model.l", "0.1"],
+    ["fit", "--config", C, "--trainer.max_epochs", "x", "--print"],  # --print_config or the top level's --print_shtab
+    ["fit", "--config", C, "--trainer.max_epochs", "x", "--data.pixel_scale", "raw"],  # refused before parsing
 ]
 
 
@@ -158,10 +162,11 @@ def test_an_installation_change_makes_a_new_folder_and_only_old_folders_of_its_o
         folder.mkdir()
         (folder / "options.json").write_text("{}")
         os.utime(folder, (i, i))
-    users = [tmp_path / "options-experiment1", tmp_path / f"options-{99:016x}"]  # a user's; one holds notes
-    for folder in users:
-        folder.mkdir()
-        (folder / "notes.txt").write_text("mine")
+    # a user's folders: one holds notes, one a folder named like the module's file
+    users = [tmp_path / "options-experiment1", tmp_path / f"options-{99:016x}", tmp_path / f"options-{98:016x}"]
+    for folder, notes in zip(users, ["notes.txt", "notes.txt", "options.json/notes.txt"], strict=True):
+        (folder / notes).parent.mkdir(parents=True)
+        (folder / notes).write_text("mine")
         os.utime(folder, (0, 0))
     option_cache.prune(tmp_path)
     kept = sorted(path.name for path in tmp_path.glob("options-*"))
@@ -176,6 +181,8 @@ def test_no_home_folder_a_relative_xdg_path_or_jsonargparse_settings_mean_no_cac
     def no_home():
         raise RuntimeError("Could not determine home directory.")
 
+    monkeypatch.setenv("HOME", "")  # Python would take "/"
+    assert option_cache.cache_dir() is None
     monkeypatch.setattr(Path, "home", no_home)
     assert option_cache.cache_dir() is None and option_cache.remembered() is None
     option_cache._write("options.json", "{}")  # nothing to write to: no error either
@@ -210,7 +217,8 @@ def test_a_file_of_another_shape_or_size_is_not_used(tmp_path, monkeypatch):
     saved = option_cache.cache_dir() / "options.json"
     saved.parent.mkdir(parents=True)
     parser_options = {"--help": ["other", None], "--config": ["config", None]}
-    good = {"prog": "p", "abbrev": True, "options": {**parser_options, "--x": ["value", {"union": ["int", "null"]}]}}
+    options = {**parser_options, "--x": ["value", {"union": ["int", "null"]}]}
+    good = {"prog": "p", "abbrev": True, "options": options, "top": ["--help", "--print_shtab"]}
     saved.write_text(json.dumps({name: good for name in option_cache.COMMANDS}))
     assert option_check.usage_error(["fit", "--x", "a"]).endswith("error: --x a: expected an int (or null)\n")
     broken = [
@@ -220,9 +228,32 @@ def test_a_file_of_another_shape_or_size_is_not_used(tmp_path, monkeypatch):
         {**good, "options": {"--x": ["value", {"union": ["int", "null"]}]}},  # no --help or --config: no parser's
         {**good, "options": 3},
         {**good, "prog": "p\x1b[31m"},  # a terminal's escape code
+        {**good, "options": {**options, "--x": ["value", None]}},
+        {**good, "options": {**options, "--x": ["value", {"literal": []}]}},
+        {**good, "options": {**options, "--": ["config", None]}},
+        {**good, "top": ["-"]},
+        {key: value for key, value in good.items() if key != "top"},
     ]
     for spec in broken:
         saved.write_text(json.dumps({name: spec for name in option_cache.COMMANDS}))
         assert option_check.usage_error(["fit", "--x", "a"]) is None, spec
-    saved.write_text(" " * option_cache.MAX_BYTES + json.dumps({name: good for name in option_cache.COMMANDS}))
-    assert option_check.usage_error(["fit", "--x", "a"]) is None
+    for text in (
+        " " * option_cache.MAX_BYTES + json.dumps({name: good for name in option_cache.COMMANDS}),
+        "[" * 100000,
+    ):
+        saved.write_text(text)  # over the size limit; nested too deep for the JSON reader
+        assert option_check.usage_error(["fit", "--x", "a"]) is None
+
+
+def test_a_config_file_that_cannot_be_read_is_one_error_line(tmp_path, monkeypatch):
+    """A file this user may not read (tests run as root, who may read anything: the read is made to fail)."""
+    from mnist_lit.command_line import config_error
+
+    config = tmp_path / "secret.yaml"
+    config.write_text("trainer: {max_epochs: 1}\n")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    assert config_error(["fit", "--config", str(config)]) == f"--config {config}: cannot be read (Permission denied)"
