@@ -52,11 +52,12 @@ def cache_dir() -> Path | None:
     ``JSONARGPARSE_*`` variable set."""
     if any(name.startswith("JSONARGPARSE_") for name in os.environ):
         return None
-    root = Path(os.environ.get("MNIST_LIT_CACHE_DIR") or "")
-    if os.environ.get("HOME") == "" and not os.environ.get("MNIST_LIT_CACHE_DIR"):
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or "")
+    if os.environ.get("MNIST_LIT_CACHE_DIR"):
+        root = Path(os.environ["MNIST_LIT_CACHE_DIR"])
+    elif os.environ.get("HOME") == "":
         return None  # Python would take "/" for the home folder
-    if not os.environ.get("MNIST_LIT_CACHE_DIR"):
-        xdg = Path(os.environ.get("XDG_CACHE_HOME") or "")
+    else:
         try:
             root = (xdg if xdg.is_absolute() else Path.home() / ".cache") / "mnist_lit"
         except RuntimeError:  # no HOME and no entry in the password database

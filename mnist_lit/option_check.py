@@ -52,7 +52,7 @@ def usage_error(argv: list[str]) -> str | None:
         name, has_value, value = token.partition("=") if token.startswith("--") else (token, "", "")
         option = _resolve(name, spec)
         if option is None:
-            return None  # "--", -cFILE, an ambiguous abbreviation or an option's own key
+            return None  # -cFILE, or an option's own key
         if not option:
             extras.append(token)
             continue
@@ -110,17 +110,18 @@ def _command(argv: list[str]) -> dict | None:
 
 def _resolve(name: str, spec: dict) -> str | None:
     """The option ``name`` names (itself, or the one it abbreviates), ``""`` when it names none, None when that is
-    not certain: ``--``, a single-dash form other than ``-c``/``-h``, an ambiguous abbreviation, or a key of a
-    typed option (``--data.batch_size``, ``--trainer.logger.init_args.save_dir``, ``--trainer.max_epochs.foo``)."""
+    not certain: a single-dash form other than ``-c``/``-h``, or a key of a typed option (``--data.batch_size``,
+    ``--trainer.logger.init_args.save_dir``, ``--trainer.max_epochs.foo``). ``--`` and ambiguous abbreviations never
+    get here (:func:`_answered_first`)."""
     options = spec["options"]
     if name in options:
         return name
-    if not name.startswith("--") or name == "--":
+    if not name.startswith("--"):
         return None
     if any(name.startswith(f"{option}.") for option, (kind, _) in options.items() if kind in ("value", "class")):
         return None
     matches = [option for option in options if option.startswith(name)] if spec["abbrev"] else []
-    return matches[0] if len(matches) == 1 else ("" if not matches else None)
+    return matches[0] if matches else ""
 
 
 def _type_error(option: str, described: Any, value: str) -> str | None:
