@@ -6,7 +6,8 @@ Starts ``python -m mnist_lit serve`` on 127.0.0.1 (with ``--ckpt-path``, or a ch
 configs/mnist.yaml, 1 epoch), then for each number of clients keeps that many HTTP/1.1 keep-alive
 connections busy for ``--seconds`` (aiohttp, one asyncio loop: the client takes as little CPU from the
 server as Python allows; both share the machine, and the client's CPU time is printed). Each request
-posts one of the official MNIST test digits (from the IDX test file) as a 28x28 PNG, raw body. Prints
+posts one of the official MNIST test digits (from the IDX test file) as a 28x28 PNG, raw body (``--picture
+canvas``: enlarged to 280x280 as the page's drawing area sends a drawing). Prints
 requests/s (answers 200 only), p50 and p99 latency, 503 answers (server busy: more requests than
 ``--max_concurrent`` + ``--max_waiting``), 422 answers (a real test digit refused as "not a digit": the
 false refusals of mnist_lit.pictures.verdict), any other status, the share of answers whose ``digit`` is the test label, and the
@@ -38,13 +39,18 @@ from PIL import Image
 from mnist_lit.data import load_split
 
 
-def png_digits(data_dir: str, count: int) -> list[tuple[bytes, int]]:
-    """The first ``count`` official test digits as (PNG bytes, label)."""
+def png_digits(data_dir: str, count: int, picture: str = "mnist") -> list[tuple[bytes, int]]:
+    """The first ``count`` official test digits as (PNG bytes, label): ``mnist``, as they are (28x28 grayscale);
+    ``canvas``, as the page's drawing area sends a drawing (280x280 RGBA PNG, white ink on black, the digit
+    enlarged 10x bicubic)."""
     images, labels = load_split(data_dir, "test")
     out = []
     for pixels, label in zip(images[:count], labels[:count], strict=False):
+        image = Image.fromarray(pixels[0].numpy(), mode="L")
+        if picture == "canvas":
+            image = image.resize((280, 280), Image.Resampling.BICUBIC).convert("RGBA")
         buffer = io.BytesIO()
-        Image.fromarray(pixels[0].numpy(), mode="L").save(buffer, "PNG")
+        image.save(buffer, "PNG")
         out.append((buffer.getvalue(), int(label)))
     return out
 
@@ -165,9 +171,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of load per number of clients")
     parser.add_argument("--images", type=int, default=1000, help="distinct test digits posted (default 1000)")
+    parser.add_argument(
+        "--picture",
+        choices=["mnist", "canvas"],
+        default="mnist",
+        help="mnist: each test digit as a 28x28 PNG (default); canvas: as the page's 280x280 drawing area sends it",
+    )
     args = parser.parse_args(argv)
     data_dir = str(Path(args.data_dir).resolve())
-    digits = png_digits(data_dir, args.images)
+    digits = png_digits(data_dir, args.images, args.picture)
     print(
         f"{os.cpu_count()} CPUs, load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
         f"{len(digits)} test digits as PNG ({statistics.mean(len(b) for b, _ in digits):.0f} bytes on average); "

@@ -34,9 +34,9 @@ MAX_REQUEST_BYTES = 5_000_000
 #: takes up to about 13 bytes a pixel at its peak, so ~0.33 GB at 25 MP; :data:`MAX_CONCURRENT_PREDICTIONS`
 #: of them run at a time (docs/troubleshooting.md).
 MAX_IMAGE_PIXELS = 25_000_000
-#: ``serve``: pictures decoded and predicted at once (each a thread; an RGBA picture takes up to about 13
-#: bytes a pixel while it is decoded, ~0.33 GB at serve's 25 MP limit); further requests wait for a turn
-#: (``--max_concurrent``).
+#: ``serve``: pictures read at once (each in a worker thread; an RGBA picture takes up to about 13 bytes a
+#: pixel while it is decoded, ~0.33 GB at serve's 25 MP limit); further requests wait for a turn
+#: (``--max_concurrent``). The crops are then scored in shared batches, outside the turn.
 MAX_CONCURRENT_PREDICTIONS = 2
 #: ``serve``: requests that may wait for a turn; any more are answered 503 at once, before their
 #: body is read (``--max_waiting``). With the 5 MB body limit, waiting requests hold at most 40 MB.

@@ -6,6 +6,8 @@ import base64
 import io
 import shutil
 import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -33,6 +35,13 @@ def reference(trained_run):
     """The checkpoint's LightningModule (mnist_lit.checkpoint.load_model) and its pixel_scale, run in this process."""
     model, _ = load_model(trained_run["best_ckpt"])
     return model, model.hparams.pixel_scale
+
+
+def as_png(digit: torch.Tensor) -> bytes:
+    """A test digit as it is in the IDX file (uint8 (1, 28, 28), white on black) saved as a 28x28 PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(digit.reshape(28, 28).numpy()).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def multipart(field: str, filename: str, data: bytes, content_type: str) -> tuple[bytes, dict]:
@@ -142,6 +151,42 @@ def test_still_predicts_after_bad_requests(served_model, test_digits):
     label, png = test_digits[3]
     status, result = http("POST", f"{served_model['url']}/predict", png, {"Content-Type": "image/png"})
     assert status == 200 and result["digit"] == label
+
+
+def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_answer(served_model, mnist_dir):
+    images, labels = load_split(mnist_dir, "test")
+    # 28x28 test digits as PNG (read on the event loop) and users' drawings (read in worker threads), mixed
+    pictures = [as_png(images[k]) for k in range(40)] + [user_drawing_png(images[k]) for k in range(40, 48)]
+    url = f"{served_model['url']}/predict"
+
+    def post(png: bytes) -> tuple[int, dict]:
+        while True:  # as a client should: 503 (more than --max_concurrent + --max_waiting in) means retry
+            status, answer = http("POST", url, png, {"Content-Type": "image/png"})
+            if status != 503:
+                return status, answer
+            time.sleep(0.05)
+
+    def counts() -> tuple[int, int]:
+        _, health = http("GET", f"{served_model['url']}/health")
+        return health["pictures_scored"], health["forward_passes"]
+
+    start = counts()
+    alone = [post(png) for png in pictures]
+    middle = counts()
+    with ThreadPoolExecutor(len(pictures)) as clients:  # every picture sent at once
+        together = list(clients.map(post, pictures))
+    end = counts()
+    scored_alone, passes_alone = middle[0] - start[0], middle[1] - start[1]
+    scored, passes = end[0] - middle[0], end[1] - middle[1]
+    assert passes_alone == scored_alone >= 45  # one at a time: a pass each
+    assert scored == scored_alone and passes < scored, f"{scored} pictures in {passes} passes: none shared a pass"
+    for (status, answer), (status_alone, answer_alone) in zip(together, alone, strict=True):
+        assert status == status_alone
+        if status == 200:
+            assert answer["digits"] == answer_alone["digits"] and answer["boxes"] == answer_alone["boxes"]
+            assert answer["digit_confidences"] == pytest.approx(answer_alone["digit_confidences"], abs=1e-5)
+    right = sum(status == 200 and answer["digit"] == int(labels[k]) for k, (status, answer) in enumerate(together))
+    assert right >= 45, f"only {right} of 48 real test digits read right under concurrency"
 
 
 # ---------------------------------------------------------------- the command line, before any model is loaded

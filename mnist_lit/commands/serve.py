@@ -61,7 +61,7 @@ def serve_parser() -> argparse.ArgumentParser:
         "--max_concurrent",
         type=int,
         default=MAX_CONCURRENT_PREDICTIONS,
-        help=f"Pictures decoded and predicted at once (default {MAX_CONCURRENT_PREDICTIONS}).",
+        help=f"Pictures decoded at once, each in a worker thread (default {MAX_CONCURRENT_PREDICTIONS}).",
     )
     parser.add_argument(
         "--max_waiting",
@@ -188,7 +188,8 @@ def serve_main(argv: list[str]) -> None:
         )
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"Serving {ckpt_path} on http://{shown}:{sockets[0].getsockname()[1]}/ (Ctrl+C to stop)", flush=True)
-    # One thread per prediction: --max_concurrent of them run at once, and a 28x28 batch gains nothing from more.
+    # One thread for PyTorch: the batched forward passes run one at a time, beside the event loop and the threads
+    # reading pictures (mnist_lit.serve.batcher); more threads per pass would take cores from those.
     torch.set_num_threads(1)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", access_log=args.access_log)
     uvicorn.Server(config).run(sockets=sockets)

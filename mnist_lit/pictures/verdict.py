@@ -6,6 +6,7 @@ probabilities, or a function that computes them, ``probs_fn(uint8 (K, 1, 28, 28)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,19 +50,20 @@ class DigitsReading:
         one digit, its probability, as ``pred``'s confidence has always been); None when refused."""
         if not self.digits:
             return None
-        return float(torch.tensor(self.confidences, dtype=torch.float64).prod())
+        return math.prod(self.confidences)
 
 
 def _which(i: int, count: int) -> str:
     return "the mark" if count == 1 else f"mark {i + 1} of {count}"
 
 
-def _letter_refusal(picture: PictureDigits, min_digitness: float) -> str:
+def _letter_refusal(picture: PictureDigits, min_digitness: float, digitness: torch.Tensor | None) -> str:
     """ "" or the reason the first crop the "digit or not" network (:mod:`mnist_lit.pictures.digitness`) gives a
-    P(digit) under ``min_digitness`` is refused (a printed letter the MNIST network is sure is a digit)."""
+    P(digit) under ``min_digitness`` is refused (a printed letter the MNIST network is sure is a digit);
+    ``digitness`` is that P(digit) when already computed, else it is computed here."""
     if min_digitness <= 0 or not len(picture.pixels):
         return ""
-    digitness = digit_probability(picture.pixels)
+    digitness = digit_probability(picture.pixels) if digitness is None else digitness
     low = torch.nonzero(digitness < min_digitness).flatten()
     if not len(low):
         return ""
@@ -77,6 +79,7 @@ def read_digits(
     probs: torch.Tensor,
     min_confidence: float = MIN_CONFIDENCE,
     min_digitness: float = MIN_DIGITNESS,
+    digitness: torch.Tensor | None = None,
 ) -> DigitsReading:
     """Turn the crops' probabilities into the number read, or a refusal.
 
@@ -91,13 +94,17 @@ def read_digits(
         min_confidence: the refusal threshold (default :data:`MIN_CONFIDENCE`).
         min_digitness: the "digit or not" threshold (default
             :data:`~mnist_lit.pictures.digitness.MIN_DIGITNESS`); 0 turns the check off.
+        digitness: float32 (K,), P(digit) of each crop by that network when the caller has already computed it
+            (``serve`` scores the crops of concurrent requests in one batch); None: computed here when needed.
 
     Raises:
-        ValueError: ``probs`` does not have one row of 10 per crop.
+        ValueError: ``probs`` does not have one row of 10 per crop, or ``digitness`` one value per crop.
     """
     count = len(picture.pixels)
     if tuple(probs.shape) != (count, 10):
         raise ValueError(f"expected probabilities of shape ({count}, 10) for {count} crops, got {tuple(probs.shape)}")
+    if digitness is not None and tuple(digitness.shape) != (count,):
+        raise ValueError(f"expected {count} digitness values for {count} crops, got shape {tuple(digitness.shape)}")
     probs = probs.detach().float().cpu()
     if picture.refusal:
         return DigitsReading("", [], probs, picture.refusal)
@@ -113,7 +120,7 @@ def read_digits(
             f"(best guess {int(digits[i])} at {float(top[i]):.0%}, under the "
             f"{min_confidence:.0%} a real digit gets)",
         )
-    letter = _letter_refusal(picture, min_digitness)
+    letter = _letter_refusal(picture, min_digitness, digitness)
     if letter:
         return DigitsReading("", [], probs, letter)
     return DigitsReading("".join(str(int(d)) for d in digits), [float(t) for t in top], probs)

@@ -2,8 +2,9 @@
 
 Decoding a picture takes memory in proportion to its pixels (an RGBA picture up to about 13 bytes
 a pixel while it is read: ~0.3 GB for 24 megapixels), so concurrent decodes, not requests, are
-what must be bounded. :class:`PredictionGate` lets ``max_concurrent`` requests decode and predict
-at a time (an ``asyncio.Semaphore``); up to ``max_waiting`` more are admitted, read their body (at
+what must be bounded. :class:`PredictionGate` lets ``max_concurrent`` requests decode and cut out
+their digits at a time (an ``asyncio.Semaphore``; the crops, 784 bytes each, are then scored in shared
+batches by :mod:`mnist_lit.serve.batcher`, outside the turn); up to ``max_waiting`` more are admitted, read their body (at
 most ``--max_request_bytes`` each) and wait for a turn; any request beyond that is answered 503
 before its body is kept. ``GET /health`` and the page never pass the gate, so they answer during
 a burst.
@@ -24,7 +25,7 @@ class PredictionGate:
     """At most ``max_concurrent`` holders of :meth:`turn` at a time, at most ``max_waiting`` admitted behind them.
 
     Args:
-        max_concurrent: requests decoding and predicting at once, >= 1.
+        max_concurrent: requests decoding their picture at once, >= 1.
         max_waiting: requests admitted to wait for a turn, >= 0; more get :class:`ServerBusy`.
 
     Use: ``async with gate.admitted(): ...read the body...; async with gate.turn(): ...decode...``.
