@@ -29,6 +29,11 @@ MAX_DOWNLOAD_BYTES = 64 * 2**20
 #: ``serve``: largest request body accepted, bytes: 5 MB, far above a drawn 280x280 PNG (~5-15 kB) or a phone
 #: JPEG (``--max_request_bytes``).
 MAX_REQUEST_BYTES = 5_000_000
+#: ``serve``: seconds a request body may go without a byte arriving before the request is answered 408 (nginx's
+#: ``client_body_timeout`` idea, shorter: a request receiving its body holds one of the gate's places).
+BODY_IDLE_SECONDS = 15.0
+#: ``serve``: seconds the server waits for requests in flight after SIGTERM or Ctrl+C before closing them.
+GRACEFUL_SHUTDOWN_SECONDS = 5
 #: ``serve``: largest picture accepted, width x height pixels (checked from the header before decoding): 25 MP,
 #: which a 5 MB compressed file can claim (``--max_image_pixels``). Decoding and reading an RGBA picture
 #: takes up to about 13 bytes a pixel at its peak, so ~0.33 GB at 25 MP; :data:`MAX_CONCURRENT_PREDICTIONS`

@@ -18,6 +18,7 @@ from serving import first_of_each_digit, http, serve, user_drawing_png
 from mnist_lit.checkpoint import load_model
 from mnist_lit.cli import main
 from mnist_lit.data import load_split
+from mnist_lit.limits import BODY_IDLE_SECONDS, GRACEFUL_SHUTDOWN_SECONDS
 from mnist_lit.pictures import read_picture
 
 LIMIT = 5_000_000  # the server's default --max_request_bytes
@@ -266,3 +267,58 @@ def test_serve_best_serves_the_newest_runs_best_checkpoint(trained_run, tmp_path
         assert server["health"]["checkpoint"] == str(best.resolve())
         log = server["log"].read_text()
     assert f"Using checkpoint {best.relative_to(tmp_path)}" in log.splitlines()
+
+
+# ---------------------------------------------------------------- clients that stall
+
+
+def stalled_upload(url: str, declared: int) -> socket.socket:
+    """A raw connection that sends a POST /predict's headers declaring ``declared`` body bytes, 4 of them, then waits."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=60)
+    sock.sendall(
+        f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\nContent-Length: {declared}\r\n\r\n".encode()
+        + b"\x89PNG"
+    )
+    return sock
+
+
+def reply_of(sock: socket.socket) -> str:
+    """Everything the server sends on ``sock`` until it closes the connection."""
+    chunks = []
+    while chunk := sock.recv(4096):
+        chunks.append(chunk)
+    return b"".join(chunks).decode("latin-1")
+
+
+def test_bodies_that_stop_arriving_are_answered_408_and_free_their_place(served_model, test_digits):
+    stalled = [stalled_upload(served_model["url"], 5000) for _ in range(10)]  # the gate's 2 + 8 places, all held
+    try:
+        time.sleep(1)
+        status, answer = http(
+            "POST", f"{served_model['url']}/predict", test_digits[4][1], {"Content-Type": "image/png"}
+        )
+        assert status == 503 and "server busy" in answer["error"]
+        started = time.monotonic()
+        replies = [reply_of(sock) for sock in stalled]  # within BODY_IDLE_SECONDS (15 s)
+        assert time.monotonic() - started < BODY_IDLE_SECONDS + 10
+        assert all(
+            reply.startswith("HTTP/1.1 408 ") and "no part of the request body arrived" in reply for reply in replies
+        )
+    finally:
+        for sock in stalled:
+            sock.close()
+    status, answer = http("POST", f"{served_model['url']}/predict", test_digits[4][1], {"Content-Type": "image/png"})
+    assert status == 200 and answer["digit"] == 4
+
+
+def test_sigterm_stops_the_server_while_a_client_is_still_sending(trained_run, tmp_path):
+    with serve(trained_run["best_ckpt"], tmp_path) as server:
+        stalled = stalled_upload(server["url"], 5000)
+        time.sleep(1)
+        started = time.monotonic()
+        server["proc"].terminate()
+        server["proc"].wait(timeout=GRACEFUL_SHUTDOWN_SECONDS + 15)
+        assert time.monotonic() - started < GRACEFUL_SHUTDOWN_SECONDS + 15
+        stalled.close()
+    assert "Traceback" not in server["log"].read_text()

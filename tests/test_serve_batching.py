@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import struct
+import zlib
 
 import pytest
 import torch
@@ -13,9 +15,17 @@ from serving import user_drawing_png
 
 from mnist_lit.data import load_split
 from mnist_lit.ensemble import load_trained
+from mnist_lit.errors import ImageError
 from mnist_lit.model import MNISTClassifier
 from mnist_lit.pictures import classify, read_picture
-from mnist_lit.serve.app import INLINE_MAX_PIXELS, header_pixels, predict_picture, score_crops
+from mnist_lit.serve.app import (
+    INLINE_MAX_BYTES,
+    INLINE_MAX_PIXELS,
+    header_pixels,
+    predict_picture,
+    read_inline,
+    score_crops,
+)
 from mnist_lit.serve.batcher import CropBatcher
 from mnist_lit.serve.gate import PredictionGate
 from mnist_lit.serve.upload import RequestError
@@ -146,3 +156,30 @@ def test_answers_in_process_are_those_of_classify_one_picture_at_a_time(trained_
         if isinstance(a, dict)
     )
     assert right >= 44, f"{right} of 48 real test digits read right"
+
+
+def padded_png(pixels: torch.Tensor, chunks: int) -> bytes:
+    """A valid 28x28 PNG with ``chunks`` empty private chunks after its header (Pillow reads each in Python)."""
+    data = png(pixels)
+    empty = struct.pack(">I", 0) + b"prIv" + struct.pack(">I", zlib.crc32(b"prIv"))
+    return data[:33] + empty * chunks + data[33:]  # 33: the signature and the IHDR chunk
+
+
+def test_padded_bodies_and_formats_that_decode_while_opening_are_not_read_on_the_event_loop(digits):
+    images, _ = digits
+    assert read_inline(png(images[0])) and read_inline(padded_png(images[0], 200))
+    big = padded_png(images[0], 400)  # still 28x28, but over INLINE_MAX_BYTES: a worker thread reads it
+    assert len(big) > INLINE_MAX_BYTES and header_pixels(big) == 28 * 28 and not read_inline(big)
+    assert read_picture(big).pixels.shape == (1, 1, 28, 28)
+    buffer = io.BytesIO()
+    Image.fromarray(images[0].reshape(28, 28).numpy()).save(buffer, "ICO", sizes=[(28, 28)])
+    ico = buffer.getvalue()  # Pillow decodes an ICO's picture while opening it, before any pixel limit
+    assert header_pixels(ico) is None and not read_inline(ico)
+    with pytest.raises(ImageError, match=r"^digit\.ico: not a readable image .*use a PNG, JPEG"):
+        read_picture(named(ico, "digit.ico"))
+
+
+def named(data: bytes, name: str) -> io.BytesIO:
+    source = io.BytesIO(data)
+    source.name = name
+    return source

@@ -17,6 +17,7 @@ from mnist_lit.command_line import PROG
 from mnist_lit.commands.common import CommandParser
 from mnist_lit.errors import DataError
 from mnist_lit.limits import (
+    GRACEFUL_SHUTDOWN_SECONDS,
     MAX_CONCURRENT_PREDICTIONS,
     MAX_IMAGE_PIXELS,
     MAX_REQUEST_BYTES,
@@ -177,19 +178,31 @@ def serve_main(argv: list[str]) -> None:
     app = create_app(
         ckpt_path, args.max_request_bytes, args.max_image_pixels, args.max_concurrent, args.max_waiting
     )  # CheckpointError: main() prints it, exit 2
-    try:
-        loopback = ipaddress.ip_address(args.host).is_loopback
-    except ValueError:
-        loopback = args.host == "localhost"
-    if not loopback:
-        print(
-            f"warning: listening on {args.host}: other machines can reach this server; it has no authentication",
-            file=sys.stderr,
-        )
+    warn_if_reachable(args.host)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"Serving {ckpt_path} on http://{shown}:{sockets[0].getsockname()[1]}/ (Ctrl+C to stop)", flush=True)
     # One thread for PyTorch: the batched forward passes run one at a time, beside the event loop and the threads
     # reading pictures (mnist_lit.serve.batcher); more threads per pass would take cores from those.
     torch.set_num_threads(1)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", access_log=args.access_log)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=args.access_log,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,  # a client still sending must not keep it running
+    )
     uvicorn.Server(config).run(sockets=sockets)
+
+
+def warn_if_reachable(host: str) -> None:
+    """Print a one-line warning on stderr when ``host`` is not a loopback address (the server has no authentication)."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        print(
+            f"warning: listening on {host}: other machines can reach this server; it has no authentication",
+            file=sys.stderr,
+        )

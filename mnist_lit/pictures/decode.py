@@ -32,6 +32,11 @@ MAX_IMAGE_PIXELS = 64_000_000
 WORK_SIDE = 1024
 #: Transparent pictures keeping under this darkness (0-255) where opaque, composited onto white, have alpha ink.
 ALPHA_INK_CONTRAST = 40
+#: The Pillow formats read (those of :data:`mnist_lit.pictures.dataset.IMAGE_SUFFIXES`; Pillow's JPEG opener also
+#: gives a phone's MPO, a JPEG with a second picture). Pillow opens each of them from its header alone, so the
+#: pixel limit is checked before any pixel is decoded; some others decode while opening (ICO: a 560 kB file held
+#: a 12000x12000 picture).
+PICTURE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 ImageSource = str | Path | bytes | BinaryIO | Image.Image
 
@@ -96,11 +101,12 @@ def _decoded(image: Image.Image, name: str, draft: tuple[int, int]) -> Image.Ima
 
 
 def _open_header(source: str | Path | bytes | BinaryIO, name: str, max_pixels: int) -> Image.Image:
-    """``Image.open``: the header read, no pixel decoded; every failure as one :class:`ImageError` line."""
+    """``Image.open`` of one of :data:`PICTURE_FORMATS`: the header read, no pixel decoded; every failure (another
+    format included) as one :class:`ImageError` line."""
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     try:
-        return Image.open(source)
+        return Image.open(source, formats=PICTURE_FORMATS)
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
     except Image.DecompressionBombError as err:  # Pillow's own limit, above ours
@@ -160,7 +166,7 @@ def upright_size(source: ImageSource, image: Image.Image) -> tuple[int, int]:
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
     position = None if isinstance(handle, (str, Path)) else handle.tell()
     try:
-        with Image.open(handle) as header:
+        with Image.open(handle, formats=("JPEG",)) as header:
             width, height = header.size
             turned = header.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that swap width and height
     finally:

@@ -20,7 +20,8 @@ pass of each network per batch (:mod:`mnist_lit.serve.batcher`). A photo of a wh
 one box per digit; ``image_png_base64`` is the 28x28 grayscale picture the network saw when there is one
 digit. The page reads digits, so a Fashion-MNIST checkpoint is refused.
 
-Errors are JSON ``{"error": "one line"}`` with a 4xx status: 400 empty or malformed request, 413 a
+Errors are JSON ``{"error": "one line"}`` with a 4xx status: 400 empty or malformed request, 408 a body that
+stopped arriving (:data:`mnist_lit.limits.BODY_IDLE_SECONDS` without a byte), 413 a
 body over ``--max_request_bytes`` (checked from Content-Length and while reading) or a picture over
 ``--max_image_pixels`` (checked from its header), 415 not a readable image, 422 no digit found (a
 blank canvas) or not a digit; or 503 when ``--max_concurrent`` pictures are being processed and
@@ -50,6 +51,7 @@ from mnist_lit.limits import (
 )
 from mnist_lit.model import MNISTClassifier
 from mnist_lit.pictures import DigitsReading, PictureDigits, read_digits, read_picture
+from mnist_lit.pictures.decode import PICTURE_FORMATS
 from mnist_lit.pictures.digitness import digit_probability
 from mnist_lit.serve.batcher import CropBatcher, ScoreFn
 from mnist_lit.serve.gate import PredictionGate, ServerBusy
@@ -68,10 +70,14 @@ else:
     FASTAPI_MISSING = None
 
 STATIC_DIR = Path(__file__).parent / "static"
-#: Pictures of at most this many pixels (MNIST's own 28x28, what API clients send) are read on the event loop:
-#: at most a few milliseconds (0.2 ms for one in MNIST's format), less than a hop to a worker thread and back
-#: costs under load; larger pictures are read in worker threads, bounded by the gate (docs/serving.md).
+#: Pictures of at most this many pixels (MNIST's own 28x28, what API clients send) in a body of at most
+#: :data:`INLINE_MAX_BYTES` are read on the event loop: at most a few milliseconds (0.2 ms for one in MNIST's
+#: format), less than a hop to a worker thread and back costs under load; any other picture is read in a worker
+#: thread, bounded by the gate (docs/serving.md).
 INLINE_MAX_PIXELS = 28 * 28
+#: The body size bound of the event-loop road: Pillow reads a header's chunks or markers in Python, and a 28x28
+#: PNG padded with 400,000 empty chunks (4.9 MB) took 4.7 s to open. A plain 28x28 PNG, JPEG or BMP is under 3 kB.
+INLINE_MAX_BYTES = 4096
 
 
 def png_base64(pixels: torch.Tensor) -> str:
@@ -91,17 +97,28 @@ def client_message(err: Exception | str) -> str:
 
 
 def header_pixels(data: bytes) -> int | None:
-    """Width x height from the picture's header, nothing decoded; None when Pillow finds no header it reads."""
+    """Width x height from the header of a picture in one of the formats read
+    (:data:`mnist_lit.pictures.decode.PICTURE_FORMATS`), nothing decoded; None for any other bytes."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=PICTURE_FORMATS) as image:
             return image.width * image.height
     except Exception:  # hostile or damaged: read_request_picture gives the one-line 415, in a worker thread
         return None
 
 
+def read_inline(data: bytes) -> bool:
+    """Whether ``data`` is a small picture, read on the event loop: a body of at most :data:`INLINE_MAX_BYTES`
+    whose header claims at most :data:`INLINE_MAX_PIXELS` pixels."""
+    if len(data) > INLINE_MAX_BYTES:
+        return False
+    pixels = header_pixels(data)
+    return pixels is not None and pixels <= INLINE_MAX_PIXELS
+
+
 def read_request_picture(data: bytes, name: str, max_pixels: int) -> tuple[PictureDigits, list[str]]:
     """One picture's bytes -> its MNIST-style crops (:func:`mnist_lit.pictures.read_picture`) and each crop as
-    base64 PNG text. Runs in a worker thread, under the gate's turn: decoding takes memory in proportion to pixels.
+    base64 PNG text. Runs on the event loop for a small picture (:func:`read_inline`), else in a worker thread
+    during one of the gate's turns (decoding takes memory in proportion to the pixels).
 
     Raises:
         RequestError: 413 more than ``max_pixels`` pixels, 415 not a readable image.
@@ -156,15 +173,14 @@ def answer(picture: PictureDigits, crops: list[str], reading: DigitsReading) -> 
 async def predict_picture(
     data: bytes, name: str, max_pixels: int, gate: PredictionGate, batcher: CropBatcher
 ) -> dict[str, Any]:
-    """One picture's bytes -> the ``/predict`` JSON: read (on the event loop when it has at most
-    :data:`INLINE_MAX_PIXELS` pixels, else in a worker thread during a turn of ``gate``), then scored by ``batcher``
-    in a forward pass shared with the other requests waiting.
+    """One picture's bytes -> the ``/predict`` JSON: read (on the event loop when :func:`read_inline`, else in a
+    worker thread during a turn of ``gate``), then scored by ``batcher`` in a forward pass shared with the other
+    requests waiting.
 
     Raises:
         RequestError: 413 too many pixels, 415 not a readable image, 422 no digit found or not a digit.
     """
-    pixels = header_pixels(data)
-    if pixels is not None and pixels <= INLINE_MAX_PIXELS:  # cheap: read here, on the event loop
+    if read_inline(data):  # cheap: read here, on the event loop
         picture, crops = read_request_picture(data, name, max_pixels)
     else:  # in a worker thread, during one of the gate's turns (decoding memory grows with the pixels)
         async with gate.turn():

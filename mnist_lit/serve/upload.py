@@ -2,16 +2,21 @@
 
 A body over ``--max_request_bytes`` is refused from its Content-Length or as soon as more has arrived, and is
 not kept; a refused request's body is drained (up to :data:`DRAIN_BYTES`) so that the client, still sending,
-receives the answer instead of a connection reset.
+receives the answer instead of a connection reset. A body that stops arriving for
+:data:`~mnist_lit.limits.BODY_IDLE_SECONDS` is answered 408.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import MutableMapping
 from typing import Any
 
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
+
+from mnist_lit.limits import BODY_IDLE_SECONDS
 
 #: After refusing an over-limit body, read and discard up to this much more of it before answering (like
 #: nginx's lingering close), so that a client still sending receives the 413 instead of a connection reset.
@@ -26,6 +31,21 @@ class RequestError(Exception):
         self.status, self.message = status, message
 
 
+async def next_message(request: Request) -> MutableMapping[str, Any]:
+    """The request's next ASGI message, within :data:`~mnist_lit.limits.BODY_IDLE_SECONDS`.
+
+    Raises:
+        RequestError: 408 when no part of the body arrived for that long (a stalled or malicious client would
+            otherwise hold one of the gate's places for as long as it likes).
+    """
+    try:
+        return await asyncio.wait_for(request.receive(), BODY_IDLE_SECONDS)
+    except TimeoutError:
+        raise RequestError(
+            408, f"no part of the request body arrived for {BODY_IDLE_SECONDS:g} s; send the whole picture at once"
+        ) from None
+
+
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed ``max_bytes``.
 
@@ -34,8 +54,8 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     discarded, then the 413 is raised.
 
     Raises:
-        RequestError: 400 for an unreadable Content-Length or a client that went away, 413 for an
-            over-limit body.
+        RequestError: 400 for an unreadable Content-Length or a client that went away, 408 for a body that
+            stopped arriving (:func:`next_message`), 413 for an over-limit body.
     """
     declared = request.headers.get("content-length")
     refused = None
@@ -46,7 +66,7 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             refused = f"(Content-Length {int(declared):,})"
     body, discarded, more_body = bytearray(), 0, True
     while more_body and discarded <= DRAIN_BYTES:
-        message = await request.receive()  # ASGI messages: no copy of the body beyond what is kept
+        message = await next_message(request)  # ASGI messages: no copy of the body beyond what is kept
         if message["type"] == "http.disconnect":
             raise RequestError(400, "the client closed the connection before sending the whole body")
         chunk, more_body = message.get("body", b""), message.get("more_body", False)
@@ -66,7 +86,10 @@ async def discard_body(request: Request) -> None:
     sending, receives the answer instead of a connection reset."""
     discarded, more_body = 0, True
     while more_body and discarded <= DRAIN_BYTES:
-        message = await request.receive()
+        try:
+            message = await next_message(request)
+        except RequestError:  # 408: answer the refusal now
+            return
         if message["type"] == "http.disconnect":
             return
         discarded, more_body = discarded + len(message.get("body", b"")), message.get("more_body", False)
