@@ -18,10 +18,10 @@ from mnist_lit.ensemble import load_trained
 from mnist_lit.errors import ImageError
 from mnist_lit.model import MNISTClassifier
 from mnist_lit.pictures import classify, read_picture
+from mnist_lit.pictures.decode import header_pixels
 from mnist_lit.serve.app import (
     INLINE_MAX_BYTES,
     INLINE_MAX_PIXELS,
-    header_pixels,
     predict_picture,
     read_inline,
     score_crops,

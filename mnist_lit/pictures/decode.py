@@ -88,6 +88,16 @@ def _checked_header(source: ImageSource, name: str, max_pixels: int) -> Image.Im
     return image
 
 
+def header_pixels(data: bytes) -> int | None:
+    """Width x height the header of a picture in one of :data:`PICTURE_FORMATS` claims, nothing decoded (what
+    :func:`open_image` checks against its limit first); None for bytes that are no such picture."""
+    try:
+        with _open_header(data, "<image>", MAX_IMAGE_PIXELS) as image:
+            return image.width * image.height
+    except ImageError:  # hostile, damaged or another format; open_image gives the one-line reason
+        return None
+
+
 def _decoded(image: Image.Image, name: str, draft: tuple[int, int]) -> Image.Image:
     """``image`` decoded and turned upright (EXIF orientation, in place); a JPEG decoded in grayscale and reduced in
     the decoder by the largest of 1/2, 1/4, 1/8 that keeps its width and height at least ``draft`` (w, h)."""

@@ -39,7 +39,6 @@ from typing import Any
 
 import cv2
 import torch
-from PIL import Image
 
 from mnist_lit.ensemble import load_trained  # a checkpoint, or a cv run folder as one ensemble model
 from mnist_lit.errors import CheckpointError, ImageError, ImageTooLargeError
@@ -51,7 +50,7 @@ from mnist_lit.limits import (
 )
 from mnist_lit.model import MNISTClassifier
 from mnist_lit.pictures import DigitsReading, PictureDigits, read_digits, read_picture
-from mnist_lit.pictures.decode import PICTURE_FORMATS
+from mnist_lit.pictures.decode import header_pixels
 from mnist_lit.pictures.digitness import digit_probability
 from mnist_lit.serve.batcher import CropBatcher, ScoreFn
 from mnist_lit.serve.gate import PredictionGate, ServerBusy
@@ -94,16 +93,6 @@ def client_message(err: Exception | str) -> str:
     """The error's one-line message without Python object reprs (Pillow names an in-memory file
     ``<_io.BytesIO object at 0x...>``), which say nothing to an API client."""
     return re.sub(r" ?<[\w.]+ object at 0x[0-9a-fA-F]+>", "", " ".join(str(err).split()))
-
-
-def header_pixels(data: bytes) -> int | None:
-    """Width x height from the header of a picture in one of the formats read
-    (:data:`mnist_lit.pictures.decode.PICTURE_FORMATS`), nothing decoded; None for any other bytes."""
-    try:
-        with Image.open(io.BytesIO(data), formats=PICTURE_FORMATS) as image:
-            return image.width * image.height
-    except Exception:  # hostile or damaged: read_request_picture gives the one-line 415, in a worker thread
-        return None
 
 
 def read_inline(data: bytes) -> bool:
