@@ -42,6 +42,7 @@ KEEP = 8  # folders of remembered options kept (one per installation or version 
 PARSE_TIME_OPTIONS = ("--print_shtab",)
 _OPTION = re.compile(r"-[A-Za-z]|--[A-Za-z_][\w.+-]*")  # the option strings of a LightningCLI parser
 _FOLDER = re.compile(r"options-[0-9a-f]{16}")  # the folders this module makes (only those are ever removed)
+_OURS = re.compile(r"\.?(options\.json|help-\w+-\d+\.txt)(\.\w+\.tmp)?")  # the files it writes in them
 _SIMPLE = {"int": int, "float": float, "bool": bool, "str": str, "null": type(None)}
 
 
@@ -117,8 +118,7 @@ def prune(root: Path) -> None:
 def _only_ours(folder: Path) -> bool:
     """True when ``folder`` holds only regular files this module writes (``options.json``, ``help-*.txt``, their
     temporary names)."""
-    names = re.compile(r"\.?(options\.json|help-\w+-\d+\.txt)(\.\w+\.tmp)?")
-    return all(names.fullmatch(path.name) and path.is_file() and not path.is_symlink() for path in folder.iterdir())
+    return all(_OURS.fullmatch(path.name) and path.is_file() and not path.is_symlink() for path in folder.iterdir())
 
 
 def describe_type(hint: Any) -> Any:
