@@ -9,6 +9,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_cli
@@ -152,6 +153,20 @@ def test_still_predicts_after_bad_requests(served_model, test_digits):
     label, png = test_digits[3]
     status, result = http("POST", f"{served_model['url']}/predict", png, {"Content-Type": "image/png"})
     assert status == 200 and result["digit"] == label
+
+
+@pytest.mark.parametrize("vertical", [False, True])
+def test_strip_of_40_digits_is_refused_not_answered_as_one_digit(served_model, mnist_dir, vertical):
+    """A 1448x40 PNG of test digits 160-199 side by side, black on white (and the same one above another, 40x1448),
+    was answered 200 with one digit; the reader now sees its 40 marks (or its several lines) and it is a 422."""
+    images, _ = load_split(mnist_dir, "test")
+    pad = ((4, 4), (6, 6)) if vertical else ((6, 6), (4, 4))
+    cells = np.concatenate([np.pad(images[k, 0].numpy(), pad) for k in range(160, 200)], 0 if vertical else 1)
+    buffer = io.BytesIO()
+    Image.fromarray(255 - np.pad(cells, ((4, 4), (0, 0)) if vertical else ((0, 0), (4, 4)))).save(buffer, "PNG")
+    status, result = http("POST", f"{served_model['url']}/predict", buffer.getvalue(), {"Content-Type": "image/png"})
+    reason = "marks on several lines" if vertical else "40 separate marks, more than the 10 digits of a number"
+    assert status == 422 and set(result) == {"error"} and reason in result["error"], result
 
 
 def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_answer(served_model, mnist_dir):

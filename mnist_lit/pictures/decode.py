@@ -6,8 +6,9 @@ picture whose header claims more than ``max_pixels`` before any pixel is decoded
 reduced in the decoder) and applies the EXIF orientation; :func:`to_grayscale` turns any mode into 8-bit
 ``L`` (16/32-bit and float pixels rescaled, transparency composited onto white, ITU-R 601 luma), shrunk to
 at most :data:`WORK_SIDE` px; :func:`load_gray` does both for the photo reader (as a NumPy array, a transparent
-picture's alpha channel taken as the ink when compositing leaves no contrast). Pillow (and NumPy for the array);
-every error is one line starting with the picture's name.
+picture's alpha channel taken as the ink when compositing leaves no contrast), reducing no further than the
+analysis size (:mod:`mnist_lit.pictures.worksize`: a long, thin picture keeps its shorter side). Pillow (and NumPy
+for the array); every error is one line starting with the picture's name.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from mnist_lit.errors import ImageError, ImageTooLargeError
+from mnist_lit.pictures.worksize import work_factor
 
 #: Pictures with more pixels than this (width x height, read from the header) are refused before
 #: decoding: 64 megapixels, above 48 MP phone photos (the memory this allows: docs/troubleshooting.md).
@@ -134,17 +136,19 @@ def _open_header(source: str | Path | bytes | BinaryIO, name: str, max_pixels: i
         ) from None
 
 
-def to_grayscale(image: Image.Image) -> Image.Image:
+def to_grayscale(image: Image.Image, box: tuple[int, int] = (WORK_SIDE, WORK_SIDE)) -> Image.Image:
     """Any Pillow mode -> 8-bit grayscale (mode ``L``), transparency composited onto white.
 
     16-bit (``I;16*``) pixels are divided by 257 (65535 -> 255); other ``I``/``F`` images are
     kept if they lie within 0-255 and otherwise stretched from their minimum to their maximum.
     Colour uses Pillow's ITU-R 601 luma (``L = 0.299 R + 0.587 G + 0.114 B``). Pictures larger
-    than ``WORK_SIDE`` are shrunk by area averaging, keeping the aspect ratio.
+    than ``box`` are shrunk by area averaging to fit in it, keeping the aspect ratio.
 
     Args:
         image: a loaded PIL image in any mode (``1``, ``L``, ``LA``, ``P``, ``RGB``, ``RGBA``,
             ``CMYK``, ``I;16``, ``I``, ``F``, ...).
+        box: (width, height), px, the picture is shrunk to fit in (default ``WORK_SIDE`` both ways; the photo
+            reader's :func:`load_gray` keeps a long, thin picture's shorter side: :func:`_reduced_box`).
 
     Returns:
         a PIL image in mode ``L``.
@@ -162,9 +166,9 @@ def to_grayscale(image: Image.Image) -> Image.Image:
         image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
     if image.mode != "L":
         image = image.convert("L")
-    if max(image.size) > WORK_SIDE:
+    if image.width > box[0] or image.height > box[1]:
         image = image.copy()
-        image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
+        image.thumbnail(box, Image.Resampling.BOX)
     return image
 
 
@@ -187,11 +191,24 @@ def upright_size(source: ImageSource, image: Image.Image) -> tuple[int, int]:
 
 def _draft_size(size: tuple[int, int], side: int) -> tuple[int, int]:
     """The (w, h) to ask of Pillow's JPEG ``draft`` so that the decoder reduces a picture of ``size`` (w, h) as far
-    as its longest side stays at least ``side`` px (both sides scaled alike)."""
-    longest = max(size)
-    if longest <= side:
-        return size
-    return (math.ceil(size[0] * side / longest), math.ceil(size[1] * side / longest))
+    as it stays at least its analysis size for a longest side of ``side`` px
+    (:func:`mnist_lit.pictures.worksize.work_factor`: a long, thin picture keeps its shorter side)."""
+    factor = work_factor(*size, side)
+    return size if factor >= 1 else _scaled_up(size, factor)
+
+
+def _reduced_box(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """The (w, h) box :func:`to_grayscale` shrinks a decoded picture of ``size`` (w, h) to fit in: ``WORK_SIDE``
+    both ways, grown to the picture's analysis size for a longest side of ``side`` px where that is larger (a long,
+    thin picture, :func:`mnist_lit.pictures.worksize.work_factor`)."""
+    width, height = _scaled_up(size, min(1.0, work_factor(*size, side)))
+    return max(WORK_SIDE, width), max(WORK_SIDE, height)
+
+
+def _scaled_up(size: tuple[int, int], factor: float) -> tuple[int, int]:
+    """``size`` (w, h) times ``factor``, each side rounded up, px; a product that is a whole number up to the float
+    error of ``factor`` is that number (318 x (320 / 424) gives 240.00000000000003: 240)."""
+    return math.ceil(size[0] * factor - 1e-9), math.ceil(size[1] * factor - 1e-9)
 
 
 def _header_size(image: Image.Image) -> tuple[int, int]:
@@ -210,7 +227,9 @@ def load_gray(source: ImageSource, max_pixels: int, side: int = WORK_SIDE) -> tu
 
     Returns:
         (gray uint8 (H, W), (width, height) of the upright picture). Large pictures come back reduced (JPEGs
-        in the decoder, others to 1024 px, see :func:`mnist_lit.pictures.decode.to_grayscale`).
+        in the decoder, others to 1024 px, see :func:`mnist_lit.pictures.decode.to_grayscale`), never below their
+        analysis size for a longest side of ``side`` px (:func:`mnist_lit.pictures.worksize.work_factor`: a strip
+        of 12000x40 px comes back about 11084x37, not 1024x3).
 
     Raises:
         ImageTooLargeError, ImageError: see :func:`mnist_lit.pictures.decode.open_image`.
@@ -221,10 +240,11 @@ def load_gray(source: ImageSource, max_pixels: int, side: int = WORK_SIDE) -> tu
     size = _header_size(image) if from_header else None  # read before decoding reduces the image
     image = _decoded(image, name, _draft_size(image.size, side))
     size = size or image.size
+    box = _reduced_box(image.size, side)
     try:
         if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
             rgba = image.convert("RGBA")
-            rgba.thumbnail((1024, 1024), Image.Resampling.BOX)
+            rgba.thumbnail(box, Image.Resampling.BOX)
             pixels = np.asarray(rgba)
             alpha = pixels[..., 3]
             white = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("L")
@@ -235,6 +255,6 @@ def load_gray(source: ImageSource, max_pixels: int, side: int = WORK_SIDE) -> tu
                 if contrast < ALPHA_INK_CONTRAST:
                     return (255 - alpha).astype(np.uint8), size
             return np.ascontiguousarray(gray), size
-        return np.asarray(to_grayscale(image)), size
+        return np.asarray(to_grayscale(image, box)), size
     except Exception as err:  # an unusual mode or inconsistent metadata (e.g. a 16-bit transparency key)
         raise ImageError(f"{name}: cannot convert its {image.mode} pixels to grayscale ({one_line(err)})") from None

@@ -1,6 +1,6 @@
-"""A photo or drawing -> where the ink is: grayscale at a bounded size, the sheet found and straightened
-(:mod:`mnist_lit.pictures.sheet`), uneven light and shadows divided out, ruled and squared lines removed
-(:mod:`mnist_lit.pictures.rules`).
+"""A photo or drawing -> where the ink is: grayscale at a bounded size (:mod:`mnist_lit.pictures.worksize`), the
+sheet found and straightened (:mod:`mnist_lit.pictures.sheet`), uneven light and shadows divided out, ruled and
+squared lines removed (:mod:`mnist_lit.pictures.rules`).
 
 The steps follow how a person reads a photo of a handwritten digit: find the sheet of paper (a large smooth
 region, the table around it is textured or darker), look at it square-on, judge the ink against the paper right
@@ -23,20 +23,12 @@ import numpy as np
 
 from mnist_lit.pictures.decode import ImageSource, load_gray
 from mnist_lit.pictures.sheet import straighten_sheet, window
+from mnist_lit.pictures.worksize import WORK_SIDE, work_shape
 
-# OpenCV single-threaded for the whole process: on pictures analysed at most WORK_SIDE px wide its worker threads
+# OpenCV single-threaded for the whole process: on pictures analysed at WORK_SIDE px (WORK_PIXELS at most) its threads
 # cost more CPU than they save, and pictures are read side by side anyway (DataLoader workers, server requests).
 cv2.setNumThreads(1)
 
-#: Pictures are analysed with their longest side at most this many pixels (area-averaged down; a JPEG is reduced
-#: in its decoder first, so a 640x480 photo decoded at half size is used as it is): a digit filling a tenth of a
-#: phone photo keeps about 32 px, above MNIST's 20 px box. The pixel constants of the pictures modules (line band,
-#: bridge, rim, edge band, minimum area) are set for this size (they were 1.6 times as long, the area 2.56 times
-#: as large, at the earlier 512 px).
-WORK_SIDE = 320
-#: Smaller pictures (e.g. a 28x28 MNIST digit) are enlarged (bicubic) to at least this long side, so that
-#: their strokes span several pixels, as in a photo.
-MIN_SIDE = 192
 #: The local paper brightness is a morphological closing (max then min filter) whose square window is this
 #: fraction of the picture's shorter side: wider than any pen stroke of a digit that fills the picture
 #: (MNIST strokes are about 15% of the 28 px frame), and a closing keeps ramps and hard shadow edges exactly.
@@ -82,15 +74,16 @@ class InkMap:
     noise: float
 
 
-def _work_size(gray: np.ndarray) -> tuple[np.ndarray, float]:
-    """``gray`` at analysis size (longest side between MIN_SIDE and WORK_SIDE) and the factor applied."""
+def _work_size(gray: np.ndarray) -> np.ndarray:
+    """``gray`` (uint8 (H, W)) at analysis size (:func:`mnist_lit.pictures.worksize.work_shape`: longest side
+    between MIN_SIDE and WORK_SIDE, a long, thin picture's shorter side kept), area-averaged down or bicubic up."""
     height, width = gray.shape
-    longest = max(height, width)
-    factor = WORK_SIDE / longest if longest > WORK_SIDE else MIN_SIDE / longest if longest < MIN_SIDE else 1.0
-    if factor == 1.0:
-        return gray, 1.0
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC), factor
+    size = work_shape(width, height)
+    if size == (width, height):
+        return gray
+    return cv2.resize(
+        gray, size, interpolation=cv2.INTER_AREA if size[0] * size[1] < width * height else cv2.INTER_CUBIC
+    )
 
 
 def darkness_map(gray: np.ndarray, smooth: np.ndarray | None = None) -> np.ndarray:
@@ -217,13 +210,15 @@ def ink_map(source: ImageSource, max_pixels: int) -> tuple[InkMap, np.ndarray]:
 
 def ink_map_of_gray(gray: np.ndarray, picture_size: tuple[int, int]) -> tuple[InkMap, np.ndarray]:
     """:func:`ink_map` of a picture already decoded by :func:`load_gray`: (the InkMap, the picture at analysis size)."""
-    work, _ = _work_size(gray)
+    work = _work_size(gray)
     return ink_map_of(work, picture_size), work
 
 
 def ink_map_of(work: np.ndarray, picture_size: tuple[int, int], use_sheet: bool = True) -> InkMap:
-    """The :class:`InkMap` of a grayscale picture at analysis size; ``use_sheet=False`` looks at the whole frame
-    instead of cutting out a sheet."""
+    """The :class:`InkMap` of a grayscale picture at analysis size (``work``: uint8 (H, W); ``picture_size``: the
+    upright picture's (width, height), px); ``use_sheet=False`` looks at the whole frame instead of cutting out a
+    sheet. A sheet cut out is straightened with its longest side at most :data:`WORK_SIDE` px, or the picture's
+    own longest side where that is longer (a strip keeps its size)."""
     sigma = denoise_sigma(work.shape, picture_size)
     smooth = denoise(work, sigma)
     light = ink_is_light(work, smooth)
@@ -235,7 +230,7 @@ def ink_map_of(work: np.ndarray, picture_size: tuple[int, int], use_sheet: bool 
     region = np.ones(work.shape, bool)
     sheet = None
     if use_sheet and not light:
-        sheet = straighten_sheet(work, textured_pixels(smooth, background), WORK_SIDE)
+        sheet = straighten_sheet(work, textured_pixels(smooth, background), max(WORK_SIDE, *work.shape))
     if sheet is None:
         darkness = darkness_of(smooth, background)
     else:

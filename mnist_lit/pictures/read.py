@@ -12,10 +12,11 @@ from PIL import Image
 
 from mnist_lit.pictures.decode import MAX_IMAGE_PIXELS, ImageSource, source_name
 from mnist_lit.pictures.frame import MIN_INK_PIXELS, fit_to_mnist_frame
-from mnist_lit.pictures.ink import WORK_SIDE, InkMap, ink_map_of, ink_map_of_gray, load_gray
+from mnist_lit.pictures.ink import InkMap, ink_map_of, ink_map_of_gray, load_gray
 from mnist_lit.pictures.mask import thresholds
 from mnist_lit.pictures.segment import Marks, find_marks
 from mnist_lit.pictures.shapes import crop_refusal, row_slope
+from mnist_lit.pictures.worksize import WORK_SIDE, thin_refusal
 
 #: The ink level a digit's crop is stretched to: this percentile of the darkness of its ink pixels.
 INK_LEVEL_PERCENTILE = 85
@@ -54,7 +55,8 @@ class PictureDigits:
             EXIF orientation): top-left, top-right, bottom-right, bottom-left. A box on a sheet photographed
             at an angle is a quadrilateral in the picture.
         picture_size: (width, height) of the upright picture, px.
-        refusal: "" or the one-line reason there is no digit ("no digit found ...", "not a digit: ...").
+        refusal: "" or the one-line reason there is no digit ("no digit found ...", "not a digit: ...",
+            "not read: ..." for a picture too long and thin to read).
     """
 
     name: str
@@ -141,6 +143,24 @@ def _near_sheet(marks: Marks, sheet: InkMap, whole: InkMap) -> Marks:
     return Marks(marks.boxes[keep], [marks.masks[i] for i in keep])
 
 
+def _find_digits(ink: InkMap, gray: np.ndarray) -> tuple[InkMap, Marks]:
+    """The marks :func:`mnist_lit.pictures.segment.find_marks` finds in ``ink`` (the picture's :class:`InkMap`;
+    ``gray``: uint8 (H, W), the picture at analysis size), with the ink map they are in: the whole frame's when a
+    mark ran into the edge of the sheet found and none was left (the sheet was cut too small, :func:`_near_sheet`).
+    A picture too long and thin for its digits to keep :data:`~mnist_lit.pictures.worksize.MIN_STRIP_SIDE` px
+    is refused (:func:`~mnist_lit.pictures.worksize.thin_refusal`) unless nothing stood out in it at all."""
+    marks: Marks = find_marks(ink)
+    if marks.cut and marks.refusal:
+        whole = ink_map_of(gray, ink.picture_size, use_sheet=False)
+        again = _near_sheet(find_marks(whole), ink, whole)
+        if not again.refusal and len(again.boxes):
+            ink, marks = whole, again
+    thin = thin_refusal(*ink.picture_size)
+    if thin and not marks.refusal.startswith("no digit found"):  # what was found cannot be read at that size
+        marks = Marks(marks.boxes[:0], [], thin)
+    return ink, marks
+
+
 def mnist_format(gray: np.ndarray) -> torch.Tensor | None:
     """uint8 (1, 1, 28, 28) when ``gray`` (uint8 (H, W), as :func:`~mnist_lit.pictures.ink.load_gray` returns it) is
     already in MNIST's own format, else None: 28x28 pixels, light ink on a black background (its border at most
@@ -163,7 +183,9 @@ def read_picture(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Pic
     divide out uneven light and shadows), :func:`mnist_lit.pictures.segment.find_marks` (remove ruled lines,
     connected components, merge, split, order, ink-statistics refusals; once more on the whole frame when a
     mark ran into the edge of the sheet found), then :func:`digit_crop` per digit.
-    Time and memory are bounded by the header check and the analysis size (:data:`~mnist_lit.pictures.ink.WORK_SIDE`), whatever the input.
+    Time and memory are bounded by the header check and the analysis size
+    (:data:`~mnist_lit.pictures.worksize.WORK_PIXELS`), whatever the input's size and shape; a picture too long and
+    thin for that size to hold its digits is refused (:func:`~mnist_lit.pictures.worksize.thin_refusal`).
 
     Args:
         source: a file path, the file's bytes, a binary file object, or a PIL image.
@@ -183,15 +205,7 @@ def read_picture(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Pic
     if as_is is not None:  # the network's own input format: nothing to find or re-centre
         frame = np.array([[[0, 0], [28, 0], [28, 28], [0, 28]]], np.float32)  # the digit's box: the whole picture
         return PictureDigits(name, as_is, frame, picture_size, "", light_ink=True)
-    ink, gray = ink_map_of_gray(picture, picture_size)
-    marks: Marks = find_marks(ink)
-    if (
-        marks.cut and marks.refusal
-    ):  # a mark ran into the edge of the sheet found, none left: the sheet was cut too small
-        whole = ink_map_of(gray, ink.picture_size, use_sheet=False)
-        again = _near_sheet(find_marks(whole), ink, whole)
-        if not again.refusal and len(again.boxes):
-            ink, marks = whole, again
+    ink, marks = _find_digits(*ink_map_of_gray(picture, picture_size))
     turn = row_turn(marks.boxes)
     crops = [digit_crop(ink, box, mask, turn) for box, mask in zip(marks.boxes, marks.masks, strict=False)]
     reasons = [crop_refusal(crop.numpy(), len(crops)) for crop in crops]

@@ -20,9 +20,11 @@ from mnist_lit.pictures.shapes import (
     enclosed,
     in_a_gap,
     in_row,
+    nested,
     off_row,
     scattered,
     split_touching,
+    stacked,
     stroke_ratio,
 )
 
@@ -150,23 +152,6 @@ def _attach_fragments(groups: list[list[int]], boxes: list[Box]) -> tuple[list[l
     )
 
 
-def _nested(stats: np.ndarray, group: list[int]) -> bool:
-    """True when one component of ``group`` lies wholly inside another's box (eyes in a face, a window in a
-    house): the pieces of a handwritten digit sit next to or above each other, never inside."""
-    for i in group:
-        for j in group:
-            if i != j and (
-                stats[j, cv2.CC_STAT_LEFT] > stats[i, cv2.CC_STAT_LEFT]
-                and stats[j, cv2.CC_STAT_TOP] > stats[i, cv2.CC_STAT_TOP]
-                and stats[j, cv2.CC_STAT_LEFT] + stats[j, cv2.CC_STAT_WIDTH]
-                < stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH]
-                and stats[j, cv2.CC_STAT_TOP] + stats[j, cv2.CC_STAT_HEIGHT]
-                < stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT]
-            ):
-                return True
-    return False
-
-
 class _NoDigit(Exception):
     """Raised by a step of :func:`find_marks` with the refusal's reason (one line)."""
 
@@ -223,10 +208,13 @@ def _pieces(labels: np.ndarray, stats: np.ndarray, kept: np.ndarray) -> list[tup
         groups, boxes = _attach_fragments(groups, boxes)
     pieces = []
     for group, (x0, y0, x1, y1) in zip(groups, boxes, strict=False):
-        if len(groups) > 1 and _nested(stats, group):
+        parts = [_group_box(stats, [i]) for i in group]
+        if len(groups) > 1 and nested(parts):
             raise _NoDigit("not a digit: marks drawn inside other marks, as in a drawing")
         if len(group) > 1 and enclosed(labels[y0:y1, x0:x1], group):
             raise _NoDigit("not a digit: a mark enclosed by others (a digit in a box or a circle?); crop to the digit")
+        if stacked(parts):  # a column of digits, joined as one digit's pieces
+            raise _NoDigit("not a digit: marks on several lines, not one number")
         pieces.append((np.isin(labels[y0:y1, x0:x1], group), (x0, y0, x1, y1)))
     return pieces
 

@@ -138,6 +138,36 @@ def in_row(box: Box, row: list[Box], height_ratio: float = 0.7, tolerance: float
     )
 
 
+def nested(boxes: list[Box]) -> bool:
+    """Whether one of ``boxes`` (x0, y0, x1, y1 each: the pieces of one mark) lies wholly inside another, none of its
+    sides on the other's (eyes in a face, a window in a house): the pieces of a handwritten digit sit next to or above
+    each other, never inside."""
+    return any(a[0] < b[0] and a[1] < b[1] and b[2] < a[2] and b[3] < a[3] for a in boxes for b in boxes)
+
+
+#: A mark in several pieces is digits written one above another (a column of digits, a tall strip), not one digit
+#: in pieces, when it is more than STACK_ASPECT times as tall as it is wide and more than STACK_HEIGHT times as tall as
+#: one of its pieces that has a whole digit's shape: no thin stroke (at least STACK_WIDE of its own height wide) and no
+#: speck (at least STACK_WIDE of the mark's width tall). One digit's pieces (a 5's loose bar, an 8's two loops) make a
+#: mark under about twice as tall as it is wide; a 1 in pieces is taller, but its pieces are thin strokes; 2.1 piece
+#: heights is also the most the pieces of one digit span in :mod:`mnist_lit.pictures.segment`. What it refuses on
+#: mnist-10k, and what it catches: docs/pictures.md.
+STACK_ASPECT, STACK_HEIGHT, STACK_WIDE = 2.0, 2.1, 0.5
+
+
+def stacked(boxes: list[Box]) -> bool:
+    """Whether the pieces of one mark, their ``boxes`` (x0, y0, x1, y1 each), are digits one above another
+    (:data:`STACK_ASPECT`, :data:`STACK_HEIGHT`, :data:`STACK_WIDE`); never for one piece."""
+    width = max(b[2] for b in boxes) - min(b[0] for b in boxes)
+    height = max(b[3] for b in boxes) - min(b[1] for b in boxes)
+    return height > STACK_ASPECT * width and any(
+        b[2] - b[0] >= STACK_WIDE * (b[3] - b[1])
+        and b[3] - b[1] >= STACK_WIDE * width
+        and height > STACK_HEIGHT * (b[3] - b[1])
+        for b in boxes
+    )
+
+
 def in_a_gap(box: Box, row: list[Box]) -> bool:
     """Whether ``box`` lies wholly in the horizontal gap between two neighbouring boxes of ``row`` (the digits of a
     number), with its centre within the row's height: a decimal point, a colon, a dot of dirt between digits."""
