@@ -36,6 +36,7 @@ from mnist_lit.signals import (
     SigtermStop,
     stop_between_runs,
 )
+from mnist_lit.streams import reader_gone
 from mnist_lit.tensorboard_writer import use_tensorboard_stub
 
 
@@ -55,9 +56,13 @@ class ArgumentParser(LightningArgumentParser):
 
     def parse_args(self, *args, **kwargs):
         """jsonargparse's ``parse_args``; the top-level parser first remembers its commands' options, so that the
-        next usage error is answered without Lightning (:mod:`mnist_lit.option_cache`)."""
+        next usage error is answered without Lightning (:mod:`mnist_lit.option_cache`); ``--print_config`` into a pipe
+        whose reader has gone ends quietly (:func:`mnist_lit.streams.reader_gone`)."""
         option_cache.save_options(self)
-        return super().parse_args(*args, **kwargs)
+        try:
+            return super().parse_args(*args, **kwargs)
+        except BrokenPipeError:
+            reader_gone()
 
 
 def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequence = ()) -> MNISTLightningCLI:

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from mnist_lit.errors import empty_checkpoint_flag, no_checkpoint_file
-from mnist_lit.yaml_limits import ConfigLimitError, check_config_file, check_yaml, yaml_problem
+from mnist_lit.yaml_limits import MAX_INT_DIGITS, ConfigLimitError, check_config_file, check_yaml, yaml_problem
 
 PROG = "python -m mnist_lit"  # the name usage lines and tips give the program (the extra commands' too)
 
@@ -258,15 +258,16 @@ def config_error(argv: Sequence[str]) -> str | None:
 def check_argument_values(argv: Sequence[str]) -> None:
     """:func:`mnist_lit.yaml_limits.check_yaml` on every argument value: jsonargparse parses some values (those of
     ``int``/``float``/``bool`` options, e.g.) with PyYAML directly, past the loader :func:`mnist_lit.yaml_limits.install`
-    hooks, and puts the whole value into its error message, expanding any aliases.
+    hooks, and puts the whole value into its error message, expanding any aliases; an int beyond 64 bits made
+    ``float()`` overflow in jsonargparse (a traceback).
 
     Raises:
         ConfigLimitError: a value is over a limit (other YAML errors are left to jsonargparse).
     """
     for i, arg in enumerate(argv):
         option, value = arg.split("=", 1) if arg.startswith("--") and "=" in arg else (argv[i - 1] if i else "", arg)
-        if "&" not in value and "*" not in value and len(value) < 1000:
-            continue  # no anchors or aliases, short: nothing to expand
+        if "&" not in value and "*" not in value and len(value) <= MAX_INT_DIGITS:
+            continue  # no anchors or aliases, and too short for an int beyond 64 bits
         try:
             check_yaml(value, f"the value of {option}" if option.startswith("-") else f"argument {i + 1}")
         except ConfigLimitError:

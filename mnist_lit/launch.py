@@ -32,6 +32,7 @@ from mnist_lit.command_line import (
     no_command_usage,
     prepare_argv,
 )
+from mnist_lit.streams import WRITE_FAILED_STATUS, closed_stdout_error, hold_closed_descriptors, write_out
 
 COMMANDS = (*LIGHTNING_COMMANDS, *EXTRA_COMMANDS)
 HELP_FLAGS = {"-h", "--help"}
@@ -52,8 +53,12 @@ def main(args: Sequence[str] | None = None) -> None:
     checkpoint that does not exist: :func:`mnist_lit.command_line.checkpoint_flag_error`, ``fit`` without
     ``--config``: :func:`mnist_lit.command_line.fit_without_config`)."""
     argv = list(sys.argv[1:] if args is None else args)
+    closed = closed_stdout_error(argv)  # --help or --print_config with standard output closed (>&-)
+    if closed is not None:
+        print(closed, file=sys.stderr)
+        sys.exit(WRITE_FAILED_STATUS)
     if (not argv or argv[0].startswith("-")) and HELP_FLAGS & set(argv) and not set(COMMANDS) & set(argv):
-        sys.stdout.write(top_level_help())
+        write_out(top_level_help())
         sys.exit(0)
     prepared = prepare_argv(argv, COMMANDS, PROG)  # no command: lists them and exits 2; oversized configs
     command = prepared[0] if prepared else ""
@@ -99,7 +104,7 @@ def answer_from_remembered_options(argv: list[str]) -> None:
     (:mod:`mnist_lit.option_check`): ``COMMAND --help`` (exit 0), or a refused option or value (exit 2)."""
     help_text = option_cache.remembered_help(argv)
     if help_text is not None:
-        sys.stdout.write(help_text)
+        write_out(help_text)
         sys.exit(0)
     refusal = option_check.usage_error(argv)
     if refusal is not None:
@@ -109,7 +114,9 @@ def answer_from_remembered_options(argv: list[str]) -> None:
 
 def entry_point() -> None:
     """``python -m mnist_lit`` and ``mnist-lit``: :func:`main`, then :func:`leave` with its exit status. An
-    uncaught exception (a bug) still ends the normal way, with its traceback."""
+    uncaught exception (a bug) still ends the normal way, with its traceback. A standard stream the caller closed
+    is held open on ``os.devnull`` first (:func:`mnist_lit.streams.hold_closed_descriptors`)."""
+    hold_closed_descriptors()
     try:
         main()
     except SystemExit as stop:
@@ -134,5 +141,6 @@ def leave(code: int | str | None) -> None:
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
-            stream.flush()
+            if stream is not None:  # None: the caller closed it (>&-); print() wrote nothing there
+                stream.flush()
     os._exit(code or 0)

@@ -56,8 +56,8 @@ class MNISTClassifier(TypedHParams, LightningModule):
 
     Raises:
         HyperparameterError: ``lr`` or ``eps`` not positive, ``rho``, a dropout rate or ``label_smoothing``
-            outside [0, 1), ``weight_decay`` negative, ``warmup_fraction`` outside (0, 1), an unknown
-            ``pixel_scale``, ``dataset`` or ``lr_schedule``.
+            outside [0, 1), ``weight_decay`` negative, one of them infinite or NaN, ``warmup_fraction``
+            outside (0, 1), an unknown ``pixel_scale``, ``dataset`` or ``lr_schedule``.
 
     Logged: ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc``
     (per epoch) and ``train_loss_step``; ``val_count`` and ``test_count``: images evaluated in the
@@ -101,6 +101,8 @@ class MNISTClassifier(TypedHParams, LightningModule):
         ):
             if not ok:
                 raise HyperparameterError(f"model.{name} must be {allowed}, got {value}")
+            if not math.isfinite(value):  # inf (1e400 on the command line, .inf in YAML): NaN from the first step
+                raise HyperparameterError(f"model.{name} must be a finite number {allowed}, got {value}")
         self.save_hyperparameters()
         self.net = SeedCNN(dropout1, dropout2)
         self.class_names = CLASS_NAMES[dataset]

@@ -31,6 +31,8 @@ from functools import cache
 from pathlib import Path, PurePath
 from typing import Any, Literal, Union
 
+from mnist_lit.streams import write_out
+
 COMMANDS = ("fit", "validate", "test", "predict")
 #: What :func:`save_options` records of an option: typed with a simple type ("value"), with any other type
 #: ("class": may take keys of its own, ``--data.batch_size``), a config file or group ("config"), or else ("other").
@@ -233,7 +235,8 @@ def remembered_help(argv: list[str]) -> str | None:
 @contextlib.contextmanager
 def recording_help(argv: list[str]) -> Iterator[None]:
     """Around the parser: for a :func:`plain_help` ``argv``, the help text it prints (then exits 0) is kept for
-    :func:`remembered_help`; anything else passes through untouched."""
+    :func:`remembered_help`; anything else passes through untouched. (With standard output closed, the help is
+    refused before: :func:`mnist_lit.streams.closed_stdout_error`.)"""
     if not plain_help(argv) or (sys.version_info >= (3, 14) and sys.stdout.isatty()):  # 3.14 colours a terminal's
         yield
         return
@@ -246,4 +249,4 @@ def recording_help(argv: list[str]) -> Iterator[None]:
             _write(_help_name(argv[0]), buffer.getvalue())
         raise
     finally:
-        sys.stdout.write(buffer.getvalue())
+        write_out(buffer.getvalue())  # a reader that has gone (| head -1): a quiet exit 1

@@ -3,7 +3,9 @@
 jsonargparse reports a value its type does not accept over several lines (``Parser key "trainer.max_epochs":``,
 then the Union's subtypes, each subtype's error, the value's type and the value: nine lines for
 ``--trainer.max_epochs abc``). :func:`one_line_error` keeps the key, the value and the accepted types:
-``--trainer.max_epochs abc: expected an int (or null)``. Other messages keep their words, on one line.
+``--trainer.max_epochs abc: expected an int (or null)``; an empty value shows as ``''``. (An int beyond 64 bits,
+whose ``float()`` jsonargparse would let overflow, is refused before parsing: :func:`mnist_lit.yaml_limits.check_yaml`.)
+Other messages keep their words, on one line.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 
 _KEY = re.compile(r'Parser key "(?P<key>[^"]+)":\s*(?P<rest>.*)', re.DOTALL)
 _SIMPLE = re.compile(r"^\s*Expected a (?P<type>.+)\. Got value: (?P<value>.*)$")  # one type, one line
+_GIVEN = "Given value: "  # the last line of a Union's error: the value as given (empty: nothing after it)
 _CLASS = re.compile(r"<class '(?:\w+\.)*(\w+)'>")  # <class 'lightning.pytorch.loggers.logger.Logger'> -> Logger
 _MODULE = re.compile(r"\b(?:[a-z_]\w*\.)+(?=[A-Za-z_])")  # typing.Literal -> Literal, collections.abc. -> ""
 # A class-path argument (``--data``): the error of the class's own parser, indented below this line.
@@ -62,7 +65,7 @@ def _type_error(rest: str) -> tuple[str, str] | None:
     if simple is not None:
         return simple["value"], expected_types([simple["type"]])
     subtypes = [line.strip()[len("Subtypes: [") : -1] for line in lines if line.strip().startswith("Subtypes: [")]
-    given = [line.strip()[len("Given value: ") :] for line in lines if line.strip().startswith("Given value: ")]
+    given = [line.lstrip()[len(_GIVEN) :] for line in lines if line.lstrip().startswith(_GIVEN)]
     if len(subtypes) != 1 or not given:
         return None
     return given[-1], expected_types(_split_top_level(subtypes[0]))
@@ -71,7 +74,7 @@ def _type_error(rest: str) -> tuple[str, str] | None:
 def one_line_error(message: str) -> str:
     """jsonargparse's error ``message`` as one line: ``--KEY VALUE: expected TYPES`` for a value of the wrong type,
     else the message with its line breaks and indentation collapsed to single spaces."""
-    match = _KEY.fullmatch(message.strip())
+    match = _KEY.fullmatch(message.lstrip())  # the end kept: an empty value is the text after "Got value: "
     problem = _CLASS_PROBLEM.search(match["rest"]) if match else None
     if match is not None and problem is not None:
         return _class_error(match["key"], problem, match["rest"])
@@ -79,7 +82,12 @@ def one_line_error(message: str) -> str:
     if match is None or found is None:
         return " ".join(message.split())
     value, types = found
-    return f"--{match['key']} {value}: expected {types}"
+    return f"--{match['key']} {shown(value)}: expected {types}"
+
+
+def shown(value: str) -> str:
+    """``value`` as an error line shows it: ``''`` when empty or blank (an unset shell variable), else as given."""
+    return value if value.strip() else repr(value)
 
 
 def _class_error(key: str, problem: re.Match, rest: str) -> str:
@@ -93,7 +101,7 @@ def _class_error(key: str, problem: re.Match, rest: str) -> str:
     inner_match = _KEY.fullmatch(problem["inner"].strip())
     found = _type_error(" ".join(inner_match["rest"].split())) if inner_match else None
     if inner_match is not None and found is not None:
-        return f"--{key}.{inner_match['key']} {found[0]}: expected {found[1]}"
+        return f"--{key}.{inner_match['key']} {shown(found[0])}: expected {found[1]}"
     return f"--{key} {problem['cls']}: {inner}"
 
 

@@ -7,7 +7,9 @@ jsonargparse walks, copies and checks the configuration: memory grows until ``Me
 when available) with each anchor's expanded size remembered, so the count costs one pass over the
 text and stops as soon as a limit is passed; nothing is built. :func:`install` puts it in front
 of jsonargparse's YAML loader, which reads every ``--config`` file and every YAML value given on
-the command line (``jsonargparse.set_loader``, its documented hook).
+the command line (``jsonargparse.set_loader``, its documented hook). The same pass refuses an int beyond 64 bits
+(:func:`_check_int`): no setting takes one, and past that range ``float()`` of it, torch and Python's 4,300-digit limit
+raise errors that came out as tracebacks.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ import yaml
 from mnist_lit.limits import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_CONFIG_NODES
 
 _EventLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_INT_TAG = "tag:yaml.org,2002:int"
+#: The largest int a setting may have: a signed 64-bit integer's, the range of torch's int64 and of C's ``long``.
+MAX_INT = 2**63 - 1
+#: Characters of :data:`MAX_INT` (19): a plain scalar no longer than this is never an int beyond it.
+MAX_INT_DIGITS = len(str(MAX_INT))
 
 
 class ConfigLimitError(yaml.YAMLError):
@@ -34,7 +41,8 @@ def check_yaml(text: str, source: str = "the configuration") -> None:
 
     Raises:
         ConfigLimitError: over :data:`MAX_CONFIG_BYTES` characters, deeper than :data:`MAX_CONFIG_DEPTH`,
-            or more than :data:`MAX_CONFIG_NODES` values once aliases are expanded.
+            more than :data:`MAX_CONFIG_NODES` values once aliases are expanded, or an int beyond 64 bits
+            (:func:`_check_int`).
         yaml.YAMLError: the text is not valid YAML.
     """
     if len(text) > MAX_CONFIG_BYTES:
@@ -46,6 +54,7 @@ def check_yaml(text: str, source: str = "the configuration") -> None:
             total += anchor_sizes.get(event.anchor, 1)
         elif isinstance(event, yaml.ScalarEvent):
             total += 1
+            _check_int(event, source)
             if event.anchor:
                 anchor_sizes[event.anchor] = 1
         elif isinstance(event, yaml.CollectionStartEvent):
@@ -62,6 +71,27 @@ def check_yaml(text: str, source: str = "the configuration") -> None:
                 f"{source} expands to more than {MAX_CONFIG_NODES:,} values through YAML aliases "
                 "(*name); refused before expanding it (a 'billion laughs' attack?)"
             )
+
+
+def _check_int(event: yaml.ScalarEvent, source: str) -> None:
+    """Refuse a plain scalar that PyYAML reads as an int beyond :data:`MAX_INT` either way (decimal, ``0x``, ``0o``,
+    ``0b`` or sexagesimal, as its resolver finds them): a float option's ``float()`` of it overflows, Lightning and
+    torch overflow on it, and past Python's digit limit (:func:`sys.get_int_max_str_digits`) reading it raises
+    ``ValueError``, none of which is a ``yaml.YAMLError``."""
+    if not event.implicit[0] or len(event.value) <= MAX_INT_DIGITS:
+        return
+    if yaml.resolver.Resolver().resolve(yaml.ScalarNode, event.value, (True, False)) != _INT_TAG:
+        return
+    try:
+        within = abs(yaml.safe_load(event.value)) <= MAX_INT
+    except ValueError:  # more digits than Python reads
+        within = False
+    if not within:
+        shown = event.value if len(event.value) <= 24 else f"{event.value[:10]}...{event.value[-4:]}"
+        raise ConfigLimitError(
+            f"{source} has the number {shown} ({len(event.value):,} characters), beyond the 64-bit integers "
+            f"settings take (at most {MAX_INT:,}); give a smaller number"
+        )
 
 
 def yaml_problem(err: yaml.YAMLError) -> str:

@@ -50,6 +50,33 @@ def run_cli(
     return proc
 
 
+#: What a command that was asked for text on a closed standard output says (exit status 1).
+CLOSED_STDOUT = (
+    "error: standard output is closed (>&-), so there is nowhere to write what was asked for; "
+    "leave it open or send it to a file (> FILE)"
+)
+
+
+def run_cli_streams(*args: str, cwd: Path, stdout: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m mnist_lit ARGS`` with a standard stream as a shell can leave it: ``stdout="closed"`` (``>&-``),
+    ``"gone"`` (a pipe whose reader has exited, as ``| head -1`` once head has its line) or ``"stderr closed"``
+    (``2>&-``: stdout is captured). Returns the finished process, stdout and stderr as text (those left open)."""
+    full_env = {**os.environ, "TQDM_DISABLE": "1", **(env or {})}
+    command = [sys.executable, "-m", "mnist_lit", *args]
+    if stdout == "gone":
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # no reader: every write gets EPIPE (Python ignores SIGPIPE)
+        try:
+            return subprocess.run(
+                command, cwd=cwd, stdout=write_end, stderr=subprocess.PIPE, text=True, env=full_env, timeout=600
+            )
+        finally:
+            os.close(write_end)
+    redirect = {"closed": ">&-", "stderr closed": "2>&-"}[stdout]
+    shell = ["sh", "-c", f'exec "$@" {redirect}', "sh", *command]  # the shell closes it, as a user's would
+    return subprocess.run(shell, cwd=cwd, capture_output=True, text=True, env=full_env, timeout=600)
+
+
 def offline_data(data_dir) -> list[str]:
     """The data flags of a run on real files already on disk: ``--data.data_dir DIR --data.download false``."""
     return ["--data.data_dir", str(data_dir), "--data.download", "false"]

@@ -338,6 +338,16 @@ def test_a_value_of_the_wrong_type_is_one_line_naming_key_value_and_type(tmp_pat
     assert not (tmp_path / "lightning_logs").exists()
 
 
+@pytest.mark.slow
+def test_an_infinite_learning_rate_is_one_line(tmp_path, mnist_dir):
+    """1e400 reads as inf, which ``lr > 0`` let through (NaN losses, then a traceback plotting them)."""
+    out = run_cli(
+        "fit", "--config", str(CONFIG), *offline_data(mnist_dir), "--model.lr", "1e400", cwd=tmp_path, check=False
+    )
+    assert out.returncode == 2 and out.stderr.splitlines()[-1] == "error: model.lr must be a finite number > 0, got inf"
+    assert "Traceback" not in out.stderr and not (tmp_path / "lightning_logs").exists()
+
+
 def test_parser_errors_other_than_a_wrong_type_keep_their_words_on_one_line():
     from mnist_lit.parser_errors import one_line_error
 

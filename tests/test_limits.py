@@ -558,3 +558,43 @@ def test_config_that_is_not_yaml_is_one_line_naming_where(tmp_path):
             out = run_cli(*args, cwd=tmp_path, check=False)
             assert out.returncode == 2 and out.stderr.splitlines() == [line], (args, out.stderr[-2000:])
     assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_an_int_beyond_64_bits_is_one_line_naming_where(tmp_path):
+    """An int beyond 2**63 - 1: jsonargparse's float() of it for a float option raised OverflowError (a traceback,
+    from the command line or a file, also for a class's own option, ``--data.val_split``); of more than 4,300 digits
+    (Python's limit on reading an int), PyYAML's ValueError was a traceback and the command line's a raw
+    "Exceeds the limit" line. Refused before Lightning, whichever way the int is written."""
+    big, huge = "1" + "0" * 400, "1" * 5001
+    (tmp_path / "huge.yaml").write_text(f"trainer:\n  max_epochs: {huge}\n")
+    (tmp_path / "hex.yaml").write_text("model:\n  lr: 0x" + "f" * 30 + "\n")
+    beyond = "beyond the 64-bit integers settings take (at most 9,223,372,036,854,775,807); give a smaller number"
+    for args, line in (
+        (
+            ["fit", "--config", "huge.yaml"],
+            f"error: huge.yaml has the number 1111111111...1111 (5,001 characters), {beyond}",
+        ),
+        (
+            ["fit", "--config", str(CONFIG), "--config", "hex.yaml"],
+            f"error: hex.yaml has the number 0xffffffff...ffff (32 characters), {beyond}",
+        ),
+        (
+            ["fit", "--config", str(CONFIG), "--trainer.max_epochs", huge],
+            f"error: the value of --trainer.max_epochs has the number 1111111111...1111 (5,001 characters), {beyond}",
+        ),
+        (
+            ["fit", "--config", str(CONFIG), f"--model.lr={big}"],
+            f"error: the value of --model.lr has the number 1000000000...0000 (401 characters), {beyond}",
+        ),
+        (
+            ["fit", "--config", str(CONFIG), "--data.val_split", big],
+            f"error: the value of --data.val_split has the number 1000000000...0000 (401 characters), {beyond}",
+        ),
+        (
+            ["fit", "--config", str(CONFIG), "--trainer.limit_train_batches", "-" + "9" * 20],
+            f"error: the value of --trainer.limit_train_batches has the number -99999999999999999999 (21 characters), {beyond}",
+        ),
+    ):
+        out = run_cli(*args, cwd=tmp_path, check=False)
+        assert out.returncode == 2 and out.stderr.splitlines() == [line], (args, out.stderr[-2000:])
+    assert not (tmp_path / "lightning_logs").exists()

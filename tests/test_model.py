@@ -106,6 +106,13 @@ def test_dropout_rates_are_hyperparameters():
     }
 
 
+def test_infinite_hyperparameters_are_refused():
+    """``--model.lr 1e400`` reads as inf, which ``lr > 0`` let through: NaN from the first step."""
+    for name in ("lr", "eps", "weight_decay"):
+        with pytest.raises(HyperparameterError, match=rf"^model\.{name} must be a finite number [^,]+, got inf$"):
+            MNISTClassifier(**{name: math.inf})
+
+
 def test_the_module_scales_its_own_uint8_input(mnist_dir):
     """The input contract lives in the module: uint8 pixels in, scaled by its pixel_scale, floats refused."""
     images, _ = real_batch(mnist_dir, 16)

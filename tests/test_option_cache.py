@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONFIG, REPO
+from conftest import CLOSED_STDOUT, CONFIG, REPO, run_cli_streams
 
 from mnist_lit import option_cache, option_check
 
@@ -41,6 +41,16 @@ MISTAKES = [
         ["fit", "--config", C, "--bogus\nx\ty"],
         "error: unrecognized arguments: --bogus x y",
     ),  # one line, as the parser's
+    # an empty value (an unset shell variable): jsonargparse's nine lines ended "Given value: " with nothing after
+    (
+        ["test", "--ckpt_path", "best", "--weights_only", ""],
+        "error: --weights_only '': expected a bool (true or false) (or null)",
+    ),
+    (
+        ["predict", "--ckpt_path=best", "--weights_only= "],
+        "error: --weights_only ' ': expected a bool (true or false) (or null)",
+    ),
+    (["fit", "--config", C, "--model.lr", ""], "error: --model.lr '': expected a float"),
 ]
 
 #: Command lines the parser accepts, or whose answer is the parser's to give: no answer from the remembered options.
@@ -257,3 +267,29 @@ def test_a_config_file_that_cannot_be_read_is_one_error_line(tmp_path, monkeypat
 
     monkeypatch.setattr(Path, "read_bytes", denied)
     assert config_error(["fit", "--config", str(config)]) == f"--config {config}: cannot be read (Permission denied)"
+
+
+def test_fit_help_into_a_closed_stdout_is_one_line_with_or_without_remembered_options(remembered, tmp_path):
+    """``fit --help >&-``: the remembered help (an AttributeError traceback before) and the first one, which would
+    build the parser (:func:`mnist_lit.option_cache.recording_help`), are refused alike before either is written."""
+    for cache in (remembered["cache"], tmp_path):
+        out = run_cli_streams("fit", "--help", cwd=REPO, stdout="closed", env={"MNIST_LIT_CACHE_DIR": str(cache)})
+        assert (out.returncode, out.stderr.splitlines()) == (1, [CLOSED_STDOUT]), out.stderr[-2000:]
+
+
+def test_remembered_fit_help_into_a_gone_reader_ends_quietly(remembered):
+    """The remembered help into a pipe whose reader has gone (``| head -1``): exit 1 without a word (the
+    BrokenPipeError traceback before), as Python's note on SIGPIPE advises."""
+    out = run_cli_streams(
+        "fit", "--help", cwd=REPO, stdout="gone", env={"MNIST_LIT_CACHE_DIR": str(remembered["cache"])}
+    )
+    assert (out.returncode, out.stderr) == (1, ""), out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_fit_help_first_built_into_a_gone_reader_ends_quietly_and_is_still_remembered(tmp_path):
+    """The first ``fit --help`` (the parser built, :func:`mnist_lit.option_cache.recording_help`) into a pipe whose
+    reader has gone: exit 1 without a word, and the help is remembered for the next run all the same."""
+    out = run_cli_streams("fit", "--help", cwd=REPO, stdout="gone", env={"MNIST_LIT_CACHE_DIR": str(tmp_path)})
+    assert (out.returncode, out.stderr) == (1, ""), out.stderr[-2000:]
+    assert list(tmp_path.glob("options-*/help-fit-*.txt"))

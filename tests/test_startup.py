@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CONFIG, REPO, offline_data
+from conftest import CLOSED_STDOUT, CONFIG, REPO, offline_data, run_cli_streams
 
 HEAVY = {"torch", "lightning", "torchvision", "matplotlib", "tensorboard", "optuna", "fastapi", "onnx", "cv2", "PIL"}
 
@@ -185,3 +185,22 @@ def test_leave_runs_exit_handlers_and_flushes_like_a_normal_exit(code, status, s
     assert proc.returncode == status
     assert proc.stdout == "x" * 100000 + "handler ran\n"
     assert proc.stderr == stderr
+
+
+@pytest.mark.parametrize("args", [("--help",), ("cv", "--help"), ("serve", "-h")])
+def test_help_into_a_closed_stdout_or_a_gone_reader_ends_without_a_traceback(tmp_path, args):
+    """``--help >&-``: one error line, exit 1 (sys.stdout is None: an AttributeError traceback before); ``--help |
+    head -1`` once head has exited: exit 1 and nothing more, as Python's note on SIGPIPE advises."""
+    closed = run_cli_streams(*args, cwd=tmp_path, stdout="closed")
+    assert (closed.returncode, closed.stderr.splitlines()) == (1, [CLOSED_STDOUT]), closed.stderr[-2000:]
+    gone = run_cli_streams(*args, cwd=tmp_path, stdout="gone")
+    assert (gone.returncode, gone.stderr) == (1, ""), gone.stderr[-2000:]
+
+
+def test_a_closed_stderr_keeps_error_lines_off_stdout_and_the_exit_status(tmp_path):
+    """``2>&-``: the error line goes nowhere (print(file=None) would put it on stdout) and the status stays 2 (a flush
+    of the missing stream at exit raised AttributeError: exit 1); help still reaches stdout."""
+    refused = run_cli_streams("tuen", cwd=tmp_path, stdout="stderr closed")
+    assert (refused.returncode, refused.stdout) == (2, "")
+    helped = run_cli_streams("--help", cwd=tmp_path, stdout="stderr closed")
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: python -m mnist_lit COMMAND")

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 from mnist_lit.command_line import PROG
 from mnist_lit.errors import MnistLitError, TuneError
+from mnist_lit.streams import write_out
 
 #: What the extra commands accept beyond their own options.
 FIT_FLAGS_NOTE = (
@@ -35,6 +36,14 @@ class CommandParser(argparse.ArgumentParser):
         """Print the usage and the one ``error:`` line to stderr; exit 2."""
         self.print_usage(sys.stderr)
         self.exit(2, f"error: {message} ({self.prog} --help lists the options)\n")
+
+    def print_help(self, file: Any = None) -> None:
+        """argparse's help text; on standard output through :func:`mnist_lit.streams.write_out` (argparse would
+        ignore a pipe whose reader has gone and exit 0)."""
+        if file is None:
+            write_out(self.format_help())
+        else:
+            super().print_help(file)
 
 
 def new_run_dir(log_dir: str | Path, prefix: str) -> Path:
