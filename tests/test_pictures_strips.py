@@ -171,3 +171,47 @@ def test_strips_never_get_a_wrong_number_with_success(probs_fn, test_digits):
         truth = "".join(str(int(y)) for y in labels[start : start + 6])
         reading = classify(read_picture(as_file(number_in_long_strip(images[start : start + 6]), "PNG")), probs_fn)
         assert reading.digits in ("", truth), (start, truth, reading.digits, reading.confidences)
+
+
+def cropped_to_ink(digits: np.ndarray, pad: int) -> np.ndarray:
+    """``digits`` side by side in 36x28 cells (4 px apart), the whole then cropped to its ink's rows plus ``pad``
+    px above and below: how a user crops a number tightly."""
+    row = np.concatenate([np.pad(d, ((0, 0), (4, 4))) for d in digits], 1)
+    ink_rows = np.flatnonzero(row.max(1) > 0)
+    top, bottom = ink_rows[0], ink_rows[-1] + 1
+    return np.pad(row[top:bottom], ((pad, pad), (8, 8)))
+
+
+@pytest.mark.parametrize("digits", [[1, 0, 4], [36, 37, 38, 39], [0, 1, 2, 3, 4, 5]])
+@pytest.mark.parametrize("dark", [True, False])
+def test_a_digit_touching_the_edge_refuses_the_picture_not_the_digit(test_digits, digits, dark):
+    """A number cropped to its ink: the digits that reach the top or bottom edge were left out as objects the frame
+    cut, and the rest was read with success (721041 as 4 at 99.75%). Refused now, unless every digit touches it (then
+    all are read); with a margin, every digit is read."""
+    images, _ = test_digits
+    tight = read_picture(as_file(cropped_to_ink(images[digits], 0), "PNG", dark))
+    if digits == [36, 37, 38, 39]:  # every digit touches the edge: none is taken for an object the frame cut
+        assert tight.refusal == "" and len(tight.pixels) == len(digits)
+    else:
+        assert len(tight.pixels) == 0 and "touches the picture's edge; leave a margin" in tight.refusal
+    spaced = read_picture(as_file(cropped_to_ink(images[digits], 6), "PNG", dark))
+    assert spaced.refusal == "" and len(spaced.pixels) == len(digits)
+    for crop, k in zip(spaced.pixels, digits, strict=True):
+        assert similarity(images[k], crop) > 0.75
+
+
+def test_a_strip_is_not_cut_to_a_sheet_found_in_part_of_it(test_digits):
+    """20 digits of 40 px, 1024 px apart in 20479x40 px: a "sheet" was found around some of them, the digits beyond it left
+    out, and 10 read with success. A picture over 3 times as long as wide has no sheet looked for: its 20 marks
+    are seen (and refused as more than a number's 10 digits, or as touching the edge)."""
+    images, _ = test_digits
+    pixels = np.zeros((40, 20479), np.uint8)
+    for k in range(20):
+        pixels[:, 1024 * k + 492 : 1024 * k + 532] = Image.fromarray(images[k]).resize(
+            (40, 40), Image.Resampling.BILINEAR
+        )
+    found = read_picture(as_file(pixels, "PNG"))
+    assert len(found.pixels) == 0
+    assert (
+        "20 separate marks, more than the 10 digits" in found.refusal or "touches the picture's edge" in found.refusal
+    )

@@ -29,6 +29,10 @@ from mnist_lit.pictures.worksize import WORK_SIDE, work_shape
 # cost more CPU than they save, and pictures are read side by side anyway (DataLoader workers, server requests).
 cv2.setNumThreads(1)
 
+#: A sheet is looked for only in a picture at most this many times as long as it is wide: a photo of paper is under
+#: about 2:1 (A4 1.41, a phone's 16:9 frame 1.78); a longer one is a strip cropped to its writing, in which a "sheet"
+#: found covered part of the strip and the digits beyond it were left out (20 digits in 20479x40 px read as 10).
+SHEET_MAX_ASPECT = 3.0
 #: The local paper brightness is a morphological closing (max then min filter) whose square window is this
 #: fraction of the picture's shorter side: wider than any pen stroke of a digit that fills the picture
 #: (MNIST strokes are about 15% of the 28 px frame), and a closing keeps ramps and hard shadow edges exactly.
@@ -229,7 +233,7 @@ def ink_map_of(work: np.ndarray, picture_size: tuple[int, int], use_sheet: bool 
     to_picture = np.diag([picture_size[0] / work.shape[1], picture_size[1] / work.shape[0], 1.0])
     region = np.ones(work.shape, bool)
     sheet = None
-    if use_sheet and not light:
+    if use_sheet and not light and max(work.shape) <= SHEET_MAX_ASPECT * min(work.shape):
         sheet = straighten_sheet(work, textured_pixels(smooth, background), max(WORK_SIDE, *work.shape))
     if sheet is None:
         darkness = darkness_of(smooth, background)

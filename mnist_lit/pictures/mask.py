@@ -25,6 +25,12 @@ MAX_LOW_DARKNESS, MAX_HIGH_DARKNESS = 0.2, 0.35
 CUT_HEIGHT = 0.1
 #: ... "well inside" the paper: at least this many pixels from its edge.
 CUT_INSIDE = 4
+#: On a picture without a sheet, a mark touching its edge between these fractions of the height of the tallest
+#: mark inside, and level with those marks, is a digit written or cropped up to the edge, not an object the frame
+#: cut: left out, it made the number a digit short (7121 read as 121 with success), so the picture is refused. The
+#: lower end is the "very different sizes" rule's (:mod:`mnist_lit.pictures.segment`: digits are written at one
+#: height); above the upper end it is a pen, a table's edge or a shadow, left out as before.
+EDGE_DIGIT_HEIGHTS = (0.75, 1.5)
 
 
 def thresholds(noise: float) -> tuple[float, float]:
@@ -40,6 +46,8 @@ class InkMask(NamedTuple):
     Attributes:
         mask: uint8 (H, W) 0/1, the ink pixels.
         cut: whether a substantial mark was left out because it touches the sheet's edge.
+        digit_at_edge: whether a mark left out because it touches the picture's edge looks like one of the digits
+            (:data:`EDGE_DIGIT_HEIGHTS`; never on a sheet).
         labels, stats: OpenCV's connected components (8-connected) of the ink before marks were left out;
             ``mask`` is exactly the components whose ``keep`` is True, so they need not be found again.
         keep: bool (count,), the components in ``mask`` (index 0, the background, is False).
@@ -50,6 +58,7 @@ class InkMask(NamedTuple):
     labels: np.ndarray
     stats: np.ndarray
     keep: np.ndarray
+    digit_at_edge: bool = False
 
 
 def ink_mask(ink: InkMap) -> InkMask:
@@ -72,10 +81,26 @@ def ink_mask(ink: InkMap) -> InkMask:
     edge |= cv2.dilate((~ink.region).astype(np.uint8), np.ones((3, 3), np.uint8))
     touching = np.bincount(labels[edge > 0], minlength=count) > 0
     cut = ink.sheet_found and _cut_by_edge(ink.region, labels, stats, np.flatnonzero(keep & touching))
+    at_edge = not ink.sheet_found and _digit_at_edge(stats, keep, touching)
     if ink.sheet_found or (keep & ~touching).any():
         keep &= ~touching
     kept = mask if keep[1:].all() else keep.astype(np.uint8)[labels]  # every component kept: the mask as it is
-    return InkMask(kept, cut, labels, stats, keep)
+    return InkMask(kept, cut, labels, stats, keep, at_edge)
+
+
+def _digit_at_edge(stats: np.ndarray, keep: np.ndarray, touching: np.ndarray) -> bool:
+    """Whether one of the components in ``keep`` that are ``touching`` the edge (bool (count,) each; OpenCV's
+    ``stats``) is a digit's size, :data:`EDGE_DIGIT_HEIGHTS` of the tallest of those inside, with its middle between
+    their top and their bottom."""
+    inside, at_edge = np.flatnonzero(keep & ~touching), np.flatnonzero(keep & touching)
+    if not len(inside) or not len(at_edge):
+        return False
+    tops, heights = stats[inside, cv2.CC_STAT_TOP], stats[inside, cv2.CC_STAT_HEIGHT]
+    low, high = EDGE_DIGIT_HEIGHTS[0] * heights.max(), EDGE_DIGIT_HEIGHTS[1] * heights.max()
+    middles = stats[at_edge, cv2.CC_STAT_TOP] + stats[at_edge, cv2.CC_STAT_HEIGHT] / 2
+    level = (tops.min() <= middles) & (middles <= (tops + heights).max())
+    tall = (low <= stats[at_edge, cv2.CC_STAT_HEIGHT]) & (stats[at_edge, cv2.CC_STAT_HEIGHT] <= high)
+    return bool((level & tall).any())
 
 
 def _cut_by_edge(region: np.ndarray, labels: np.ndarray, stats: np.ndarray, touching: np.ndarray) -> bool:

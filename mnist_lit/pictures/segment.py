@@ -175,11 +175,14 @@ def find_marks(ink: InkMap) -> Marks:
 
 
 def _components(found: InkMask, paper: int) -> np.ndarray:
-    """The labels of the connected components of the ink that are not dirt; refuses no ink, ink over
-    :data:`MAX_INK_FRACTION` of the ``paper`` pixels, and a texture of many marks."""
+    """The labels of the connected components of the ink that are not dirt; refuses no ink, a digit at the
+    picture's edge (:func:`mnist_lit.pictures.mask.ink_mask`), ink over :data:`MAX_INK_FRACTION` of the ``paper``
+    pixels, and a texture of many marks."""
     mask = found.mask
     if not mask.any():
         raise _NoDigit("no digit found (nothing stands out from the paper or background)")
+    if found.digit_at_edge:
+        raise _NoDigit("not read: a mark the size of the digits touches the picture's edge; leave a margin around them")
     if mask.sum() > MAX_INK_FRACTION * paper:
         raise _NoDigit(
             f"not a digit: dark marks cover {mask.sum() / paper:.0%} of the picture, as in a photo of a scene, not writing"
