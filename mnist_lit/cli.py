@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import torch
+from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
@@ -22,7 +23,7 @@ from mnist_lit.allocator import keep_freed_memory
 from mnist_lit.callbacks import PredictionWriter
 from mnist_lit.command_line import EVALUATION_COMMANDS, EXTRA_COMMANDS, PROG, prepare_argv
 from mnist_lit.distributed import EndRanksOnFailure
-from mnist_lit.errors import MnistLitError
+from mnist_lit.errors import MnistLitError, SettingError
 from mnist_lit.lightning_cli import MNISTLightningCLI
 from mnist_lit.model import MNISTClassifier
 from mnist_lit.option_check import usage_line
@@ -57,12 +58,32 @@ class ArgumentParser(LightningArgumentParser):
     def parse_args(self, *args, **kwargs):
         """jsonargparse's ``parse_args``; the top-level parser first remembers its commands' options, so that the
         next usage error is answered without Lightning (:mod:`mnist_lit.option_cache`); ``--print_config`` into a pipe
-        whose reader has gone ends quietly (:func:`mnist_lit.streams.reader_gone`)."""
+        whose reader has gone ends quietly (:func:`mnist_lit.streams.reader_gone`); a seed numpy cannot take is
+        refused (:func:`check_seed`)."""
         option_cache.save_options(self)
         try:
-            return super().parse_args(*args, **kwargs)
+            config = super().parse_args(*args, **kwargs)
         except BrokenPipeError:
             reader_gone()
+        check_seed(config)
+        return config
+
+
+def check_seed(config) -> None:
+    """Refuse a ``seed_everything`` that Lightning's ``seed_everything`` would refuse with a traceback, before
+    anything is built: numpy's seeds are 0 to 2**32 - 1 (``true`` and ``false`` pass: Lightning's choice, no seeding).
+    ``config``: the parsed command line, with a subcommand (``fit``, ...) or without one (``cv``, ``tune``, ``lr_find``).
+
+    Raises:
+        SettingError: an int outside that range (from the command line or a config file).
+    """
+    subcommand = config.get("subcommand")
+    seed = (config.get(subcommand) if subcommand else config).get("seed_everything")
+    if isinstance(seed, int) and not isinstance(seed, bool) and not min_seed_value <= seed <= max_seed_value:
+        raise SettingError(
+            f"--seed_everything {seed} is not a seed numpy takes: give an integer from {min_seed_value} to "
+            f"{max_seed_value}, or false for no seeding"
+        )
 
 
 def build_cli(args: list[str] | None = None, run: bool = True, callbacks: Sequence = ()) -> MNISTLightningCLI:

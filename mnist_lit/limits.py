@@ -6,6 +6,8 @@ too, so that ``serve --help`` can show them without importing the web app (:mod:
 
 from __future__ import annotations
 
+import os
+
 #: Largest item count an IDX file may announce in its header: 1,000,000 images (784 MB uncompressed),
 #: above the largest 28x28 IDX set published (EMNIST ByClass, 697,932 training images). A header over
 #: it is refused before anything is inflated (:mod:`mnist_lit.data.idx`).
@@ -13,6 +15,17 @@ MAX_IDX_ITEMS = 1_000_000
 #: Largest IDX file accepted on disk, compressed or not, bytes: the largest legal uncompressed images
 #: file (16 + 1,000,000 x 784 bytes) plus 1 MiB for gzip's overhead on incompressible data.
 MAX_IDX_FILE_BYTES = 16 + MAX_IDX_ITEMS * 28 * 28 + 2**20
+
+#: DataLoader worker processes ``--data.num_workers`` may ask for, for each CPU this process may use
+#: (:func:`max_num_workers`). Each worker is a process with memory of its own, and as many start for each loader (the
+#: training and validation loaders of a fit run together): 40,000 forked until memory ran out. PyTorch's DataLoader
+#: warns above one worker per CPU (``DataLoader.check_worker_number_rationality``); four leave room for workers that
+#: mostly wait on disk (the picture files of ``predict``).
+WORKERS_PER_CPU = 4
+#: Largest ``--data.batch_size`` (images, or pictures, in one batch): 2**20 = 1,048,576, more than the 70,000 images of
+#: all of MNIST (or Fashion-MNIST), train and test together, so no data set here fills a larger batch. (Past
+#: ``sys.maxsize`` PyTorch's batch sampler ended in an ``itertools.islice`` traceback.)
+MAX_BATCH_SIZE = 2**20
 
 #: Seconds allowed to connect to a mirror and for each read of its answer (no progress that long:
 #: that mirror fails). A mirror that fails this way is not asked again during the same prepare_data.
@@ -59,3 +72,17 @@ MAX_CONFIG_DEPTH = 64
 #: each time), so that a pattern over a tree whose symbolic links loop back ends with one error line instead of
 #: walking for ever; a folder (no pattern) has no such limit.
 MAX_LISTED_PATHS = 100_000
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: ``os.sched_getaffinity`` (a container's or ``taskset``'s share) where the
+    system tells it, else ``os.cpu_count()``, as PyTorch's DataLoader counts them; at least 1."""
+    if hasattr(os, "sched_getaffinity"):  # Linux; not macOS or Windows
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def max_num_workers() -> int:
+    """The most DataLoader worker processes ``--data.num_workers`` may ask for here: :data:`WORKERS_PER_CPU` for each
+    of the :func:`usable_cpus`."""
+    return WORKERS_PER_CPU * usable_cpus()

@@ -63,7 +63,8 @@ class MNISTClassifier(TypedHParams, LightningModule):
     (per epoch) and ``train_loss_step``; ``val_count`` and ``test_count``: images evaluated in the
     epoch, summed over all processes. Epoch values cover every image of the epoch on all processes
     (under DDP too): losses are the mean over images (torchmetrics ``MeanMetric`` weighted by batch
-    size), so a smaller last batch counts by its images, not as a whole batch.
+    size), so a smaller last batch counts by its images, not as a whole batch; a NaN loss in any step makes the
+    epoch's loss NaN (``null`` in metrics.json), never the mean of the other steps.
     """
 
     def __init__(
@@ -119,7 +120,11 @@ class MNISTClassifier(TypedHParams, LightningModule):
     def _metrics(count: bool = False) -> nn.ModuleDict:
         # A ModuleDict, not a MetricCollection: a collection passes one update()'s arguments to every metric,
         # and loss (value, weight), accuracy (logits, labels) and count (n) take different ones.
-        metrics = {"loss": MeanMetric(), "acc": MulticlassAccuracy(NUM_CLASSES, average="micro")}
+        # A NaN loss (a run that diverged) makes the epoch's loss NaN: MeanMetric's default leaves it out with a
+        # warning, which made the mean of the other steps read as the epoch's; nan_strategy="disable" would also drop
+        # the batch weights (torchmetrics 1.9 sets them to 1), so NaN is "imputed" with NaN.
+        loss = MeanMetric(nan_strategy=math.nan)
+        metrics = {"loss": loss, "acc": MulticlassAccuracy(NUM_CLASSES, average="micro")}
         return nn.ModuleDict({**metrics, "count": SumMetric()} if count else metrics)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

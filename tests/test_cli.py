@@ -366,3 +366,45 @@ def test_parser_errors_other_than_a_wrong_type_keep_their_words_on_one_line():
     assert one_line_error("unrecognized arguments: --data.batch_sise 64") == (
         "unrecognized arguments: --data.batch_sise 64"
     )
+
+
+@pytest.mark.slow
+def test_a_seed_numpy_cannot_take_is_one_line_before_a_run_folder(tmp_path):
+    """``--seed_everything -1`` (or 2**40, on the command line or in a config) was a ValueError traceback from
+    Lightning's seed_everything ("... is not in bounds, numpy accepts from 0 to 4294967295")."""
+    (tmp_path / "seed.yaml").write_text("seed_everything: -1\n")
+    for args, seed in (
+        (["--seed_everything", "-1"], -1),
+        (["--seed_everything", str(2**40)], 2**40),
+        (["--seed_everything=4294967296"], 4294967296),
+        (["--config", "seed.yaml"], -1),
+    ):
+        out = run_cli(
+            "fit", "--config", str(CONFIG), *offline_data(tmp_path / "no_data"), *args, cwd=tmp_path, check=False
+        )
+        assert out.returncode == 2 and "Traceback" not in out.stderr, (args, out.stderr[-2000:])
+        assert out.stderr.splitlines()[-1] == (
+            f"error: --seed_everything {seed} is not a seed numpy takes: give an integer from 0 to 4294967295, "
+            "or false for no seeding"
+        )
+        assert [line for line in out.stderr.splitlines() if line.startswith("error:")] == [out.stderr.splitlines()[-1]]
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.mark.slow
+def test_the_seeds_lightning_takes_still_seed(tmp_path):
+    """true, false, 0 and 2**32 - 1 pass the seed check: the run is seeded (or not) and goes on to read its data
+    (none here: the data's error line, after the seed was set)."""
+    for seed, seeded in (
+        ("true", "Seed set to "),
+        ("false", None),
+        ("0", "Seed set to 0"),
+        ("4294967295", "Seed set to 4294967295"),
+    ):
+        args = [*offline_data(tmp_path / "no_data"), "--seed_everything", seed]
+        out = run_cli("fit", "--config", str(CONFIG), *args, cwd=tmp_path, check=False)
+        assert out.returncode == 2 and out.stderr.splitlines()[-1].startswith("error: mnist data not found"), (
+            seed,
+            out.stderr[-2000:],
+        )
+        assert (seeded in out.stderr) if seeded else ("Seed set to" not in out.stderr)

@@ -131,3 +131,25 @@ def test_bad_arguments_raise_one_line_errors(kwargs, match):
 def test_split_leaving_no_training_images_is_refused():
     with pytest.raises(DataError, match="empty training set"):
         split_indices(3, 0.9, "tail")
+
+
+def test_num_workers_and_batch_size_above_their_bounds_are_refused_in_one_line():
+    """``num_workers: 40000`` forked worker processes until memory ran out; a ``batch_size`` beyond ``sys.maxsize``
+    ended in an ``itertools.islice`` traceback. Both now have an upper bound (:mod:`mnist_lit.limits`)."""
+    from mnist_lit import limits
+
+    bound, largest = limits.max_num_workers(), limits.MAX_BATCH_SIZE
+    assert bound == limits.WORKERS_PER_CPU * limits.usable_cpus() >= limits.WORKERS_PER_CPU
+    MNISTDataModule(num_workers=bound, batch_size=largest)  # the bounds themselves are allowed
+    for workers in (bound + 1, 40_000, 10**18):
+        with pytest.raises(DataError) as err:
+            MNISTDataModule(num_workers=workers)
+        message = str(err.value)
+        assert message.startswith(f"--data.num_workers {workers} is more than {bound}, ") and "\n" not in message
+        assert f"give 0 to {bound}" in message and "CPU" in message
+    for size in (largest + 1, 10**18, 2**63):
+        with pytest.raises(DataError) as err:
+            MNISTDataModule(batch_size=size)
+        message = str(err.value)
+        assert message.startswith(f"--data.batch_size {size} is more than {largest:,}") and "\n" not in message
+        assert f"give 1 to {largest:,}" in message

@@ -598,3 +598,25 @@ def test_an_int_beyond_64_bits_is_one_line_naming_where(tmp_path):
         out = run_cli(*args, cwd=tmp_path, check=False)
         assert out.returncode == 2 and out.stderr.splitlines() == [line], (args, out.stderr[-2000:])
     assert not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.mark.slow
+def test_worker_count_and_batch_size_beyond_their_bounds_are_one_line_before_a_run_folder(tmp_path, mnist_dir):
+    """``--data.num_workers 40000`` forked DataLoader workers until memory ran out (here without data files, so that
+    code without the bound stops at the missing files instead of forking); ``--data.batch_size 10**18`` trained (a
+    number past sys.maxsize: an islice traceback). Now one line each, exit 2, before a run folder."""
+    from mnist_lit.limits import MAX_BATCH_SIZE, max_num_workers
+
+    bound = max_num_workers()
+    for flag, value, data in (
+        ("--data.num_workers", "40000", tmp_path / "no_data"),
+        ("--data.num_workers", str(10**18), tmp_path / "no_data"),
+        ("--data.batch_size", str(10**18), mnist_dir),
+    ):
+        args = [*offline_data(data), flag, value, "--trainer.fast_dev_run", "true"]
+        out = run_cli("fit", "--config", str(CONFIG), *args, cwd=tmp_path, check=False)
+        errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+        assert out.returncode == 2 and "Traceback" not in out.stderr, (flag, value, out.stderr[-2000:])
+        assert errors == [out.stderr.splitlines()[-1]] and errors[0].startswith(f"error: {flag} {value} is more than ")
+        assert (f"give 0 to {bound}" if "workers" in flag else f"give 1 to {MAX_BATCH_SIZE:,}") in errors[0]
+    assert not (tmp_path / "lightning_logs").exists()

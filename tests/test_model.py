@@ -181,3 +181,17 @@ def test_epoch_metrics_cover_the_steps_that_ran_when_max_steps_stops_the_epoch(m
     assert len(steps.losses) == 7  # 7 of the epoch's 20 batches, all of 128 images
     assert math.isclose(float(trainer.callback_metrics["train_loss"]), sum(steps.losses) / 7, rel_tol=1e-5)
     assert 0.0 < float(trainer.callback_metrics["train_acc"]) < 1.0
+
+
+def test_a_nan_loss_makes_the_epoch_loss_nan_not_left_out():
+    """A diverging run (``--model.lr 1e30``) has NaN losses in some steps: torchmetrics' default left them out with a
+    warning, so the epoch's train_loss read as a finite mean of the other steps. The mean over all images is NaN."""
+    model = MNISTClassifier()
+    for metrics in (model.train_metrics, model.val_metrics, model.test_metrics):
+        metrics["loss"].update(torch.tensor(2.3), 128)
+        metrics["loss"].update(torch.tensor(math.nan), 128)
+        assert math.isnan(float(metrics["loss"].compute()))
+    model.train_metrics["loss"].reset()
+    model.train_metrics["loss"].update(torch.tensor(2.0), 96)
+    model.train_metrics["loss"].update(torch.tensor(4.0), 32)
+    assert float(model.train_metrics["loss"].compute()) == pytest.approx(2.5)  # weighted by images, as before

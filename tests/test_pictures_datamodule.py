@@ -297,3 +297,20 @@ def test_broken_and_looping_links_in_a_folder_get_a_row_each_not_silence(tmp_pat
     assert errors["d0.png"] == ""
     assert errors["gone.png"] == f"{tmp_path / 'pics' / 'gone.png'}: no such file"
     assert errors["loop.png"].startswith(f"{tmp_path / 'pics' / 'loop.png'}: ") and "\n" not in errors["loop.png"]
+
+
+def test_pictures_num_workers_and_batch_size_above_their_bounds_are_refused_in_one_line(tmp_path, mnist_dir):
+    """The same bounds as MNISTDataModule's (:mod:`mnist_lit.limits`): no 40,000 worker processes reading pictures."""
+    from mnist_lit import limits
+
+    _digit_pictures(tmp_path / "pics", mnist_dir, count=1)
+    pics, bound, largest = str(tmp_path / "pics"), limits.max_num_workers(), limits.MAX_BATCH_SIZE
+    PicturesDataModule(pics, num_workers=bound, batch_size=largest)  # the bounds themselves are allowed
+    for workers in (bound + 1, 40_000):
+        with pytest.raises(
+            DataError, match=rf"^--data\.num_workers {workers} is more than {bound}, .*give 0 to {bound}"
+        ):
+            PicturesDataModule(pics, num_workers=workers)
+    for size in (largest + 1, 10**18):
+        with pytest.raises(DataError, match=rf"^--data\.batch_size {size} is more than {largest:,}"):
+            PicturesDataModule(pics, batch_size=size)

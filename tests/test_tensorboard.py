@@ -383,3 +383,48 @@ def test_val_every_n_epochs_out_of_range_is_one_error_line(mnist_dir, tmp_path, 
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "val_every_n_epochs" in last and str(value) in last, out.stderr[-2000:]
     assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_learning_curves_leave_out_a_test_metric_that_is_not_a_number():
+    """A diverged run's test_loss is NaN (``null`` in metrics.json): ``axhline(None)`` was a TypeError traceback after
+    the fit. Its dashed line is left out and the legend says so; the curves' NaN points are gaps, and a curve
+    without a finite point is named as such."""
+    from mnist_lit.callbacks.plots import LEARNING_CURVES_PX, figure_to_array, learning_curves_figure
+
+    epochs = [
+        {"epoch": 0, "train_loss": 2.3, "val_loss": None, "train_acc": 0.1, "val_acc": 0.1},
+        {"epoch": 1, "train_loss": None, "val_loss": None, "train_acc": 0.09, "val_acc": 0.1},
+    ]
+    for test in ({"test_loss": None, "test_acc": 0.07}, {"test_loss": math.nan, "test_acc": math.inf}):
+        fig = learning_curves_figure(epochs, test)
+        assert figure_to_array(fig).shape == (LEARNING_CURVES_PX[1], LEARNING_CURVES_PX[0], 3)
+        labels = {text.get_text() for ax in fig.axes for text in ax.get_legend().get_texts()}
+        # train_loss has one finite epoch (a gap for the other), val_loss none
+        assert {"train_loss", "val_loss: not a number, not drawn", "test_loss: not a number, not drawn"} <= labels
+        assert ("test_acc" if test["test_acc"] == 0.07 else "test_acc: not a number, not drawn") in labels
+
+
+@pytest.mark.slow
+def test_a_run_that_diverges_to_nan_ends_normally_with_its_reports(mnist_dir, tmp_path):
+    """``--model.lr 1e30`` (finite, so accepted) trains into NaN: the fit used to end in a traceback from the
+    learning curves. Now it exits 0, prints its (low) test accuracy and NaN loss as they are, and every report of
+    the run folder is written; the diverged checkpoint still predicts."""
+    limits = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "5", "--trainer.limit_val_batches", "2"]
+    args = [*offline_data(mnist_dir), "--model.lr", "1e30", *limits, "--trainer.limit_test_batches", "2"]
+    out = run_cli("fit", "--config", str(CONFIG), *args, cwd=tmp_path)
+    assert "Traceback" not in out.stderr
+    line = printed_test_line(out.stdout)
+    assert "(test_loss nan, " in line and 0.0 <= float(line.split()[2]) < 0.5, line  # reported as it is
+    run_dir = version_dirs(tmp_path)[-1]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test"]["test_loss"] is None and metrics["epochs"][0]["val_loss"] is None
+    # Its first steps were finite, the later ones NaN: the epoch's loss is NaN, not the mean of the finite steps.
+    assert metrics["epochs"][0]["train_loss"] is None and "Will be removed" not in out.stderr
+    for name in ("learning_curves.png", "confusion_matrix_val.png", "confusion_matrix_test.png"):
+        Image.open(run_dir / name).verify()
+    Image.open(run_dir / "test_confident_errors.png").verify()
+    assert math.isnan(read_events(run_dir).Scalars("test_loss")[-1].value)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    predicted = run_cli("predict", "--ckpt_path", str(ckpt), *offline_data(mnist_dir), cwd=tmp_path)
+    assert "Traceback" not in predicted.stderr
+    assert len((version_dirs(tmp_path)[-1] / "predictions.csv").read_text().splitlines()) == 10_001

@@ -29,6 +29,7 @@ DIGIT_CELL_PX = (100, 120)  # (width, height) of one digit and its caption in a 
 CONFUSION_MATRIX_PX = (640, 640)
 LEARNING_CURVES_PX = (1000, 400)
 RIGHT, WRONG = "tab:green", "tab:red"  # caption colours in digit grids
+NOT_DRAWN = ": not a number, not drawn"  # legend of a learning curve (or test line) without a finite value
 
 
 def _figure(size_px: tuple[int, int]) -> Figure:
@@ -145,17 +146,31 @@ def learning_curves_figure(epochs: Sequence[dict], test: dict | None = None) -> 
             ``train_acc``, ``val_acc`` (the records of ``metrics.json``).
         test: optional dict with ``test_loss`` / ``test_acc``, drawn as dashed horizontal lines.
 
+    A value that is ``None`` (``null`` in metrics.json: the metric was NaN or infinite, as in a run that diverged)
+    or not finite is a gap in its curve; a curve or test value with no finite value at all is not drawn, and its
+    legend entry says so.
+
     Returns:
         A figure of :data:`LEARNING_CURVES_PX` pixels (epochs numbered from 1, as Keras prints them).
     """
     fig = _figure(LEARNING_CURVES_PX)
     for ax, name in zip(fig.subplots(1, 2), ("loss", "acc"), strict=False):
+        drawn = False  # any finite point in this panel
         for stage, style in (("train", "o-"), ("val", "s-")):
-            points = [(r["epoch"] + 1, r[f"{stage}_{name}"]) for r in epochs if f"{stage}_{name}" in r]
+            key = f"{stage}_{name}"
+            points = [(r["epoch"] + 1, _finite(r[key])) for r in epochs if key in r]
             if points:
-                ax.plot(*zip(*points, strict=False), style, label=f"{stage}_{name}")
+                finite = any(not math.isnan(value) for _, value in points)
+                ax.plot(*zip(*points, strict=False), style, label=key if finite else f"{key}{NOT_DRAWN}")
+                drawn |= finite
         if test and f"test_{name}" in test:
-            ax.axhline(test[f"test_{name}"], color="tab:gray", linestyle="--", label=f"test_{name}")
+            value = _finite(test[f"test_{name}"])
+            if not math.isnan(value):
+                ax.axhline(value, color="tab:gray", linestyle="--", label=f"test_{name}")
+            else:
+                ax.plot([], [], color="tab:gray", linestyle="--", label=f"test_{name}{NOT_DRAWN}")
+        if epochs and not drawn:  # matplotlib scales to finite points only: the epochs' range, none being finite
+            ax.set_xlim(0.5, max(r["epoch"] for r in epochs) + 1.5)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title("loss (cross-entropy)" if name == "loss" else "accuracy")
@@ -164,6 +179,11 @@ def learning_curves_figure(epochs: Sequence[dict], test: dict | None = None) -> 
             ax.legend()
     fig.tight_layout()
     return fig
+
+
+def _finite(value: float | None) -> float:
+    """``value`` when it is a finite number, else NaN (``None``: metrics.json's null for a NaN or infinite metric)."""
+    return value if value is not None and math.isfinite(value) else math.nan
 
 
 def figure_to_array(fig: Figure) -> np.ndarray:

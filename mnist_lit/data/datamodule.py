@@ -26,7 +26,14 @@ from mnist_lit.data.sharding import eval_sampler, per_device_batch_size, world_s
 from mnist_lit.data.splits import check_folds, check_holdout, fold_indices, load_split, split_indices
 from mnist_lit.errors import DataError
 from mnist_lit.hparams import TypedHParams
-from mnist_lit.limits import DOWNLOAD_DEADLINE, DOWNLOAD_TIMEOUT
+from mnist_lit.limits import (
+    DOWNLOAD_DEADLINE,
+    DOWNLOAD_TIMEOUT,
+    MAX_BATCH_SIZE,
+    WORKERS_PER_CPU,
+    max_num_workers,
+    usable_cpus,
+)
 
 
 class InMemoryDataset(Dataset):
@@ -61,6 +68,27 @@ def collate_batch(batch):
     return batch
 
 
+def check_loader_bounds(batch_size: int, num_workers: int) -> None:
+    """Refuse a ``batch_size`` or ``num_workers`` above its bound in :mod:`mnist_lit.limits` (both DataModules).
+
+    Raises:
+        DataError: ``batch_size`` above :data:`~mnist_lit.limits.MAX_BATCH_SIZE`, or ``num_workers`` above
+            :func:`~mnist_lit.limits.max_num_workers` (one line naming the flag, the value and the bound's reason).
+    """
+    if batch_size > MAX_BATCH_SIZE:
+        raise DataError(
+            f"--data.batch_size {batch_size} is more than {MAX_BATCH_SIZE:,} (2**20), more images than any data set "
+            f"here holds (all of MNIST: 70,000); give 1 to {MAX_BATCH_SIZE:,}"
+        )
+    bound = max_num_workers()
+    if num_workers > bound:
+        raise DataError(
+            f"--data.num_workers {num_workers} is more than {bound}, {WORKERS_PER_CPU} worker processes for each of "
+            f"the {usable_cpus()} CPUs this process may use (each worker is a process with memory of its own); "
+            f"give 0 to {bound}"
+        )
+
+
 class MNISTDataModule(TypedHParams, LightningDataModule):
     """MNIST (or Fashion-MNIST) with the Keras tutorial's split.
 
@@ -78,7 +106,8 @@ class MNISTDataModule(TypedHParams, LightningDataModule):
         download_deadline: seconds one ``prepare_data`` may spend downloading, all files and
             mirrors together (:data:`mnist_lit.limits.DOWNLOAD_DEADLINE`); raise it on a slow network.
         batch_size: images per optimizer step, all devices together (Keras tutorial: 128); on
-            ``W`` processes each device gets ``batch_size / W`` (see :mod:`mnist_lit.data.sharding`).
+            ``W`` processes each device gets ``batch_size / W`` (see :mod:`mnist_lit.data.sharding`); at most
+            :data:`mnist_lit.limits.MAX_BATCH_SIZE`.
         val_split: fraction of the training file held out for validation (tutorial: 0.3).
         split: ``"tail"`` (Keras: the last fraction in file order) or ``"random"``.
         split_seed: seed of the dedicated generator used by ``split="random"`` and by the folds.
@@ -86,7 +115,8 @@ class MNISTDataModule(TypedHParams, LightningDataModule):
             of the training file (:func:`mnist_lit.data.splits.fold_indices`) is the validation part and ``val_split``
             and ``split`` are not used. ``None`` (default): the ``val_split`` holdout.
         fold: which of the ``num_folds`` folds is validated, 0 to K-1.
-        num_workers: DataLoader worker processes; 0 is fastest for in-memory tensors.
+        num_workers: DataLoader worker processes; 0 is fastest for in-memory tensors. At most
+            :func:`mnist_lit.limits.max_num_workers` (4 per CPU this process may use).
         pin_memory: pin host memory for faster copies to a GPU (unused when ``data_on_device``).
         data_on_device: when the trainer runs on a GPU, keep the images and labels there (uint8:
             55 MB for all of MNIST), so batches are cut on the GPU and nothing is copied per batch.
@@ -120,6 +150,7 @@ class MNISTDataModule(TypedHParams, LightningDataModule):
             raise DataError(f"val_split must be between 0 and 1 (exclusive), got {val_split}")
         if num_workers < 0:
             raise DataError(f"num_workers must be 0 or more, got {num_workers}")
+        check_loader_bounds(batch_size, num_workers)
         if download_timeout <= 0:
             raise DataError(f"download_timeout must be a positive number of seconds, got {download_timeout}")
         if download_deadline <= 0:

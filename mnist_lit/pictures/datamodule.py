@@ -15,7 +15,7 @@ from pathlib import Path
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from mnist_lit.data.datamodule import collate_batch
+from mnist_lit.data.datamodule import check_loader_bounds, collate_batch
 from mnist_lit.data.sharding import eval_sampler, per_device_batch_size, world_size_of
 from mnist_lit.errors import DataError
 from mnist_lit.hparams import TypedHParams
@@ -64,8 +64,9 @@ class PicturesDataModule(TypedHParams, LightningDataModule):
 
     Raises:
         DataError: ``predict_path`` names no picture (:func:`mnist_lit.pictures.dataset.list_images`: checked
-            here, before a run folder is made), ``predict_sheet`` is refused by :func:`check_sheet_path`, or a number below 1
-            (``num_workers``: below 0).
+            here, before a run folder is made), ``predict_sheet`` is refused by :func:`check_sheet_path`, a number below 1
+            (``num_workers``: below 0), or ``batch_size`` or ``num_workers`` above its bound
+            (:func:`mnist_lit.data.datamodule.check_loader_bounds`).
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class PicturesDataModule(TypedHParams, LightningDataModule):
             raise DataError(f"batch_size and max_pixels must be positive, got {batch_size} and {max_pixels}")
         if num_workers < 0:
             raise DataError(f"num_workers must be 0 or more, got {num_workers}")
+        check_loader_bounds(batch_size, num_workers)
         list_images(predict_path)
         self.save_hyperparameters()
         self.data_predict: PictureFiles | None = None
