@@ -29,7 +29,7 @@ from mnist_lit.model import MNISTClassifier
 from mnist_lit.parser_errors import lightning_refusal
 from mnist_lit.precision import bf16_cpu_notice, check_precision
 from mnist_lit.runs import claim_version, data_settings, evaluate_in_a_new_folder, logger_root, version_of
-from mnist_lit.trainer_args import trainer_kwargs
+from mnist_lit.trainer_args import trainer_kwargs, without_run_folder
 
 
 class MNISTLightningCLI(LightningCLI):
@@ -163,7 +163,7 @@ class MNISTLightningCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         """The configured trainer with the arguments of :func:`mnist_lit.trainer_args.trainer_kwargs` (safe
         checkpoint IO; without the callbacks that write into a run folder, and without saving ``config.yaml``,
-        when ``logger`` is false: one line says so). With ``deterministic: true`` (the configs), new tensors are
+        when ``logger`` is false or ``fast_dev_run`` is set: one line says so). With ``deterministic: true`` (the configs), new tensors are
         no longer filled with NaN first (``torch.utils.deterministic.fill_uninitialized_memory``; PyTorch's docs
         advise it for valid programs).
 
@@ -172,10 +172,10 @@ class MNISTLightningCLI(LightningCLI):
         config = self._get(self.config_init, "trainer", default={})
         check_precision(kwargs.get("precision", config.get("precision")))  # before a 100-line dtype traceback
         kwargs, dropped = trainer_kwargs(kwargs, config)
-        if kwargs.get("logger", config.get("logger")) is False:
+        if reason := without_run_folder(kwargs, config):
             self.save_config_callback = None  # no run folder to keep config.yaml in
             if dropped:
-                print(f"logger false: no run folder, so without {', '.join(dropped)}", file=sys.stderr)
+                print(f"{reason}: no run folder, so without {', '.join(dropped)}", file=sys.stderr)
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except (ValueError, TypeError) as err:  # Lightning's own checks of the arguments; anything else re-raised

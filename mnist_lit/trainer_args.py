@@ -40,7 +40,8 @@ def trainer_kwargs(kwargs: dict[str, Any], config: Mapping[str, Any]) -> tuple[d
       loads) is added unless the configuration brings its own ``CheckpointIO`` plugin;
     * ``enable_progress_bar: false`` drops the configured progress bar callback too (Lightning would refuse
       the combination; the YAML keeps one only to set its refresh rate);
-    * ``logger: false`` drops the callbacks of :data:`NEED_A_LOGGER` (no run folder to write into).
+    * ``logger: false`` and ``fast_dev_run`` drop the callbacks of :data:`NEED_A_LOGGER` (no run folder to write
+      into: :func:`without_run_folder`).
 
     Returns:
         the arguments, and the sorted class names of the callbacks dropped for want of a logger.
@@ -54,8 +55,18 @@ def trainer_kwargs(kwargs: dict[str, Any], config: Mapping[str, Any]) -> tuple[d
     if kwargs.get("enable_progress_bar", config.get("enable_progress_bar")) is False:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     dropped: list[str] = []
-    if kwargs.get("logger", config.get("logger")) is False:
+    if without_run_folder(kwargs, config):
         dropped = sorted({type(c).__name__ for c in callbacks if isinstance(c, NEED_A_LOGGER)})
         callbacks = [c for c in callbacks if not isinstance(c, NEED_A_LOGGER)]
     kwargs["callbacks"] = callbacks
     return kwargs, dropped
+
+
+def without_run_folder(kwargs: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    """Why the run has no run folder, or "": ``"logger false"``, or ``"fast_dev_run"`` (Lightning then replaces the
+    logger by one without a folder, and the reports were written into the current folder, over files of the same
+    names). ``kwargs`` override the parsed ``trainer`` ``config``."""
+    if kwargs.get("logger", config.get("logger")) is False:
+        return "logger false"
+    fast = kwargs.get("fast_dev_run", config.get("fast_dev_run"))
+    return "fast_dev_run" if fast is True or (type(fast) is int and fast > 0) else ""

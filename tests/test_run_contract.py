@@ -320,6 +320,29 @@ def test_two_fits_started_together_get_two_folders_and_logger_false_twice(tmp_pa
 
 
 @pytest.mark.slow
+def test_fast_dev_run_and_logger_false_write_nothing_over_the_current_folder(trained_run, tmp_path, mnist_dir):
+    """fast_dev_run swaps in a logger without a folder, so the reports (metrics.json, learning_curves.png, ...) were
+    written into the current folder over files of those names, and predict without a run folder replaced a
+    predictions.csv there. Now they are left out with one line, and predict refuses before predicting."""
+    mine = {"metrics.json": "my metrics\n", "learning_curves.png": "my plot\n", "predictions.csv": "my predictions\n"}
+    for name, text in mine.items():
+        (tmp_path / name).write_text(text)
+    fit = run_cli(
+        "fit", "--config", str(CONFIG), *offline_data(mnist_dir), "--trainer.fast_dev_run", "true", cwd=tmp_path
+    )
+    assert "fast_dev_run: no run folder, so without" in fit.stderr and "MetricsHistory" in fit.stderr
+    ckpt = str(trained_run["best_ckpt"])
+    for flag in (["--trainer.logger", "false"], ["--trainer.fast_dev_run", "true"]):
+        out = run_cli("predict", "--ckpt_path", ckpt, *offline_data(mnist_dir), *flag, cwd=tmp_path, check=False)
+        assert out.returncode == 2 and out.stderr.splitlines()[-1] == (
+            f"error: {tmp_path / 'predictions.csv'} exists; give the run a folder of its own (no --trainer.logger "
+            "false or --trainer.fast_dev_run) or move that file (predictions never replace a file)"
+        ), out.stderr[-2000:]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(mine)
+    assert all((tmp_path / name).read_text() == text for name, text in mine.items())
+
+
+@pytest.mark.slow
 def test_sigterm_saves_last_ckpt_exits_143_and_resume_finishes(tmp_path, mnist_dir):
     # Epochs of 400 batches of 16 images: long enough (seconds on any CPU) for the signal to land inside epoch 2.
     args = fit_args(

@@ -60,6 +60,16 @@ class PredictionWriter(BasePredictionWriter):
         self.failed_files = 0
 
     def on_predict_epoch_start(self, trainer, pl_module) -> None:
+        """Refuses, before anything is predicted, a CSV that would replace a file: a run folder is new, but with
+        ``--trainer.logger false`` or ``fast_dev_run`` there is none and the CSV goes into the current folder.
+
+        Raises:
+            DataError: the CSV's file exists."""
+        if trainer.is_global_zero and self._path(trainer).exists():
+            raise DataError(
+                f"{self._path(trainer)} exists; give the run a folder of its own (no --trainer.logger false or "
+                "--trainer.fast_dev_run) or move that file (predictions never replace a file)"
+            )
         self._rows, self._sheet = [], []
         self._sheet_limit = 0
         if _sheet_path(trainer) is not None:
@@ -82,6 +92,10 @@ class PredictionWriter(BasePredictionWriter):
         labels = batch[1].cpu() if len(batch) > 1 and torch.is_tensor(batch[1]) else [None] * len(preds)
         for index, label, pred, row in zip(indices, labels, preds.tolist(), probs.tolist(), strict=False):
             self._rows.append([int(index), None if label is None else int(label), pred, row[pred], *row])
+
+    def _path(self, trainer) -> Path:
+        """The CSV's path: ``filename`` in ``output_dir``, or in the run folder (:func:`run_dir`)."""
+        return (Path(self.output_dir) if self.output_dir else run_dir(trainer)) / self.filename
 
     def _gathered(self, trainer) -> tuple[list[list], list[SheetPicture]]:
         """Every rank's rows and sheet pictures (one collective under DDP: every rank calls it)."""
@@ -106,9 +120,8 @@ class PredictionWriter(BasePredictionWriter):
             return
         rows, sheet = finished
         pictures = isinstance(rows[0][1], str)
-        folder = Path(self.output_dir) if self.output_dir else run_dir(trainer)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / self.filename
+        path = self._path(trainer)
+        path.parent.mkdir(parents=True, exist_ok=True)
         if pictures:  # rows: [index, *PICTURE_COLUMNS]
             shown = [(crops, quads) for _, crops, quads in sheet]
             write_picture_predictions([row[1:] for row in rows], path, _sheet_path(trainer), shown)
