@@ -15,7 +15,7 @@ from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_lit.errors import HyperparameterError
-from mnist_lit.hparams import TypedHParams
+from mnist_lit.hparams import TypedHParams, refuse_nulls
 from mnist_lit.network import CLASS_NAMES, NUM_CLASSES, PixelScale, SeedCNN, scale_pixels
 
 LRSchedule = Literal["constant", "onecycle"]
@@ -81,6 +81,7 @@ class MNISTClassifier(TypedHParams, LightningModule):
         lr_schedule: LRSchedule = "constant",
         warmup_fraction: float = 0.3,
     ) -> None:
+        refuse_nulls(MNISTClassifier, locals(), "model")
         super().__init__()
         if lr_schedule not in ("constant", "onecycle"):
             raise HyperparameterError(f"model.lr_schedule must be 'constant' or 'onecycle', got {lr_schedule!r}")

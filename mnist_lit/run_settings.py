@@ -188,14 +188,16 @@ def check_model_flags(
 
 
 def check_training_length(trainer_config: Mapping[str, Any]) -> None:
-    """Refuse a ``fit`` that trains nothing (``max_epochs`` or ``max_steps`` 0): it would test untrained weights.
+    """Refuse a ``fit`` that trains nothing (``max_epochs``, ``max_steps`` or ``limit_train_batches`` 0, also as
+    0.0 or a YAML float that rounds to it, ``1e-400``): it would test untrained weights with exit status 0.
 
     Raises:
         SettingError: one line naming the setting.
     """
-    for key in ("max_epochs", "max_steps"):
-        if trainer_config.get(key) == 0:
-            raise SettingError(f"--trainer.{key} 0 trains nothing; give 1 or more")
+    for key, allowed in (("max_epochs", "1"), ("max_steps", "1"), ("limit_train_batches", "a fraction above 0, or 1")):
+        value = trainer_config.get(key)
+        if value == 0 and not isinstance(value, bool):
+            raise SettingError(f"--trainer.{key} {value} trains nothing; give {allowed} or more")
 
 
 def check_resume(ckpt_path: str | Path, checkpoint: Mapping[str, Any], command: Mapping[str, Any]) -> None:

@@ -13,6 +13,9 @@ import torch
 import yaml
 from conftest import CONFIG, MNIST_10K, offline_data, printed_metric, printed_test_acc, run_cli, version_dirs
 
+from mnist_lit import MNISTClassifier, MNISTDataModule
+from mnist_lit.errors import SettingError
+from mnist_lit.pictures import PicturesDataModule
 from mnist_lit.runs import data_settings
 
 
@@ -281,8 +284,8 @@ def test_fit_without_config_is_refused_before_lightning(tmp_path):
 
 @pytest.mark.slow
 def test_training_nothing_is_refused_before_a_run_folder(tmp_path, mnist_dir):
-    """max_epochs 0 or max_steps 0 would print the test accuracy of an untrained model; a training length given
-    by hand without --config gets past the --config check and is judged on its value."""
+    """max_epochs 0, max_steps 0 or limit_train_batches 0 would print the test accuracy of an untrained model; a
+    training length given by hand without --config gets past the --config check and is judged on its value."""
     data = offline_data(mnist_dir)
     zero_epochs = run_cli("fit", "--config", str(CONFIG), *data, "--trainer.max_epochs", "0", cwd=tmp_path, check=False)
     zero_steps = run_cli("fit", *data, "--trainer.max_steps=0", cwd=tmp_path, check=False)
@@ -292,6 +295,12 @@ def test_training_nothing_is_refused_before_a_run_folder(tmp_path, mnist_dir):
             f"error: --trainer.{key} 0 trains nothing; give 1 or more"
         ]
         assert "Test accuracy" not in out.stdout
+    (tmp_path / "tiny.yaml").write_text("trainer:\n  limit_train_batches: 1e-400\n")  # a float that reads as 0.0
+    for extra in (["--trainer.limit_train_batches", "0"], ["--config", "tiny.yaml"]):
+        out = run_cli("fit", "--config", str(CONFIG), *data, *extra, cwd=tmp_path, check=False)
+        assert out.returncode == 2 and out.stderr.splitlines()[-1] == (
+            "error: --trainer.limit_train_batches 0.0 trains nothing; give a fraction above 0, or 1 or more"
+        ), out.stderr[-2000:]
     assert not (tmp_path / "lightning_logs").exists()
 
 
@@ -408,3 +417,31 @@ def test_the_seeds_lightning_takes_still_seed(tmp_path):
             out.stderr[-2000:],
         )
         assert (seeded in out.stderr) if seeded else ("Seed set to" not in out.stderr)
+
+
+@pytest.mark.parametrize(
+    ("make", "line"),
+    [
+        (lambda: MNISTDataModule(batch_size=None), "--data.batch_size null: expected an int"),
+        (lambda: MNISTDataModule(val_split=None), "--data.val_split null: expected a float"),
+        (lambda: MNISTDataModule(split=None), "--data.split null: expected one of 'tail', 'random'"),
+        (lambda: MNISTClassifier(lr=None), "--model.lr null: expected a float"),
+        (lambda: PicturesDataModule("pics", max_pixels=None), "--data.max_pixels null: expected an int"),
+    ],
+)
+def test_a_null_where_the_type_takes_none_is_one_line(make, line):
+    """jsonargparse passes a config file's null (``lr:`` with no value) and ``--data.batch_size null`` through to
+    the class, where the first comparison with it was a TypeError traceback."""
+    with pytest.raises(SettingError) as refused:
+        make()
+    assert str(refused.value) == line
+
+
+@pytest.mark.slow
+def test_a_null_in_a_config_file_is_one_line_before_a_run_folder(tmp_path, mnist_dir):
+    (tmp_path / "null.yaml").write_text("model:\n  lr:\ndata:\n  batch_size: 32\n")
+    out = run_cli(
+        "fit", "--config", str(CONFIG), "--config", "null.yaml", *offline_data(mnist_dir), cwd=tmp_path, check=False
+    )
+    assert out.returncode == 2 and out.stderr.splitlines()[-1] == "error: --model.lr null: expected a float"
+    assert "Traceback" not in out.stderr and not (tmp_path / "lightning_logs").exists()

@@ -25,7 +25,7 @@ from mnist_lit.data.identity import train_data_identity
 from mnist_lit.data.sharding import eval_sampler, per_device_batch_size, world_size_of
 from mnist_lit.data.splits import check_folds, check_holdout, fold_indices, load_split, split_indices
 from mnist_lit.errors import DataError
-from mnist_lit.hparams import TypedHParams
+from mnist_lit.hparams import TypedHParams, refuse_nulls
 from mnist_lit.limits import (
     DOWNLOAD_DEADLINE,
     DOWNLOAD_TIMEOUT,
@@ -143,6 +143,7 @@ class MNISTDataModule(TypedHParams, LightningDataModule):
         pin_memory: bool = False,
         data_on_device: bool = True,
     ) -> None:
+        refuse_nulls(MNISTDataModule, locals(), "data")
         super().__init__()
         if batch_size < 1:
             raise DataError(f"batch_size must be a positive integer, got {batch_size}")

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from mnist_lit.data.datamodule import check_loader_bounds, collate_batch
 from mnist_lit.data.sharding import eval_sampler, per_device_batch_size, world_size_of
 from mnist_lit.errors import DataError
-from mnist_lit.hparams import TypedHParams
+from mnist_lit.hparams import TypedHParams, refuse_nulls
 from mnist_lit.pictures.dataset import PictureFiles, list_images
 from mnist_lit.pictures.decode import MAX_IMAGE_PIXELS
 
@@ -77,6 +77,7 @@ class PicturesDataModule(TypedHParams, LightningDataModule):
         num_workers: int = 0,
         max_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
+        refuse_nulls(PicturesDataModule, locals(), "data")
         super().__init__()
         if predict_sheet is not None:
             check_sheet_path(predict_sheet)
