@@ -56,12 +56,19 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def write_csv(path: str | Path, fieldnames: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+def write_csv(
+    path: str | Path, fieldnames: Sequence[str], rows: Iterable[Mapping[str, Any]], replace: bool = True
+) -> Path:
     """Write a CSV table with :class:`csv.DictWriter` (a header line of ``fieldnames``, then one line per row,
     ``\\n`` line ends; a missing key or ``None`` is an empty cell) with :func:`atomic_write`; returns the path.
-    Every table of a run (predictions, confusion matrices, cv folds, tune trials, lr_find) is written here."""
+    Every table of a run (predictions, confusion matrices, cv folds, tune trials, lr_find) is written here.
+
+    Raises:
+        FileExistsError: ``replace=False`` and ``path`` exists (nothing is written there)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    return write_text(path, buffer.getvalue())
+    with atomic_write(path, replace) as handle:
+        handle.write(buffer.getvalue().encode())
+    return Path(path)

@@ -314,3 +314,16 @@ def test_pictures_num_workers_and_batch_size_above_their_bounds_are_refused_in_o
     for size in (largest + 1, 10**18):
         with pytest.raises(DataError, match=rf"^--data\.batch_size {size} is more than {largest:,}"):
             PicturesDataModule(pics, batch_size=size)
+
+
+def test_predictions_that_appear_while_predicting_are_not_replaced(tmp_path, mnist_dir):
+    """Two predict runs without a run folder (``--trainer.logger false``) in one folder both pass the check made
+    before predicting; the second to finish must not replace the first one's CSV (``os.link``, never a rename)."""
+    from mnist_lit.callbacks.predictions import write_picture_predictions
+
+    rows = [("a.png", 7, 0.9, "7", "0.900000", "0 0 9 9", [0.1] * 10, "")]
+    (tmp_path / "predictions.csv").write_text("the other run's\n")
+    with pytest.raises(FileExistsError):
+        write_picture_predictions(rows, tmp_path / "predictions.csv", replace=False)
+    assert (tmp_path / "predictions.csv").read_text() == "the other run's\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]  # no temporary file left

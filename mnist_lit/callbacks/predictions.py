@@ -65,9 +65,9 @@ class PredictionWriter(BasePredictionWriter):
 
         Raises:
             DataError: the CSV's file exists."""
-        if trainer.is_global_zero and self._path(trainer).exists():
+        if trainer.is_global_zero and (path := self._path(trainer)).exists():
             raise DataError(
-                f"{self._path(trainer)} exists; give the run a folder of its own (no --trainer.logger false or "
+                f"{path} exists; give the run a folder of its own (no --trainer.logger false or "
                 "--trainer.fast_dev_run) or move that file (predictions never replace a file)"
             )
         self._rows, self._sheet = [], []
@@ -122,11 +122,14 @@ class PredictionWriter(BasePredictionWriter):
         pictures = isinstance(rows[0][1], str)
         path = self._path(trainer)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if pictures:  # rows: [index, *PICTURE_COLUMNS]
-            shown = [(crops, quads) for _, crops, quads in sheet]
-            write_picture_predictions([row[1:] for row in rows], path, _sheet_path(trainer), shown)
-            return
-        write_csv(path, COLUMNS, (test_row(row) for row in rows))
+        try:  # never over a file: one another run wrote since on_predict_epoch_start (two at once)
+            if pictures:  # rows: [index, *PICTURE_COLUMNS]
+                shown = [(crops, quads) for _, crops, quads in sheet]
+                write_picture_predictions([row[1:] for row in rows], path, _sheet_path(trainer), shown, replace=False)
+                return
+            write_csv(path, COLUMNS, (test_row(row) for row in rows), replace=False)
+        except FileExistsError:
+            raise DataError(f"{path} appeared while predicting; not replaced, no predictions written") from None
         first = rows[0]
         print(f"Wrote {len(rows)} predictions to {path}")
         print(
@@ -231,6 +234,7 @@ def write_picture_predictions(
     path: str | Path,
     sheet: str | Path | None = None,
     sheet_crops: Sequence[tuple[torch.Tensor, np.ndarray]] = (),
+    replace: bool = True,
 ) -> None:
     """Report predictions on picture files: CSV, a table on stdout, errors on stderr, optional PNG sheet.
 
@@ -245,12 +249,14 @@ def write_picture_predictions(
         sheet_crops: with ``sheet``, ``(crops, quads)`` of the first rows' files, at least
             ``min(len(rows), SHEET_MAX_IMAGES)`` of them: uint8 (K, 1, 28, 28) and float32 (K, 4, 2), what
             :class:`mnist_lit.pictures.PictureFiles` gave the model (:func:`sheet_pictures`).
+        replace: whether the CSV may replace a file at ``path``.
 
     Raises:
         ValueError: a sheet is asked for with fewer ``sheet_crops`` than it shows.
         DataError: the sheet's file exists (it never replaces one; the CSV is written first).
+        FileExistsError: ``replace=False`` and the CSV's file exists (nothing written).
     """
-    write_csv(path, PICTURE_COLUMNS, (picture_row(*row) for row in rows))
+    write_csv(path, PICTURE_COLUMNS, (picture_row(*row) for row in rows), replace)
     width = max(len("file"), *(len(_printable(row[0])) for row in rows))
     print(f"{'file':<{width}}  digits      confidence")
     for file, _, confidence, digits, *_, error in rows:

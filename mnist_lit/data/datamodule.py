@@ -69,12 +69,16 @@ def collate_batch(batch):
 
 
 def check_loader_bounds(batch_size: int, num_workers: int) -> None:
-    """Refuse a ``batch_size`` or ``num_workers`` above its bound in :mod:`mnist_lit.limits` (both DataModules).
+    """Refuse a ``num_workers`` below 0, or a ``batch_size`` or ``num_workers`` above its bound in
+    :mod:`mnist_lit.limits` (both DataModules; each checks ``batch_size`` below 1 itself, with its other settings).
 
     Raises:
-        DataError: ``batch_size`` above :data:`~mnist_lit.limits.MAX_BATCH_SIZE`, or ``num_workers`` above
-            :func:`~mnist_lit.limits.max_num_workers` (one line naming the flag, the value and the bound's reason).
+        DataError: ``num_workers`` below 0, ``batch_size`` above :data:`~mnist_lit.limits.MAX_BATCH_SIZE`, or
+            ``num_workers`` above :func:`~mnist_lit.limits.max_num_workers` (one line naming the flag, the value and
+            the bound's reason).
     """
+    if num_workers < 0:
+        raise DataError(f"num_workers must be 0 or more, got {num_workers}")
     if batch_size > MAX_BATCH_SIZE:
         raise DataError(
             f"--data.batch_size {batch_size} is more than {MAX_BATCH_SIZE:,} (2**20), more images than any data set "
@@ -149,8 +153,6 @@ class MNISTDataModule(TypedHParams, LightningDataModule):
             raise DataError(f"batch_size must be a positive integer, got {batch_size}")
         if not 0.0 < val_split < 1.0:
             raise DataError(f"val_split must be between 0 and 1 (exclusive), got {val_split}")
-        if num_workers < 0:
-            raise DataError(f"num_workers must be 0 or more, got {num_workers}")
         check_loader_bounds(batch_size, num_workers)
         if download_timeout <= 0:
             raise DataError(f"download_timeout must be a positive number of seconds, got {download_timeout}")

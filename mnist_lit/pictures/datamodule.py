@@ -83,8 +83,6 @@ class PicturesDataModule(TypedHParams, LightningDataModule):
             check_sheet_path(predict_sheet)
         if batch_size < 1 or max_pixels < 1:
             raise DataError(f"batch_size and max_pixels must be positive, got {batch_size} and {max_pixels}")
-        if num_workers < 0:
-            raise DataError(f"num_workers must be 0 or more, got {num_workers}")
         check_loader_bounds(batch_size, num_workers)
         list_images(predict_path)
         self.save_hyperparameters()
